@@ -1,0 +1,172 @@
+"""Packaging invariants: the package is stdlib-only and the two dependency lists agree."""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10 gets the backport from the `test` extra
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "barknet"
+
+# Notebook-only helpers: may import third-party modules (matplotlib, ipywidgets, IPython)
+# inside functions, so that `import barknet.<helper>` still works without them.
+NOTEBOOK_HELPERS = {"lab.py", "trace.py", "bench.py"}
+ALLOWED_TOP_LEVEL = set(sys.stdlib_module_names) | {"barknet"}
+
+
+def _pyproject() -> dict:
+    with (ROOT / "pyproject.toml").open("rb") as f:
+        return tomllib.load(f)
+
+
+def _normalize(requirement: str) -> str:
+    """Project name of a PEP 508 / conda requirement, PEP 503-normalized."""
+    match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", requirement)
+    assert match, f"cannot parse requirement {requirement!r}"
+    return re.sub(r"[-_.]+", "-", match.group(1)).lower()
+
+
+def _conda_dependencies(text: str) -> list[str]:
+    """Top-level entries of `dependencies:` in environment.yml (no PyYAML needed).
+
+    Nested lists (the `- pip:` block) are skipped; only plain `- name` items count.
+    """
+    deps: list[str] = []
+    in_deps = False
+    item_indent: int | None = None
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].rstrip()
+        if not line.strip():
+            continue
+        indent = len(line) - len(line.lstrip())
+        if indent == 0:
+            in_deps = line == "dependencies:"
+            continue
+        if not in_deps:
+            continue
+        stripped = line.strip()
+        if not stripped.startswith("- "):
+            continue
+        if item_indent is None:
+            item_indent = indent
+        if indent != item_indent:
+            continue  # entries of the nested pip: list
+        value = stripped[2:].strip()
+        if value.endswith(":"):
+            continue  # `- pip:` sub-section header
+        deps.append(value)
+    return deps
+
+
+def test_environment_yml_matches_test_and_notebook_extras() -> None:
+    extras = _pyproject()["project"]["optional-dependencies"]
+    wanted = {_normalize(r) for r in extras["test"] + extras["notebooks"]}
+
+    conda = _conda_dependencies((ROOT / "environment.yml").read_text(encoding="utf-8"))
+    got = {_normalize(d) for d in conda} - {"python", "pip"}
+
+    assert got == wanted, (
+        f"only in environment.yml: {sorted(got - wanted)}; "
+        f"only in pyproject extras: {sorted(wanted - got)}"
+    )
+
+
+def test_environment_yml_installs_the_package() -> None:
+    text = (ROOT / "environment.yml").read_text(encoding="utf-8")
+    assert re.search(r"^\s*- pip:\s*$", text, re.MULTILINE)
+    assert re.search(r"^\s*- -e \.\s*$", text, re.MULTILINE)
+
+
+def test_core_package_has_no_runtime_dependencies() -> None:
+    project = _pyproject()["project"]
+    assert project.get("dependencies", []) == []
+    assert "dependencies" not in project.get("dynamic", [])
+
+
+def test_installed_metadata_has_no_unconditional_requirements() -> None:
+    from importlib import metadata
+
+    try:
+        requires = metadata.requires("barknet") or []
+    except metadata.PackageNotFoundError:
+        pytest.skip("barknet is not installed (run `make test`)")
+    unconditional = [r for r in requires if "extra ==" not in r]
+    assert unconditional == []
+
+
+class _ImportCollector(ast.NodeVisitor):
+    """Collects top-level module names of absolute imports.
+
+    With ``module_level_only`` it does not look inside function bodies (code there runs
+    only when called). Imports under ``if TYPE_CHECKING:`` never run and are skipped.
+    """
+
+    def __init__(self, module_level_only: bool) -> None:
+        self.module_level_only = module_level_only
+        self.found: list[tuple[int, str]] = []
+
+    def visit_Import(self, node: ast.Import) -> None:
+        for alias in node.names:
+            self.found.append((node.lineno, alias.name.split(".")[0]))
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+        if node.level == 0 and node.module:
+            self.found.append((node.lineno, node.module.split(".")[0]))
+
+    def visit_If(self, node: ast.If) -> None:
+        test = node.test
+        name = test.id if isinstance(test, ast.Name) else getattr(test, "attr", None)
+        if name == "TYPE_CHECKING":
+            for child in node.orelse:
+                self.visit(child)
+            return
+        self.generic_visit(node)
+
+    def _visit_function(self, node: ast.AST) -> None:
+        if self.module_level_only:
+            # Decorators and default values still run at import time.
+            for child in [*node.decorator_list, node.args]:
+                self.visit(child)
+            return
+        self.generic_visit(node)
+
+    visit_FunctionDef = _visit_function
+    visit_AsyncFunctionDef = _visit_function
+
+    def visit_Lambda(self, node: ast.Lambda) -> None:
+        if not self.module_level_only:
+            self.generic_visit(node)
+
+
+def _package_modules() -> list[Path]:
+    return sorted(p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def test_package_exists() -> None:
+    assert (PACKAGE / "__init__.py").is_file()
+
+
+@pytest.mark.parametrize(
+    "path",
+    _package_modules(),
+    ids=lambda p: p.relative_to(ROOT).as_posix(),
+)
+def test_module_imports_only_stdlib(path: Path) -> None:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    helper = path.parent == PACKAGE and path.name in NOTEBOOK_HELPERS
+    collector = _ImportCollector(module_level_only=helper)
+    collector.visit(tree)
+    bad = [
+        f"line {line}: {name}" for line, name in collector.found if name not in ALLOWED_TOP_LEVEL
+    ]
+    where = "at module level" if helper else "anywhere"
+    assert not bad, f"{path.name} imports non-stdlib modules {where}: {bad}"
