@@ -1,0 +1,539 @@
+"""Length-prefix framing over any transport, as a decorator.
+
+Theory of operation
+-------------------
+``FramedTransport(inner)`` is an :class:`~barknet.interfaces.ITransport` whose
+unit is a whole *frame* instead of a byte. It never looks at sockets: it only
+calls ``inner``'s ``resume_*``/``suspend_*`` methods and listens to ``inner``'s
+events, so it runs the same over TCP, over a chunking fault injector, or over
+another framed transport.
+
+It keeps two pieces of state per peer, as the chapter does:
+
+* **Receive state** (:class:`RecvState`): a sans-I/O
+  :class:`~barknet.framing.FrameDecoder` holding the partial header or payload,
+  and the whole frames decoded but not yet taken by the owner. On the inner
+  ``READABLE``, the decoder lends out its own memory and the inner transport
+  reads straight into it (for a large frame: its exact-size buffer), until a
+  read comes back short or would block. When frames are ready the owner gets
+  ``READABLE`` and pulls them one by one with ``resume_read(peer)``. If the
+  owner stops pulling, this layer stops reading, so the kernel's buffers fill
+  and the sender is slowed down: a slow reader costs bounded memory.
+* **Send state** (:class:`SendState`): the frames queued for the peer and how
+  far the first of them got. ``resume_write(payload, peer)`` queues the header
+  and the payload (no copy) and, if nothing was waiting, tries to send at
+  once. Everything queued goes out in one scatter/gather write (up to 1024
+  buffers, so many small frames share one system call). A short write leaves
+  the rest queued; on the inner ``WRITABLE`` the queue is flushed again, and
+  when it is empty this layer suspends writing and replays ``DRAINED``.
+
+Flow control follows asyncio: when the queue grows past ``high_water`` the
+owner gets ``PAUSE_WRITING`` (right away, inside the ``resume_write`` that
+crossed it) and ``RESUME_WRITING`` once the queue falls to ``low_water``.
+
+A framing error (a length over ``max_frame_size``, a stream that ends mid-frame,
+or, with ``frame_timeout``, a frame that stalls) closes that peer alone and
+reaches the owner as ``CLOSED(ERROR, <typed error>)``. A peer that ends cleanly
+between frames is closed once its queued frames are sent: ``CLOSED(EOF)``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from itertools import islice
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from .errors import FrameTimeoutError, FramingError, TransportClosedError
+from .events import EventKind, IOCounters, IOEvent, IOStatus, Peer, ReadResult, WriteResult
+from .framing import DEFAULT_MAX_FRAME_SIZE, HEADER_SIZE, FrameDecoder, encode_header
+from .interfaces import ITransport, Replay, WriteData
+
+if TYPE_CHECKING:
+    from .reactor import EventWatcher, TimerHandle
+
+__all__ = ["FramedTransport", "RecvState", "SendState"]
+
+#: Buffers handed to one scatter/gather write; 1024 is Linux's IOV_MAX.
+MAX_BUFFERS_PER_WRITE = 1024
+#: Reads per inner READABLE before letting other peers have a turn.
+READS_PER_EVENT = 16
+
+
+def _nbytes(data: Any) -> int:
+    return data.nbytes if isinstance(data, memoryview) else len(data)
+
+
+class RecvState:
+    """Per-peer receive state: the partial frame, and frames waiting for the owner."""
+
+    __slots__ = (
+        "decoder",
+        "eof",
+        "error",
+        "frames",
+        "frames_received",
+        "last_progress",
+        "paused_by_owner",
+        "paused_for_owner",
+        "timer",
+    )
+
+    def __init__(self, decoder: FrameDecoder) -> None:
+        self.decoder = decoder
+        self.frames: deque[bytes | bytearray] = deque()
+        self.eof = False  # the peer ended cleanly between frames
+        self.error: FramingError | None = None
+        self.paused_by_owner = False  # suspend_read() was called
+        self.paused_for_owner = False  # we stopped reading until the owner takes frames
+        self.frames_received = 0
+        self.last_progress = 0.0
+        self.timer: TimerHandle | None = None
+
+
+class SendState:
+    """Per-peer send state: the queued buffers, and how far the first frame got."""
+
+    __slots__ = (
+        "buffers",
+        "closing",
+        "frame_sent",
+        "frame_sizes",
+        "frames_sent",
+        "offset",
+        "paused",
+        "queued",
+        "waiting",
+    )
+
+    def __init__(self) -> None:
+        self.buffers: deque[Any] = deque()  # headers and payloads, in wire order
+        self.offset = 0  # bytes of buffers[0] already sent
+        self.frame_sizes: deque[int] = deque()  # header + payload size of each queued frame
+        self.frame_sent = 0  # bytes of the first queued frame already sent
+        self.queued = 0  # bytes still to send
+        self.waiting = False  # a write came back short: waiting for WRITABLE
+        self.paused = False  # PAUSE_WRITING was replayed and not yet resumed
+        self.closing = False  # close() was called: close once the queue is empty
+        self.frames_sent = 0
+
+
+class PeerSnapshot(NamedTuple):
+    """A picture of one peer's framing state, for notebooks and debugging."""
+
+    recv_part: str  # "idle", "header" or "payload"
+    recv_received: int
+    recv_expected: int
+    frames_waiting: int  # decoded, not yet taken by the owner
+    send_queued_bytes: int
+    send_queued_frames: int
+    send_frame_size: int  # header + payload of the frame being sent (0: none)
+    send_frame_sent: int  # how far it got
+
+
+class FramedTransport(ITransport):
+    """Frames of up to ``max_frame_size`` bytes over any byte transport.
+
+    ``frame_timeout`` (seconds, off by default) closes a peer that starts a
+    frame and then sends nothing more for that long. ``high_water`` and
+    ``low_water`` bound the bytes queued per peer before the owner is asked to
+    pause.
+
+    ``resume_write`` keeps a reference to your payload until it is sent: if
+    you pass a ``bytearray`` that you will change, wait for ``DRAINED`` (or
+    pass ``bytes``).
+    """
+
+    def __init__(
+        self,
+        inner: ITransport,
+        *,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        frame_timeout: float | None = None,
+        high_water: int = 64 * 1024,
+        low_water: int | None = None,
+        buffer_size: int = 64 * 1024,
+    ) -> None:
+        self.inner = inner
+        self.max_frame_size = max_frame_size
+        self.frame_timeout = frame_timeout
+        self.high_water = high_water
+        self.low_water = high_water // 4 if low_water is None else low_water
+        if not 0 <= self.low_water <= self.high_water:
+            raise ValueError("need 0 <= low_water <= high_water")
+        self.buffer_size = buffer_size
+        self._watcher: EventWatcher | None = None
+        self._replay: Replay | None = None
+        self._recv: dict[Peer, RecvState] = {}
+        self._send: dict[Peer, SendState] = {}
+        self._frames_sent_closed = 0
+        self._frames_received_closed = 0
+
+    # ------------------------------------------------------------ lifecycle
+    def attach(self, watcher: EventWatcher, replay: Replay) -> None:
+        self._watcher = watcher
+        self._replay = replay
+        self.inner.attach(watcher, self._on_inner_event)
+
+    def bind(self) -> tuple[str, int]:
+        return self.inner.bind()
+
+    def connect(self, *args: Any, **kwargs: Any) -> Peer:
+        peer = self.inner.connect(*args, **kwargs)
+        self._open(peer)
+        return peer
+
+    def _open(self, peer: Peer) -> None:
+        if peer not in self._recv:
+            decoder = FrameDecoder(self.max_frame_size, buffer_size=self.buffer_size, peer=peer)
+            self._recv[peer] = RecvState(decoder)
+            self._send[peer] = SendState()
+
+    def close(self, peer: Peer | None = None) -> None:
+        """Close ``peer`` once its queued frames are sent (no argument: close
+        everything now, dropping what is queued)."""
+        if peer is None:
+            self.inner.close()
+            return
+        send = self._send.get(peer)
+        if send is None or send.closing:
+            return
+        send.closing = True
+        recv = self._recv[peer]
+        if not recv.paused_by_owner:
+            recv.paused_by_owner = True
+            self.inner.suspend_read(peer)
+        if not send.buffers:
+            self.inner.close(peer)
+
+    def _abort(self, peer: Peer, error: FramingError) -> None:
+        """The peer broke the framing rules: close it now, report ``error``."""
+        self._recv[peer].error = error
+        self.inner.close(peer)
+
+    # ---------------------------------------------------------------- events
+    def _on_inner_event(self, event: IOEvent) -> None:
+        kind, peer = event.kind, event.peer
+        if kind is EventKind.READABLE:
+            self._on_readable(peer)
+        elif kind is EventKind.WRITABLE:
+            self._on_writable(peer)
+        elif kind is EventKind.CLOSED:
+            self._on_closed(event)
+        elif kind is EventKind.ACCEPTED or kind is EventKind.CONNECTED:
+            self._open(peer)
+            self._emit(event)
+        # DRAINED / PAUSE / RESUME from a framing layer below us describe its
+        # own queue; ours is the one our owner cares about.
+
+    def _on_closed(self, event: IOEvent) -> None:
+        peer = event.peer
+        recv = self._recv.pop(peer, None)
+        send = self._send.pop(peer, None)
+        if recv is None or send is None:
+            self._emit(event)  # a peer we never saw open (e.g. a failed connect)
+            return
+        if recv.timer is not None:
+            recv.timer.cancel()
+        self._frames_sent_closed += send.frames_sent
+        self._frames_received_closed += recv.frames_received
+        if recv.error is not None:
+            event = IOEvent(EventKind.CLOSED, peer, IOStatus.ERROR, recv.error)
+        elif event.status is IOStatus.OK and recv.eof:
+            event = IOEvent(EventKind.CLOSED, peer, IOStatus.EOF)
+        self._emit(event)
+
+    def _emit(self, event: IOEvent) -> None:
+        if self._replay is not None:
+            self._replay(event)
+
+    # ---------------------------------------------------------------- reads
+    def _on_readable(self, peer: Peer) -> None:
+        recv = self._recv.get(peer)
+        if recv is None:
+            return
+        if recv.frames:
+            # The owner has not taken the last batch: stop reading until it does.
+            recv.paused_for_owner = True
+            self.inner.suspend_read(peer)
+            return
+        self._pump(peer, recv)
+        if recv.frames:
+            self._emit(IOEvent(EventKind.READABLE, peer))
+
+    def _pump(self, peer: Peer, recv: RecvState) -> None:
+        """Read from the inner transport into the decoder until it runs dry."""
+        decoder, inner = recv.decoder, self.inner
+        progressed = False
+        for _ in range(READS_PER_EVENT):
+            buffer = decoder.get_buffer()
+            result = inner.resume_read(peer, buffer)
+            status = result.status
+            if status is IOStatus.OK:
+                got = len(result.data)
+                progressed = True
+                try:
+                    frames = decoder.buffer_updated(got)
+                except FramingError as error:
+                    self._abort(peer, error)
+                    return
+                if frames:
+                    recv.frames.extend(frames)
+                    recv.frames_received += len(frames)
+                if got < len(buffer):
+                    break  # a short read: the kernel had no more for now
+            elif status is IOStatus.EOF:
+                try:
+                    decoder.eof()
+                except FramingError as error:
+                    self._abort(peer, error)
+                    return
+                recv.eof = True
+                self._watcher.call_soon(self._finish_if_done, peer)  # type: ignore[union-attr]
+                break
+            else:  # WOULD_BLOCK, or ERROR (the inner transport closes the peer)
+                break
+        if self.frame_timeout is not None and progressed:
+            self._watch_deadline(peer, recv)
+
+    def _finish_if_done(self, peer: Peer) -> None:
+        """After a clean EOF: once the owner took every frame, close (after sending)."""
+        recv = self._recv.get(peer)
+        if recv is not None and recv.eof and not recv.frames:
+            self.close(peer)
+
+    def resume_read(
+        self,
+        peer: Peer,
+        buffer: bytearray | memoryview | None = None,
+        offset: int = 0,
+        max_len: int | None = None,
+    ) -> ReadResult:
+        """Take the next whole frame from ``peer``.
+
+        ``WOULD_BLOCK`` means no whole frame is here yet (``READABLE`` will
+        tell you when one is); ``EOF`` that the peer ended cleanly. With
+        ``buffer``, the frame is copied into ``buffer[offset:]`` (a
+        ``BufferError`` if it does not fit in ``max_len`` or the room left).
+        """
+        recv = self._recv.get(peer)
+        if recv is None:
+            raise TransportClosedError(
+                f"{peer} is closed (or never belonged to {self!r})", peer=peer
+            )
+        if recv.paused_by_owner and not self._send[peer].closing:
+            recv.paused_by_owner = False
+            self._pump(peer, recv)
+        if not recv.frames and recv.paused_for_owner:
+            recv.paused_for_owner = False
+            self._pump(peer, recv)
+        if recv.frames:
+            frame = recv.frames.popleft()
+            if not recv.frames and recv.eof:
+                self._watcher.call_soon(self._finish_if_done, peer)  # type: ignore[union-attr]
+            if buffer is None:
+                return ReadResult(frame, IOStatus.OK)
+            room = memoryview(buffer)[offset:]
+            if max_len is not None:
+                room = room[:max_len]
+            if len(frame) > len(room):
+                raise BufferError(f"a {len(frame)}-byte frame does not fit in {len(room)} bytes")
+            room[: len(frame)] = frame
+            return ReadResult(room[: len(frame)], IOStatus.OK)
+        if recv.error is not None:
+            return ReadResult(b"", IOStatus.ERROR, recv.error)
+        if recv.eof:
+            return ReadResult(b"", IOStatus.EOF)
+        return ReadResult(b"", IOStatus.WOULD_BLOCK)
+
+    def suspend_read(self, peer: Peer | None = None) -> None:
+        peers = list(self._recv) if peer is None else [peer]
+        for p in peers:
+            recv = self._recv.get(p)
+            if recv is None:
+                raise TransportClosedError(f"{p} is closed", peer=p)
+            recv.paused_by_owner = True
+        self.inner.suspend_read(peer)
+
+    # ------------------------------------------------------------- deadline
+    def _watch_deadline(self, peer: Peer, recv: RecvState) -> None:
+        if recv.decoder.state.part == "idle":
+            if recv.timer is not None:
+                recv.timer.cancel()
+                recv.timer = None
+            return
+        watcher = self._watcher
+        assert watcher is not None and self.frame_timeout is not None
+        recv.last_progress = watcher.time()
+        if recv.timer is None:
+            recv.timer = watcher.call_later(self.frame_timeout, self._deadline, peer)
+
+    def _deadline(self, peer: Peer) -> None:
+        recv = self._recv.get(peer)
+        if recv is None or recv.error is not None:
+            return
+        watcher = self._watcher
+        timeout = self.frame_timeout
+        assert watcher is not None and timeout is not None
+        recv.timer = None
+        part, received, expected = recv.decoder.state
+        if part == "idle":
+            return
+        left = recv.last_progress + timeout - watcher.time()
+        if left > 0:  # bytes arrived since the timer was set: wait for the rest
+            recv.timer = watcher.call_later(left, self._deadline, peer)
+            return
+        if part == "payload":
+            received, expected = received + HEADER_SIZE, expected + HEADER_SIZE
+        self._abort(peer, FrameTimeoutError(timeout, received, expected, peer=peer))
+
+    # --------------------------------------------------------------- writes
+    def resume_write(self, data: WriteData, peer: Peer) -> WriteResult:
+        """Queue one frame whose payload is ``data`` (one buffer, or several that
+        are sent back to back as one payload) and send what fits now.
+
+        ``sent`` counts the bytes of this frame, header included, that left at
+        once; the rest is sent by the transport as the socket allows.
+        Raises ``FrameTooLargeError`` (nothing queued) for a payload over the
+        limit, ``TransportClosedError`` if you closed the peer.
+        """
+        send = self._send.get(peer)
+        if send is None or send.closing:
+            raise TransportClosedError(f"{peer} is closed; the frame was not sent", peer=peer)
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            size = _nbytes(data)
+            send.buffers.append(encode_header(size, self.max_frame_size))
+            if size:
+                send.buffers.append(data)
+        else:
+            parts = [part for part in data if _nbytes(part)]
+            size = sum(_nbytes(part) for part in parts)
+            send.buffers.append(encode_header(size, self.max_frame_size))
+            send.buffers.extend(parts)
+        frame_size = HEADER_SIZE + size
+        send.frame_sizes.append(frame_size)
+        send.queued += frame_size
+        if send.waiting:
+            result = WriteResult(0, IOStatus.WOULD_BLOCK)
+        else:
+            result = self._flush(peer, send)
+            if result.status is IOStatus.OK:
+                return result
+        if send.queued > self.high_water and not send.paused:
+            send.paused = True
+            self._emit(IOEvent(EventKind.PAUSE_WRITING, peer))
+        return result
+
+    def _flush(self, peer: Peer, send: SendState) -> WriteResult:
+        """Write queued buffers until the queue is empty or the inner transport
+        pushes back. Returns the bytes written and how it stopped."""
+        inner, buffers = self.inner, send.buffers
+        total = 0
+        while buffers:
+            if send.offset:
+                first = memoryview(buffers[0])[send.offset :]
+                iov = [first, *islice(buffers, 1, MAX_BUFFERS_PER_WRITE)]
+            else:
+                iov = list(islice(buffers, MAX_BUFFERS_PER_WRITE))
+            result = inner.resume_write(iov if len(iov) > 1 else iov[0], peer)
+            if result.sent:
+                self._advance(send, result.sent)
+                total += result.sent
+            if result.status is IOStatus.ERROR:
+                return WriteResult(total, IOStatus.ERROR, result.error)
+            if result.status is IOStatus.WOULD_BLOCK:
+                send.waiting = True  # the inner transport replays WRITABLE
+                return WriteResult(total, IOStatus.WOULD_BLOCK)
+        if send.waiting:
+            send.waiting = False
+            inner.suspend_write(peer)
+        return WriteResult(total, IOStatus.OK)
+
+    @staticmethod
+    def _advance(send: SendState, sent: int) -> None:
+        """Drop ``sent`` bytes from the front of the queue, counting finished frames."""
+        send.queued -= sent
+        buffers, left = send.buffers, sent
+        while left:
+            remaining = _nbytes(buffers[0]) - send.offset
+            if left < remaining:
+                send.offset += left
+                break
+            left -= remaining
+            buffers.popleft()
+            send.offset = 0
+        sizes = send.frame_sizes
+        done = send.frame_sent + sent
+        while sizes and done >= sizes[0]:
+            done -= sizes.popleft()
+            send.frames_sent += 1
+        send.frame_sent = done
+
+    def _on_writable(self, peer: Peer) -> None:
+        send = self._send.get(peer)
+        if send is None:
+            return
+        if not send.buffers:  # nothing left (e.g. WRITABLE after a connect)
+            send.waiting = False
+            self.inner.suspend_write(peer)
+            return
+        result = self._flush(peer, send)
+        if result.status is IOStatus.ERROR:
+            return
+        if send.paused and send.queued <= self.low_water:
+            send.paused = False
+            self._emit(IOEvent(EventKind.RESUME_WRITING, peer))
+        if result.status is IOStatus.OK and peer in self._send:
+            self._emit(IOEvent(EventKind.DRAINED, peer))
+            if send.closing and peer in self._send:
+                self.inner.close(peer)
+
+    def suspend_write(self, peer: Peer) -> None:
+        """Framing layers finish their own writes; this only checks ``peer``."""
+        if peer not in self._send:
+            raise TransportClosedError(f"{peer} is closed", peer=peer)
+
+    # ------------------------------------------------------------ inspection
+    @property
+    def peers(self) -> list[Peer]:
+        return list(self._recv)
+
+    def write_buffer_size(self, peer: Peer) -> int:
+        """Bytes queued for ``peer`` and not yet written."""
+        send = self._send.get(peer)
+        return 0 if send is None else send.queued
+
+    def snapshot(self, peer: Peer) -> PeerSnapshot:
+        """Where ``peer``'s receive and send state stand right now."""
+        recv, send = self._recv[peer], self._send[peer]
+        part, received, expected = recv.decoder.state
+        return PeerSnapshot(
+            part,
+            received,
+            expected,
+            len(recv.frames),
+            send.queued,
+            len(send.frame_sizes),
+            send.frame_sizes[0] if send.frame_sizes else 0,
+            send.frame_sent,
+        )
+
+    def counters(self, peer: Peer | None = None) -> IOCounters:
+        counters = self.inner.counters(peer)
+        if peer is not None:
+            counters.frames_sent = self._send[peer].frames_sent
+            counters.frames_received = self._recv[peer].frames_received
+        else:
+            counters.frames_sent = self._frames_sent_closed + sum(
+                s.frames_sent for s in self._send.values()
+            )
+            counters.frames_received = self._frames_received_closed + sum(
+                r.frames_received for r in self._recv.values()
+            )
+        return counters
+
+    def __repr__(self) -> str:
+        queued = sum(s.queued for s in self._send.values())
+        return (
+            f"<FramedTransport over {self.inner!r}, {len(self._recv)} peers, "
+            f"{queued} bytes queued, max_frame_size={self.max_frame_size}>"
+        )

@@ -1,0 +1,303 @@
+"""The reactor: one thread, one ``selectors`` loop, callbacks and timers.
+
+Theory of operation
+-------------------
+Each turn of the loop (:meth:`EventWatcher.run_once`) does three things:
+
+1. Ask the selector (epoll on Linux) which watched file descriptors are ready,
+   sleeping no longer than the nearest timer allows (and not at all when
+   callbacks are already waiting).
+2. Call the read or write callback of each ready descriptor.
+3. Move due timers to the ready queue, then run the callbacks that were ready
+   when this step began. Callbacks added meanwhile wait for the next turn, so
+   a callback that reschedules itself cannot starve the sockets.
+
+Callbacks may watch and unwatch descriptors (their own or others') while the
+loop dispatches: before calling a callback the loop checks that it is still
+the registered one.
+
+Another thread may call :meth:`call_soon` or :meth:`stop`; the loop is woken
+through a socket pair it watches itself. The loop never touches asyncio, so it
+runs happily inside a Jupyter kernel, which already runs an asyncio loop.
+
+An exception raised by a callback is a bug in that callback: it propagates out
+of ``run*`` so a test or a notebook shows it at once. The loop stays
+consistent, and you may run it again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import selectors
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["EventWatcher", "TimerHandle"]
+
+Callback = Callable[..., Any]
+
+
+class TimerHandle:
+    """A callback scheduled with :meth:`EventWatcher.call_later`; ``cancel()`` it at will."""
+
+    __slots__ = ("args", "callback", "cancelled", "when")
+
+    def __init__(self, when: float, callback: Callback, args: tuple[Any, ...]) -> None:
+        self.when = when
+        self.callback = callback
+        self.args = args
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        """Stop the callback from running; harmless if it already ran."""
+        self.cancelled = True
+
+    def __repr__(self) -> str:
+        state = "cancelled" if self.cancelled else f"at {self.when:.6f}"
+        return f"<TimerHandle {getattr(self.callback, '__qualname__', self.callback)} {state}>"
+
+
+class EventWatcher:
+    """An event loop over :class:`selectors.DefaultSelector`.
+
+    Use it as a context manager so its selector and wake-up sockets are released::
+
+        with EventWatcher() as ew:
+            ew.call_later(0.01, ew.stop)
+            ew.run()
+
+    ``tracer``, when set, is called as ``tracer(kind, what)`` before every
+    dispatch (``kind`` is ``"read"``, ``"write"``, ``"timer"`` or ``"soon"``), so a
+    notebook can draw what fired when.
+    """
+
+    def __init__(self) -> None:
+        self._selector = selectors.DefaultSelector()
+        self._callbacks: dict[int, list[Callback | None]] = {}  # fd -> [reader, writer]
+        self._ready: deque[tuple[Callback, tuple[Any, ...]]] = deque()
+        self._timers: list[tuple[float, int, TimerHandle]] = []
+        self._timer_seq = itertools.count()
+        self._stopping = False
+        self._closed = False
+        self._thread_id: int | None = None
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._woken = False
+        self.tracer: Callable[[str, Any], None] | None = None
+        self.watch_read(self._wake_r.fileno(), self._drain_wakeup)
+
+    # ----------------------------------------------------------- descriptors
+    def watch_read(self, fd: int, callback: Callback) -> None:
+        """Call ``callback()`` whenever ``fd`` is readable (replaces any earlier reader)."""
+        self._set(fd, 0, callback)
+
+    def watch_write(self, fd: int, callback: Callback) -> None:
+        """Call ``callback()`` whenever ``fd`` is writable (replaces any earlier writer)."""
+        self._set(fd, 1, callback)
+
+    def unwatch_read(self, fd: int) -> None:
+        """Stop calling the reader of ``fd``; harmless if there is none."""
+        self._set(fd, 0, None)
+
+    def unwatch_write(self, fd: int) -> None:
+        """Stop calling the writer of ``fd``; harmless if there is none."""
+        self._set(fd, 1, None)
+
+    def unwatch(self, fd: int) -> None:
+        """Forget ``fd`` entirely. Call it before closing the socket behind ``fd``."""
+        if self._callbacks.pop(fd, None) is not None:
+            self._selector.unregister(fd)
+
+    def is_watching(self, fd: int) -> bool:
+        return fd in self._callbacks
+
+    def _set(self, fd: int, slot: int, callback: Callback | None) -> None:
+        # register / modify / unregister, depending on what is left watched.
+        self._check_open()
+        pair = self._callbacks.get(fd)
+        if pair is None:
+            if callback is None:
+                return
+            pair = [None, None]
+            pair[slot] = callback
+            self._callbacks[fd] = pair
+            self._selector.register(fd, self._mask(pair))
+            return
+        old_mask = self._mask(pair)
+        pair[slot] = callback
+        new_mask = self._mask(pair)
+        if new_mask == 0:
+            del self._callbacks[fd]
+            self._selector.unregister(fd)
+        elif new_mask != old_mask:
+            self._selector.modify(fd, new_mask)
+
+    @staticmethod
+    def _mask(pair: list[Callback | None]) -> int:
+        return (selectors.EVENT_READ if pair[0] is not None else 0) | (
+            selectors.EVENT_WRITE if pair[1] is not None else 0
+        )
+
+    # ------------------------------------------------------------- callbacks
+    def call_soon(self, callback: Callback, *args: Any) -> None:
+        """Run ``callback(*args)`` on the next turn. Safe to call from any thread."""
+        self._ready.append((callback, args))  # deque.append is atomic
+        if self._thread_id is not None and threading.get_ident() != self._thread_id:
+            self._wakeup()
+
+    def call_later(self, delay: float, callback: Callback, *args: Any) -> TimerHandle:
+        """Run ``callback(*args)`` after ``delay`` seconds. Call from the loop's thread
+        (or before it runs); from another thread, wrap it in :meth:`call_soon`."""
+        self._check_open()
+        handle = TimerHandle(time.monotonic() + max(0.0, delay), callback, args)
+        heapq.heappush(self._timers, (handle.when, next(self._timer_seq), handle))
+        return handle
+
+    def time(self) -> float:
+        """The loop's clock (``time.monotonic``)."""
+        return time.monotonic()
+
+    # ------------------------------------------------------------------ run
+    def run_once(self, timeout: float | None = None) -> None:
+        """One turn: wait up to ``timeout`` seconds (None: until something happens)."""
+        self._check_open()
+        # Say which thread runs the loop *before* looking at the ready queue, so a
+        # call_soon from another thread either is seen here or wakes the select.
+        previous, self._thread_id = self._thread_id, threading.get_ident()
+        try:
+            if self._ready:
+                timeout = 0.0
+            elif self._timers:
+                self._drop_cancelled_timers()
+                if self._timers:
+                    until_timer = max(0.0, self._timers[0][0] - time.monotonic())
+                    timeout = until_timer if timeout is None else min(timeout, until_timer)
+            self._turn(timeout)
+        finally:
+            self._thread_id = previous
+
+    def _turn(self, timeout: float | None) -> None:
+        tracer = self.tracer
+        for key, mask in self._selector.select(timeout):
+            fd = key.fd
+            if mask & selectors.EVENT_READ:
+                pair = self._callbacks.get(fd)
+                if pair is not None and pair[0] is not None:
+                    if tracer is not None:
+                        tracer("read", pair[0])
+                    pair[0]()
+            if mask & selectors.EVENT_WRITE:
+                pair = self._callbacks.get(fd)  # the reader may have changed it
+                if pair is not None and pair[1] is not None:
+                    if tracer is not None:
+                        tracer("write", pair[1])
+                    pair[1]()
+        now = time.monotonic()
+        while self._timers and self._timers[0][0] <= now:
+            handle = heapq.heappop(self._timers)[2]
+            if not handle.cancelled:
+                self._ready.append((self._fire_timer, (handle,)))
+        for _ in range(len(self._ready)):
+            callback, args = self._ready.popleft()
+            if tracer is not None and callback is not self._fire_timer:
+                tracer("soon", callback)
+            callback(*args)
+
+    def _fire_timer(self, handle: TimerHandle) -> None:
+        if not handle.cancelled:
+            handle.cancelled = True  # a timer runs once
+            if self.tracer is not None:
+                self.tracer("timer", handle.callback)
+            handle.callback(*handle.args)
+
+    def _drop_cancelled_timers(self) -> None:
+        while self._timers and self._timers[0][2].cancelled:
+            heapq.heappop(self._timers)
+
+    def run(self) -> None:
+        """Turn until :meth:`stop` is called (from a callback or another thread)."""
+        self._stopping = False
+        while not self._stopping:
+            self.run_once()
+        self._stopping = False
+
+    def run_until(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+        """Turn until ``predicate()`` is true; raise ``TimeoutError`` after ``timeout`` s.
+
+        This is how tests and notebook cells stay bounded: they never wait forever.
+        """
+        deadline = time.monotonic() + timeout
+        self._stopping = False
+        while not predicate():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"condition not met within {timeout:g} s")
+            if self._stopping:
+                self._stopping = False
+                raise RuntimeError("loop stopped before the condition was met")
+            self.run_once(min(left, 0.1))
+
+    def stop(self) -> None:
+        """Make :meth:`run` return after the current turn. Safe from any thread."""
+        self._stopping = True
+        if self._thread_id is not None and threading.get_ident() != self._thread_id:
+            self._wakeup()
+
+    # ---------------------------------------------------------------- wakeup
+    def _wakeup(self) -> None:
+        if self._woken:
+            return
+        self._woken = True
+        # A full pipe means a wake-up is pending anyway; an error, that we are closing.
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"\0")
+
+    def _drain_wakeup(self) -> None:
+        self._woken = False
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    # --------------------------------------------------------------- closing
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this EventWatcher is closed")
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Release the selector and wake-up sockets; drop every callback. Idempotent.
+
+        The watcher does not own the descriptors it watches: close your
+        transports first, they close their sockets.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._callbacks.clear()
+        self._ready.clear()
+        self._timers.clear()
+        self._selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def __enter__(self) -> EventWatcher:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{len(self._callbacks)} fds"
+        return f"<EventWatcher {state}, {len(self._ready)} ready, {len(self._timers)} timers>"

@@ -1,0 +1,448 @@
+"""Raw non-blocking TCP as an :class:`~barknet.interfaces.ITransport`.
+
+Theory of operation
+-------------------
+One ``TcpTransport`` can listen (``bind``) and dial (``connect``, as often as
+you like); every connection becomes a :class:`~barknet.events.Peer` with its
+own socket, its own counters and its own flags. The transport keeps **no**
+application data: ``resume_write`` makes one ``send`` (or one ``sendmsg`` for
+several buffers) and tells you how much left; the rest is yours to offer again
+when ``WRITABLE`` arrives. That is the job of the layer above (see
+:mod:`barknet.framed`), which is why this module is short.
+
+Each system call maps to a status, never to an exception the owner must catch:
+
+=====================================  =========================================
+what the socket did                    what the owner sees
+=====================================  =========================================
+moved n > 0 bytes                      ``OK`` (n smaller than asked: a short I/O)
+``EAGAIN`` / ``EWOULDBLOCK``           ``WOULD_BLOCK``; the fd is watched for you
+``recv`` returned ``b""``              ``EOF``; read interest is dropped
+``ECONNRESET``, ``EPIPE``, ...         ``ERROR`` with a ``ConnectionBrokenError``,
+                                       the peer is closed, ``CLOSED`` follows
+connect finished with ``SO_ERROR``     ``CLOSED(ERROR, ConnectFailedError)``
+=====================================  =========================================
+
+Connects do not block: ``connect_ex`` answers ``EINPROGRESS``, the socket is
+watched for writability, and ``SO_ERROR`` then says whether it worked.
+``TCP_NODELAY`` is on: a framing layer that writes header and payload in one
+call has nothing to gain from Nagle's algorithm and a lot of latency to lose.
+
+``CLOSED`` events are delivered on the next turn of the loop (``call_soon``), so
+that a ``close()`` or a failed ``resume_write`` never calls you back while you
+are still inside your own call.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+from typing import TYPE_CHECKING, Any
+
+from .errors import ConnectFailedError, ConnectionBrokenError, TransportClosedError
+from .events import EventKind, IOCounters, IOEvent, IOStatus, Peer, ReadResult, WriteResult
+from .interfaces import ITransport, Replay, WriteData
+
+if TYPE_CHECKING:
+    from .reactor import EventWatcher
+
+__all__ = ["IOV_MAX", "TcpTransport"]
+
+#: Most buffers one ``sendmsg`` accepts; longer lists are sent in part.
+IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
+_SEND_FLAGS = getattr(socket, "MSG_NOSIGNAL", 0)  # EPIPE as an error, never SIGPIPE
+_AGAIN = (BlockingIOError, InterruptedError)
+
+
+class _Conn:
+    """Per-peer state: the socket and what the loop is watching it for."""
+
+    __slots__ = (
+        "connecting",
+        "counters",
+        "eof",
+        "fd",
+        "peer",
+        "reading",
+        "sock",
+        "want_write",
+        "writing",
+    )
+
+    def __init__(self, sock: socket.socket, peer: Peer, *, connecting: bool) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.peer = peer
+        self.connecting = connecting
+        self.reading = False  # read interest registered
+        self.writing = False  # write interest registered (for WRITABLE)
+        self.want_write = False  # a write was tried while connecting
+        self.eof = False
+        self.counters = IOCounters()
+
+
+class TcpTransport(ITransport):
+    """Non-blocking TCP for many peers.
+
+    ``host``/``port`` are where ``bind`` listens, or where ``connect`` dials.
+    ``sndbuf``/``rcvbuf`` set ``SO_SNDBUF``/``SO_RCVBUF`` on every socket (the
+    kernel may double what you ask); small values make partial I/O happen on
+    purpose. ``read_size`` is how much ``resume_read`` asks for when you give
+    it no buffer.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        sndbuf: int | None = None,
+        rcvbuf: int | None = None,
+        nodelay: bool = True,
+        backlog: int = 128,
+        read_size: int = 256 * 1024,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.sndbuf = sndbuf
+        self.rcvbuf = rcvbuf
+        self.nodelay = nodelay
+        self.backlog = backlog
+        self.read_size = read_size
+        self._watcher: EventWatcher | None = None
+        self._replay: Replay | None = None
+        self._listener: socket.socket | None = None
+        self._conns: dict[Peer, _Conn] = {}
+        self._closed_totals = IOCounters()
+        self._closed = False
+        #: Errors ``accept`` hit (e.g. out of file descriptors); the listener
+        #: pauses briefly after one instead of spinning.
+        self.accept_errors: list[OSError] = []
+        #: The address ``bind`` got (with the real port when you asked for 0).
+        self.address: tuple[str, int] | None = None
+
+    # ------------------------------------------------------------ lifecycle
+    def attach(self, watcher: EventWatcher, replay: Replay) -> None:
+        self._watcher = watcher
+        self._replay = replay
+
+    def _loop(self) -> EventWatcher:
+        if self._closed:
+            raise TransportClosedError(f"{self!r} is closed")
+        if self._watcher is None:
+            raise RuntimeError("call attach(watcher, replay) before using the transport")
+        return self._watcher
+
+    def _configure(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        if self.sndbuf is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.sndbuf)
+        if self.rcvbuf is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
+
+    def bind(self) -> tuple[str, int]:
+        watcher = self._loop()
+        if self._listener is not None:
+            raise RuntimeError(f"{self!r} is already bound to {self.address}")
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            # Buffer sizes set on the listener are inherited by accepted sockets
+            # before the handshake, which is when the TCP window is chosen.
+            self._configure(sock)
+            sock.bind((self.host, self.port))
+            sock.listen(self.backlog)
+        except BaseException:
+            sock.close()
+            raise
+        self._listener = sock
+        self.address = sock.getsockname()[:2]
+        watcher.watch_read(sock.fileno(), self._on_acceptable)
+        return self.address
+
+    def connect(self, address: tuple[str, int] | None = None) -> Peer:
+        """Start connecting to ``address`` (default: this transport's host and port)."""
+        watcher = self._loop()
+        address = address or (self.host, self.port)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            self._configure(sock)
+            if self.nodelay:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            code = sock.connect_ex(address)
+        except BaseException:
+            sock.close()
+            raise
+        peer = Peer(address)
+        conn = _Conn(sock, peer, connecting=True)
+        self._conns[peer] = conn
+        if code in (0, errno.EINPROGRESS, errno.EAGAIN):
+            # Loopback may connect at once (0); the answer still comes as an
+            # event, so your code has one path, not two.
+            watcher.watch_write(conn.fd, lambda: self._on_connect_done(conn))
+        else:
+            self._fail(conn, self._connect_error(peer, code))
+        return peer
+
+    def _connect_error(self, peer: Peer, code: int) -> ConnectFailedError:
+        return ConnectFailedError(
+            f"connect to {peer.remote[0]}:{peer.remote[1]} failed: "  # type: ignore[index]
+            f"{os.strerror(code)} (errno {errno.errorcode.get(code, code)})",
+            peer=peer,
+            errno=code,
+        )
+
+    def _on_connect_done(self, conn: _Conn) -> None:
+        code = conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        watcher = self._watcher
+        assert watcher is not None
+        watcher.unwatch_write(conn.fd)
+        if code:
+            self._fail(conn, self._connect_error(conn.peer, code))
+            return
+        conn.connecting = False
+        self._start_reading(conn)
+        self._emit(IOEvent(EventKind.CONNECTED, conn.peer))
+        if conn.want_write and conn.peer in self._conns:
+            self._arm_write(conn)
+
+    def _on_acceptable(self) -> None:
+        listener = self._listener
+        if listener is None:
+            return
+        for _ in range(64):  # take a batch, then let the other sockets have a turn
+            try:
+                sock, remote = listener.accept()
+            except _AGAIN:
+                return
+            except OSError as exc:  # EMFILE, ENFILE, ENOBUFS, ECONNABORTED ...
+                self.accept_errors.append(exc)
+                self._pause_accepting(0.05)
+                return
+            self._configure(sock)
+            if self.nodelay:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn = _Conn(sock, Peer(remote[:2]), connecting=False)
+            self._conns[conn.peer] = conn
+            self._start_reading(conn)
+            self._emit(IOEvent(EventKind.ACCEPTED, conn.peer))
+            if self._listener is None:  # the owner closed us from its callback
+                return
+
+    def _pause_accepting(self, delay: float) -> None:
+        watcher, listener = self._watcher, self._listener
+        assert watcher is not None and listener is not None
+        watcher.unwatch_read(listener.fileno())
+
+        def again() -> None:
+            if self._listener is listener and not watcher.closed:
+                watcher.watch_read(listener.fileno(), self._on_acceptable)
+
+        watcher.call_later(delay, again)
+
+    # ---------------------------------------------------------------- reads
+    def _start_reading(self, conn: _Conn) -> None:
+        if not conn.reading and not conn.eof:
+            conn.reading = True
+            self._watcher.watch_read(conn.fd, lambda: self._on_readable(conn))  # type: ignore[union-attr]
+
+    def _on_readable(self, conn: _Conn) -> None:
+        self._emit(IOEvent(EventKind.READABLE, conn.peer))
+
+    def resume_read(
+        self,
+        peer: Peer,
+        buffer: bytearray | memoryview | None = None,
+        offset: int = 0,
+        max_len: int | None = None,
+    ) -> ReadResult:
+        conn = self._conn(peer)
+        if conn.eof:
+            return ReadResult(b"", IOStatus.EOF)
+        if conn.connecting:
+            return ReadResult(b"", IOStatus.WOULD_BLOCK)
+        if not conn.reading:
+            self._start_reading(conn)
+        counters = conn.counters
+        counters.recv_calls += 1
+        try:
+            if buffer is None:
+                asked = max_len or self.read_size
+                data: bytes | memoryview = conn.sock.recv(asked)
+                got = len(data)
+            else:
+                view = memoryview(buffer)[offset:]
+                if max_len is not None:
+                    view = view[:max_len]
+                asked = len(view)
+                if asked == 0:
+                    raise ValueError("resume_read was given no room to read into")
+                got = conn.sock.recv_into(view)
+                data = view[:got]
+        except _AGAIN:
+            counters.recv_eagain += 1
+            return ReadResult(b"", IOStatus.WOULD_BLOCK)
+        except OSError as exc:
+            error = self._broken(conn, "recv", exc)
+            return ReadResult(b"", IOStatus.ERROR, error)
+        if got == 0:
+            conn.eof = True
+            self.suspend_read(peer)  # nothing more will come: stop the loop waking us
+            return ReadResult(b"", IOStatus.EOF)
+        if got < asked:
+            counters.short_recvs += 1
+        counters.bytes_received += got
+        return ReadResult(data, IOStatus.OK)
+
+    def suspend_read(self, peer: Peer | None = None) -> None:
+        conns = self._conns.values() if peer is None else [self._conn(peer)]
+        for conn in conns:
+            if conn.reading:
+                conn.reading = False
+                self._watcher.unwatch_read(conn.fd)  # type: ignore[union-attr]
+
+    # --------------------------------------------------------------- writes
+    def resume_write(self, data: WriteData, peer: Peer) -> WriteResult:
+        conn = self._conn(peer)
+        if conn.connecting:
+            conn.want_write = True
+            return WriteResult(0, IOStatus.WOULD_BLOCK)
+        counters = conn.counters
+        try:
+            if isinstance(data, (bytes, bytearray, memoryview)):
+                asked = len(data) if not isinstance(data, memoryview) else data.nbytes
+                if asked == 0:
+                    return WriteResult(0, IOStatus.OK)
+                counters.send_calls += 1
+                sent = conn.sock.send(data, _SEND_FLAGS)
+            else:
+                buffers = data if len(data) <= IOV_MAX else data[:IOV_MAX]
+                asked = sum(b.nbytes if isinstance(b, memoryview) else len(b) for b in buffers)
+                if asked == 0:
+                    return WriteResult(0, IOStatus.OK)
+                counters.send_calls += 1
+                sent = conn.sock.sendmsg(buffers, (), _SEND_FLAGS)
+        except _AGAIN:
+            counters.send_eagain += 1
+            self._arm_write(conn)
+            return WriteResult(0, IOStatus.WOULD_BLOCK)
+        except OSError as exc:
+            error = self._broken(conn, "send", exc)
+            return WriteResult(0, IOStatus.ERROR, error)
+        counters.bytes_sent += sent
+        if sent < asked:
+            counters.short_sends += 1
+            self._arm_write(conn)
+            return WriteResult(sent, IOStatus.WOULD_BLOCK)
+        return WriteResult(sent, IOStatus.OK)
+
+    def _arm_write(self, conn: _Conn) -> None:
+        if not conn.writing:
+            conn.writing = True
+            peer = conn.peer
+            self._watcher.watch_write(  # type: ignore[union-attr]
+                conn.fd, lambda: self._emit(IOEvent(EventKind.WRITABLE, peer))
+            )
+
+    def suspend_write(self, peer: Peer) -> None:
+        conn = self._conn(peer)
+        conn.want_write = False
+        if conn.writing:
+            conn.writing = False
+            self._watcher.unwatch_write(conn.fd)  # type: ignore[union-attr]
+
+    # -------------------------------------------------------------- closing
+    def close(self, peer: Peer | None = None) -> None:
+        """Close ``peer`` now (bytes not yet sent are yours to have kept), or the
+        listener and every peer. Each open peer gets its ``CLOSED`` event."""
+        if peer is not None:
+            conn = self._conns.get(peer)
+            if conn is not None:
+                self._drop(conn, IOEvent(EventKind.CLOSED, peer, IOStatus.OK))
+            return
+        if self._closed:
+            return
+        if self._listener is not None:
+            if self._watcher is not None and not self._watcher.closed:
+                self._watcher.unwatch(self._listener.fileno())
+            self._listener.close()
+            self._listener = None
+        for conn in list(self._conns.values()):
+            self._drop(conn, IOEvent(EventKind.CLOSED, conn.peer, IOStatus.OK))
+        self._closed = True
+
+    def _broken(self, conn: _Conn, call: str, exc: OSError) -> ConnectionBrokenError:
+        code = exc.errno
+        name = errno.errorcode.get(code, str(code)) if code is not None else type(exc).__name__
+        error = ConnectionBrokenError(
+            f"{call} on {conn.peer} failed: {exc.strerror or exc} ({name}); "
+            f"{conn.counters.bytes_sent} bytes sent and "
+            f"{conn.counters.bytes_received} received before it broke",
+            peer=conn.peer,
+            errno=code,
+        )
+        error.__cause__ = exc
+        self._fail(conn, error)
+        return error
+
+    def _fail(self, conn: _Conn, error: ConnectionBrokenError) -> None:
+        self._drop(conn, IOEvent(EventKind.CLOSED, conn.peer, IOStatus.ERROR, error))
+
+    def _drop(self, conn: _Conn, event: IOEvent) -> None:
+        if self._conns.pop(conn.peer, None) is None:
+            return
+        watcher = self._watcher
+        if watcher is not None and not watcher.closed:
+            watcher.unwatch(conn.fd)
+        conn.sock.close()
+        self._closed_totals.add(conn.counters)
+        if watcher is not None and not watcher.closed and self._replay is not None:
+            watcher.call_soon(self._replay, event)
+
+    def _emit(self, event: IOEvent) -> None:
+        if self._replay is not None:
+            self._replay(event)
+
+    # ------------------------------------------------------------ inspection
+    def _conn(self, peer: Peer) -> _Conn:
+        conn = self._conns.get(peer)
+        if conn is None:
+            raise TransportClosedError(
+                f"{peer} is closed (or never belonged to {self!r})", peer=peer
+            )
+        return conn
+
+    @property
+    def peers(self) -> list[Peer]:
+        """The peers open right now."""
+        return list(self._conns)
+
+    def socket_of(self, peer: Peer) -> socket.socket:
+        """The socket behind ``peer``, for experiments (e.g. ``SO_LINGER`` in a test)."""
+        return self._conn(peer).sock
+
+    def counters(self, peer: Peer | None = None) -> IOCounters:
+        total = IOCounters()
+        if peer is not None:
+            total.add(self._conn(peer).counters)
+            return total
+        total.add(self._closed_totals)
+        for conn in self._conns.values():
+            total.add(conn.counters)
+        return total
+
+    def __repr__(self) -> str:
+        if self._closed:
+            state = "closed"
+        elif self._listener is not None:
+            state = f"listening on {self.address[0]}:{self.address[1]}"  # type: ignore[index]
+        else:
+            state = "not listening"
+        return f"<TcpTransport {state}, {len(self._conns)} peers>"
+
+    def __enter__(self) -> TcpTransport:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
