@@ -182,6 +182,12 @@ class FramedTransport(ITransport):
         self._open(peer)
         return peer
 
+    def adopt(self, sock: Any) -> Peer:
+        """Frame an already connected socket; see :meth:`TcpTransport.adopt`."""
+        peer = self.inner.adopt(sock)  # type: ignore[attr-defined]
+        self._open(peer)
+        return peer
+
     def _open(self, peer: Peer) -> None:
         if peer not in self._recv:
             decoder = FrameDecoder(self.max_frame_size, buffer_size=self.buffer_size, peer=peer)

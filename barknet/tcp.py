@@ -185,6 +185,26 @@ class TcpTransport(ITransport):
             self._fail(conn, self._connect_error(peer, code))
         return peer
 
+    def adopt(self, sock: socket.socket) -> Peer:
+        """Take over an already connected socket (e.g. one end of a
+        ``socket.socketpair()``) as a new peer, and own it from now on.
+
+        No event announces it: the peer is returned here and is ready at once.
+        Tests use this to slip in a fake socket that misbehaves on purpose.
+        """
+        self._loop()
+        sock.setblocking(False)
+        try:
+            remote = sock.getpeername()
+        except (OSError, AttributeError):
+            remote = None
+        if not (isinstance(remote, tuple) and len(remote) >= 2):
+            remote = None
+        conn = _Conn(sock, Peer(remote[:2] if remote else None), connecting=False)
+        self._conns[conn.peer] = conn
+        self._start_reading(conn)
+        return conn.peer
+
     def _connect_error(self, peer: Peer, code: int) -> ConnectFailedError:
         return ConnectFailedError(
             f"connect to {peer.remote[0]}:{peer.remote[1]} failed: "  # type: ignore[index]
