@@ -1,0 +1,482 @@
+"""One suite of checks for every framing transport: ours, and the one you write.
+
+Theory of operation
+-------------------
+A check is a function that takes a *maker*, ``make(inner) -> ITransport``,
+which wraps a byte transport in the framing transport under test. The check
+builds a server and clients on loopback with it, drives them on a private
+:class:`~barknet.reactor.EventWatcher`, and raises ``AssertionError`` with a
+plain-English message when the transport misbehaves. Every check is bounded
+(it gives up after a few seconds) and closes everything it opened.
+
+The same checks run
+
+* in ``tests/test_conformance.py`` against :class:`~barknet.framed.FramedTransport`,
+  directly over TCP and over a :class:`~barknet.faults.ChunkingTransport`;
+* in the exercise notebook against the learner's own framing, through
+  :func:`run_checks`, which returns a readable :class:`Report` instead of raising.
+
+The idea comes from trio's ``check_half_closeable_stream(maker)``: one set of
+expectations, many implementations.
+
+The checks use only the :class:`~barknet.interfaces.ITransport` methods and
+events, so any implementation that follows the event grammar can pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import socket
+import struct
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import FrameTooLargeError, TransportClosedError, TruncatedFrameError
+from .events import EventKind, IOEvent, IOStatus, Peer
+from .faults import ChunkingTransport
+from .interfaces import ITransport
+from .reactor import EventWatcher
+from .tcp import TcpTransport
+
+__all__ = ["CHECKS", "Check", "CheckResult", "Maker", "Report", "run_checks"]
+
+Maker = Callable[[ITransport], ITransport]
+
+#: How long one check may wait for the loop before it is declared stuck;
+#: :func:`run_checks` can change it.
+TIMEOUT = 10.0
+
+
+_limits = {"timeout": TIMEOUT}
+
+
+def _payloads(count: int, max_size: int, seed: int) -> list[bytes]:
+    rng = random.Random(seed)
+    return [rng.randbytes(rng.randint(0, max_size)) for _ in range(count)]
+
+
+class _Side:
+    """One framing transport plus what its owner has seen, frame by frame."""
+
+    def __init__(self, ew: EventWatcher, transport: ITransport, *, echo: bool) -> None:
+        self.ew = ew
+        self.transport = transport
+        self.echo = echo
+        self.frames: dict[Peer, list[bytes]] = {}
+        self.events: list[IOEvent] = []
+        self.closed: dict[Peer, IOEvent] = {}
+        self.opened: list[Peer] = []
+        transport.attach(ew, self._on_event)
+
+    def _on_event(self, event: IOEvent) -> None:
+        self.events.append(event)
+        kind, peer = event.kind, event.peer
+        if kind is EventKind.READABLE:
+            while True:
+                result = self.transport.resume_read(peer)
+                if result.status is not IOStatus.OK:
+                    break
+                frame = bytes(result.data)
+                self.frames.setdefault(peer, []).append(frame)
+                if self.echo:
+                    self.transport.resume_write(frame, peer)
+        elif kind in (EventKind.ACCEPTED, EventKind.CONNECTED):
+            self.opened.append(peer)
+            self.frames.setdefault(peer, [])
+        elif kind is EventKind.CLOSED:
+            if peer in self.closed:
+                raise AssertionError(f"CLOSED came twice for {peer}")
+            self.closed[peer] = event
+
+    def received(self, peer: Peer) -> list[bytes]:
+        return self.frames.get(peer, [])
+
+
+class _Lab:
+    """A server (echoing, unless told not to) and any number of clients."""
+
+    def __init__(
+        self,
+        make: Maker,
+        *,
+        echo: bool = True,
+        sndbuf: int | None = None,
+        rcvbuf: int | None = None,
+        chunking: dict[str, Any] | None = None,
+    ) -> None:
+        self.make = make
+        self.sndbuf, self.rcvbuf, self.chunking = sndbuf, rcvbuf, chunking
+        self.ew = EventWatcher()
+        self.tcps: list[TcpTransport] = []
+        self.sides: list[_Side] = []
+        try:
+            self.server = self._side(echo=echo)
+            self.address = self.server.transport.bind()
+        except BaseException:
+            self.close()
+            raise
+
+    def _side(self, *, echo: bool, seed: int = 0) -> _Side:
+        tcp = TcpTransport(sndbuf=self.sndbuf, rcvbuf=self.rcvbuf)
+        self.tcps.append(tcp)
+        inner: ITransport = tcp
+        if self.chunking is not None:
+            inner = ChunkingTransport(tcp, seed=seed + len(self.tcps), **self.chunking)
+        side = _Side(self.ew, self.make(inner), echo=echo)
+        self.sides.append(side)
+        return side
+
+    def client(self) -> tuple[_Side, Peer]:
+        side = self._side(echo=False)
+        peer = side.transport.connect(self.address)  # type: ignore[call-arg]
+        return side, peer
+
+    def run_until(self, condition: Callable[[], bool], what: str) -> None:
+        timeout = _limits["timeout"]
+        try:
+            self.ew.run_until(condition, timeout)
+        except TimeoutError:
+            raise AssertionError(f"gave up after {timeout:g} s waiting for {what}") from None
+
+    def close(self) -> None:
+        for side in self.sides:
+            side.transport.close()
+        for tcp in self.tcps:
+            tcp.close()
+        # Let CLOSED events run so user callbacks see them, then release the loop.
+        if not self.ew.closed:
+            for _ in range(3):
+                self.ew.run_once(0)
+            self.ew.close()
+
+    def __enter__(self) -> _Lab:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _raw_client(address: tuple[str, int]) -> socket.socket:
+    """A plain blocking socket, for sending bytes a framing layer would never send."""
+    sock = socket.create_connection(address, timeout=5)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def _same(got: list[bytes], want: list[bytes], who: str) -> None:
+    if got == want:
+        return
+    for i, (g, w) in enumerate(zip(got, want, strict=False)):
+        if g != w:
+            raise AssertionError(
+                f"{who}: frame {i} differs: got {len(g)} bytes "
+                f"(sha1 {hashlib.sha1(g).hexdigest()[:8]}), "
+                f"expected {len(w)} bytes (sha1 {hashlib.sha1(w).hexdigest()[:8]})"
+            )
+    raise AssertionError(f"{who}: got {len(got)} frames, expected {len(want)}")
+
+
+# ---------------------------------------------------------------- the checks
+def _echo_round_trip(make: Maker, payloads: list[bytes], **lab_options: Any) -> _Lab:
+    lab = _Lab(make, **lab_options)
+    try:
+        client, peer = lab.client()
+        for payload in payloads:
+            client.transport.resume_write(payload, peer)
+        lab.run_until(
+            lambda: len(client.received(peer)) >= len(payloads) or peer in client.closed,
+            f"{len(payloads)} echoed frames",
+        )
+        if peer in client.closed:
+            raise AssertionError(f"the connection closed early: {client.closed[peer]}")
+        _same(client.received(peer), payloads, "echo")
+    except BaseException:
+        lab.close()
+        raise
+    return lab
+
+
+def check_single_message(make: Maker) -> None:
+    """One frame goes to an echo server and comes back whole."""
+    _echo_round_trip(make, [b"hello, barknet"]).close()
+
+
+def check_zero_length_frame(make: Maker) -> None:
+    """An empty payload is a valid frame, distinct from "no frame"."""
+    _echo_round_trip(make, [b"", b"x", b"", b""]).close()
+
+
+def check_frames_in_order(make: Maker) -> None:
+    """Many frames of varied sizes arrive whole and in the order they were sent."""
+    _echo_round_trip(make, _payloads(200, 3000, seed=1)).close()
+
+
+def check_rapid_fire_small_messages(make: Maker) -> None:
+    """Thousands of tiny frames sent in one burst: none lost, merged or reordered."""
+    payloads = [struct.pack("!I", i) * (i % 5) for i in range(5000)]
+    with _Lab(make, echo=False) as lab:
+        client, peer = lab.client()
+        for payload in payloads:
+            client.transport.resume_write(payload, peer)
+        lab.run_until(
+            lambda: lab.server.opened and len(lab.server.received(lab.server.opened[0])) >= 5000,
+            "5000 frames at the server",
+        )
+        _same(lab.server.received(lab.server.opened[0]), payloads, "server")
+
+
+def check_large_message_partial_io(make: Maker) -> None:
+    """A 4 MiB frame through 4 KiB socket buffers: many short reads and writes, one frame."""
+    payload = random.Random(2).randbytes(4 * 1024 * 1024)
+    lab = _echo_round_trip(make, [payload], sndbuf=4096, rcvbuf=4096)
+    try:
+        sent = sum(t.counters().short_sends for t in lab.tcps)
+        received = sum(t.counters().short_recvs for t in lab.tcps)
+        if sent == 0 or received == 0:
+            raise AssertionError(
+                f"expected partial I/O with 4 KiB buffers, saw {sent} short sends "
+                f"and {received} short reads"
+            )
+    finally:
+        lab.close()
+
+
+def check_many_concurrent_connections(make: Maker) -> None:
+    """50 clients at once, each with its own frames: each gets back exactly its own."""
+    with _Lab(make) as lab:
+        clients = [lab.client() for _ in range(50)]
+        sent = {}
+        for i, (side, peer) in enumerate(clients):
+            sent[peer] = _payloads(5, 2000, seed=100 + i)
+            for payload in sent[peer]:
+                side.transport.resume_write(payload, peer)
+        lab.run_until(
+            lambda: all(len(side.received(peer)) >= 5 for side, peer in clients),
+            "every client's echoes",
+        )
+        for side, peer in clients:
+            _same(side.received(peer), sent[peer], f"client {peer}")
+
+
+def check_survives_chunking(make: Maker) -> None:
+    """Reads of at most 7 bytes, writes of at most 5, a third of calls "would block"."""
+    chunking = {"max_read": 7, "max_write": 5, "would_block": 0.3}
+    _echo_round_trip(make, [*_payloads(30, 300, seed=3), b""], chunking=chunking).close()
+
+
+def check_survives_one_byte_io(make: Maker) -> None:
+    """Every read and every write moves a single byte: frames still arrive whole."""
+    chunking = {"max_read": 1, "max_write": 1}
+    _echo_round_trip(make, [b"a", b"", b"bcdefgh" * 10], chunking=chunking).close()
+
+
+def check_clean_close_is_eof(make: Maker) -> None:
+    """A client that closes between frames: the server gets every frame, then CLOSED(EOF)."""
+    payloads = _payloads(20, 500, seed=4)
+    with _Lab(make, echo=False) as lab:
+        client, peer = lab.client()
+        for payload in payloads:
+            client.transport.resume_write(payload, peer)
+        client.transport.close(peer)
+        lab.run_until(lambda: lab.server.closed, "the server to see the close")
+        (server_peer, event) = next(iter(lab.server.closed.items()))
+        _same(lab.server.received(server_peer), payloads, "server")
+        if event.status is not IOStatus.EOF or event.error is not None:
+            raise AssertionError(f"a clean close should be CLOSED(EOF), got {event}")
+
+
+def _expect_framing_error(
+    make: Maker, raw: bytes, error_type: type[Exception], what: str
+) -> BaseException:
+    """Send ``raw`` from a raw socket, then close it; a framed client on the same
+    server must keep working. Returns the error the server reported."""
+    with _Lab(make) as lab:
+        good, good_peer = lab.client()
+        good.transport.resume_write(b"before", good_peer)
+        lab.run_until(lambda: good.received(good_peer), "the good client's first echo")
+        bad = _raw_client(lab.address)
+        try:
+            bad.sendall(raw)
+            if error_type is TruncatedFrameError:
+                bad.shutdown(socket.SHUT_WR)
+            lab.run_until(lambda: lab.server.closed, f"the server to close the peer that {what}")
+        finally:
+            bad.close()
+        (_, event) = next(iter(lab.server.closed.items()))
+        if event.status is not IOStatus.ERROR or not isinstance(event.error, error_type):
+            raise AssertionError(
+                f"a peer that {what} should be CLOSED(ERROR, {error_type.__name__}), got {event}"
+            )
+        good.transport.resume_write(b"after", good_peer)
+        lab.run_until(lambda: len(good.received(good_peer)) >= 2, "the good client's second echo")
+        _same(good.received(good_peer), [b"before", b"after"], "the other client")
+        return event.error
+
+
+def check_oversized_length_prefix(make: Maker) -> None:
+    """A length prefix of 0xFFFFFFFF closes that peer with FrameTooLargeError only."""
+    error = _expect_framing_error(
+        make, b"\xff\xff\xff\xff", FrameTooLargeError, "announced a 4 GiB frame"
+    )
+    if getattr(error, "size", None) != 0xFFFFFFFF:
+        raise AssertionError(f"the error should carry the announced size, got {error!r}")
+
+
+def check_eof_mid_header(make: Maker) -> None:
+    """A stream that stops after 2 of 4 header bytes is a TruncatedFrameError (header)."""
+    error = _expect_framing_error(make, b"\x00\x00", TruncatedFrameError, "stopped mid-header")
+    if (getattr(error, "part", None), getattr(error, "received", None)) != ("header", 2):
+        raise AssertionError(f"expected 2 of 4 header bytes in the error, got {error!r}")
+
+
+def check_eof_mid_payload(make: Maker) -> None:
+    """A stream that stops 10 bytes into a 100-byte payload is a TruncatedFrameError."""
+    error = _expect_framing_error(
+        make, struct.pack("!I", 100) + b"x" * 10, TruncatedFrameError, "stopped mid-payload"
+    )
+    got = (getattr(error, "part", None), error.received, error.expected)  # type: ignore[attr-defined]
+    if got != ("payload", 10, 100):
+        raise AssertionError(f"expected 10 of 100 payload bytes in the error, got {error!r}")
+
+
+def check_send_after_close_raises(make: Maker) -> None:
+    """Writing to a peer you closed is your bug: TransportClosedError, at the call."""
+    with _Lab(make) as lab:
+        client, peer = lab.client()
+        lab.run_until(lambda: lab.server.opened, "the connection")
+        client.transport.close(peer)
+        try:
+            client.transport.resume_write(b"too late", peer)
+        except TransportClosedError:
+            return
+        raise AssertionError("resume_write after close(peer) did not raise TransportClosedError")
+
+
+def check_oversized_send_refused(make: Maker) -> None:
+    """A payload over the limit is refused at the call, and nothing reaches the wire."""
+    with _Lab(make) as lab:
+        client, peer = lab.client()
+        lab.run_until(lambda: lab.server.opened, "the connection")
+        limit = getattr(client.transport, "max_frame_size", None)
+        if limit is None:
+            raise AssertionError("the transport should expose its max_frame_size")
+        try:
+            client.transport.resume_write(bytes(limit + 1), peer)
+        except FrameTooLargeError:
+            pass
+        else:
+            raise AssertionError("an oversized payload was accepted")
+        client.transport.resume_write(b"fine", peer)
+        lab.run_until(lambda: client.received(peer), "the echo after the refused frame")
+        _same(client.received(peer), [b"fine"], "client")
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    run: Callable[[Maker], None]
+    #: "core" checks cover what the chapter's exercise asks; "errors" the rest.
+    level: str
+
+    @property
+    def doc(self) -> str:
+        return (self.run.__doc__ or "").strip()
+
+
+CHECKS: list[Check] = [
+    Check("single message", check_single_message, "core"),
+    Check("zero-length frame", check_zero_length_frame, "core"),
+    Check("frames in order", check_frames_in_order, "core"),
+    Check("rapid fire of small messages", check_rapid_fire_small_messages, "core"),
+    Check("large message, partial I/O", check_large_message_partial_io, "core"),
+    Check("50 concurrent connections", check_many_concurrent_connections, "core"),
+    Check("survives chunking and would-block", check_survives_chunking, "core"),
+    Check("survives one-byte I/O", check_survives_one_byte_io, "core"),
+    Check("clean close is EOF", check_clean_close_is_eof, "errors"),
+    Check("oversized length prefix", check_oversized_length_prefix, "errors"),
+    Check("EOF mid-header", check_eof_mid_header, "errors"),
+    Check("EOF mid-payload", check_eof_mid_payload, "errors"),
+    Check("send after close raises", check_send_after_close_raises, "errors"),
+    Check("oversized send refused", check_oversized_send_refused, "errors"),
+]
+
+
+@dataclass
+class CheckResult:
+    check: Check
+    passed: bool
+    message: str = ""
+    seconds: float = 0.0
+
+
+@dataclass
+class Report:
+    """What :func:`run_checks` found; prints as a short table, one line per check."""
+
+    results: list[CheckResult] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.results)
+
+    @property
+    def failures(self) -> list[CheckResult]:
+        return [r for r in self.results if not r.passed]
+
+    def __str__(self) -> str:
+        lines = []
+        for r in self.results:
+            mark = "PASS" if r.passed else "FAIL"
+            lines.append(f"{mark}  {r.check.name}")
+            if not r.passed:
+                lines.extend(f"      {line}" for line in r.message.splitlines())
+        ok = sum(r.passed for r in self.results)
+        lines.append(f"{ok} of {len(self.results)} checks passed")
+        return "\n".join(lines)
+
+
+def run_checks(
+    make: Maker,
+    *,
+    levels: tuple[str, ...] = ("core", "errors"),
+    names: list[str] | None = None,
+    timeout: float = TIMEOUT,
+) -> Report:
+    """Run the checks against ``make`` and collect a report instead of raising.
+
+    An ``AssertionError`` is reported as its message (what went wrong); any
+    other exception as the last lines of its traceback (where your code broke).
+    ``timeout`` bounds each wait inside a check, so a transport that hangs
+    costs seconds, not forever.
+    """
+    report = Report()
+    _limits["timeout"] = timeout
+    try:
+        _run_into(report, make, levels, names)
+    finally:
+        _limits["timeout"] = TIMEOUT
+    return report
+
+
+def _run_into(
+    report: Report, make: Maker, levels: tuple[str, ...], names: list[str] | None
+) -> None:
+    for check in CHECKS:
+        if check.level not in levels or (names is not None and check.name not in names):
+            continue
+        started = time.monotonic()
+        try:
+            check.run(make)
+        except AssertionError as exc:
+            report.results.append(CheckResult(check, False, str(exc)))
+        except Exception as exc:
+            tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
+            where = "".join(tb[-3:]).rstrip()
+            report.results.append(CheckResult(check, False, where))
+        else:
+            report.results.append(CheckResult(check, True))
+        report.results[-1].seconds = time.monotonic() - started

@@ -1,0 +1,79 @@
+"""The conformance suite, run against barknet's own FramedTransport.
+
+The same checks grade the learner's framing in the exercise notebook, so a
+check that our transport cannot pass would be a broken exercise.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from barknet import FramedTransport
+from barknet.conformance import CHECKS, Check, run_checks
+from barknet.faults import ChunkingTransport
+from barknet.interfaces import ITransport
+
+
+def framed(inner: ITransport) -> ITransport:
+    return FramedTransport(inner)
+
+
+def framed_over_chunking(inner: ITransport) -> ITransport:
+    """The whole suite again with 3-byte reads, 11-byte writes and injected EAGAINs."""
+    return FramedTransport(ChunkingTransport(inner, max_read=3, max_write=11, would_block=0.2))
+
+
+def framed_with_tiny_scratch(inner: ITransport) -> ITransport:
+    """A 64-byte scratch buffer sends most frames down the exact-size body path."""
+    return FramedTransport(inner, buffer_size=64)
+
+
+@pytest.mark.parametrize("check", CHECKS, ids=[c.name for c in CHECKS])
+@pytest.mark.parametrize(
+    "make", [framed, framed_over_chunking, framed_with_tiny_scratch], ids=lambda m: m.__name__
+)
+def test_framed_transport_passes_check(make, check: Check) -> None:
+    if make is framed_over_chunking and check.name == "large message, partial I/O":
+        pytest.skip("3-byte reads of 4 MiB take minutes; chunking has its own checks")
+    check.run(make)
+
+
+class _ForgetsPartialWrites(FramedTransport):
+    """A framing layer with the classic bug: it drops whatever a write did not send
+    (here, everything written before the connect completed)."""
+
+    def _flush(self, peer, send):  # type: ignore[no-untyped-def]
+        result = super()._flush(peer, send)
+        send.buffers.clear()
+        send.frame_sizes.clear()
+        send.queued = 0
+        return result
+
+
+def test_report_names_the_failing_checks_of_a_broken_transport() -> None:
+    report = run_checks(
+        lambda inner: _ForgetsPartialWrites(ChunkingTransport(inner, max_write=5)),
+        names=["single message", "zero-length frame"],
+        timeout=1.0,
+    )
+    assert not report.passed
+    assert [r.check.name for r in report.failures] == ["single message", "zero-length frame"]
+    text = str(report)
+    assert "FAIL  single message" in text
+    assert "gave up after 1 s waiting for 1 echoed frames" in text
+    assert "0 of 2 checks passed" in text
+
+
+def test_report_shows_where_an_unexpected_exception_came_from() -> None:
+    def explodes(inner: ITransport) -> ITransport:
+        raise ZeroDivisionError("my framing blew up")
+
+    report = run_checks(explodes, names=["single message"])
+    assert not report.passed
+    assert "ZeroDivisionError: my framing blew up" in report.failures[0].message
+
+
+def test_report_passes_for_framed_transport() -> None:
+    report = run_checks(framed, levels=("core",), names=["single message", "frames in order"])
+    assert report.passed, str(report)
+    assert len(report.results) == 2
