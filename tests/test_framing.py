@@ -1,0 +1,337 @@
+"""The sans-I/O framing codec: encoding, decoding under every chunking, limits,
+truncation, the zero-copy path for large frames, and linear copying."""
+
+from __future__ import annotations
+
+import random
+import struct
+import tracemalloc
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from barknet import FrameTooLargeError, TruncatedFrameError
+from barknet.framing import (
+    HEADER_SIZE,
+    DecoderState,
+    FrameDecoder,
+    encode,
+    encode_frame,
+    encode_header,
+)
+
+KiB = 1024
+MiB = 1024 * KiB
+
+
+def payloads(sizes: list[int], seed: int = 0) -> list[bytes]:
+    rng = random.Random(seed)
+    return [rng.randbytes(n) for n in sizes]
+
+
+def stream_of(frames: list[bytes]) -> bytes:
+    return b"".join(encode_frame(f) for f in frames)
+
+
+def feed_via_buffer(decoder: FrameDecoder, data: bytes) -> list[bytes | bytearray]:
+    """Give ``data`` to the decoder the way a transport does: recv_into get_buffer()."""
+    frames: list[bytes | bytearray] = []
+    view = memoryview(data)
+    while view:
+        room = decoder.get_buffer()
+        assert len(room) > 0
+        k = min(len(room), len(view))
+        room[:k] = view[:k]
+        frames += decoder.buffer_updated(k)
+        view = view[k:]
+    return frames
+
+
+# -------------------------------------------------------------------- encoding
+def test_encode_returns_big_endian_header_and_the_payload_itself():
+    payload = b"hello"
+    header, body = encode(payload)
+    assert header == b"\x00\x00\x00\x05"
+    assert body is payload  # not copied, not joined: ready for one sendmsg
+    assert encode_header(0x01020304, max_frame_size=0xFFFFFFFF) == b"\x01\x02\x03\x04"
+    assert encode_frame(b"abc") == b"\x00\x00\x00\x03abc"
+
+
+def test_encode_accepts_memoryview_and_bytearray_payloads():
+    data = bytearray(range(10))
+    header, body = encode(memoryview(data)[2:8])
+    assert header == struct.pack("!I", 6)
+    assert bytes(body) == bytes(range(2, 8))
+    assert encode(data)[0] == struct.pack("!I", 10)
+
+
+def test_zero_length_frame_encodes_to_a_bare_header_and_decodes_to_empty():
+    assert encode(b"") == (b"\x00\x00\x00\x00", b"")
+    decoder = FrameDecoder()
+    assert decoder.feed(encode_frame(b"") * 3) == [b"", b"", b""]
+    assert decoder.state == DecoderState("idle", 0, 0)
+
+
+def test_encode_refuses_a_payload_over_the_limit():
+    with pytest.raises(FrameTooLargeError) as info:
+        encode(b"x" * 11, max_frame_size=10)
+    assert (info.value.size, info.value.limit) == (11, 10)
+    assert "you tried to send a 11-byte frame" in str(info.value)
+    assert "limit is 10 bytes" in str(info.value)
+    encode(b"x" * 10, max_frame_size=10)  # the limit itself is allowed
+
+
+def test_encode_header_refuses_what_four_bytes_cannot_say():
+    with pytest.raises(FrameTooLargeError) as info:
+        encode_header(2**32, max_frame_size=2**40)
+    assert info.value.limit == 0xFFFFFFFF
+
+
+# ------------------------------------------------------- decoding, three ways
+FRAMES = [b"one", b"", b"three!", bytes(range(256)) * 3, b"x"]
+
+
+def test_decoder_whole_input_at_once_yields_every_frame():
+    decoder = FrameDecoder()
+    assert decoder.feed(stream_of(FRAMES)) == FRAMES
+    assert decoder.state == DecoderState("idle", 0, 0)
+    assert decoder.buffered == 0
+    decoder.eof()  # ended between frames: no error
+
+
+def test_decoder_one_byte_at_a_time_yields_each_frame_on_its_last_byte():
+    decoder = FrameDecoder()
+    for frame in FRAMES:
+        wire = encode_frame(frame)
+        for i, byte in enumerate(wire):
+            got = decoder.feed(bytes([byte]))
+            if i < len(wire) - 1:
+                assert got == [], f"frame {frame[:8]!r} came out early at byte {i}"
+                assert decoder.buffered == i + 1
+            else:
+                assert got == [frame]
+    assert decoder.state.part == "idle"
+
+
+def test_decoder_keeps_trailing_partial_payload_buffered():
+    partial = encode_frame(b"0123456789")[:7]  # header + 3 of 10 payload bytes
+    decoder = FrameDecoder()
+    assert decoder.feed(stream_of(FRAMES) + partial) == FRAMES
+    assert decoder.state == DecoderState("payload", 3, 10)
+    assert decoder.buffered == 7
+    assert decoder.feed(b"3456789") == [b"0123456789"]
+    assert decoder.state == DecoderState("idle", 0, 0)
+
+
+def test_decoder_keeps_trailing_partial_header_buffered():
+    decoder = FrameDecoder()
+    assert decoder.feed(stream_of(FRAMES) + b"\x00\x00") == FRAMES
+    assert decoder.state == DecoderState("header", 2, 4)
+    assert decoder.buffered == 2
+    assert decoder.feed(b"\x00\x01z") == [b"z"]
+
+
+# ----------------------------------------------------------------- the limit
+def test_oversized_length_prefix_is_rejected_from_the_header_alone():
+    decoder = FrameDecoder(max_frame_size=1 * MiB)
+    tracemalloc.start()
+    try:
+        with pytest.raises(FrameTooLargeError) as info:
+            decoder.feed(b"\xff\xff\xff\xff")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert (info.value.size, info.value.limit) == (0xFFFFFFFF, 1 * MiB)
+    assert "announced a 4294967295-byte frame" in str(info.value)
+    assert decoder.buffered <= HEADER_SIZE
+    assert peak < 64 * KiB  # nothing near 4 GiB (or even 1 MiB) was allocated
+
+
+def test_oversized_length_prefix_fed_byte_by_byte_fails_on_the_fourth_byte():
+    decoder = FrameDecoder(max_frame_size=100)
+    header = struct.pack("!I", 101)
+    for byte in header[:3]:
+        assert decoder.feed(bytes([byte])) == []
+    with pytest.raises(FrameTooLargeError) as info:
+        decoder.feed(header[3:])
+    assert (info.value.size, info.value.limit) == (101, 100)
+
+
+def test_frame_exactly_at_the_limit_is_accepted():
+    decoder = FrameDecoder(max_frame_size=100)
+    assert decoder.feed(encode_frame(b"a" * 100)) == [b"a" * 100]
+
+
+def test_after_an_error_every_call_raises_the_same_error():
+    decoder = FrameDecoder(max_frame_size=10, peer="peer-7")
+    with pytest.raises(FrameTooLargeError) as info:
+        decoder.feed(encode_frame(b"ok") + struct.pack("!I", 11))
+    error = info.value
+    assert error.peer == "peer-7"
+    assert "peer-7" in str(error)
+    assert decoder.error is error
+    for call in (
+        lambda: decoder.feed(b"more"),
+        decoder.get_buffer,
+        lambda: decoder.buffer_updated(0),
+        decoder.eof,
+    ):
+        with pytest.raises(FrameTooLargeError) as again:
+            call()
+        assert again.value is error
+
+
+# ------------------------------------------------------------------------ eof
+def test_eof_between_frames_is_clean():
+    decoder = FrameDecoder()
+    decoder.eof()  # nothing at all
+    decoder.feed(stream_of([b"a", b"bc"]))
+    decoder.eof()
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_eof_mid_header_reports_how_many_header_bytes_arrived(k):
+    decoder = FrameDecoder(peer="p1")
+    decoder.feed(encode_frame(b"abc")[:k])
+    with pytest.raises(TruncatedFrameError) as info:
+        decoder.eof()
+    error = info.value
+    assert (error.part, error.received, error.expected) == ("header", k, 4)
+    assert f"got {k} of 4 header bytes" in str(error)
+    assert "p1" in str(error)
+    with pytest.raises(TruncatedFrameError) as again:
+        decoder.eof()
+    assert again.value is error
+
+
+@pytest.mark.parametrize(("size", "received"), [(1000, 0), (1000, 10), (100_000, 50_000)])
+def test_eof_mid_payload_reports_how_many_payload_bytes_arrived(size, received):
+    # 100_000 bytes is over half the scratch: it takes the exact-size body path.
+    decoder = FrameDecoder()
+    decoder.feed(encode_frame(bytes(size))[: HEADER_SIZE + received])
+    with pytest.raises(TruncatedFrameError) as info:
+        decoder.eof()
+    error = info.value
+    assert (error.part, error.received, error.expected) == ("payload", received, size)
+    assert f"got {received} of {size} payload bytes" in str(error)
+
+
+# ------------------------------------------------ large frames: zero-copy body
+def test_large_frame_lands_in_one_exact_size_bytearray_without_further_copies():
+    payload = random.Random(1).randbytes(1 * MiB)
+    wire = memoryview(encode_frame(payload))
+    decoder = FrameDecoder()
+    chunk = 8192
+    # The first read lands in the scratch: the header and the start of the body.
+    room = decoder.get_buffer()
+    room[:chunk] = wire[:chunk]
+    assert decoder.buffer_updated(chunk) == []
+    early = chunk - HEADER_SIZE  # body bytes that arrived before the body existed
+    assert decoder.bytes_copied == early
+    assert decoder.state == DecoderState("payload", early, 1 * MiB)
+
+    rooms = []
+    frames: list[bytes | bytearray] = []
+    pos = chunk
+    while pos < len(wire):
+        room = decoder.get_buffer()
+        rooms.append(room)
+        k = min(chunk, len(room))
+        room[:k] = wire[pos : pos + k]
+        pos += k
+        frames += decoder.buffer_updated(k)
+    assert len(frames) == 1
+    (frame,) = frames
+    assert isinstance(frame, bytearray)
+    assert len(frame) == 1 * MiB
+    assert frame == payload
+    # Every read after the header went straight into the frame's own buffer.
+    assert all(room.obj is frame for room in rooms)
+    assert decoder.bytes_copied == early
+    assert decoder.state == DecoderState("idle", 0, 0)
+
+
+def test_large_frame_fed_whole_still_comes_out_right():
+    payload = random.Random(2).randbytes(200 * KiB)
+    decoder = FrameDecoder()
+    assert decoder.feed(encode_frame(payload) + encode_frame(b"next")) == [payload, b"next"]
+
+
+# ---------------------------------------------------------- linear copying
+def test_byte_at_a_time_copying_stays_linear():
+    frames = payloads([i % 97 for i in range(2000)], seed=3)
+    wire = stream_of(frames)
+    decoder = FrameDecoder()
+    got = []
+    for i in range(len(wire)):
+        got += decoder.feed(wire[i : i + 1])
+    assert got == frames
+    assert decoder.bytes_copied <= 3 * len(wire)
+
+
+@pytest.mark.parametrize(
+    "sizes",
+    [
+        [i % 97 for i in range(5000)],  # many small frames
+        [32_000, 17, 31_000, 5] * 20,  # just under half the scratch: the most moves
+        [32_767] * 40,
+    ],
+    ids=["small", "near-threshold-mixed", "threshold-minus-one"],
+)
+def test_random_chunk_copying_stays_linear(sizes):
+    frames = payloads(sizes, seed=4)
+    wire = stream_of(frames)
+    rng = random.Random(5)
+    decoder = FrameDecoder()
+    got: list[bytes | bytearray] = []
+    pos = 0
+    while pos < len(wire):
+        k = rng.randint(1, 40_000)
+        got += decoder.feed(wire[pos : pos + k])
+        pos += k
+    assert got == frames
+    assert decoder.bytes_copied <= 3 * len(wire)
+
+
+# ------------------------------------------------------------ property test
+frame_sizes = st.one_of(
+    st.integers(0, 100),
+    st.integers(0, 200 * KiB),
+    st.sampled_from([31, 32, 32_767, 32_768, 65_535, 65_536, 65_537]),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    sizes=st.lists(frame_sizes, min_size=0, max_size=8),
+    seed=st.integers(0, 2**32 - 1),
+    buffer_size=st.sampled_from([64, 4096, 64 * KiB]),
+    cut_fractions=st.lists(st.floats(0, 1), max_size=40),
+    use_buffer=st.booleans(),
+)
+# Always cover both paths: a frame over the scratch, between smaller ones.
+@example([5, 200 * KiB, 0, 70_000, 3], 7, 64 * KiB, [0.1, 0.2, 0.5, 0.9], True)
+@example([5, 200 * KiB, 0, 70_000, 3], 7, 64 * KiB, [0.001, 0.3, 0.31, 0.7], False)
+@example([40_000, 1, 32_768], 8, 4096, [i / 50 for i in range(50)], True)
+def test_any_chunking_yields_the_same_frames_in_order(
+    sizes, seed, buffer_size, cut_fractions, use_buffer
+):
+    frames = payloads(sizes, seed)
+    wire = stream_of(frames)
+    cuts = sorted(int(f * len(wire)) for f in cut_fractions)
+    decoder = FrameDecoder(max_frame_size=1 * MiB, buffer_size=buffer_size)
+    got: list[bytes | bytearray] = []
+    for start, stop in zip([0, *cuts], [*cuts, len(wire)], strict=True):
+        chunk = wire[start:stop]
+        got += feed_via_buffer(decoder, chunk) if use_buffer else decoder.feed(chunk)
+    assert got == frames
+    assert decoder.state == DecoderState("idle", 0, 0)
+    assert decoder.buffered == 0
+    assert decoder.bytes_copied <= 3 * len(wire)
+    decoder.eof()
+
+
+def test_buffer_size_below_64_is_refused():
+    with pytest.raises(ValueError, match="at least 64"):
+        FrameDecoder(buffer_size=63)
