@@ -1,0 +1,145 @@
+"""``python -m barknet serve``, driven from outside as a learner's terminal would.
+
+The server runs in a subprocess; the tests talk to it with plain blocking
+sockets (with timeouts), so they exercise the wire format and the process
+behaviour, not the package's own client code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from barknet.cli import build_parser
+
+TIMEOUT = 10.0
+
+
+def _read_line(proc: subprocess.Popen[bytes], stream: str) -> str:
+    """One line from the child's stdout or stderr, or fail after TIMEOUT seconds."""
+    pipe = getattr(proc, stream)
+    ready, _, _ = select.select([pipe], [], [], TIMEOUT)
+    assert ready, f"no line on {stream} within {TIMEOUT} s"
+    return pipe.readline().decode()
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    data = bytearray()
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise EOFError(f"connection ended after {len(data)} of {n} bytes")
+        data += chunk
+    return bytes(data)
+
+
+def _stderr_until(proc: subprocess.Popen[bytes], word: str) -> str:
+    """The server's stderr up to the first line holding ``word``."""
+    report = ""
+    deadline = time.monotonic() + TIMEOUT
+    while word not in report:
+        line = _read_line(proc, "stderr")
+        assert line and time.monotonic() < deadline, f"no {word!r} in {report!r}"
+        report += line
+    return report
+
+
+def _echo(sock: socket.socket, payload: bytes) -> bytes:
+    sock.sendall(struct.pack("!I", len(payload)) + payload)
+    (size,) = struct.unpack("!I", _recv_exact(sock, 4))
+    return _recv_exact(sock, size)
+
+
+@contextlib.contextmanager
+def _server(*args: str) -> Iterator[tuple[subprocess.Popen[bytes], tuple[str, int]]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "barknet", "serve", "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        # Unbuffered: readline() must not pull a second line into a buffer that
+        # select() cannot see, or the next wait would miss it.
+        bufsize=0,
+    )
+    try:
+        first = _read_line(proc, "stdout")
+        assert first.startswith("listening on "), first
+        host, port = first.split()[-1].rsplit(":", 1)
+        yield proc, (host, int(port))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(TIMEOUT)
+        proc.stdout.close()  # type: ignore[union-attr]
+        proc.stderr.close()  # type: ignore[union-attr]
+
+
+def _connect(address: tuple[str, int]) -> socket.socket:
+    sock = socket.create_connection(address, timeout=TIMEOUT)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def _stop(proc: subprocess.Popen[bytes], sig: int) -> tuple[int, str]:
+    proc.send_signal(sig)
+    code = proc.wait(TIMEOUT)
+    return code, proc.stderr.read().decode()  # type: ignore[union-attr]
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_serve_echoes_frames_and_survives_a_peer_that_breaks_the_framing() -> None:
+    with _server("--max-frame-size", "1024") as (proc, address):
+        assert address[0] == "127.0.0.1" and address[1] > 0
+        with _connect(address) as good, _connect(address) as bad:
+            for payload in (b"hello", b"", b"x" * 1024, bytes(range(256))):
+                assert _echo(good, payload) == payload
+            # Announce 1 MiB to a server that accepts 1 KiB: it must drop this peer.
+            bad.sendall(struct.pack("!I", 1 << 20) + b"abc")
+            assert bad.recv(16) == b""  # closed by the server
+            report = _stderr_until(proc, "FrameTooLargeError")
+            assert "1048576" in report and "1024" in report
+            # The first client still gets its echoes.
+            assert _echo(good, b"still here") == b"still here"
+        code, rest = _stop(proc, signal.SIGTERM)
+        assert code == 0, rest
+        assert "SIGTERM" in rest
+        assert _gone(proc.pid)
+
+
+def test_serve_reports_a_frame_cut_short_by_its_sender() -> None:
+    with _server() as (proc, address), _connect(address) as sock:
+        sock.sendall(struct.pack("!I", 100) + b"only ten b")
+        sock.shutdown(socket.SHUT_WR)
+        assert sock.recv(16) == b""
+        report = _stderr_until(proc, "TruncatedFrameError")
+        assert "10 of 100" in report
+
+
+def test_serve_exits_cleanly_on_ctrl_c_with_a_client_connected() -> None:
+    with _server() as (proc, address), _connect(address) as sock:
+        assert _echo(sock, b"ping") == b"ping"
+        code, rest = _stop(proc, signal.SIGINT)
+        assert code == 0, rest
+        assert "SIGINT" in rest and "Traceback" not in rest
+        assert sock.recv(16) == b""  # the server closed our connection on the way out
+
+
+def test_cli_rejects_a_negative_frame_size() -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--max-frame-size", "-1"])
