@@ -206,7 +206,8 @@ class EventWatcher:
                 self._ready.append((self._fire_timer, (handle,)))
         for _ in range(len(self._ready)):
             callback, args = self._ready.popleft()
-            if tracer is not None and callback is not self._fire_timer:
+            # `!=`, not `is not`: each `self._fire_timer` is a new bound-method object.
+            if tracer is not None and callback != self._fire_timer:
                 tracer("soon", callback)
             callback(*args)
 
