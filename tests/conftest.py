@@ -13,7 +13,7 @@ each test reads as the behaviour it pins:
   Modules opt in with ``pytestmark = pytest.mark.usefixtures("no_leaks")``;
   ``usefixtures`` fixtures are set up before (and torn down after) the ones a
   test names, so the check sees the state after every transport was closed.
-* ``framed_server`` / ``framed_client``: factories for loopback
+* ``framed_endpoint`` / ``framed_server`` / ``framed_client``: factories for loopback
   :class:`~barknet.FramedTransport` endpoints that record their events and the
   frames they received per peer (a server echoes by default). Everything they
   create is closed when the test ends, before ``ew`` is.
@@ -84,6 +84,7 @@ class FramedEndpoint:
         self.events: list[IOEvent] = []
         self.frames: defaultdict[Peer, list[bytes]] = defaultdict(list)
         self.on_event: Callable[[IOEvent], None] | None = None
+        self.address: tuple[str, int] | None = None  # set for servers
         transport.attach(ew, self._replay)
 
     def _replay(self, event: IOEvent) -> None:
@@ -112,19 +113,14 @@ class FramedEndpoint:
 
 
 @pytest.fixture
-def framed_server(ew: EventWatcher) -> Iterator[Callable[..., FramedEndpoint]]:
-    """``framed_server(echo=True, sndbuf=None, rcvbuf=None, **framed_options)``: a bound
-    loopback server; its address is ``.transport.inner.address``."""
+def framed_endpoint(ew: EventWatcher) -> Iterator[Callable[..., FramedEndpoint]]:
+    """``framed_endpoint(transport, echo=False)``: attach ``transport`` (e.g. one you will
+    ``adopt`` a socket into) to ``ew`` with recording; it is closed after the test."""
     made: list[FramedTransport] = []
 
-    def make(
-        *, echo: bool = True, sndbuf: int | None = None, rcvbuf: int | None = None, **kw: Any
-    ) -> FramedEndpoint:
-        transport = FramedTransport(TcpTransport(sndbuf=sndbuf, rcvbuf=rcvbuf), **kw)
+    def make(transport: FramedTransport, *, echo: bool = False) -> FramedEndpoint:
         made.append(transport)
-        endpoint = FramedEndpoint(ew, transport, echo=echo)
-        transport.bind()
-        return endpoint
+        return FramedEndpoint(ew, transport, echo=echo)
 
     yield make
     for transport in made:
@@ -132,10 +128,29 @@ def framed_server(ew: EventWatcher) -> Iterator[Callable[..., FramedEndpoint]]:
 
 
 @pytest.fixture
-def framed_client(ew: EventWatcher) -> Iterator[Callable[..., FramedEndpoint]]:
+def framed_server(
+    framed_endpoint: Callable[..., FramedEndpoint],
+) -> Callable[..., FramedEndpoint]:
+    """``framed_server(echo=True, sndbuf=None, rcvbuf=None, **framed_options)``: a bound
+    loopback server; its address is ``.address``."""
+
+    def make(
+        *, echo: bool = True, sndbuf: int | None = None, rcvbuf: int | None = None, **kw: Any
+    ) -> FramedEndpoint:
+        transport = FramedTransport(TcpTransport(sndbuf=sndbuf, rcvbuf=rcvbuf), **kw)
+        endpoint = framed_endpoint(transport, echo=echo)
+        endpoint.address = transport.bind()
+        return endpoint
+
+    return make
+
+
+@pytest.fixture
+def framed_client(
+    framed_endpoint: Callable[..., FramedEndpoint],
+) -> Callable[..., FramedEndpoint]:
     """``framed_client(address, sndbuf=None, rcvbuf=None, **framed_options)``: a client
     transport aimed at ``address`` (call ``.transport.connect()`` for each peer)."""
-    made: list[FramedTransport] = []
 
     def make(
         address: tuple[str, int],
@@ -145,10 +160,7 @@ def framed_client(ew: EventWatcher) -> Iterator[Callable[..., FramedEndpoint]]:
         **kw: Any,
     ) -> FramedEndpoint:
         host, port = address
-        transport = FramedTransport(TcpTransport(host, port, sndbuf=sndbuf, rcvbuf=rcvbuf), **kw)
-        made.append(transport)
-        return FramedEndpoint(ew, transport, echo=False)
+        inner = TcpTransport(host, port, sndbuf=sndbuf, rcvbuf=rcvbuf)
+        return framed_endpoint(FramedTransport(inner, **kw))
 
-    yield make
-    for transport in made:
-        transport.close()
+    return make

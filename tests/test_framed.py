@@ -1,0 +1,433 @@
+"""FramedTransport over real loopback sockets: whole frames in order however TCP
+chops them, many clients, large frames through tiny buffers, and every way a
+peer can break the framing (each closing that peer alone)."""
+
+from __future__ import annotations
+
+import random
+import socket
+import struct
+from collections.abc import Iterator
+
+import pytest
+
+from barknet import (
+    ConnectFailedError,
+    ConnectionBrokenError,
+    EventKind,
+    FramedTransport,
+    FrameTimeoutError,
+    FrameTooLargeError,
+    IOStatus,
+    Peer,
+    TcpTransport,
+    TransportClosedError,
+    TruncatedFrameError,
+)
+from barknet.framed import PeerSnapshot
+from barknet.framing import encode_frame, encode_header
+
+pytestmark = pytest.mark.usefixtures("no_leaks")
+
+KiB = 1024
+MiB = 1024 * KiB
+
+
+def turns(ew, n: int = 5) -> None:
+    for _ in range(n):
+        ew.run_once(0.01)
+
+
+def connect(ew, client) -> Peer:
+    peer = client.transport.connect()
+    ew.run_until(lambda: client.is_connected(peer), timeout=5)
+    return peer
+
+
+def round_trip(ew, client, peer: Peer, payload: bytes) -> None:
+    """Send one frame and wait for its echo: proof that ``peer`` still works."""
+    before = len(client.frames[peer])
+    client.transport.resume_write(payload, peer)
+    ew.run_until(lambda: len(client.frames[peer]) > before, timeout=5)
+    assert client.frames[peer][-1] == payload
+
+
+@pytest.fixture
+def raw_conns() -> Iterator[list[socket.socket]]:
+    """Plain blocking sockets a test opens to misbehave with; closed afterwards."""
+    socks: list[socket.socket] = []
+    try:
+        yield socks
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def raw_peer(ew, server, raw_conns: list[socket.socket]) -> tuple[socket.socket, Peer]:
+    """Connect a plain socket to ``server``; return it and the server's peer for it."""
+    sock = socket.create_connection(server.address, timeout=5)
+    raw_conns.append(sock)
+    local = sock.getsockname()[:2]
+
+    def found() -> Peer | None:
+        return next((p for p in server.accepted() if p.remote == local), None)
+
+    ew.run_until(found, timeout=5)
+    return sock, found()  # type: ignore[return-value]
+
+
+# ------------------------------------------------------------------ traffic
+def test_single_message_is_echoed_whole(ew, framed_server, framed_client):
+    server = framed_server()
+    client = framed_client(server.address)
+    peer = connect(ew, client)
+    round_trip(ew, client, peer, b"hello, frames")
+    assert server.frames[server.accepted()[0]] == [b"hello, frames"]
+
+
+def test_zero_length_frames_are_delivered(ew, framed_server, framed_client):
+    server = framed_server()
+    client = framed_client(server.address)
+    peer = connect(ew, client)
+    frames = [b"", b"a", b"", b"", b"bc", b""]
+    for frame in frames:
+        client.transport.resume_write(frame, peer)
+    ew.run_until(lambda: len(client.frames[peer]) == len(frames), timeout=5)
+    assert client.frames[peer] == frames
+
+
+def test_a_list_of_buffers_is_one_frame(ew, framed_server, framed_client):
+    server = framed_server()
+    client = framed_client(server.address)
+    peer = connect(ew, client)
+    client.transport.resume_write([b"head|", memoryview(b"body"), b"", bytearray(b"|tail")], peer)
+    ew.run_until(lambda: client.frames[peer], timeout=5)
+    assert client.frames[peer] == [b"head|body|tail"]
+
+
+def test_fifty_clients_at_once_each_get_their_own_frames_back_in_order(
+    ew, framed_server, framed_client
+):
+    server = framed_server()
+    client = framed_client(server.address)
+    peers = [client.transport.connect() for _ in range(50)]
+    rng = random.Random(7)
+    sent: dict[Peer, list[bytes]] = {}
+    for i, peer in enumerate(peers):
+        # Frames name their client, so a frame delivered to the wrong peer shows.
+        sent[peer] = [
+            b"client %d frame %d " % (i, j) + rng.randbytes(rng.randint(0, 3000))
+            for j in range(10)
+        ]
+        for frame in sent[peer]:
+            client.transport.resume_write(frame, peer)  # queued until CONNECTED
+    ew.run_until(lambda: all(len(client.frames[p]) == 10 for p in peers), timeout=20)
+    for peer in peers:
+        assert client.frames[peer] == sent[peer]
+    assert len(server.accepted()) == 50
+    assert client.closed() == server.closed() == []
+
+
+@pytest.mark.parametrize("size", [4 * MiB, 16 * MiB], ids=["4MiB", "16MiB"])
+def test_large_frames_through_tiny_socket_buffers_survive_partial_io(
+    ew, framed_server, framed_client, size
+):
+    server = framed_server(sndbuf=4096, rcvbuf=4096, max_frame_size=32 * MiB)
+    client = framed_client(server.address, sndbuf=4096, rcvbuf=4096, max_frame_size=32 * MiB)
+    peer = connect(ew, client)
+    payload = random.Random(size).randbytes(size)
+    client.transport.resume_write([payload[:100], payload[100:]], peer)
+    client.transport.resume_write(b"small one after", peer)
+    ew.run_until(lambda: len(client.frames[peer]) == 2, timeout=60)
+    assert client.frames[peer][0] == payload
+    assert client.frames[peer][1] == b"small one after"
+    speer = server.accepted()[0]
+    c, s = client.transport.counters(peer), server.transport.counters(speer)
+    # The point of the exercise: the kernel really did chop the frame up.
+    assert c.short_sends > 0 and s.short_sends > 0
+    assert s.short_recvs > 0 and c.short_recvs > 0
+    assert c.bytes_sent == s.bytes_received == size + 15 + 8
+
+
+def test_rapid_fire_of_ten_thousand_small_frames_keeps_order_and_content(
+    ew, framed_server, framed_client
+):
+    server = framed_server()
+    client = framed_client(server.address)
+    peer = connect(ew, client)
+    frames = [b"%d:" % i + b"x" * (i % 50) for i in range(10_000)]
+    for frame in frames:
+        client.transport.resume_write(frame, peer)
+    ew.run_until(lambda: len(client.frames[peer]) == len(frames), timeout=20)
+    assert client.frames[peer] == frames
+    assert server.transport.counters().frames_received == len(frames)
+
+
+def test_counters_count_frames_sent_and_received(ew, framed_server, framed_client):
+    server = framed_server()
+    client = framed_client(server.address)
+    peer = connect(ew, client)
+    for i in range(7):
+        client.transport.resume_write(b"n%d" % i, peer)
+    ew.run_until(lambda: len(client.frames[peer]) == 7, timeout=5)
+    c = client.transport.counters(peer)
+    assert (c.frames_sent, c.frames_received) == (7, 7)
+    s = server.transport.counters()
+    assert (s.frames_sent, s.frames_received) == (7, 7)
+    client.transport.close(peer)
+    ew.run_until(lambda: client.closed(peer), timeout=5)
+    total = client.transport.counters()  # closed peers still count in the totals
+    assert (total.frames_sent, total.frames_received) == (7, 7)
+    assert total.bytes_sent == 7 * (4 + 2)
+
+
+def test_pause_and_resume_writing_follow_the_water_marks(ew, framed_server, framed_client):
+    server = framed_server(rcvbuf=4096)
+    client = framed_client(server.address, sndbuf=4096, high_water=64 * KiB)
+    peer = connect(ew, client)
+    for _ in range(8):
+        client.transport.resume_write(bytes(32 * KiB), peer)
+    assert client.transport.write_buffer_size(peer) > 64 * KiB
+    ew.run_until(lambda: len(client.frames[peer]) == 8, timeout=10)
+    kinds = [
+        e.kind
+        for e in client.events
+        if e.kind in (EventKind.PAUSE_WRITING, EventKind.RESUME_WRITING, EventKind.DRAINED)
+    ]
+    assert kinds[:2] == [EventKind.PAUSE_WRITING, EventKind.RESUME_WRITING]
+    assert kinds.count(EventKind.PAUSE_WRITING) == kinds.count(EventKind.RESUME_WRITING)
+    assert kinds[-1] is EventKind.DRAINED
+    assert client.transport.write_buffer_size(peer) == 0
+
+
+# ------------------------------------------------------------ errors: ours
+def test_connect_refused_closes_with_connect_failed(ew, framed_client):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        address = s.getsockname()
+    client = framed_client(address)
+    peer = client.transport.connect()
+    ew.run_until(lambda: client.closed(peer), timeout=5)
+    turns(ew)
+    (closed,) = client.events
+    assert closed.kind is EventKind.CLOSED and closed.status is IOStatus.ERROR
+    assert isinstance(closed.error, ConnectFailedError)
+    with pytest.raises(TransportClosedError):
+        client.transport.resume_write(b"x", peer)
+
+
+def test_send_after_close_raises_transport_closed(ew, framed_server, framed_client):
+    server = framed_server()
+    client = framed_client(server.address)
+    peer = connect(ew, client)
+    client.transport.close(peer)
+    with pytest.raises(TransportClosedError) as info:
+        client.transport.resume_write(b"too late", peer)
+    assert info.value.peer == peer
+    ew.run_until(lambda: client.closed(peer), timeout=5)
+    with pytest.raises(TransportClosedError):
+        client.transport.resume_write(b"too late", peer)
+    with pytest.raises(TransportClosedError):
+        client.transport.resume_read(peer)
+
+
+def test_sending_an_oversized_frame_raises_and_queues_nothing(ew, framed_server, framed_client):
+    server = framed_server()
+    client = framed_client(server.address, max_frame_size=1000)
+    peer = connect(ew, client)
+    with pytest.raises(FrameTooLargeError) as info:
+        client.transport.resume_write(bytes(1001), peer)
+    assert (info.value.size, info.value.limit) == (1001, 1000)
+    assert client.transport.write_buffer_size(peer) == 0
+    round_trip(ew, client, peer, bytes(1000))  # the connection is fine
+
+
+# --------------------------------------------------------- errors: the peer's
+@pytest.mark.parametrize(
+    ("wire", "part", "received", "expected"),
+    [
+        (encode_header(10)[:2], "header", 2, 4),
+        (encode_header(100) + bytes(40), "payload", 40, 100),
+        (encode_header(100_000) + bytes(50_000), "payload", 50_000, 100_000),
+    ],
+    ids=["mid-header", "mid-payload", "mid-large-payload"],
+)
+def test_peer_closing_mid_frame_is_a_truncated_frame_and_others_keep_working(
+    ew, framed_server, framed_client, raw_conns, wire, part, received, expected
+):
+    server = framed_server()
+    client = framed_client(server.address)
+    good = connect(ew, client)
+    round_trip(ew, client, good, b"before")
+    sock, bad = raw_peer(ew, server, raw_conns)
+    sock.sendall(wire)
+    sock.close()
+    ew.run_until(lambda: server.closed(bad), timeout=5)
+    (closed,) = server.closed(bad)
+    assert closed.status is IOStatus.ERROR
+    error = closed.error
+    assert isinstance(error, TruncatedFrameError)
+    assert (error.part, error.received, error.expected) == (part, received, expected)
+    assert error.peer == bad
+    assert f"got {received} of {expected} {part} bytes" in str(error)
+    round_trip(ew, client, good, b"after")
+    assert server.closed(server.accepted()[0]) == []
+
+
+def test_oversized_length_prefix_closes_that_peer_only(
+    ew, framed_server, framed_client, raw_conns
+):
+    server = framed_server(max_frame_size=1 * MiB)
+    client = framed_client(server.address)
+    good = connect(ew, client)
+    sock, bad = raw_peer(ew, server, raw_conns)
+    sock.sendall(struct.pack("!I", 0xFFFFFFFF))  # and keep the connection open
+    ew.run_until(lambda: server.closed(bad), timeout=5)
+    (closed,) = server.closed(bad)
+    assert closed.status is IOStatus.ERROR
+    error = closed.error
+    assert isinstance(error, FrameTooLargeError)
+    assert (error.size, error.limit, error.peer) == (0xFFFFFFFF, 1 * MiB, bad)
+    assert str(bad) in str(error)
+    assert "4294967295-byte frame" in str(error) and f"{1 * MiB} bytes" in str(error)
+    round_trip(ew, client, good, b"still here")
+    assert client.closed() == []
+
+
+def test_a_stalled_frame_times_out(ew, framed_server, raw_conns):
+    server = framed_server(frame_timeout=0.05)
+    sock, bad = raw_peer(ew, server, raw_conns)
+    sock.sendall(encode_header(10) + b"abc")
+    ew.run_until(lambda: server.closed(bad), timeout=5)
+    (closed,) = server.closed(bad)
+    assert isinstance(closed.error, FrameTimeoutError)
+    assert (closed.error.received, closed.error.expected) == (7, 14)
+
+
+def test_reset_by_peer_gives_exactly_one_closed_with_connection_broken(
+    ew, framed_server, framed_client
+):
+    server = framed_server()
+    client = framed_client(server.address)
+    peer = connect(ew, client)
+    ew.run_until(lambda: server.accepted(), timeout=5)
+    speer = server.accepted()[0]
+    sock = server.transport.inner.socket_of(speer)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    server.transport.close(speer)  # nothing queued: closes now, with a RST
+    ew.run_until(lambda: client.closed(peer), timeout=5)
+    turns(ew)
+    (closed,) = client.closed()
+    assert closed.peer == peer and closed.status is IOStatus.ERROR
+    assert isinstance(closed.error, ConnectionBrokenError)
+    assert isinstance(closed.error.__cause__, OSError)
+
+
+# ----------------------------------------------------------------- closing
+def test_clean_close_between_frames_is_eof_and_every_frame_arrives(
+    ew, framed_server, framed_client
+):
+    server = framed_server(echo=False)
+    client = framed_client(server.address)
+    peer = connect(ew, client)
+    frames = [b"frame %d" % i for i in range(100)]
+    for frame in frames:
+        client.transport.resume_write(frame, peer)
+    client.transport.close(peer)
+    ew.run_until(lambda: server.closed(), timeout=5)
+    (closed,) = server.closed()
+    assert (closed.status, closed.error) == (IOStatus.EOF, None)
+    assert server.frames[closed.peer] == frames
+    ew.run_until(lambda: client.closed(peer), timeout=5)
+    assert client.closed(peer)[0].status is IOStatus.OK
+
+
+def test_graceful_close_sends_queued_frames_first(ew, framed_server, framed_client):
+    server = framed_server(echo=False, rcvbuf=4096)
+    client = framed_client(server.address, sndbuf=4096)
+    peer = connect(ew, client)
+    big = random.Random(9).randbytes(2 * MiB)
+    frames = [big, b"a", b"", b"b" * 1000]
+    for frame in frames:
+        client.transport.resume_write(frame, peer)
+    assert client.transport.write_buffer_size(peer) > 1 * MiB  # still queued
+    client.transport.close(peer)
+    with pytest.raises(TransportClosedError):
+        client.transport.resume_write(b"after close", peer)
+    ew.run_until(lambda: server.closed(), timeout=10)
+    (closed,) = server.closed()
+    assert closed.status is IOStatus.EOF
+    assert server.frames[closed.peer] == frames
+    ew.run_until(lambda: client.closed(peer), timeout=5)
+    assert client.closed(peer)[0].status is IOStatus.OK
+
+
+def test_closing_the_transport_closes_every_peer_once(ew, framed_server, framed_client, fds):
+    before = fds()
+    server = framed_server()
+    client = framed_client(server.address)
+    peers = [client.transport.connect() for _ in range(3)]
+    ew.run_until(lambda: len(server.accepted()) == 3, timeout=5)
+    client.transport.close()
+    client.transport.close()
+    ew.run_until(lambda: len(client.closed()) == 3, timeout=5)
+    turns(ew)
+    assert sorted(e.peer.id for e in client.closed()) == sorted(p.id for p in peers)
+    assert {e.status for e in client.closed()} == {IOStatus.OK}
+    ew.run_until(lambda: len(server.closed()) == 3, timeout=5)
+    assert {e.status for e in server.closed()} == {IOStatus.EOF}
+    server.transport.close()
+    assert fds() - before == set()
+
+
+# ---------------------------------------------------------------- snapshots
+@pytest.fixture
+def adopted(ew, framed_endpoint) -> Iterator[tuple[object, Peer, socket.socket]]:
+    """A FramedTransport over one end of a socket pair; the test drives the other
+    end by hand with raw bytes."""
+    a, b = socket.socketpair()
+    b.setblocking(False)
+    try:
+        endpoint = framed_endpoint(FramedTransport(TcpTransport()))
+        peer = endpoint.transport.adopt(a)
+        yield endpoint, peer, b
+    finally:
+        ew.unwatch(b.fileno())
+        a.close()
+        b.close()
+
+
+def test_snapshot_shows_a_partial_frame_midway(ew, adopted):
+    endpoint, peer, other = adopted
+    t = endpoint.transport
+    assert t.snapshot(peer) == PeerSnapshot("idle", 0, 0, 0, 0, 0, 0, 0)
+    other.send(encode_header(100)[:2])
+    ew.run_until(lambda: t.snapshot(peer).recv_part == "header", timeout=5)
+    assert t.snapshot(peer)[:3] == ("header", 2, 4)
+    other.send(encode_header(100)[2:] + bytes(50))
+    ew.run_until(lambda: t.snapshot(peer).recv_received == 50, timeout=5)
+    assert t.snapshot(peer) == PeerSnapshot("payload", 50, 100, 0, 0, 0, 0, 0)
+    assert endpoint.frames[peer] == []
+    other.send(b"\x01" * 50 + encode_frame(b"next"))
+    ew.run_until(lambda: len(endpoint.frames[peer]) == 2, timeout=5)
+    assert endpoint.frames[peer] == [b"\x00" * 50 + b"\x01" * 50, b"next"]
+    assert t.snapshot(peer)[:4] == ("idle", 0, 0, 0)
+
+
+def test_snapshot_shows_how_far_a_queued_frame_got(ew, adopted):
+    endpoint, peer, other = adopted
+    t = endpoint.transport
+    size = 1 * MiB
+    t.resume_write(bytes(size), peer)
+    t.resume_write(b"tail", peer)
+    snap = t.snapshot(peer)
+    assert snap.send_queued_frames == 2
+    assert snap.send_frame_size == 4 + size
+    assert 0 < snap.send_frame_sent < 4 + size  # a socket pair holds far less than 1 MiB
+    assert snap.send_queued_bytes == (4 + size) + (4 + 4) - snap.send_frame_sent
+    assert t.write_buffer_size(peer) == snap.send_queued_bytes
+    got = bytearray()
+    ew.watch_read(other.fileno(), lambda: got.extend(other.recv(256 * KiB)))
+    ew.run_until(lambda: len(got) == 4 + size + 8, timeout=10)
+    assert got == encode_frame(bytes(size)) + encode_frame(b"tail")
+    assert t.snapshot(peer)[4:] == (0, 0, 0, 0)
