@@ -1,0 +1,191 @@
+"""Tests for barknet.lab: the notebook experiments do what their summaries claim,
+print the same summary every run, and leave nothing behind."""
+
+from __future__ import annotations
+
+import matplotlib
+import pytest
+
+from barknet import encode_frame, lab
+
+matplotlib.use("Agg")
+pytestmark = pytest.mark.usefixtures("no_leaks")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _fonts_loaded() -> None:
+    """matplotlib keeps its font files open once used: open them before any
+    test's leak check starts counting descriptors."""
+    from matplotlib.figure import Figure
+
+    fig = Figure()
+    fig.add_subplot().set_title("warm-up")
+    fig.tight_layout()
+
+
+def test_environment_check_echoes_one_frame_intact() -> None:
+    report = lab.check_environment(b"ping")
+    assert "round trip intact: yes" in report
+    assert report.splitlines()[2].endswith("b'ping'")
+
+
+# ------------------------------------------------------------------ 01
+def test_blocking_recv_waits_until_its_timeout_raises() -> None:
+    outcome = lab.blocking_recv(timeout=0.05)
+    assert outcome.raised == "TimeoutError"
+    assert "raised TimeoutError" in outcome.summary()
+
+
+def test_nonblocking_recv_answers_eagain() -> None:
+    outcome = lab.nonblocking_recv()
+    assert (outcome.raised, outcome.errno_name) == ("BlockingIOError", "EAGAIN")
+
+
+def test_thread_per_connection_starts_one_thread_each_and_joins_them_all() -> None:
+    rows = lab.thread_per_connection(counts=(1, 4))
+    assert [(r.connections, r.threads_started) for r in rows] == [(1, 1), (4, 4)]
+    assert "4 connections: 4 threads" in lab.thread_cost_summary(rows)
+    assert len(lab.plot_thread_cost(rows).axes) == 2
+
+
+# ------------------------------------------------------------------ 02
+def test_reactor_tour_dispatches_in_a_fixed_order() -> None:
+    trace = lab.reactor_tour()
+    assert [(r.kind, r.name) for r in trace.records] == [
+        ("soon", "start"),
+        ("write", "socket_writable"),
+        ("timer", "tick"),
+        ("timer", "tick"),
+        ("timer", "send_hello"),
+        ("read", "socket_readable"),
+        ("timer", "tick"),
+        ("timer", "finish"),
+    ]
+
+
+def test_a_timer_never_runs_before_it_is_due_even_behind_a_slow_callback() -> None:
+    _, ran_after = lab.late_timer(block=0.03, due=0.01)
+    assert ran_after >= 0.03  # it waited for the callback that held the loop
+
+
+# ------------------------------------------------------------------ 03
+def test_partial_io_with_a_tiny_send_buffer_reports_short_sends() -> None:
+    result = lab.partial_io(size=256 * 1024, sndbuf=4096)
+    assert result.intact
+    assert result.sender.short_sends > 0
+    summary = result.summary().splitlines()
+    assert summary[0] == "size=262144 B sndbuf=4096 B"
+    assert "short sends: yes" in summary
+    assert "the kernel took fewer: yes" in summary[2]
+    assert "size=262144 B sndbuf=4096 B" in result.details()
+    fig = lab.plot_partial_io(result)
+    assert len(fig.axes) == 2
+
+
+def test_partial_io_with_a_small_message_sends_it_in_one_call() -> None:
+    result = lab.partial_io(size=1024, sndbuf=64 * 1024)
+    assert result.intact
+    assert result.sender.send_calls == 1 and result.sender.short_sends == 0
+    assert "short sends: no" in result.summary()
+
+
+def test_nagle_trap_measures_each_variant() -> None:
+    result = lab.nagle_trap(rounds=2, warmup=0)
+    assert list(result.medians) == list(lab.NAGLE_VARIANTS)
+    assert all(len(s) == 2 for s in result.samples.values())
+    assert len(result.summary().splitlines()) == 3
+
+
+# ------------------------------------------------------------------ 04
+def test_two_sends_arrive_as_one_read() -> None:
+    assert lab.two_sends_one_read([b"abc", b"def", b"g"]) == [b"abcdefg"]
+
+
+def test_one_send_arrives_in_several_reads_through_a_small_receive_buffer() -> None:
+    sent, reads = lab.one_send_many_reads(size=64 * 1024, rcvbuf=4096)
+    assert sent == 64 * 1024
+    assert sum(reads) == sent and len(reads) > 1
+
+
+def test_a_delimiter_inside_a_message_splits_it_unless_escaped() -> None:
+    messages = [b"one", b"two\nlines", b"back\\slash", b"\n\\\n", b""]
+    assert lab.delimiter_split(messages) == [
+        b"one",
+        b"two",
+        b"lines",
+        b"back\\slash",
+        b"",
+        b"\\",
+        b"",
+        b"",
+    ]
+    stream = b"".join(lab.delimiter_escape(m) + b"\n" for m in messages)
+    assert lab.delimiter_unescape(stream) == messages
+
+
+def test_fixed_size_records_pad_short_messages_and_refuse_long_ones() -> None:
+    records, padding = lab.fixed_size_split([b"ab", b"cdef"], 4)
+    assert records == [b"ab\0\0", b"cdef"] and padding == 2
+    with pytest.raises(ValueError, match="does not fit"):
+        lab.fixed_size_split([b"too long"], 4)
+
+
+def test_wire_capture_sees_exactly_the_encoded_frames() -> None:
+    payloads = [b"hello", b"", b"framing!"]
+    trace, got = lab.wire_capture(payloads)
+    assert got == payloads
+    data, _ = trace.stream("client", "out")
+    assert data == b"".join(encode_frame(p) for p in payloads)
+
+
+# ------------------------------------------------------------------ 07
+def test_echo_lab_gets_every_frame_back_intact() -> None:
+    result = lab.echo_lab(size=1000, clients=3, frames=4)
+    assert result.intact == result.total == 12
+    assert (result.client.frames_sent, result.server.frames_sent) == (12, 12)
+    assert result.client.frames_received == 12
+    lines = result.summary().splitlines()
+    assert lines[0] == "size=1000 B clients=3 frames=4 each"
+    assert lines[1] == "frames intact: 12/12"
+    assert "clients=3" in result.details()
+    assert len(lab.plot_echo(result).axes) == 2
+
+
+def test_echo_lab_fits_the_number_of_frames_to_the_byte_budget() -> None:
+    assert lab.echo_lab(size=1024, clients=2, budget=4096).frames == 2
+    assert lab.echo_lab(size=4096, clients=2, budget=1024).frames == 1
+
+
+def test_echo_lab_carries_frames_larger_than_the_default_limit() -> None:
+    size = 9 * 1024 * 1024  # over FramedTransport's 8 MiB default
+    result = lab.echo_lab(size=size, clients=1, frames=1, sndbuf=256 * 1024)
+    assert result.intact == 1
+    assert "short sends: yes" in result.summary()
+
+
+# ----------------------------------------------------------------- helpers
+def test_powers_of_two_and_human_sizes() -> None:
+    assert lab.powers_of_two(16, 128) == [16, 32, 64, 128]
+    assert [lab.human_size(n) for n in (16, 2048, 16 * 1024 * 1024, 1536)] == [
+        "16 B",
+        "2 KiB",
+        "16 MiB",
+        "1.5 KiB",
+    ]
+
+
+def test_a_moved_slider_reruns_the_experiment_and_names_the_new_value(capsys) -> None:
+    pytest.importorskip("ipywidgets")
+    box = lab.echo_lab_widget(size=64, clients=1)
+    size_slider, clients_slider = box.children[:2]
+    assert "size=64 B" in capsys.readouterr().out
+    size_slider.value = 128
+    assert "size=128 B" in capsys.readouterr().out
+    clients_slider.value = 2
+    out = capsys.readouterr().out
+    assert "size=128 B" in out and "clients=2" in out
+
+    box = lab.partial_io_widget(size=1024, sndbuf=2048)
+    assert "sndbuf=2048 B" in capsys.readouterr().out
+    box.children[1].value = 4096
+    assert "size=1024 B sndbuf=4096 B" in capsys.readouterr().out
