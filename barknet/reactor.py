@@ -261,12 +261,17 @@ class EventWatcher:
             self._wake_w.send(b"\0")
 
     def _drain_wakeup(self) -> None:
-        self._woken = False
+        # Drain first, clear the flag after: cleared first, a wake-up sent in
+        # between would be drained with the flag left set, and every later
+        # cross-thread call_soon/stop would skip its wake-up. A callback queued
+        # while the flag is still set runs anyway: the ready queue is read after
+        # this (and its wake-up byte is not needed).
         try:
             while self._wake_r.recv(4096):
                 pass
         except BlockingIOError:
             pass
+        self._woken = False
 
     # --------------------------------------------------------------- closing
     def _check_open(self) -> None:

@@ -279,6 +279,55 @@ def test_call_soon_and_stop_from_another_thread_wake_a_blocked_loop(ew):
     assert safety_fired == []  # woken by the thread, not by the safety timer
 
 
+def from_other_thread(fn, *args) -> None:
+    thread = threading.Thread(target=fn, args=args)
+    thread.start()
+    thread.join(5)
+    assert not thread.is_alive()
+
+
+class RacyWakeReader:
+    """Stands in for the loop's wake-up socket: the first time the loop drains
+    it, another thread calls ``call_soon`` right inside the drain, the narrowest
+    window of the race between the wake-up flag and the wake-up byte."""
+
+    def __init__(self, ew: EventWatcher, real: socket.socket) -> None:
+        self.ew, self.real, self.raced = ew, real, False
+
+    def fileno(self) -> int:
+        return self.real.fileno()
+
+    def close(self) -> None:
+        self.real.close()
+
+    def recv(self, size: int) -> bytes:
+        if not self.raced:
+            self.raced = True
+            from_other_thread(self.ew.call_soon, lambda: None)
+        return self.real.recv(size)
+
+
+def test_wakeup_during_a_drain_is_not_lost_for_later_wakeups(ew):
+    ew._wake_r = RacyWakeReader(ew, ew._wake_r)  # white-box: reproduce the race exactly
+    # A call_soon from another thread while the loop runs sends a wake-up byte.
+    ew.call_soon(from_other_thread, ew.call_soon, lambda: None)
+    for _ in range(3):
+        ew.run_once(0.05)
+    assert ew._wake_r.raced
+
+    # Later, a blocked loop (only a 5 s safety timer pending) must still be woken.
+    safety_fired: list[bool] = []
+    guard = ew.call_later(5.0, lambda: (safety_fired.append(True), ew.stop()))
+    thread = threading.Thread(target=lambda: (threading.Event().wait(0.05), ew.call_soon(ew.stop)))
+    thread.start()
+    try:
+        ew.run()
+    finally:
+        thread.join(5)
+    guard.cancel()
+    assert safety_fired == []
+
+
 def test_run_until_raises_timeout_error_when_condition_never_comes(ew):
     with pytest.raises(TimeoutError, match="not met within"):
         ew.run_until(lambda: False, timeout=0.05)
