@@ -74,13 +74,17 @@ def ew() -> Iterator[EventWatcher]:
 class FramedEndpoint:
     """A FramedTransport plus what happened to it: events, and frames per peer.
 
-    ``echo=True`` sends every received frame back to its sender (a server).
+    ``echo=True`` sends every received frame back to its sender (a server);
+    ``auto_read=False`` leaves READABLE unanswered, for tests that pull by hand.
     """
 
-    def __init__(self, ew: EventWatcher, transport: FramedTransport, *, echo: bool) -> None:
+    def __init__(
+        self, ew: EventWatcher, transport: FramedTransport, *, echo: bool, auto_read: bool = True
+    ) -> None:
         self.ew = ew
         self.transport = transport
         self.echo = echo
+        self.auto_read = auto_read
         self.events: list[IOEvent] = []
         self.frames: defaultdict[Peer, list[bytes]] = defaultdict(list)
         self.on_event: Callable[[IOEvent], None] | None = None
@@ -89,7 +93,7 @@ class FramedEndpoint:
 
     def _replay(self, event: IOEvent) -> None:
         self.events.append(event)
-        if event.kind is EventKind.READABLE:
+        if event.kind is EventKind.READABLE and self.auto_read:
             peer = event.peer
             while (r := self.transport.resume_read(peer)).status is IOStatus.OK:
                 self.frames[peer].append(bytes(r.data))
@@ -114,13 +118,16 @@ class FramedEndpoint:
 
 @pytest.fixture
 def framed_endpoint(ew: EventWatcher) -> Iterator[Callable[..., FramedEndpoint]]:
-    """``framed_endpoint(transport, echo=False)``: attach ``transport`` (e.g. one you will
-    ``adopt`` a socket into) to ``ew`` with recording; it is closed after the test."""
+    """``framed_endpoint(transport, echo=False, auto_read=True)``: attach ``transport``
+    (e.g. one you will ``adopt`` a socket into) to ``ew`` with recording; it is
+    closed after the test."""
     made: list[FramedTransport] = []
 
-    def make(transport: FramedTransport, *, echo: bool = False) -> FramedEndpoint:
+    def make(
+        transport: FramedTransport, *, echo: bool = False, auto_read: bool = True
+    ) -> FramedEndpoint:
         made.append(transport)
-        return FramedEndpoint(ew, transport, echo=echo)
+        return FramedEndpoint(ew, transport, echo=echo, auto_read=auto_read)
 
     yield make
     for transport in made:

@@ -4,6 +4,7 @@ peer can break the framing (each closing that peer alone)."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 import socket
 import struct
@@ -381,14 +382,16 @@ def test_closing_the_transport_closes_every_peer_once(ew, framed_server, framed_
 
 
 # ---------------------------------------------------------------- snapshots
-@pytest.fixture
-def adopted(ew, framed_endpoint) -> Iterator[tuple[object, Peer, socket.socket]]:
+@pytest.fixture(params=[True], ids=["auto-read"])
+def adopted(ew, framed_endpoint, request) -> Iterator[tuple[object, Peer, socket.socket]]:
     """A FramedTransport over one end of a socket pair; the test drives the other
-    end by hand with raw bytes."""
+    end by hand with raw bytes. Parametrize indirectly with False to pull frames
+    by hand."""
     a, b = socket.socketpair()
     b.setblocking(False)
     try:
-        endpoint = framed_endpoint(FramedTransport(TcpTransport()))
+        transport = FramedTransport(TcpTransport(), high_water=16 * KiB)
+        endpoint = framed_endpoint(transport, auto_read=request.param)
         peer = endpoint.transport.adopt(a)
         yield endpoint, peer, b
     finally:
@@ -431,3 +434,67 @@ def test_snapshot_shows_how_far_a_queued_frame_got(ew, adopted):
     ew.run_until(lambda: len(got) == 4 + size + 8, timeout=10)
     assert got == encode_frame(bytes(size)) + encode_frame(b"tail")
     assert t.snapshot(peer)[4:] == (0, 0, 0, 0)
+
+
+# ------------------------------------------------------------- pulling frames
+@pytest.mark.parametrize("adopted", [False], indirect=True, ids=["by-hand"])
+def test_resume_read_copies_a_frame_into_the_callers_buffer(ew, adopted):
+    endpoint, peer, other = adopted
+    t = endpoint.transport
+    other.send(encode_frame(b"abcdef") + encode_frame(b"too long for the room"))
+    ew.run_until(lambda: endpoint.of_kind(EventKind.READABLE, peer), timeout=5)
+    buffer = bytearray(10)
+    r = t.resume_read(peer, buffer, offset=2)
+    assert r.status is IOStatus.OK
+    assert bytes(r.data) == b"abcdef"
+    assert buffer == b"\0\0abcdef\0\0"
+    with pytest.raises(BufferError, match="does not fit"):
+        t.resume_read(peer, buffer, offset=0, max_len=5)
+
+
+@pytest.mark.parametrize("adopted", [False], indirect=True, ids=["by-hand"])
+def test_suspend_read_stops_readable_until_the_owner_resumes(ew, adopted):
+    endpoint, peer, other = adopted
+    t = endpoint.transport
+    t.suspend_read(peer)
+    other.send(encode_frame(b"one") + encode_frame(b"two"))
+    turns(ew)
+    assert endpoint.of_kind(EventKind.READABLE) == []
+    assert t.resume_read(peer).data == b"one"  # resuming reads what waited
+    assert t.resume_read(peer).data == b"two"
+    assert t.resume_read(peer).status is IOStatus.WOULD_BLOCK
+
+
+@pytest.mark.parametrize("adopted", [False], indirect=True, ids=["by-hand"])
+def test_an_owner_that_stops_pulling_stops_the_reading(ew, adopted):
+    """A slow owner costs bounded memory: frames pile up in the kernel, then the
+    sender is stuck, instead of piling up in this layer."""
+    endpoint, peer, other = adopted
+    t = endpoint.transport
+    frame, total = encode_frame(bytes(1000)), 3000
+    sent = 0  # whole frames written by the raw sender
+    pending = memoryview(b"")
+
+    def write_more() -> None:
+        nonlocal sent, pending
+        with contextlib.suppress(BlockingIOError):
+            while sent < total or pending:
+                if not pending:
+                    pending, sent = memoryview(frame), sent + 1
+                pending = pending[other.send(pending) :]
+        if sent == total and not pending:
+            ew.unwatch_write(other.fileno())
+
+    ew.watch_write(other.fileno(), write_more)
+    turns(ew, 20)
+    waiting = t.snapshot(peer).frames_waiting
+    stuck_at = sent
+    turns(ew, 20)
+    assert 0 < waiting == t.snapshot(peer).frames_waiting  # no more read meanwhile
+    assert sent == stuck_at < total  # so the sender is stuck
+    got = 0
+    while got < total:
+        while t.resume_read(peer).status is IOStatus.OK:
+            got += 1
+        ew.run_once(0.01)
+    assert got == total
