@@ -11,9 +11,10 @@ STAMP  := $(VENV)/.installed
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 
 NBVAL_FLAGS := --nbval --nbval-current-env --nbval-cell-timeout=120 \
-               --nbval-sanitize-with notebooks/sanitize.cfg -p no:python
+               --nbval-sanitize-with notebooks/sanitize.cfg -p no:python \
+               --ignore=notebooks/my_work
 
-.PHONY: help setup test test-unit test-notebooks lab lint clean
+.PHONY: help setup test test-unit test-notebooks test-browser lab lint clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -31,16 +32,34 @@ $(STAMP): pyproject.toml | $(PY)
 
 setup: $(STAMP) ## create .venv and install barknet[test,notebooks] (idempotent)
 
+# The `browser` extra (playwright; the browser itself is Debian's /usr/bin/chromium).
+BROWSER_STAMP := $(VENV)/.installed-browser
+$(BROWSER_STAMP): pyproject.toml | $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,notebooks,browser]'
+	touch $@
+
 test: test-unit test-notebooks ## unit tests, then run and compare the notebooks (nbval)
 
-test-unit: $(STAMP) ## unit tests only (pytest tests)
+test-unit: $(STAMP) ## unit tests only (pytest tests; skips tests/browser)
 	$(PY) -m pytest tests
 
 test-notebooks: $(STAMP) ## notebooks only: re-run each one and compare its stored outputs
 	$(PY) -m pytest $(NBVAL_FLAGS) notebooks
 
+test-browser: $(BROWSER_STAMP) ## widget notebooks in JupyterLab in headless chromium (slow)
+	$(PY) -m pytest tests/browser
+
+# Extra jupyter options, e.g. LAB_ARGS="--port=8899 --no-browser" (tests/browser uses it).
+LAB_ARGS ?=
+
+# Your copy of the exercise notebooks (solutions removed) in notebooks/my_work/, which git
+# and the nbval run ignore. An existing copy is kept: run the module with --force to replace it.
+.PHONY: exercises
+exercises: $(STAMP) ## write your exercise copies to notebooks/my_work/ (never overwrites)
+	$(PY) -m barknet.exercise
+
 lab: $(STAMP) ## start JupyterLab on 127.0.0.1 in notebooks/
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --ServerApp.ip=127.0.0.1 $(ROOT_FLAG)
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --ServerApp.ip=127.0.0.1 $(ROOT_FLAG) $(LAB_ARGS)
 
 lint: $(STAMP) ## ruff check (code + notebooks) and ruff format --check (code only)
 	$(VENV)/bin/ruff check .
