@@ -1,0 +1,199 @@
+"""The exercise workflow: stripping solutions, and the self-check that grades them.
+
+The key promise of the exercise notebook is two-sided: the committed reference
+solution passes the conformance self-check, and the learner's copy that
+``make exercises`` writes (solutions replaced by ``raise NotImplementedError``)
+fails it, loudly and for that reason. Both sides are run here on the notebook's
+own cells, executed into a fresh namespace.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from barknet.conformance import CHECKS, run_checks
+from barknet.exercise import (
+    BEGIN,
+    END,
+    PLACEHOLDER,
+    main,
+    make_exercises,
+    strip_notebook,
+    strip_solutions,
+)
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+EXERCISE = NOTEBOOKS / "06_exercise_framing.ipynb"
+
+pytestmark = pytest.mark.usefixtures("no_leaks")
+
+
+def _source(cell: dict[str, Any]) -> str:
+    source = cell["source"]
+    return "".join(source) if isinstance(source, list) else source
+
+
+def _code_cell(source: str, outputs: list[Any] | None = None) -> dict[str, Any]:
+    return {
+        "cell_type": "code",
+        "execution_count": 3,
+        "metadata": {"tags": ["keep-me"]},
+        "outputs": outputs or [{"output_type": "stream", "name": "stdout", "text": ["hi\n"]}],
+        "source": source.splitlines(keepends=True),
+    }
+
+
+# ------------------------------------------------------------------ stripping
+def test_region_becomes_placeholder_at_the_markers_indentation() -> None:
+    source = (
+        "def f(x):\n"
+        '    """Doc stays."""\n'
+        f"    {BEGIN}\n"
+        "    y = x * 2\n"
+        "    if y:\n"
+        "        return y\n"
+        f"    {END}\n"
+        "\n"
+        "def g():\n"
+        f"        {BEGIN}\n"
+        "        return 1\n"
+        f"        {END}\n"
+    )
+    assert strip_solutions(source) == (
+        "def f(x):\n"
+        '    """Doc stays."""\n'
+        "    # YOUR CODE HERE\n"
+        f"    {PLACEHOLDER}\n"
+        "\n"
+        "def g():\n"
+        "        # YOUR CODE HERE\n"
+        f"        {PLACEHOLDER}\n"
+    )
+    compile(strip_solutions(source), "<cell>", "exec")
+
+
+def test_source_without_markers_is_unchanged() -> None:
+    source = "x = 1\n    # not a marker: ### BEGIN SOLUTIONS\n"
+    assert strip_solutions(source) == source
+
+
+@pytest.mark.parametrize(
+    "source",
+    [f"{BEGIN}\nx = 1\n", f"x = 1\n{END}\n", f"{BEGIN}\n{BEGIN}\n{END}\n{END}\n"],
+    ids=["unclosed", "stray end", "nested"],
+)
+def test_malformed_regions_are_refused_not_half_stripped(source: str) -> None:
+    with pytest.raises(ValueError):
+        strip_solutions(source)
+
+
+def test_notebook_copy_clears_outputs_and_leaves_other_cells_alone() -> None:
+    markdown = {"cell_type": "markdown", "metadata": {}, "source": [f"Prose naming {BEGIN}\n"]}
+    plain = _code_cell("print('hi')\n")
+    task = _code_cell(f"def f():\n    {BEGIN}\n    return 42\n    {END}\n")
+    notebook = {
+        "cells": [markdown, plain, task],
+        "metadata": {"widgets": {"state": {}}, "kernelspec": {"name": "python3"}},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+    before = json.dumps(notebook, sort_keys=True)
+    copy = strip_notebook(notebook)
+    assert json.dumps(notebook, sort_keys=True) == before  # the original is untouched
+    md, code, stripped = copy["cells"]
+    assert md == markdown
+    assert _source(code) == "print('hi')\n"
+    assert code["metadata"] == {"tags": ["keep-me"]}
+    assert _source(stripped) == f"def f():\n    # YOUR CODE HERE\n    {PLACEHOLDER}\n"
+    for cell in (code, stripped):
+        assert cell["outputs"] == []
+        assert cell["execution_count"] is None
+    assert copy["metadata"] == {"kernelspec": {"name": "python3"}}
+
+
+def _regions(source: str) -> list[str]:
+    regions, current = [], None
+    for line in source.splitlines(keepends=True):
+        if line.strip() == BEGIN:
+            current = []
+        elif line.strip() == END:
+            regions.append("".join(current))
+            current = None
+        elif current is not None:
+            current.append(line)
+    return regions
+
+
+def test_exercise_notebook_copy_holds_no_solution() -> None:
+    notebook = json.loads(EXERCISE.read_text(encoding="utf-8"))
+    copy = strip_notebook(notebook)
+    regions = [r for cell in notebook["cells"] for r in _regions(_source(cell))]
+    assert len(regions) >= 6, "the exercise notebook should hold its solution regions"
+    text = "".join(_source(c) for c in copy["cells"] if c["cell_type"] == "code")
+    assert BEGIN not in text and END not in text
+    for region in regions:
+        assert region not in text
+    for telltale in ["del buffer[:end]", "HEADER.pack(size)", "recv.frames.popleft()"]:
+        assert telltale not in text
+    assert text.count(PLACEHOLDER) == len(regions)
+    assert len(copy["cells"]) == len(notebook["cells"])
+
+
+# ----------------------------------------------------------------- make_exercises
+def test_make_exercises_writes_copies_and_keeps_existing_work(tmp_path: Path) -> None:
+    out = tmp_path / "my_work"
+    assert make_exercises(NOTEBOOKS, out) == {out / EXERCISE.name: "written"}
+    target = out / EXERCISE.name
+    written = json.loads(target.read_text(encoding="utf-8"))
+    assert any(PLACEHOLDER in _source(cell) for cell in written["cells"])
+    target.write_text("my own work", encoding="utf-8")
+    assert make_exercises(NOTEBOOKS, out) == {target: "kept"}
+    assert target.read_text(encoding="utf-8") == "my own work"
+    assert make_exercises(NOTEBOOKS, out, force=True) == {target: "written"}
+    assert json.loads(target.read_text(encoding="utf-8"))["cells"]
+
+
+def test_cli_reports_what_it_did(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--out", str(tmp_path)]) == 0
+    assert f"written: {tmp_path / EXERCISE.name}" in capsys.readouterr().out
+    assert main(["--out", str(tmp_path)]) == 0
+    assert "pass --force" in capsys.readouterr().out
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["--source", str(empty), "--out", str(tmp_path)]) == 1
+
+
+# ------------------------------------------------------------ the self-check
+def _definitions(notebook: dict[str, Any]) -> dict[str, Any]:
+    """Run the cells that define the exercise (the imports cell, then every cell that
+    starts with a top-level ``def`` or ``class``) into a fresh namespace."""
+    code = [c for c in notebook["cells"] if c["cell_type"] == "code"]
+    chosen = [code[0], *(c for c in code if _source(c).startswith(("def ", "class ")))]
+    namespace: dict[str, Any] = {"__name__": "exercise"}
+    for i, cell in enumerate(chosen):
+        exec(compile(_source(cell), f"<cell {i}>", "exec"), namespace)
+    return namespace
+
+
+def test_self_check_passes_on_the_reference_solution() -> None:
+    namespace = _definitions(json.loads(EXERCISE.read_text(encoding="utf-8")))
+    transport_class = namespace["MyFramedTransport"]
+    report = run_checks(lambda inner: transport_class(inner))
+    assert report.passed, str(report)
+    assert len(report.results) == len(CHECKS)
+
+
+def test_self_check_fails_on_the_learners_copy() -> None:
+    learner = strip_notebook(json.loads(EXERCISE.read_text(encoding="utf-8")))
+    namespace = _definitions(learner)
+    transport_class = namespace["MyFramedTransport"]
+    report = run_checks(lambda inner: transport_class(inner), timeout=1.0)
+    assert not report.passed
+    core = [r for r in report.results if r.check.level == "core"]
+    assert core and all(not r.passed for r in core)
+    for result in core:
+        assert "NotImplementedError: your code here" in result.message, str(report)
