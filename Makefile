@@ -58,12 +58,6 @@ LAB_ARGS ?=
 exercises: $(STAMP) ## write your exercise copies to notebooks/my_work/ (never overwrites)
 	$(PY) -m barknet.exercise
 
-# Your copy of the exercise notebooks (solutions removed) in notebooks/my_work/, which git
-# and the nbval run ignore. An existing copy is kept: run the module with --force to replace it.
-.PHONY: exercises
-exercises: $(STAMP) ## write your exercise copies to notebooks/my_work/ (never overwrites)
-	$(PY) -m barknet.exercise
-
 lab: $(STAMP) ## start JupyterLab on 127.0.0.1 in notebooks/
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --ServerApp.ip=127.0.0.1 $(ROOT_FLAG) $(LAB_ARGS)
 
