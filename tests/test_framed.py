@@ -498,3 +498,35 @@ def test_an_owner_that_stops_pulling_stops_the_reading(ew, adopted):
             got += 1
         ew.run_once(0.01)
     assert got == total
+
+
+@pytest.mark.parametrize("size", [10, 1 * MiB], ids=["small", "1MiB"])
+def test_peer_that_half_closes_still_gets_every_echo_before_eof(
+    ew, framed_server, raw_conns, size
+):
+    server = framed_server(sndbuf=4096)
+    sock, speer = raw_peer(ew, server, raw_conns)
+    frames = [bytes([i]) * size for i in range(3)]
+    sock.sendall(b"".join(encode_frame(f) for f in frames))
+    sock.shutdown(socket.SHUT_WR)  # a clean end between frames
+    sock.setblocking(False)
+    echoed = bytearray()
+    eof = []
+
+    def read_echo() -> None:
+        with contextlib.suppress(BlockingIOError):
+            chunk = sock.recv(256 * KiB)
+            if chunk:
+                echoed.extend(chunk)
+            else:
+                eof.append(True)
+                ew.unwatch_read(sock.fileno())
+
+    ew.watch_read(sock.fileno(), read_echo)
+    try:
+        ew.run_until(lambda: eof, timeout=10)
+    finally:
+        ew.unwatch(sock.fileno())
+    assert echoed == b"".join(encode_frame(f) for f in frames)
+    ew.run_until(lambda: server.closed(speer), timeout=5)
+    assert server.closed(speer)[0].status is IOStatus.EOF
