@@ -17,20 +17,53 @@ Nothing is lost or reordered: a capped read leaves the rest in the kernel, and
 the level-triggered loop reports the peer readable again; a capped or refused
 write makes this layer replay ``WRITABLE`` on the next turn, as a real socket
 would once it drained. ``suspend_write(peer)`` cancels that.
+:meth:`ChunkingTransport.limit` gives one peer its own caps, so a server can
+chop each of its connections differently.
+
+The rest of this module stages the faults of the "when things go wrong"
+notebook on loopback, one function per case. Each builds a real
+``FramedTransport`` server on its own :class:`~barknet.reactor.EventWatcher`,
+makes one thing go wrong on purpose (often with :class:`RawPeer`, a plain
+socket that can send bytes no framing layer would send, half-close, or reset),
+runs the loop until the server has reacted, closes everything, and returns an
+:class:`Outcome`: what the server's owner saw, as printable lines that stay
+the same from run to run, plus the raw facts for tests.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import hashlib
 import random
-from typing import TYPE_CHECKING, Any
+import socket
+import struct
+import tracemalloc
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
 
+from .errors import FrameTooLargeError
 from .events import EventKind, IOCounters, IOEvent, IOStatus, Peer, ReadResult, WriteResult
+from .framed import FramedTransport
+from .framing import HEADER_SIZE, encode_frame
 from .interfaces import ITransport, Replay, WriteData
+from .reactor import EventWatcher
+from .tcp import TcpTransport
 
-if TYPE_CHECKING:
-    from .reactor import EventWatcher
-
-__all__ = ["ChunkingTransport"]
+__all__ = [
+    "ChunkingTransport",
+    "Outcome",
+    "RawPeer",
+    "clean_close",
+    "oversized_prefix",
+    "oversized_send",
+    "refused_connect",
+    "reset_peer",
+    "slow_reader",
+    "stalled_peer",
+    "truncated_frame",
+]
 
 
 def _nbytes(data: Any) -> int:
@@ -86,7 +119,23 @@ class ChunkingTransport(ITransport):
         self._watcher: EventWatcher | None = None
         self._replay: Replay | None = None
         self._writable_due: set[Peer] = set()
+        self._caps: dict[Peer, tuple[int | None, int | None]] = {}
         self.injected = {"capped_reads": 0, "capped_writes": 0, "would_block": 0}
+
+    def limit(
+        self, peer: Peer, *, max_read: int | None = None, max_write: int | None = None
+    ) -> None:
+        """Give ``peer`` its own caps (instead of the transport-wide ones).
+
+        A server sees all its peers through one transport; this lets a soak test
+        chop every connection differently, e.g. from its ``ACCEPTED`` event.
+        """
+        if (max_read is not None and max_read < 1) or (max_write is not None and max_write < 1):
+            raise ValueError("max_read and max_write must be at least 1 byte")
+        self._caps[peer] = (max_read, max_write)
+
+    def _caps_of(self, peer: Peer) -> tuple[int | None, int | None]:
+        return self._caps.get(peer, (self.max_read, self.max_write))
 
     # ------------------------------------------------------------ delegation
     def attach(self, watcher: EventWatcher, replay: Replay) -> None:
@@ -97,6 +146,7 @@ class ChunkingTransport(ITransport):
     def _on_inner_event(self, event: IOEvent) -> None:
         if event.kind is EventKind.CLOSED:
             self._writable_due.discard(event.peer)
+            self._caps.pop(event.peer, None)
         if self._replay is not None:
             self._replay(event)
 
@@ -139,16 +189,17 @@ class ChunkingTransport(ITransport):
         if self._refuse():
             # The bytes stay in the kernel; the loop reports the peer readable again.
             return ReadResult(b"", IOStatus.WOULD_BLOCK)
-        if self.max_read is not None:
+        max_read = self._caps_of(peer)[0]
+        if max_read is not None:
             if buffer is not None:
                 room = len(memoryview(buffer)[offset:])
                 if max_len is not None:
                     room = min(room, max_len)
             else:
-                room = max_len if max_len is not None else self.max_read + 1
-            if room > self.max_read:
+                room = max_len if max_len is not None else max_read + 1
+            if room > max_read:
                 self.injected["capped_reads"] += 1
-                max_len = self.max_read
+                max_len = max_read
         return self.inner.resume_read(peer, buffer, offset, max_len)
 
     # ---------------------------------------------------------------- writes
@@ -161,10 +212,11 @@ class ChunkingTransport(ITransport):
             if isinstance(data, (bytes, bytearray, memoryview))
             else sum(_nbytes(b) for b in data)
         )
-        if self.max_write is None or asked <= self.max_write:
+        max_write = self._caps_of(peer)[1]
+        if max_write is None or asked <= max_write:
             return self.inner.resume_write(data, peer)
         self.injected["capped_writes"] += 1
-        part, _ = _take(data, self.max_write)
+        part, _ = _take(data, max_write)
         result = self.inner.resume_write(part, peer)
         if result.status is IOStatus.OK:
             # We sent less than asked: say so, and promise a WRITABLE like a socket would.
@@ -194,3 +246,659 @@ class ChunkingTransport(ITransport):
             f"<ChunkingTransport max_read={self.max_read} max_write={self.max_write} "
             f"would_block={self.would_block} over {self.inner!r}>"
         )
+
+
+# =====================================================================
+# Staged faults, for the "when things go wrong" notebook and the tests
+# =====================================================================
+MiB = 1024 * 1024
+
+
+class RawPeer:
+    """A plain client socket that misbehaves on purpose.
+
+    A ``FramedTransport`` would never send half a header or reset a connection
+    in the middle of a conversation; a buggy or hostile program will. This
+    client speaks raw bytes so you can play that program. It is blocking for
+    sends (they are small) and non-blocking for reads (the loop runs in the
+    same thread, so waiting for an answer would wait forever).
+    """
+
+    def __init__(self, address: tuple[str, int]) -> None:
+        self.sock = socket.create_connection(address, timeout=5)
+        self.sock.settimeout(None)  # blocking sends; reads use MSG_DONTWAIT
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.eof = False  # the server closed its end
+        self.reset_seen = False  # the server reset the connection
+        self.data = bytearray()
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def half_close(self) -> None:
+        """ "I will send nothing more": the server reads EOF, we can still read."""
+        self.sock.shutdown(socket.SHUT_WR)
+
+    def reset(self) -> None:
+        """Close with ``SO_LINGER`` 0: the kernel sends RST instead of a polite FIN."""
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.sock.close()
+
+    def poll(self) -> bytes:
+        """Take whatever has arrived, without waiting; notes EOF and resets."""
+        if self.sock.fileno() < 0:
+            return bytes(self.data)
+        while True:
+            try:
+                chunk = self.sock.recv(256 * 1024, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                break
+            except ConnectionResetError:
+                self.reset_seen = True
+                break
+            if not chunk:
+                self.eof = True
+                break
+            self.data += chunk
+        return bytes(self.data)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@dataclass
+class Outcome:
+    """What one staged fault looked like to the program.
+
+    ``lines`` read the same on every run (no ports, no timings that vary), so a
+    notebook can print them and nbval can compare them; ``error`` is the typed
+    error the server's owner got, ``events`` everything it got for the faulty
+    peer, and ``facts`` the numbers a test wants to check.
+    """
+
+    case: str
+    lines: list[str] = field(default_factory=list)
+    events: list[IOEvent] = field(default_factory=list)
+    error: BaseException | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    def say(self, line: str) -> None:
+        self.lines.append(line)
+
+    def __str__(self) -> str:
+        return "\n".join([self.case, *(f"  {line}" for line in self.lines)])
+
+
+def _describe(event: IOEvent) -> str:
+    text = f"{event.kind.name}({event.status.name}) for {event.peer!r}"
+    if event.error is not None:
+        text += f"\n    error: {type(event.error).__name__}: {event.error}"
+    return text
+
+
+class _Stage:
+    """An echoing ``FramedTransport`` server on a private loop, plus the clients
+    a scenario needs; :meth:`close` releases all of it."""
+
+    def __init__(self, *, echo: bool = True, **server_options: Any) -> None:
+        self.ew = EventWatcher()
+        self.echo = echo
+        self.events: list[IOEvent] = []
+        self.frames: dict[Peer, list[bytes]] = {}
+        self.transports: list[ITransport] = []
+        self.raws: list[RawPeer] = []
+        self.reads = 0  # read callbacks the loop dispatched (see tracer below)
+        self.ew.tracer = self._trace
+        try:
+            tcp_options = {
+                k: server_options.pop(k) for k in ("sndbuf", "rcvbuf") if k in server_options
+            }
+            self.server = FramedTransport(TcpTransport(**tcp_options), **server_options)
+            self.transports.append(self.server)
+            self.server.attach(self.ew, self._on_server)
+            self.address = self.server.bind()
+        except BaseException:
+            self.close()
+            raise
+
+    def _trace(self, kind: str, _callback: Any) -> None:
+        if kind == "read":
+            self.reads += 1
+
+    def _on_server(self, event: IOEvent) -> None:
+        self.events.append(event)
+        if event.kind is EventKind.ACCEPTED:
+            self.frames[event.peer] = []
+        elif event.kind is EventKind.READABLE:
+            while (r := self.server.resume_read(event.peer)).status is IOStatus.OK:
+                self.frames[event.peer].append(bytes(r.data))
+                if self.echo:
+                    self.server.resume_write(r.data, event.peer)
+
+    # --- what scenarios ask about
+    def accepted(self) -> list[Peer]:
+        return [e.peer for e in self.events if e.kind is EventKind.ACCEPTED]
+
+    def of(self, peer: Peer) -> list[IOEvent]:
+        return [e for e in self.events if e.peer == peer]
+
+    def closed(self, peer: Peer) -> list[IOEvent]:
+        return [e for e in self.of(peer) if e.kind is EventKind.CLOSED]
+
+    def run_until(self, condition: Callable[[], bool], timeout: float = 5.0) -> None:
+        self.ew.run_until(condition, timeout)
+
+    def turns(self, n: int) -> None:
+        for _ in range(n):
+            self.ew.run_once(0.005)
+
+    # --- the cast
+    def raw(self) -> tuple[RawPeer, Peer]:
+        """A misbehaving client, and the peer the server sees for it."""
+        before = len(self.accepted())
+        raw = RawPeer(self.address)
+        self.raws.append(raw)
+        self.run_until(lambda: len(self.accepted()) > before)
+        return raw, self.accepted()[-1]
+
+    def bystander(self) -> _Bystander:
+        return _Bystander(self)
+
+    def close(self) -> None:
+        for transport in self.transports:
+            transport.close()
+        for raw in self.raws:
+            raw.close()
+        if not self.ew.closed:
+            self.turns(2)
+            self.ew.close()
+
+    def __enter__(self) -> _Stage:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class _Bystander:
+    """A well-behaved framed client on the same server: it checks that a fault
+    on one connection leaves the others alone."""
+
+    def __init__(self, stage: _Stage) -> None:
+        self.stage = stage
+        self.got: list[bytes] = []
+        self.closed: list[IOEvent] = []
+        self.transport = FramedTransport(TcpTransport(*stage.address))
+        stage.transports.append(self.transport)
+        self.transport.attach(stage.ew, self._on_event)
+        self.peer = self.transport.connect()
+        self.say(b"before")
+
+    def _on_event(self, event: IOEvent) -> None:
+        if event.kind is EventKind.READABLE:
+            while (r := self.transport.resume_read(event.peer)).status is IOStatus.OK:
+                self.got.append(bytes(r.data))
+        elif event.kind is EventKind.CLOSED:
+            self.closed.append(event)
+
+    def say(self, payload: bytes) -> None:
+        count = len(self.got)
+        self.transport.resume_write(payload, self.peer)
+        self.stage.run_until(lambda: len(self.got) > count or bool(self.closed))
+
+    def verdict(self) -> str:
+        self.say(b"after")
+        ok = self.got == [b"before", b"after"] and not self.closed
+        return "echoed before and after: yes" if ok else f"DISTURBED: {self.got} {self.closed}"
+
+
+def _hex(data: bytes, limit: int = 16) -> str:
+    shown = " ".join(f"{b:02x}" for b in data[:limit])
+    return shown + (" ..." if len(data) > limit else "")
+
+
+def _finish(outcome: Outcome, stage: _Stage, peer: Peer, raw: RawPeer | None = None) -> None:
+    """Record the faulty peer's events and its CLOSED, and what its socket saw."""
+    outcome.events = stage.of(peer)
+    closed = stage.closed(peer)
+    outcome.facts["closed_events"] = len(closed)
+    if closed:
+        outcome.error = closed[0].error
+        outcome.say(f"the server's owner got: {_describe(closed[0])}")
+    if raw is not None and raw.sock.fileno() >= 0:
+        raw.poll()
+        if raw.eof or raw.reset_seen:
+            how = "closed" if raw.eof else "reset"
+            outcome.say(f"on the misbehaving client's side: the server {how} the connection")
+
+
+def _quiet_after_close(outcome: Outcome, stage: _Stage) -> None:
+    """After CLOSED, the loop should not wake up for that socket again."""
+    before = stage.reads
+    stage.turns(10)
+    outcome.facts["reads_after_close"] = stage.reads - before
+    outcome.say(f"read callbacks in the next 10 loop turns: {stage.reads - before}")
+
+
+@contextlib.contextmanager
+def _traced_memory() -> Iterator[dict[str, int]]:
+    """Peak Python memory allocated inside the block, above what was there before."""
+    started = not tracemalloc.is_tracing()
+    if started:
+        tracemalloc.start()
+    tracemalloc.reset_peak()
+    baseline = tracemalloc.get_traced_memory()[0]
+    result = {"peak": 0}
+    try:
+        yield result
+    finally:
+        result["peak"] = tracemalloc.get_traced_memory()[1] - baseline
+        if started:
+            tracemalloc.stop()
+
+
+# ----------------------------------------------------------------- the cases
+def oversized_prefix(prefix: int = 0xFFFF_FFFF, *, max_frame_size: int = 1 * MiB) -> Outcome:
+    """A peer sends only a 4-byte length prefix announcing ``prefix`` bytes.
+
+    The server must refuse it from those 4 bytes alone: no buffer for the body
+    is ever allocated, so the peak memory the loop allocates meanwhile (traced
+    with :mod:`tracemalloc`) stays far below what was announced.
+    """
+    outcome = Outcome(
+        f"Case: a peer announces a {prefix}-byte frame (limit {max_frame_size} bytes)"
+    )
+    with _Stage(max_frame_size=max_frame_size) as stage:
+        bystander = stage.bystander()
+        with _traced_memory() as memory:
+            raw, peer = stage.raw()
+            header = struct.pack("!I", prefix)
+            raw.send(header)
+            stage.run_until(lambda: bool(stage.closed(peer)))
+        outcome.facts["peak_bytes"] = memory["peak"]
+        outcome.say(f"the peer sent: {_hex(header)} ({len(header)} bytes, nothing else)")
+        _finish(outcome, stage, peer, raw)
+        if isinstance(outcome.error, FrameTooLargeError):
+            error = outcome.error
+            outcome.say(f"error fields: size={error.size} limit={error.limit}")
+        budget = 1 * MiB
+        verdict = "under" if memory["peak"] < budget else "OVER"
+        outcome.say(
+            f"extra memory the server allocated meanwhile: {verdict} {budget // MiB} MiB "
+            f"(it was asked for {prefix / MiB:.0f} MiB)"
+        )
+        outcome.say(f"another client on the same server: {bystander.verdict()}")
+    return outcome
+
+
+def oversized_send(*, max_frame_size: int = 1 * MiB) -> Outcome:
+    """You try to send a payload one byte over the limit: refused at the call,
+    with nothing queued and nothing written, and the connection stays usable."""
+    outcome = Outcome(f"Case: you send {max_frame_size + 1} bytes (limit {max_frame_size} bytes)")
+    with _Stage(max_frame_size=max_frame_size) as stage:
+        got: list[bytes] = []
+        client = FramedTransport(TcpTransport(*stage.address), max_frame_size=max_frame_size)
+        stage.transports.append(client)
+
+        def on_client(event: IOEvent) -> None:
+            if event.kind is EventKind.READABLE:
+                while (r := client.resume_read(event.peer)).status is IOStatus.OK:
+                    got.append(bytes(r.data))
+
+        client.attach(stage.ew, on_client)
+        peer = client.connect()
+        stage.run_until(lambda: bool(stage.accepted()))
+        before = client.counters(peer).bytes_sent
+        try:
+            client.resume_write(bytes(max_frame_size + 1), peer)
+        except FrameTooLargeError as error:
+            outcome.error = error
+            outcome.say(f"resume_write raised: {type(error).__name__}: {error}")
+        else:
+            outcome.say("resume_write accepted it (it should not have)")
+        after = client.counters(peer).bytes_sent
+        outcome.facts.update(
+            bytes_sent_before=before, bytes_sent_after=after, queued=client.write_buffer_size(peer)
+        )
+        outcome.say(f"bytes written to the socket: {before} before, {after} after")
+        outcome.say(f"bytes queued for the peer: {client.write_buffer_size(peer)}")
+        client.resume_write(b"still fine", peer)
+        stage.run_until(lambda: bool(got))
+        outcome.say(f"the next frame on the same connection echoes: {got[0]!r}")
+    return outcome
+
+
+def truncated_frame(part: str = "header") -> Outcome:
+    """A peer stops in the middle of a frame and closes its sending side.
+
+    ``part="header"`` sends 2 of the 4 header bytes; ``part="payload"`` a header
+    announcing 100 bytes, then 10 of them. Each is its own typed error.
+    """
+    if part == "header":
+        sent = b"\x00\x00"
+    elif part == "payload":
+        sent = struct.pack("!I", 100) + b"x" * 10
+    else:
+        raise ValueError('part is "header" or "payload"')
+    outcome = Outcome(f"Case: the stream ends mid-{part}")
+    with _Stage() as stage:
+        bystander = stage.bystander()
+        raw, peer = stage.raw()
+        raw.send(sent)
+        raw.half_close()
+        stage.run_until(lambda: bool(stage.closed(peer)))
+        outcome.say(f"the peer sent: {_hex(sent)} ({len(sent)} bytes), then closed its side")
+        _finish(outcome, stage, peer, raw)
+        error = outcome.error
+        if error is not None and hasattr(error, "part"):
+            outcome.say(
+                f"error fields: part={error.part!r} received={error.received} "  # type: ignore[attr-defined]
+                f"expected={error.expected}"  # type: ignore[attr-defined]
+            )
+        _quiet_after_close(outcome, stage)
+        outcome.say(f"another client on the same server: {bystander.verdict()}")
+    return outcome
+
+
+def clean_close(frames: int = 2) -> Outcome:
+    """A peer sends whole frames, then closes between frames: not an error."""
+    outcome = Outcome("Case: the peer closes between frames")
+    with _Stage(echo=False) as stage:
+        raw, peer = stage.raw()
+        raw.send(b"".join(encode_frame(f"frame {i}".encode()) for i in range(frames)))
+        raw.half_close()
+        stage.run_until(lambda: bool(stage.closed(peer)))
+        outcome.say(f"the peer sent {frames} whole frames, then closed its side")
+        outcome.say(f"frames the server's owner received: {stage.frames[peer]}")
+        _finish(outcome, stage, peer, raw)
+        outcome.facts["frames"] = list(stage.frames[peer])
+        _quiet_after_close(outcome, stage)
+    return outcome
+
+
+def reset_peer(*, while_writing: bool = False) -> Outcome:
+    """A peer resets the connection (``SO_LINGER`` 0, so the kernel sends RST).
+
+    ``while_writing=True``: the server is in the middle of a large write to
+    that peer (4 MiB queued, the peer not reading) when it vanishes.
+    """
+    when = "while the server is writing to it" if while_writing else "after one echo"
+    outcome = Outcome(f"Case: a peer resets the connection {when}")
+    with _Stage() as stage:
+        bystander = stage.bystander()
+        raw, peer = stage.raw()
+        if while_writing:
+            stage.server.resume_write(bytes(4 * MiB), peer)
+            stage.turns(3)
+            queued = stage.server.write_buffer_size(peer)
+            outcome.facts["queued_before_reset"] = queued
+            outcome.say(
+                "the server queued a 4 MiB frame for it; the peer reads nothing: "
+                f"{'some' if queued else 'no'} bytes still queued"
+            )
+        else:
+            raw.send(encode_frame(b"hello"))
+            stage.run_until(lambda: len(raw.poll()) >= HEADER_SIZE + 5)
+            outcome.say("the peer sent one frame and read its echo")
+        raw.reset()
+        outcome.say("then it closed with SO_LINGER 0 (a reset)")
+        stage.run_until(lambda: bool(stage.closed(peer)))
+        stage.turns(5)
+        if while_writing:
+            closed = stage.closed(peer)
+            outcome.events = stage.of(peer)
+            outcome.facts["closed_events"] = len(closed)
+            outcome.error = closed[0].error
+            error = closed[0].error
+            name = getattr(error, "errno", None)
+            outcome.say(
+                f"the server's owner got: CLOSED({closed[0].status.name}) with "
+                f"{type(error).__name__} ({errno.errorcode.get(name, name)})"
+            )
+        else:
+            _finish(outcome, stage, peer)
+        outcome.say(f"CLOSED events for that peer: {outcome.facts['closed_events']}")
+        outcome.say(f"another client on the same server: {bystander.verdict()}")
+    return outcome
+
+
+def refused_connect() -> Outcome:
+    """Connecting to a port where nobody listens: a refused connect, as an event."""
+    outcome = Outcome("Case: connecting to a closed port")
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    address = probe.getsockname()[:2]
+    probe.close()  # the port was free a moment ago, and nobody listens on it now
+    events: list[IOEvent] = []
+    with EventWatcher() as ew:
+        client = FramedTransport(TcpTransport(*address))
+        try:
+            client.attach(ew, events.append)
+            peer = client.connect()
+            outcome.say("connect() returned a peer at once (it does not block)")
+            ew.run_until(lambda: any(e.kind is EventKind.CLOSED for e in events), 5.0)
+        finally:
+            client.close()
+    outcome.events = [e for e in events if e.peer == peer]
+    closed = [e for e in outcome.events if e.kind is EventKind.CLOSED]
+    outcome.facts["closed_events"] = len(closed)
+    outcome.error = closed[0].error
+    outcome.say(f"then the owner got: {_describe(closed[0])}")
+    return outcome
+
+
+def stalled_peer(
+    mode: str = "stall", *, frame_timeout: float = 0.25, payload: int = 12, gap: float = 0.05
+) -> Outcome:
+    """A deadline for incomplete frames, against three kinds of peer.
+
+    * ``"stall"``: sends a header and 5 payload bytes, then nothing: closed with
+      ``FrameTimeoutError`` after ``frame_timeout``.
+    * ``"drip"``: sends the rest of the frame one byte every ``gap`` seconds;
+      slow but making progress, so it is *not* timed out.
+    * ``"idle"``: sends a whole frame, stays silent for two deadlines, then
+      sends another: silence between frames is not a stall.
+
+    Returns once the server closed the peer or got the frames it expected.
+    """
+    if mode not in ("stall", "drip", "idle"):
+        raise ValueError('mode is "stall", "drip" or "idle"')
+    frame = encode_frame(bytes(range(payload)))
+    outcome = Outcome(f"Case: frame_timeout={frame_timeout} s and a peer that does {mode!r}")
+    with _Stage(frame_timeout=frame_timeout, echo=False) as stage:
+        raw, peer = stage.raw()
+        got = stage.frames[peer]
+        if mode == "stall":
+            raw.send(frame[: HEADER_SIZE + 5])
+            outcome.say(f"the peer sent {HEADER_SIZE + 5} of {len(frame)} bytes, then nothing")
+            stage.run_until(lambda: bool(stage.closed(peer)), timeout=frame_timeout + 5)
+        elif mode == "drip":
+            left = list(frame)
+
+            def drip() -> None:
+                if left and raw.sock.fileno() >= 0:
+                    raw.send(bytes([left.pop(0)]))
+                    if left:
+                        stage.ew.call_later(gap, drip)
+
+            raw.send(bytes(left[: HEADER_SIZE + 1]))
+            del left[: HEADER_SIZE + 1]
+            stage.ew.call_later(gap, drip)
+            outcome.say(
+                f"the peer sends the rest of a {len(frame)}-byte frame one byte every {gap:g} s, "
+                f"more slowly than the {frame_timeout:g} s deadline allows for the whole frame"
+            )
+            stage.run_until(lambda: bool(got) or bool(stage.closed(peer)), timeout=30)
+        else:
+            raw.send(frame)
+            stage.run_until(lambda: bool(got))
+            idle = 2 * frame_timeout
+            stage.ew.call_later(idle, raw.send, frame)
+            outcome.say(f"the peer sent a whole frame, was silent for {idle:g} s, sent another")
+            stage.run_until(lambda: len(got) == 2 or bool(stage.closed(peer)), timeout=idle + 5)
+        outcome.facts["frames"] = len(got)
+        if stage.closed(peer):
+            _finish(outcome, stage, peer, raw)
+        else:
+            outcome.events = stage.of(peer)
+            outcome.facts["closed_events"] = 0
+            outcome.say(f"frames received: {len(got)}; the connection is still open")
+    return outcome
+
+
+def slow_reader(
+    total: int = 8 * MiB,
+    *,
+    frame_size: int = 64 * 1024,
+    high_water: int = 64 * 1024,
+    low_water: int | None = None,
+    reader: str = "naps",
+    nap_every: int = 1 * MiB,
+    nap: float = 0.005,
+    sndbuf: int | None = 64 * 1024,
+    rcvbuf: int | None = 64 * 1024,
+    timeout: float = 30.0,
+) -> Outcome:
+    """A producer sends ``total`` bytes to a reader that reads slowly.
+
+    The producer writes frames until it gets ``PAUSE_WRITING`` and starts again
+    on ``RESUME_WRITING``. The reader either takes naps (``reader="naps"``:
+    after every ``nap_every`` bytes it calls ``suspend_read`` and resumes
+    ``nap`` seconds later) or takes one frame per loop turn
+    (``reader="one_per_turn"``, so the framing layer stops reading on its own
+    until the owner catches up). Small socket buffers (``sndbuf``/``rcvbuf``)
+    make the kernel's share small, so the pressure reaches the queue quickly.
+    """
+    if reader not in ("naps", "one_per_turn"):
+        raise ValueError('reader is "naps" or "one_per_turn"')
+    count = -(-total // frame_size)
+    block = random.Random(7).randbytes(4 * frame_size)
+    sent_digest, got_digest = hashlib.sha256(), hashlib.sha256()
+    outcome = Outcome("Case: a reader that falls behind, a producer that listens")
+    facts = outcome.facts
+    facts.update(frames_sent=0, frames_received=0, bytes_received=0, max_queued=0)
+    flow: list[tuple[str, int]] = []  # (event, bytes queued when it came)
+
+    with _Stage(echo=False, sndbuf=sndbuf, rcvbuf=rcvbuf) as stage:
+        server = stage.server
+        producer = FramedTransport(
+            TcpTransport(*stage.address, sndbuf=sndbuf, rcvbuf=rcvbuf),
+            high_water=high_water,
+            low_water=low_water,
+        )
+        stage.transports.append(producer)
+        state = {"paused": False, "naps": 0, "since_nap": 0, "turn_scheduled": False}
+
+        def payload(i: int) -> bytes:
+            size = min(frame_size, total - i * frame_size)
+            start = (i * 4099) % (len(block) - frame_size)
+            return struct.pack("!I", i)[:size] + block[start : start + max(0, size - 4)]
+
+        def note_queue() -> None:
+            facts["max_queued"] = max(facts["max_queued"], producer.write_buffer_size(peer))
+
+        def produce() -> None:
+            while not state["paused"] and facts["frames_sent"] < count:
+                data = payload(facts["frames_sent"])
+                sent_digest.update(data)
+                facts["frames_sent"] += 1
+                producer.resume_write(data, peer)
+                note_queue()
+
+        def on_producer(event: IOEvent) -> None:
+            note_queue()
+            if event.kind is EventKind.PAUSE_WRITING:
+                state["paused"] = True
+                flow.append(("PAUSE_WRITING", producer.write_buffer_size(peer)))
+            elif event.kind is EventKind.RESUME_WRITING:
+                state["paused"] = False
+                flow.append(("RESUME_WRITING", producer.write_buffer_size(peer)))
+                produce()
+            elif event.kind is EventKind.CONNECTED:
+                produce()
+
+        def take(data: Any) -> None:
+            got_digest.update(data)
+            facts["frames_received"] += 1
+            facts["bytes_received"] += len(data)
+            state["since_nap"] += len(data)
+
+        def wake(p: Peer) -> None:
+            if p in server.peers:
+                read_all(p)  # resume_read also resumes reading after suspend_read
+
+        def read_all(p: Peer) -> None:
+            while (r := server.resume_read(p)).status is IOStatus.OK:
+                take(r.data)
+                if state["since_nap"] >= nap_every:
+                    state["since_nap"] = 0
+                    state["naps"] += 1
+                    server.suspend_read(p)
+                    stage.ew.call_later(nap, wake, p)
+                    return
+
+        def one_frame(p: Peer) -> None:
+            state["turn_scheduled"] = False
+            if p not in server.peers:
+                return
+            r = server.resume_read(p)
+            if r.status is IOStatus.OK:
+                take(r.data)
+                state["turn_scheduled"] = True
+                stage.ew.call_soon(one_frame, p)
+
+        def on_server(event: IOEvent) -> None:
+            stage.events.append(event)
+            if event.kind is EventKind.READABLE:
+                if reader == "naps":
+                    read_all(event.peer)
+                elif not state["turn_scheduled"]:
+                    one_frame(event.peer)
+
+        server.attach(stage.ew, on_server)  # replace the stage's echoing owner
+        producer.attach(stage.ew, on_producer)
+        peer = producer.connect()
+        stage.run_until(lambda: facts["bytes_received"] >= total, timeout=timeout)
+
+    low = producer.low_water
+    bound = high_water + HEADER_SIZE + frame_size
+    kinds = [kind for kind, _ in flow]
+    facts.update(
+        pauses=kinds.count("PAUSE_WRITING"),
+        resumes=kinds.count("RESUME_WRITING"),
+        naps=state["naps"],
+        bound=bound,
+        flow=flow,
+        digest_ok=sent_digest.digest() == got_digest.digest(),
+        low_water=low,
+    )
+    alternate = all(k == ("PAUSE_WRITING", "RESUME_WRITING")[i % 2] for i, k in enumerate(kinds))
+    yes = {True: "yes", False: "NO"}
+    outcome.say(
+        f"producer: {count} frames of up to {frame_size} bytes ({total} bytes), "
+        f"high_water={high_water}, low_water={low}"
+    )
+    if reader == "naps":
+        outcome.say(f"reader: naps {nap * 1000:g} ms after every {nap_every} bytes")
+    else:
+        outcome.say("reader: takes one frame per loop turn")
+    outcome.say(f"first flow-control events: {', '.join(kinds[:4])}")
+    outcome.say(f"the producer was paused at least once: {yes[bool(kinds)]}")
+    outcome.say(f"PAUSE_WRITING and RESUME_WRITING alternate: {yes[alternate]}")
+    outcome.say(
+        "each PAUSE_WRITING came with more than high_water queued: "
+        + yes[all(q > high_water for k, q in flow if k == "PAUSE_WRITING")]
+    )
+    outcome.say(
+        "each RESUME_WRITING came with at most low_water queued: "
+        + yes[all(q <= low for k, q in flow if k == "RESUME_WRITING")]
+    )
+    outcome.say(
+        f"queue never above high_water + one frame ({bound} bytes): "
+        + yes[facts["max_queued"] <= bound]
+    )
+    outcome.say(
+        f"received: {facts['frames_received']} frames, {facts['bytes_received']} bytes, "
+        f"same SHA-256 as sent: {yes[facts['digest_ok']]}"
+    )
+    return outcome
