@@ -57,6 +57,9 @@ __all__ = ["FramedTransport", "RecvState", "SendState"]
 MAX_BUFFERS_PER_WRITE = 1024
 #: Reads per inner READABLE before letting other peers have a turn.
 READS_PER_EVENT = 16
+#: Payloads up to this size are joined to their header in one ``bytes`` when
+#: they can be sent at once (cheaper than a scatter/gather list).
+SMALL_FRAME = 2048
 
 
 def _nbytes(data: Any) -> int:
@@ -407,6 +410,8 @@ class FramedTransport(ITransport):
             raise TransportClosedError(f"{peer} is closed; the frame was not sent", peer=peer)
         if isinstance(data, (bytes, bytearray, memoryview)):
             size = _nbytes(data)
+            if not send.buffers and not send.waiting:
+                return self._write_now(send, peer, data, size)
             send.buffers.append(encode_header(size, self.max_frame_size))
             if size:
                 send.buffers.append(data)
@@ -423,6 +428,48 @@ class FramedTransport(ITransport):
         else:
             result = self._flush(peer, send)
             if result.status is IOStatus.OK:
+                return result
+        if send.queued > self.high_water and not send.paused:
+            send.paused = True
+            self._emit(IOEvent(EventKind.PAUSE_WRITING, peer))
+        return result
+
+    def _write_now(self, send: SendState, peer: Peer, data: Any, size: int) -> WriteResult:
+        """The common case, an empty queue: offer the frame to the inner transport
+        straight away and queue only what it did not take.
+
+        A small payload is glued to its header (copying a few hundred bytes is
+        cheaper than building a scatter/gather list); a larger one goes as
+        ``[header, payload]``, one ``sendmsg`` without a copy.
+        """
+        header = encode_header(size, self.max_frame_size)
+        frame_size = HEADER_SIZE + size
+        if size <= SMALL_FRAME:
+            wire: Any = header + data
+        else:
+            wire = [header, data]
+        result = self.inner.resume_write(wire, peer)
+        sent, status = result.sent, result.status
+        if status is IOStatus.OK and sent == frame_size:
+            send.frames_sent += 1
+            return result
+        if status is IOStatus.ERROR:
+            return result
+        # A short write or WOULD_BLOCK: queue the frame and drop what already left.
+        send.buffers.append(header)
+        if size:
+            send.buffers.append(data)
+        send.frame_sizes.append(frame_size)
+        send.queued += frame_size
+        if sent:
+            self._advance(send, sent)
+        if status is IOStatus.WOULD_BLOCK:
+            send.waiting = True  # the inner transport replays WRITABLE
+            result = WriteResult(sent, IOStatus.WOULD_BLOCK)
+        else:  # OK yet short (a transport that does not promise WRITABLE): go on
+            more = self._flush(peer, send)
+            result = WriteResult(sent + more.sent, more.status, more.error)
+            if more.status is not IOStatus.WOULD_BLOCK:
                 return result
         if send.queued > self.high_water and not send.paused:
             send.paused = True
