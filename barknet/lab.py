@@ -152,7 +152,7 @@ def _closing(*transports: Any) -> Iterator[None]:
 # ------------------------------------------------------- 00: start here
 def check_environment(message: bytes = b"hello, barknet") -> str:
     """Import check plus one framed round trip over loopback; returns a report."""
-    lines = [f"barknet {__version__} imported from the standard library only: yes"]
+    lines = [f"barknet {__version__} imported: yes"]
     got: list[bytes] = []
     with EventWatcher() as ew:
         server = FramedTransport(TcpTransport())
@@ -976,12 +976,24 @@ def _slider_app(
             out.clear_output(wait=True)
             result = run(**values)
             print(describe(result))
-            display(render(result))
+            display(_as_image(render(result)))
 
     for w in controls.values():
         w.observe(update, names="value")
     update()
     return widgets.VBox([*controls.values(), out])
+
+
+def _as_image(fig: Any) -> Any:
+    """A matplotlib Figure as a PNG image, so it shows inside a widget's Output
+    whatever matplotlib backend the kernel has (or has not) set up."""
+    import io
+
+    from IPython.display import Image
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    return Image(data=buf.getvalue(), format="png")
 
 
 def _size_slider(description: str, lo: int, hi: int, value: int) -> Any:

@@ -247,17 +247,18 @@ class Trace:
     def table(self, *, times: bool = False, limit: int | None = None) -> str:
         """The records as a text table. Times are left out unless asked for,
         so a table of a deterministic experiment prints the same every run."""
-        head = ["#", *(["t (ms)"] if times else []), "peer", "call", "asked", "got", "status"]
-        head.append("frame headers at")
+        # Times go last: masked by a notebook sanitizer, they must not shift other columns.
+        head = ["#", "peer", "call", "asked", "got", "status", "frame headers at"]
+        if times:
+            head.append("t (ms)")
         rows = [head]
         records = self.records if limit is None else self.records[:limit]
         for r in records:
             status = "EAGAIN" if r.would_block else ("short" if r.short else r.status.value)
             marks = ", ".join(f"{a}-{b - 1}" if b - a > 1 else str(a) for a, b in r.headers)
-            row = [str(r.seq)]
+            row = [str(r.seq), r.peer, r.call, str(r.asked), str(r.returned), status, marks]
             if times:
                 row.append(f"{r.t * 1e3:.3f}")
-            row += [r.peer, r.call, str(r.asked), str(r.returned), status, marks]
             rows.append(row)
         widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
         lines = [
@@ -593,9 +594,11 @@ class LoopTrace:
 
     def table(self, *, times: bool = False) -> str:
         lines = []
+        width = max((len(r.name) for r in self.records), default=0)
         for i, r in enumerate(self.records):
-            when = f"{r.t * 1e3:8.2f} ms  " if times else ""
-            lines.append(f"{i:>3}  {when}{r.kind:<6} {r.name}")
+            # The time goes last, unpadded, so masking it shifts nothing else.
+            when = f"  at {r.t * 1e3:.2f} ms" if times else ""
+            lines.append(f"{i:>3}  {r.kind:<6} {r.name:<{width}}{when}".rstrip())
         return "\n".join(lines)
 
 
