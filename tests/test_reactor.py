@@ -447,7 +447,7 @@ def test_reactor_runs_inside_a_running_asyncio_loop(ew, pair):
     assert got == [b"inside"]
 
 
-def test_reactor_module_does_not_import_asyncio():
+def test_core_package_does_not_import_asyncio():
     code = "import sys, barknet; print('asyncio' in sys.modules)"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
