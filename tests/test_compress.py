@@ -1,0 +1,154 @@
+"""CompressedTransport: the conformance suite over it, and what a hostile peer can do."""
+
+from __future__ import annotations
+
+import socket
+import zlib
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from barknet import (
+    EventKind,
+    EventWatcher,
+    FramedTransport,
+    FrameTooLargeError,
+    IOStatus,
+    TcpTransport,
+    TransportClosedError,
+    encode_frame,
+)
+from barknet.compress import COMPRESSED, STORED, CompressedTransport, CompressionError
+from barknet.conformance import CHECKS, Check
+from barknet.interfaces import ITransport
+
+pytestmark = pytest.mark.usefixtures("no_leaks")
+
+
+def compressed_over_framed(inner: ITransport) -> ITransport:
+    return CompressedTransport(FramedTransport(inner))
+
+
+@pytest.mark.parametrize("check", CHECKS, ids=[c.name for c in CHECKS])
+def test_compressed_framed_stack_passes_check(check: Check) -> None:
+    check.run(compressed_over_framed)
+
+
+@pytest.fixture
+def adopted(
+    ew: EventWatcher, framed_endpoint: Callable[..., object]
+) -> Iterator[Callable[..., tuple[object, object, socket.socket]]]:
+    """``adopted(max_frame_size=...)``: a CompressedTransport over one end of a
+    socketpair (recorded by ``framed_endpoint``) and the raw other end."""
+    raw_ends: list[socket.socket] = []
+
+    def make(**options: int) -> tuple[object, object, socket.socket]:
+        mine, theirs = socket.socketpair()
+        raw_ends.append(theirs)
+        transport = CompressedTransport(FramedTransport(TcpTransport()), **options)
+        endpoint = framed_endpoint(transport)
+        peer = transport.adopt(mine)
+        return endpoint, peer, theirs
+
+    yield make
+    for sock in raw_ends:
+        sock.close()
+
+
+def _received_frames(sock: socket.socket) -> list[bytes]:
+    data = b""
+    sock.settimeout(5)
+    while True:
+        data += sock.recv(65536)
+        frames, rest = [], data
+        while len(rest) >= 4 and len(rest) >= 4 + int.from_bytes(rest[:4], "big"):
+            size = int.from_bytes(rest[:4], "big")
+            frames.append(rest[4 : 4 + size])
+            rest = rest[4 + size :]
+        if not rest:
+            return frames
+
+
+def test_compressible_message_is_sent_compressed_and_smaller(ew, adopted) -> None:
+    endpoint, peer, theirs = adopted()
+    message = b"the same line again\n" * 500
+    endpoint.transport.resume_write(message, peer)
+    ew.run_until(lambda: endpoint.transport.counters().bytes_sent > 0, timeout=5)
+    (frame,) = _received_frames(theirs)
+    assert frame[0] == COMPRESSED
+    assert len(frame) < len(message) // 10
+    assert zlib.decompress(frame[1:]) == message
+    assert endpoint.transport.bytes_in == len(message)
+    assert endpoint.transport.bytes_out == len(frame)
+
+
+def test_incompressible_and_empty_messages_are_stored_with_one_flag_byte(ew, adopted) -> None:
+    endpoint, peer, theirs = adopted()
+    noise = bytes(range(7, 250, 3))  # too short and varied for zlib to win
+    endpoint.transport.resume_write(noise, peer)
+    endpoint.transport.resume_write(b"", peer)
+    assert _received_frames(theirs) == [bytes((STORED,)) + noise, bytes((STORED,))]
+
+
+def test_messages_from_the_wire_are_inflated_in_order(ew, adopted) -> None:
+    endpoint, peer, theirs = adopted()
+    big = b"abc" * 10_000
+    theirs.sendall(
+        encode_frame(bytes((COMPRESSED,)) + zlib.compress(big))
+        + encode_frame(bytes((STORED,)) + b"plain")
+        + encode_frame(bytes((STORED,)))
+    )
+    ew.run_until(lambda: len(endpoint.frames[peer]) == 3, timeout=5)
+    assert endpoint.frames[peer] == [big, b"plain", b""]
+
+
+@pytest.mark.parametrize(
+    ("frame", "error_type"),
+    [
+        (b"", CompressionError),
+        (bytes((7,)) + b"what is this", CompressionError),
+        (bytes((COMPRESSED,)) + b"not zlib at all", CompressionError),
+        (bytes((COMPRESSED,)) + zlib.compress(b"x" * 1000)[:-3], CompressionError),
+        (bytes((COMPRESSED,)) + zlib.compress(b"x" * 1000) + b"tail", CompressionError),
+        (bytes((COMPRESSED,)) + zlib.compress(bytes(10_000_000)), FrameTooLargeError),
+        (bytes((STORED,)) + bytes(2000), FrameTooLargeError),
+    ],
+    ids=["empty", "unknown flag", "corrupt", "cut short", "trailing bytes", "bomb", "stored big"],
+)
+def test_bad_frame_closes_the_peer_with_a_typed_error(ew, adopted, frame, error_type) -> None:
+    endpoint, peer, theirs = adopted(max_frame_size=1000)
+    theirs.sendall(encode_frame(frame))
+    ew.run_until(lambda: endpoint.closed(peer), timeout=5)
+    (event,) = endpoint.closed(peer)
+    assert event.status is IOStatus.ERROR
+    assert isinstance(event.error, error_type), event
+    assert endpoint.frames[peer] == []
+
+
+def test_bomb_is_not_inflated_past_the_limit(ew, adopted) -> None:
+    endpoint, peer, theirs = adopted(max_frame_size=1000)
+    theirs.sendall(encode_frame(bytes((COMPRESSED,)) + zlib.compress(bytes(50_000_000), 9)))
+    ew.run_until(lambda: endpoint.closed(peer), timeout=5)
+    (event,) = endpoint.closed(peer)
+    assert isinstance(event.error, FrameTooLargeError)
+    assert event.error.size == 1001  # inflating stopped one byte past the limit
+
+
+def test_oversized_message_is_refused_before_compression(ew, adopted) -> None:
+    endpoint, peer, _ = adopted(max_frame_size=1000)
+    with pytest.raises(FrameTooLargeError):
+        endpoint.transport.resume_write(bytes(1001), peer)  # would compress to a few bytes
+    assert endpoint.transport.bytes_in == 0
+
+
+def test_default_limit_leaves_room_for_the_flag_byte() -> None:
+    transport = CompressedTransport(FramedTransport(TcpTransport(), max_frame_size=5000))
+    assert transport.max_frame_size == 4999
+
+
+def test_writes_to_a_peer_closed_for_an_error_raise(ew, adopted) -> None:
+    endpoint, peer, theirs = adopted()
+    theirs.sendall(encode_frame(b"\x09"))
+    ew.run_until(lambda: endpoint.of_kind(EventKind.READABLE), timeout=5)
+    with pytest.raises(TransportClosedError):
+        endpoint.transport.resume_write(b"hello", peer)
