@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -75,8 +76,13 @@ def _code_sources(path: Path) -> list[str]:
     return sources
 
 
+# Code that makes widgets: ipywidgets itself, interact, or a helper such as
+# barknet.lab.partial_io_widget() (the course's convention: widget makers end in `_widget`).
+WIDGET_CODE = re.compile(r"ipywidgets|\binteract|\w_widget\s*\(")
+
+
 def notebooks_with_widgets(folder: Path = NOTEBOOKS) -> list[Path]:
-    """Notebooks whose code mentions ipywidgets or interact: the ones to drive in a browser."""
+    """Notebooks whose code makes widgets (WIDGET_CODE): the ones to drive in a browser."""
     found = []
     for path in sorted(folder.glob("*.ipynb")):
         try:
@@ -84,7 +90,7 @@ def notebooks_with_widgets(folder: Path = NOTEBOOKS) -> list[Path]:
         except (ValueError, UnicodeDecodeError):
             found.append(path)  # unreadable: let the browser test say so, not collection
             continue
-        if any("ipywidgets" in s or "interact" in s for s in sources):
+        if any(WIDGET_CODE.search(source) for source in sources):
             found.append(path)
     return found
 
