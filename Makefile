@@ -49,6 +49,18 @@ test-notebooks: $(STAMP) ## notebooks only: re-run each one and compare its stor
 test-browser: $(BROWSER_STAMP) ## widget notebooks in JupyterLab in headless chromium (slow)
 	$(PY) -m pytest tests/browser
 
+# The `bench` extra (uvloop, Twisted): only the benchmark compares against them.
+BENCH_STAMP := $(VENV)/.installed-bench
+$(BENCH_STAMP): pyproject.toml | $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,notebooks,bench]'
+	touch $@
+
+# Options for `make bench`, e.g. BENCH_ARGS="--quick" or "--json benchmarks/results.json".
+BENCH_ARGS ?=
+.PHONY: bench
+bench: $(BENCH_STAMP) ## barknet vs raw sockets, asyncio, uvloop, Twisted (BENCH_ARGS=--quick)
+	$(PY) -m barknet bench $(BENCH_ARGS)
+
 # Extra jupyter options, e.g. LAB_ARGS="--port=8899 --no-browser" (tests/browser uses it).
 LAB_ARGS ?=
 
