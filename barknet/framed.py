@@ -43,7 +43,7 @@ from collections import deque
 from itertools import islice
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .errors import FrameTimeoutError, FramingError, TransportClosedError
+from .errors import BarknetError, FrameTimeoutError, FramingError, TransportClosedError
 from .events import EventKind, IOCounters, IOEvent, IOStatus, Peer, ReadResult, WriteResult
 from .framing import DEFAULT_MAX_FRAME_SIZE, HEADER_SIZE, FrameDecoder, encode_header
 from .interfaces import ITransport, Replay, WriteData
@@ -85,7 +85,7 @@ class RecvState:
         self.decoder = decoder
         self.frames: deque[bytes | bytearray] = deque()
         self.eof = False  # the peer ended cleanly between frames
-        self.error: FramingError | None = None
+        self.error: BarknetError | None = None  # a framing error, or broken below
         self.paused_by_owner = False  # suspend_read() was called
         self.paused_for_owner = False  # we stopped reading until the owner takes frames
         self.frames_received = 0
@@ -208,11 +208,20 @@ class FramedTransport(ITransport):
             return
         send.closing = True
         recv = self._recv[peer]
+        if recv.error is not None:
+            return  # the inner transport already dropped it; CLOSED is on its way
         if not recv.paused_by_owner:
             recv.paused_by_owner = True
             self.inner.suspend_read(peer)
         if not send.buffers:
             self.inner.close(peer)
+
+    def _broken(self, peer: Peer, error: BarknetError | None) -> None:
+        """The inner transport found ``peer`` broken and dropped it; CLOSED follows.
+        Until then, calls for ``peer`` get this error instead of reaching it."""
+        recv = self._recv.get(peer)
+        if recv is not None and recv.error is None:
+            recv.error = error
 
     def _abort(self, peer: Peer, error: FramingError) -> None:
         """The peer broke the framing rules: close it now, report ``error``."""
@@ -300,6 +309,8 @@ class FramedTransport(ITransport):
                 self._watcher.call_soon(self._finish_if_done, peer)  # type: ignore[union-attr]
                 break
             else:  # WOULD_BLOCK, or ERROR (the inner transport closes the peer)
+                if status is IOStatus.ERROR:
+                    self._broken(peer, result.error)
                 break
         if self.frame_timeout is not None and progressed:
             self._watch_deadline(peer, recv)
@@ -329,10 +340,10 @@ class FramedTransport(ITransport):
             raise TransportClosedError(
                 f"{peer} is closed (or never belonged to {self!r})", peer=peer
             )
-        if recv.paused_by_owner and not self._send[peer].closing:
+        if recv.paused_by_owner and not self._send[peer].closing and recv.error is None:
             recv.paused_by_owner = False
             self._pump(peer, recv)
-        if not recv.frames and recv.paused_for_owner:
+        if not recv.frames and recv.paused_for_owner and recv.error is None:
             recv.paused_for_owner = False
             self._pump(peer, recv)
         if recv.frames:
@@ -361,6 +372,8 @@ class FramedTransport(ITransport):
             if recv is None:
                 raise TransportClosedError(f"{p} is closed", peer=p)
             recv.paused_by_owner = True
+        if peer is not None and self._recv[peer].error is not None:
+            return  # already dropped below
         self.inner.suspend_read(peer)
 
     # ------------------------------------------------------------- deadline
@@ -408,6 +421,9 @@ class FramedTransport(ITransport):
         send = self._send.get(peer)
         if send is None or send.closing:
             raise TransportClosedError(f"{peer} is closed; the frame was not sent", peer=peer)
+        broken = self._recv[peer].error
+        if broken is not None:  # the peer is gone; its CLOSED event is on the way
+            return WriteResult(0, IOStatus.ERROR, broken)
         if isinstance(data, (bytes, bytearray, memoryview)):
             size = _nbytes(data)
             if not send.buffers and not send.waiting:
@@ -454,6 +470,7 @@ class FramedTransport(ITransport):
             send.frames_sent += 1
             return result
         if status is IOStatus.ERROR:
+            self._broken(peer, result.error)
             return result
         # A short write or WOULD_BLOCK: queue the frame and drop what already left.
         send.buffers.append(header)
@@ -492,6 +509,7 @@ class FramedTransport(ITransport):
                 self._advance(send, result.sent)
                 total += result.sent
             if result.status is IOStatus.ERROR:
+                self._broken(peer, result.error)
                 return WriteResult(total, IOStatus.ERROR, result.error)
             if result.status is IOStatus.WOULD_BLOCK:
                 send.waiting = True  # the inner transport replays WRITABLE

@@ -506,3 +506,41 @@ def test_servers_bind_loopback_unless_told_otherwise(ew):
     finally:
         for transport in (tcp, framed, other):
             transport.close()
+
+
+def test_echo_server_survives_a_peer_that_sends_frames_then_resets(ew, stage):
+    # The peer's frames are read, then its RST: the echo of the first frame
+    # finds the connection broken, and the echoes of the others must not raise
+    # out of the owner's callback (and so out of the loop).
+    server = stage(Server)
+    good = stage(Client, server.address)
+    good.round_trip(b"before")
+    raw, peer = server.raw()
+    raw.send(encode_frame(b"a") * 3)
+    raw.reset()
+    event = server.close_of(peer)
+    turns(ew, 5)
+    assert server.closed(peer) == [event]
+    assert isinstance(event.error, ConnectionBrokenError)
+    assert server.frames[peer] == [b"a"] * 3
+    good.round_trip(b"after")
+
+
+def test_calls_on_a_peer_found_broken_return_errors_until_its_closed_event(ew, stage):
+    server = stage(Server)
+    server.echo = False
+    raw, peer = server.raw()
+    raw.reset()
+    transport = server.transport
+    first = transport.resume_write(b"x", peer)  # the loop has not noticed yet: send does
+    assert first.status is IOStatus.ERROR
+    assert isinstance(first.error, ConnectionBrokenError)
+    again = transport.resume_write(b"y", peer)
+    assert (again.status, again.error) == (IOStatus.ERROR, first.error)
+    assert transport.resume_read(peer).status is IOStatus.ERROR
+    transport.suspend_read(peer)
+    transport.close(peer)  # closing a broken peer is allowed, and quiet
+    event = server.close_of(peer)
+    turns(ew, 5)
+    assert server.closed(peer) == [event]
+    assert (event.status, event.error) == (IOStatus.ERROR, first.error)
