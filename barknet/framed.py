@@ -553,7 +553,9 @@ class FramedTransport(ITransport):
         if send.paused and send.queued <= self.low_water:
             send.paused = False
             self._emit(IOEvent(EventKind.RESUME_WRITING, peer))
-        if result.status is IOStatus.OK and peer in self._send:
+        # The owner may have queued more from RESUME_WRITING: then it is not drained
+        # (and a pending graceful close must wait for that too).
+        if result.status is IOStatus.OK and peer in self._send and not send.buffers:
             self._emit(IOEvent(EventKind.DRAINED, peer))
             if send.closing and peer in self._send:
                 self.inner.close(peer)

@@ -530,3 +530,105 @@ def test_peer_that_half_closes_still_gets_every_echo_before_eof(
     assert echoed == b"".join(encode_frame(f) for f in frames)
     ew.run_until(lambda: server.closed(speer), timeout=5)
     assert server.closed(speer)[0].status is IOStatus.EOF
+
+
+# ------------------------------------------- flow control meets graceful close
+class GatedSocket:
+    """One end of a socket pair whose sends the test meters out: ``budget`` bytes
+    may leave, then ``send`` says EAGAIN (``None``: no limit). Receives pass
+    straight through."""
+
+    def __init__(self, real: socket.socket) -> None:
+        self.real = real
+        self.budget: int | None = 0
+
+    def fileno(self) -> int:
+        return self.real.fileno()
+
+    def setblocking(self, flag: bool) -> None:
+        self.real.setblocking(flag)
+
+    def getpeername(self) -> object:
+        return self.real.getpeername()
+
+    def close(self) -> None:
+        self.real.close()
+
+    def recv(self, size: int) -> bytes:
+        return self.real.recv(size)
+
+    def recv_into(self, buffer: memoryview, nbytes: int = 0) -> int:
+        return self.real.recv_into(buffer, nbytes)
+
+    def send(self, data: bytes, flags: int = 0) -> int:
+        return self.sendmsg([data], (), flags)
+
+    def sendmsg(self, buffers: list[bytes], ancdata: object = (), flags: int = 0) -> int:
+        data = b"".join(bytes(b) for b in buffers)
+        if self.budget is not None:
+            if self.budget == 0:
+                raise BlockingIOError(11, "gated")
+            data = data[: self.budget]
+        sent = self.real.send(data, flags)
+        if self.budget is not None:
+            self.budget -= sent
+        return sent
+
+
+def test_frames_written_and_closed_from_resume_writing_are_sent_before_the_close(
+    ew, framed_endpoint
+):
+    """RESUME_WRITING can come from the very flush that emptied the queue. An
+    owner that writes more there (and then closes gracefully) must not get a
+    DRAINED for a queue that is not empty, nor lose what it queued."""
+    a, b = socket.socketpair()
+    b.setblocking(False)
+    received = bytearray()
+    eof: list[bool] = []
+    try:
+        gated = GatedSocket(a)
+        transport = FramedTransport(TcpTransport(), high_water=64 * KiB)
+        endpoint = framed_endpoint(transport)
+        peer = transport.adopt(gated)
+        drained_with_bytes_queued: list[int] = []
+        acted: list[bool] = []
+
+        def on_event(event) -> None:
+            if event.kind is EventKind.RESUME_WRITING and not acted:
+                acted.append(True)
+                transport.resume_write(bytes(500 * KiB), peer)  # the gate is shut: queued
+                transport.close(peer)  # graceful: after the queue
+            elif event.kind is EventKind.DRAINED:
+                drained_with_bytes_queued.append(transport.write_buffer_size(peer))
+
+        endpoint.on_event = on_event
+
+        def read_b() -> None:
+            with contextlib.suppress(BlockingIOError):
+                chunk = b.recv(256 * KiB)
+                received.extend(chunk)
+                if not chunk:
+                    eof.append(True)
+                    ew.unwatch_read(b.fileno())
+
+        ew.watch_read(b.fileno(), read_b)
+
+        gated.budget = 10 * KiB
+        transport.resume_write(bytes(100 * KiB), peer)
+        assert endpoint.of_kind(EventKind.PAUSE_WRITING)  # 90 KiB queued > 64 KiB
+        # Let exactly the rest of the queue through: that flush empties it.
+        gated.budget = transport.write_buffer_size(peer)
+        ew.run_until(lambda: endpoint.of_kind(EventKind.RESUME_WRITING), timeout=5)
+        assert transport.write_buffer_size(peer) == 4 + 500 * KiB
+        turns(ew)
+        assert drained_with_bytes_queued == []
+        gated.budget = None  # open the gate
+        ew.run_until(lambda: eof, timeout=10)
+    finally:
+        ew.unwatch(b.fileno())
+        a.close()
+        b.close()
+    assert received == encode_frame(bytes(100 * KiB)) + encode_frame(bytes(500 * KiB))
+    assert drained_with_bytes_queued in ([], [0])
+    ew.run_until(lambda: endpoint.closed(peer), timeout=5)
+    assert endpoint.closed(peer)[0].status is IOStatus.OK
