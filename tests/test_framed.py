@@ -343,6 +343,24 @@ def test_clean_close_between_frames_is_eof_and_every_frame_arrives(
     assert client.closed(peer)[0].status is IOStatus.OK
 
 
+def test_frames_written_and_closed_before_the_connect_finishes_are_sent(
+    ew, framed_server, framed_client
+):
+    server = framed_server(echo=False)
+    client = framed_client(server.address)
+    peer = client.transport.connect()
+    frames = [b"early 0", b"", b"early 2"]
+    for frame in frames:
+        client.transport.resume_write(frame, peer)
+    client.transport.close(peer)
+    ew.run_until(lambda: server.closed() and client.closed(peer), timeout=5)
+    (closed,) = server.closed()
+    assert closed.status is IOStatus.EOF
+    assert server.frames[closed.peer] == frames
+    kinds = [e.kind for e in client.events]
+    assert kinds[0] is EventKind.CONNECTED and kinds[-1] is EventKind.CLOSED
+
+
 def test_graceful_close_sends_queued_frames_first(ew, framed_server, framed_client):
     server = framed_server(echo=False, rcvbuf=4096)
     client = framed_client(server.address, sndbuf=4096)
