@@ -197,3 +197,11 @@ def test_self_check_fails_on_the_learners_copy() -> None:
     assert core and all(not r.passed for r in core)
     for result in core:
         assert "NotImplementedError: your code here" in result.message, str(report)
+
+
+def test_learners_copy_is_a_valid_notebook(tmp_path: Path) -> None:
+    nbformat = pytest.importorskip("nbformat")
+    make_exercises(NOTEBOOKS, tmp_path)
+    copy = nbformat.read(tmp_path / EXERCISE.name, as_version=4)
+    nbformat.validate(copy)
+    assert all(c.execution_count is None for c in copy.cells if c.cell_type == "code")
