@@ -265,10 +265,10 @@ class TcpTransport(ITransport):
     def _start_reading(self, conn: _Conn) -> None:
         if not conn.reading and not conn.eof:
             conn.reading = True
-            self._watcher.watch_read(conn.fd, lambda: self._on_readable(conn))  # type: ignore[union-attr]
-
-    def _on_readable(self, conn: _Conn) -> None:
-        self._emit(IOEvent(EventKind.READABLE, conn.peer))
+            # The event is made once per peer (it is immutable) and handed over
+            # directly: this runs for every readable socket, on every turn.
+            event = IOEvent(EventKind.READABLE, conn.peer)
+            self._watcher.watch_read(conn.fd, lambda: self._replay(event))  # type: ignore[union-attr,misc]
 
     def resume_read(
         self,
@@ -277,7 +277,9 @@ class TcpTransport(ITransport):
         offset: int = 0,
         max_len: int | None = None,
     ) -> ReadResult:
-        conn = self._conn(peer)
+        conn = self._conns.get(peer)
+        if conn is None:
+            conn = self._conn(peer)  # raises TransportClosedError
         if conn.eof:
             return ReadResult(b"", IOStatus.EOF)
         if conn.connecting:
@@ -292,9 +294,12 @@ class TcpTransport(ITransport):
                 data: bytes | memoryview = conn.sock.recv(asked)
                 got = len(data)
             else:
-                view = memoryview(buffer)[offset:]
-                if max_len is not None:
-                    view = view[:max_len]
+                if offset or max_len is not None or type(buffer) is not memoryview:
+                    view = memoryview(buffer)[offset:]
+                    if max_len is not None:
+                        view = view[:max_len]
+                else:
+                    view = buffer  # already a view of the room to fill (framing layers)
                 asked = len(view)
                 if asked == 0:
                     raise ValueError("resume_read was given no room to read into")
@@ -324,7 +329,9 @@ class TcpTransport(ITransport):
 
     # --------------------------------------------------------------- writes
     def resume_write(self, data: WriteData, peer: Peer) -> WriteResult:
-        conn = self._conn(peer)
+        conn = self._conns.get(peer)
+        if conn is None:
+            conn = self._conn(peer)  # raises TransportClosedError
         if conn.connecting:
             conn.want_write = True
             return WriteResult(0, IOStatus.WOULD_BLOCK)
