@@ -223,8 +223,11 @@ class EventWatcher:
             heapq.heappop(self._timers)
 
     def run(self) -> None:
-        """Turn until :meth:`stop` is called (from a callback or another thread)."""
-        self._stopping = False
+        """Turn until :meth:`stop` is called (from a callback or another thread).
+
+        A ``stop()`` that arrives before ``run()`` starts is not lost: ``run()``
+        then makes no turn and returns at once.
+        """
         while not self._stopping:
             self.run_once()
         self._stopping = False

@@ -453,3 +453,16 @@ def test_core_package_does_not_import_asyncio():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.strip() == "False"
+
+
+def test_stop_from_another_thread_before_run_starts_is_not_lost(ew) -> None:
+    stopper = threading.Thread(target=ew.stop)
+    stopper.start()
+    stopper.join(5)
+    fired = []
+    guard = ew.call_later(5.0, lambda: (fired.append(True), ew.stop()))
+    ew.run()  # returns at once; without the early stop only the guard would end it
+    assert not fired
+    guard.cancel()
+    ew.call_soon(ew.stop)
+    ew.run()  # the flag was reset: this run turns until the next stop
