@@ -577,7 +577,9 @@ class FramedTransport(ITransport):
 
     def snapshot(self, peer: Peer) -> PeerSnapshot:
         """Where ``peer``'s receive and send state stand right now."""
-        recv, send = self._recv[peer], self._send[peer]
+        recv, send = self._recv.get(peer), self._send.get(peer)
+        if recv is None or send is None:
+            raise TransportClosedError(f"{peer} is closed", peer=peer)
         part, received, expected = recv.decoder.state
         return PeerSnapshot(
             part,
