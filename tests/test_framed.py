@@ -454,6 +454,13 @@ def test_snapshot_shows_how_far_a_queued_frame_got(ew, adopted):
     assert t.snapshot(peer)[4:] == (0, 0, 0, 0)
 
 
+def test_snapshot_of_a_closed_peer_raises_transport_closed(ew, adopted):
+    endpoint, peer, _ = adopted
+    endpoint.transport.close(peer)
+    with pytest.raises(TransportClosedError, match="is closed"):
+        endpoint.transport.snapshot(peer)
+
+
 # ------------------------------------------------------------- pulling frames
 @pytest.mark.parametrize("adopted", [False], indirect=True, ids=["by-hand"])
 def test_resume_read_copies_a_frame_into_the_callers_buffer(ew, adopted):
