@@ -457,6 +457,7 @@ def test_snapshot_shows_how_far_a_queued_frame_got(ew, adopted):
 def test_snapshot_of_a_closed_peer_raises_transport_closed(ew, adopted):
     endpoint, peer, _ = adopted
     endpoint.transport.close(peer)
+    ew.run_until(lambda: endpoint.closed(peer), timeout=5)
     with pytest.raises(TransportClosedError, match="is closed"):
         endpoint.transport.snapshot(peer)
 
