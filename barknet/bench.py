@@ -81,6 +81,9 @@ HEADER = struct.Struct("!I")
 MAX_FRAME = 64 * 1024 * 1024
 CHILD_TIMEOUT = 300.0
 WARM_BLOCK = 1024 * 1024
+#: barknet runs with write coalescing on (see FramedTransport): frames written in
+#: one loop turn leave together.
+COALESCE = os.environ.get("BARKNET_BENCH_COALESCE", "1") == "1"
 
 
 @dataclass
@@ -316,7 +319,9 @@ def _serve_barknet(ready: Callable[[int], None]) -> None:
     from . import EventKind, EventWatcher, FramedTransport, IOStatus, TcpTransport
 
     with EventWatcher() as ew:
-        server = FramedTransport(TcpTransport(HOST, 0), max_frame_size=MAX_FRAME)
+        server = FramedTransport(
+            TcpTransport(HOST, 0), max_frame_size=MAX_FRAME, coalesce=COALESCE
+        )
         sessions: dict[Any, Session] = {}
 
         def on_event(ev: Any) -> None:
@@ -344,7 +349,9 @@ class _BarknetClient:
 
         self.kinds, self.ok = EventKind, IOStatus.OK
         self.ew = ew
-        self.transport = FramedTransport(TcpTransport(HOST, port), max_frame_size=MAX_FRAME)
+        self.transport = FramedTransport(
+            TcpTransport(HOST, port), max_frame_size=MAX_FRAME, coalesce=COALESCE
+        )
         self.transport.attach(ew, self.on_event)
         self.peer = self.transport.connect()
         self.payload = b"x" * size
@@ -1108,13 +1115,19 @@ def format_table(records: list[dict[str, Any]]) -> str:
 
 
 def main(
-    *, quick: bool = False, json_path: str | None = None, impls: Sequence[str] | None = None
+    *,
+    quick: bool = False,
+    json_path: str | None = None,
+    impls: Sequence[str] | None = None,
+    plan: Plan | None = None,
+    out: TextIO | None = None,
 ) -> int:
     """``python -m barknet bench``: run, print the table, optionally write JSON."""
-    plan = QUICK if quick else FULL
-    records = run(plan, impls)
-    print()
-    print(format_table(records))
+    out = sys.stdout if out is None else out
+    if plan is None:
+        plan = QUICK if quick else FULL
+    records = run(plan, impls, out=out)
+    print("\n" + format_table(records), file=out)
     if json_path:
         directory = os.path.dirname(json_path)
         if directory:
@@ -1122,7 +1135,7 @@ def main(
         with open(json_path, "w") as f:
             json.dump(records, f, indent=1)
             f.write("\n")
-        print(f"\nwrote {len(records)} records to {json_path}")
+        print(f"\nwrote {len(records)} records to {json_path}", file=out)
     return 0
 
 

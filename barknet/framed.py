@@ -60,6 +60,13 @@ READS_PER_EVENT = 16
 #: Payloads up to this size are joined to their header in one ``bytes`` when
 #: they can be sent at once (cheaper than a scatter/gather list).
 SMALL_FRAME = 2048
+#: Queued small frames share one buffer of up to about this size.
+TAIL_SIZE = 256 * 1024
+
+
+#: Answers that carry nothing but their status, made once (they are immutable).
+_QUEUED = WriteResult(0, IOStatus.WOULD_BLOCK)
+_NOTHING_YET = ReadResult(b"", IOStatus.WOULD_BLOCK)
 
 
 def _nbytes(data: Any) -> int:
@@ -99,12 +106,14 @@ class SendState:
     __slots__ = (
         "buffers",
         "closing",
+        "flush_due",
         "frame_sent",
         "frame_sizes",
         "frames_sent",
         "offset",
         "paused",
         "queued",
+        "tail",
         "waiting",
     )
 
@@ -117,6 +126,10 @@ class SendState:
         self.waiting = False  # a write came back short: waiting for WRITABLE
         self.paused = False  # PAUSE_WRITING was replayed and not yet resumed
         self.closing = False  # close() was called: close once the queue is empty
+        self.flush_due = False  # (coalescing) a flush is scheduled for the end of this turn
+        #: The last queued buffer when it is ours to append small frames to
+        #: (None once a write has started: then it is never resized again).
+        self.tail: bytearray | None = None
         self.frames_sent = 0
 
 
@@ -144,6 +157,14 @@ class FramedTransport(ITransport):
     ``resume_write`` keeps a reference to your payload until it is sent: if
     you pass a ``bytearray`` that you will change, wait for ``DRAINED`` (or
     pass ``bytes``).
+
+    ``coalesce=True`` trades a little latency for far fewer system calls:
+    ``resume_write`` only queues (it answers ``WOULD_BLOCK`` with ``sent=0``),
+    and the queue is flushed once, at the end of the current loop turn, in one
+    scatter/gather write per 1024 buffers; ``DRAINED`` follows when it all
+    left. A thousand 64-byte frames written in one callback then cost two
+    ``sendmsg`` calls instead of a thousand ``send`` calls. Off by default,
+    so that a frame written outside the loop leaves at once.
     """
 
     def __init__(
@@ -155,8 +176,10 @@ class FramedTransport(ITransport):
         high_water: int = 64 * 1024,
         low_water: int | None = None,
         buffer_size: int = 64 * 1024,
+        coalesce: bool = False,
     ) -> None:
         self.inner = inner
+        self.coalesce = coalesce
         self.max_frame_size = max_frame_size
         self.frame_timeout = frame_timeout
         self.high_water = high_water
@@ -363,7 +386,7 @@ class FramedTransport(ITransport):
             return ReadResult(b"", IOStatus.ERROR, recv.error)
         if recv.eof:
             return ReadResult(b"", IOStatus.EOF)
-        return ReadResult(b"", IOStatus.WOULD_BLOCK)
+        return _NOTHING_YET
 
     def suspend_read(self, peer: Peer | None = None) -> None:
         peers = list(self._recv) if peer is None else [peer]
@@ -425,13 +448,25 @@ class FramedTransport(ITransport):
         if broken is not None:  # the peer is gone; its CLOSED event is on the way
             return WriteResult(0, IOStatus.ERROR, broken)
         if isinstance(data, (bytes, bytearray, memoryview)):
-            size = _nbytes(data)
-            if not send.buffers and not send.waiting:
+            size = data.nbytes if type(data) is memoryview else len(data)
+            if not send.buffers and not send.waiting and not self.coalesce:
                 return self._write_now(send, peer, data, size)
-            send.buffers.append(encode_header(size, self.max_frame_size))
-            if size:
+            header = encode_header(size, self.max_frame_size)
+            if size <= SMALL_FRAME:
+                # Small frames waiting in the queue are copied into one buffer:
+                # one iovec for hundreds of frames, and less to walk once sent.
+                tail = send.tail
+                if tail is None or len(tail) >= TAIL_SIZE:
+                    tail = send.tail = bytearray()
+                    send.buffers.append(tail)
+                tail += header
+                tail += data
+            else:
+                send.tail = None  # later small frames must queue after this one
+                send.buffers.append(header)
                 send.buffers.append(data)
         else:
+            send.tail = None
             parts = [part for part in data if _nbytes(part)]
             size = sum(_nbytes(part) for part in parts)
             send.buffers.append(encode_header(size, self.max_frame_size))
@@ -440,7 +475,12 @@ class FramedTransport(ITransport):
         send.frame_sizes.append(frame_size)
         send.queued += frame_size
         if send.waiting:
-            result = WriteResult(0, IOStatus.WOULD_BLOCK)
+            result = _QUEUED
+        elif self.coalesce:
+            if not send.flush_due:
+                send.flush_due = True
+                self._watcher.call_soon(self._flush_due, peer)  # type: ignore[union-attr]
+            result = _QUEUED
         else:
             result = self._flush(peer, send)
             if result.status is IOStatus.OK:
@@ -497,6 +537,7 @@ class FramedTransport(ITransport):
         """Write queued buffers until the queue is empty or the inner transport
         pushes back. Returns the bytes written and how it stopped."""
         inner, buffers = self.inner, send.buffers
+        send.tail = None  # from now on the queued buffers are only read
         total = 0
         while buffers:
             if send.offset:
@@ -538,6 +579,15 @@ class FramedTransport(ITransport):
             done -= sizes.popleft()
             send.frames_sent += 1
         send.frame_sent = done
+
+    def _flush_due(self, peer: Peer) -> None:
+        """(coalescing) End of the turn: write what this turn queued, in one go."""
+        send = self._send.get(peer)
+        if send is None:
+            return
+        send.flush_due = False
+        if not send.waiting:  # else the inner WRITABLE will flush
+            self._on_writable(peer)
 
     def _on_writable(self, peer: Peer) -> None:
         send = self._send.get(peer)
