@@ -60,6 +60,7 @@ __all__ = [
     "delimiter_unescape",
     "echo_lab",
     "echo_lab_widget",
+    "echo_throughput",
     "fixed_size_split",
     "human_size",
     "late_timer",
@@ -71,9 +72,12 @@ __all__ = [
     "plot_echo",
     "plot_partial_io",
     "plot_thread_cost",
+    "plot_throughput",
     "powers_of_two",
     "reactor_tour",
+    "thread_cost_summary",
     "thread_per_connection",
+    "throughput_sweep",
     "two_sends_one_read",
     "wire_capture",
 ]
@@ -862,6 +866,7 @@ def echo_lab(
     sndbuf: int | None = None,
     rcvbuf: int | None = None,
     budget: int = 48 * MiB,
+    traced: bool = True,
     timeout: float = 60.0,
 ) -> EchoResult:
     """An echo server and ``clients`` clients on loopback, all framed and traced.
@@ -869,7 +874,7 @@ def echo_lab(
     Each client sends a frame, waits for it to come back, checks its SHA-256,
     and sends the next (ping-pong). ``frames`` per client defaults to as many
     as fit in ``budget`` bytes in all (at least 1, at most 20), so a 16 MiB run
-    stays short.
+    stays short. ``traced=False`` leaves the tracing layer out, for timing runs.
     """
     if frames is None:
         frames = max(1, min(20, budget // max(1, size * clients)))
@@ -880,14 +885,13 @@ def echo_lab(
     done = [0]
     start = time.perf_counter()
     with EventWatcher() as ew:
-        server = FramedTransport(
-            TracingTransport(TcpTransport(sndbuf=sndbuf, rcvbuf=rcvbuf), trace, "server"),
-            max_frame_size=limit,
-        )
-        client = FramedTransport(
-            TracingTransport(TcpTransport(sndbuf=sndbuf, rcvbuf=rcvbuf), trace, "client"),
-            max_frame_size=limit,
-        )
+
+        def stack(side: str) -> FramedTransport:
+            tcp: Any = TcpTransport(sndbuf=sndbuf, rcvbuf=rcvbuf)
+            inner = TracingTransport(tcp, trace, side) if traced else tcp
+            return FramedTransport(inner, max_frame_size=limit)
+
+        server, client = stack("server"), stack("client")
         with _closing(client, server):
             payloads: dict[Peer, bytes] = {}
             digests: dict[Peer, bytes] = {}
@@ -956,6 +960,42 @@ def plot_echo(result: EchoResult) -> Any:
     return fig
 
 
+def throughput_sweep(
+    sizes: Sequence[int] = (64, 1 * KiB, 16 * KiB, 256 * KiB, 4 * MiB),
+    *,
+    budget: int = 16 * MiB,
+) -> list[EchoResult]:
+    """One untraced single-client echo run per frame size, each moving about
+    ``budget`` bytes (at most 20 frames), for a throughput-vs-size plot."""
+    return [echo_lab(n, 1, budget=budget, traced=False) for n in sizes]
+
+
+def echo_throughput(result: EchoResult) -> float:
+    """Payload bytes echoed per second of round-trip time (one client)."""
+    return result.size * len(result.rtts) / sum(result.rtts)
+
+
+def plot_throughput(results: Sequence[EchoResult]) -> Any:
+    """Throughput and median round trip against frame size, both axes logarithmic."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 3.4))
+    left, right = fig.subplots(1, 2)
+    sizes = [r.size for r in results]
+    left.loglog(sizes, [echo_throughput(r) / MiB for r in results], "o-")
+    left.set_xlabel("frame size (bytes)")
+    left.set_ylabel("MiB echoed per second")
+    left.set_title("throughput grows with frame size...")
+    right.loglog(sizes, [statistics.median(r.rtts) * 1e6 for r in results], "s-", color="#e67e22")
+    right.set_xlabel("frame size (bytes)")
+    right.set_ylabel("median round trip (µs)")
+    right.set_title("...and so does the wait for each frame")
+    for ax in (left, right):
+        ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    return fig
+
+
 # ------------------------------------------------------------ widgets
 def _slider_app(
     controls: dict[str, Any],
@@ -1010,10 +1050,14 @@ def _size_slider(description: str, lo: int, hi: int, value: int) -> Any:
 
 
 def partial_io_widget(size: int = 256 * KiB, sndbuf: int = 4 * KiB) -> Any:
-    """Sliders for message size (1 KiB - 16 MiB) and SO_SNDBUF (2 KiB - 1 MiB)."""
+    """Sliders for message size (1 KiB - 4 MiB) and SO_SNDBUF (2 KiB - 1 MiB).
+
+    The size stops at 4 MiB: through a few-KiB buffer every send waits for the
+    receiver's (delayed) acknowledgements, and 16 MiB would take seconds.
+    """
     return _slider_app(
         {
-            "size": _size_slider("message size", KiB, 16 * MiB, size),
+            "size": _size_slider("message size", KiB, 4 * MiB, size),
             "sndbuf": _size_slider("SO_SNDBUF", 2 * KiB, MiB, sndbuf),
         },
         partial_io,

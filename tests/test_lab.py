@@ -163,6 +163,16 @@ def test_echo_lab_carries_frames_larger_than_the_default_limit() -> None:
     assert "short sends: yes" in result.summary()
 
 
+def test_an_untraced_echo_run_still_checks_every_frame_and_feeds_the_throughput_plot() -> None:
+    results = lab.throughput_sweep(sizes=(64, 4096), budget=64 * 1024)
+    assert [(r.size, r.frames, r.intact, len(r.trace)) for r in results] == [
+        (64, 20, 20, 0),
+        (4096, 16, 16, 0),
+    ]
+    assert all(lab.echo_throughput(r) > 0 for r in results)
+    assert len(lab.plot_throughput(results).axes) == 2
+
+
 # ----------------------------------------------------------------- helpers
 def test_powers_of_two_and_human_sizes() -> None:
     assert lab.powers_of_two(16, 128) == [16, 32, 64, 128]
