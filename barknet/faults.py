@@ -757,6 +757,7 @@ def slow_reader(
     nap: float = 0.005,
     sndbuf: int | None = 64 * 1024,
     rcvbuf: int | None = 64 * 1024,
+    respect_pause: bool = True,
     timeout: float = 30.0,
 ) -> Outcome:
     """A producer sends ``total`` bytes to a reader that reads slowly.
@@ -768,13 +769,17 @@ def slow_reader(
     (``reader="one_per_turn"``, so the framing layer stops reading on its own
     until the owner catches up). Small socket buffers (``sndbuf``/``rcvbuf``)
     make the kernel's share small, so the pressure reaches the queue quickly.
+
+    ``respect_pause=False`` plays a producer that ignores ``PAUSE_WRITING``:
+    nothing is lost, but the queue grows to nearly everything it wrote.
     """
     if reader not in ("naps", "one_per_turn"):
         raise ValueError('reader is "naps" or "one_per_turn"')
     count = -(-total // frame_size)
     block = random.Random(7).randbytes(4 * frame_size)
     sent_digest, got_digest = hashlib.sha256(), hashlib.sha256()
-    outcome = Outcome("Case: a reader that falls behind, a producer that listens")
+    listens = "listens" if respect_pause else "does not listen"
+    outcome = Outcome(f"Case: a reader that falls behind, a producer that {listens}")
     facts = outcome.facts
     facts.update(frames_sent=0, frames_received=0, bytes_received=0, max_queued=0)
     flow: list[tuple[str, int]] = []  # (event, bytes queued when it came)
@@ -798,7 +803,7 @@ def slow_reader(
             facts["max_queued"] = max(facts["max_queued"], producer.write_buffer_size(peer))
 
         def produce() -> None:
-            while not state["paused"] and facts["frames_sent"] < count:
+            while (not state["paused"] or not respect_pause) and facts["frames_sent"] < count:
                 data = payload(facts["frames_sent"])
                 sent_digest.update(data)
                 facts["frames_sent"] += 1
@@ -882,8 +887,10 @@ def slow_reader(
         outcome.say(f"reader: naps {nap * 1000:g} ms after every {nap_every} bytes")
     else:
         outcome.say("reader: takes one frame per loop turn")
+    if not respect_pause:
+        outcome.say("producer: ignores PAUSE_WRITING and writes everything at once")
     outcome.say(f"first flow-control events: {', '.join(kinds[:4])}")
-    outcome.say(f"the producer was paused at least once: {yes[bool(kinds)]}")
+    outcome.say(f"PAUSE_WRITING came at least once: {yes[bool(kinds)]}")
     outcome.say(f"PAUSE_WRITING and RESUME_WRITING alternate: {yes[alternate]}")
     outcome.say(
         "each PAUSE_WRITING came with more than high_water queued: "
@@ -897,6 +904,8 @@ def slow_reader(
         f"queue never above high_water + one frame ({bound} bytes): "
         + yes[facts["max_queued"] <= bound]
     )
+    if facts["max_queued"] > bound:
+        outcome.say(f"largest queue: about {facts['max_queued'] / MiB:.0f} MiB")
     outcome.say(
         f"received: {facts['frames_received']} frames, {facts['bytes_received']} bytes, "
         f"same SHA-256 as sent: {yes[facts['digest_ok']]}"

@@ -303,3 +303,11 @@ def test_slow_reader_scenario_summary_is_deterministic_text():
     assert "NO" not in text
     assert "same SHA-256 as sent: yes" in text
     assert outcome.facts["naps"] == 4
+
+
+def test_slow_reader_with_a_producer_that_ignores_pause_loses_nothing_but_queues_it_all():
+    outcome = faults.slow_reader(total=4 * faults.MiB, respect_pause=False)
+    facts = outcome.facts
+    assert facts["max_queued"] > facts["bound"]  # the water marks are advice, not a cap
+    assert facts["digest_ok"] and facts["bytes_received"] == 4 * faults.MiB
+    assert "does not listen" in str(outcome) and "largest queue: about" in str(outcome)
