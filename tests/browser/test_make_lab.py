@@ -36,7 +36,7 @@ def test_make_lab_serves_every_course_notebook(tmp_path: Path, page) -> None:
     # Generous timeout: `make lab` first re-installs the venv if pyproject.toml changed.
     with running_server(
         cmd, cwd=ROOT, env=env, port=port, token=token, log=tmp_path / "make-lab.log",
-        timeout=300.0,
+        timeout=180.0,
     ) as base_url:  # fmt: skip
         page.goto(f"{base_url}/lab/workspaces/make-lab?reset&token={token}")
         page.locator(".jp-FileBrowser .jp-DirListing-content").wait_for(timeout=60_000)

@@ -270,6 +270,8 @@ def test_widget_notebook_runs_and_sliders_drive_the_experiment(
     notebook: Path, lab_server, page, artifacts_dir: Path
 ) -> None:
     """`notebook` is parametrized by conftest.pytest_generate_tests (one per widget notebook)."""
+    failed_png = artifacts_dir / f"{notebook.stem}-failed.png"
+    failed_png.unlink(missing_ok=True)  # a stale one from an earlier run would mislead
     console = []
     page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
     page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
@@ -284,7 +286,7 @@ def test_widget_notebook_runs_and_sliders_drive_the_experiment(
         check_cells(page, notebook, "after moving the sliders")
         full_screenshot(page, artifacts_dir / f"{notebook.stem}.png")
     except BaseException:
-        page.screenshot(path=str(artifacts_dir / f"{notebook.stem}-failed.png"))
+        page.screenshot(path=str(failed_png))
         raise
     finally:
         (artifacts_dir / f"{notebook.stem}-console.log").write_text(
