@@ -270,8 +270,10 @@ def test_widget_notebook_runs_and_sliders_drive_the_experiment(
     notebook: Path, lab_server, page, artifacts_dir: Path
 ) -> None:
     """`notebook` is parametrized by conftest.pytest_generate_tests (one per widget notebook)."""
+    done_png = artifacts_dir / f"{notebook.stem}.png"
     failed_png = artifacts_dir / f"{notebook.stem}-failed.png"
-    failed_png.unlink(missing_ok=True)  # a stale one from an earlier run would mislead
+    for stale in (done_png, failed_png):  # one from an earlier run would mislead
+        stale.unlink(missing_ok=True)
     console = []
     page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
     page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
@@ -284,7 +286,7 @@ def test_widget_notebook_runs_and_sliders_drive_the_experiment(
         for index in range(sliders):
             move_slider(page, notebook, index)
         check_cells(page, notebook, "after moving the sliders")
-        full_screenshot(page, artifacts_dir / f"{notebook.stem}.png")
+        full_screenshot(page, done_png)
     except BaseException:
         page.screenshot(path=str(failed_png))
         raise
