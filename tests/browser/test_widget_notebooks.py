@@ -42,6 +42,12 @@ NOTEBOOK_CELLS = ".jp-NotebookPanel .jp-Notebook .jp-Cell"
 JS_HELPERS = r"""
 const H = {
   cells() { return [...document.querySelectorAll(__CELLS__)]; },
+  // Code cells Run All executes: an empty one is skipped by JupyterLab and keeps "[ ]:".
+  runnable(cell) {
+    if (!cell.classList.contains('jp-CodeCell')) return false;
+    const editor = cell.querySelector('.jp-InputArea-editor .cm-content');
+    return !editor || editor.innerText.trim() !== '';
+  },
   prompt(cell) {
     const p = cell.querySelector('.jp-InputArea-prompt');
     return p ? p.textContent.trim() : '';
@@ -110,7 +116,7 @@ def _js(body: str) -> str:
 
 RUN_FINISHED = _js(
     """
-    const code = H.cells().filter(c => c.classList.contains('jp-CodeCell'));
+    const code = H.cells().filter(H.runnable);
     const prompts = code.map(H.prompt);
     if (code.length === 0 || prompts.some(p => p.includes('*'))) return false;
     return prompts.every(p => /\\[\\d+\\]/.test(p)) || H.errors(document).length > 0;
@@ -120,7 +126,7 @@ CELL_REPORT = _js(
     """
     return H.cells().map((c, i) => ({
       index: i,
-      code: c.classList.contains('jp-CodeCell'),
+      code: H.runnable(c),
       prompt: H.prompt(c),
       errors: H.errors(c),
     }));
