@@ -838,7 +838,10 @@ class EchoResult:
         )
 
     def _split_reads(self) -> bool:
-        return any(r.returned < self.size + 4 for r in self.trace.records if r.direction == "in")
+        # A read that moved something, but less than one whole frame (EAGAINs move nothing).
+        return any(
+            0 < r.returned < self.size + 4 for r in self.trace.records if r.direction == "in"
+        )
 
     def details(self) -> str:
         c, s = self.client, self.server
