@@ -52,6 +52,7 @@ __all__ = [
     "NagleResult",
     "PartialIOResult",
     "ThreadCost",
+    "benchmark_summary",
     "blocking_recv",
     "check_environment",
     "connected_pair",
@@ -64,11 +65,13 @@ __all__ = [
     "fixed_size_split",
     "human_size",
     "late_timer",
+    "load_benchmark",
     "nagle_trap",
     "nonblocking_recv",
     "one_send_many_reads",
     "partial_io",
     "partial_io_widget",
+    "plot_benchmark",
     "plot_echo",
     "plot_partial_io",
     "plot_thread_cost",
@@ -995,6 +998,66 @@ def plot_throughput(results: Sequence[EchoResult]) -> Any:
     right.set_title("...and so does the wait for each frame")
     for ax in (left, right):
         ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------- 07: the stored benchmark
+def load_benchmark(path: str | None = None) -> list[dict[str, Any]]:
+    """The records of a ``python -m barknet bench --json`` run (default: the
+    repository's ``benchmarks/results.json``). Each has ``impl``, ``metric``,
+    ``size_bytes``, ``value`` and ``ratio_to_raw``."""
+    import json
+    from pathlib import Path
+
+    where = Path(path) if path else Path(__file__).resolve().parent.parent / "benchmarks"
+    if where.is_dir():
+        where = where / "results.json"
+    data = json.loads(where.read_text(encoding="utf-8"))
+    records = data["records"] if isinstance(data, dict) else data
+    return [r for r in records if {"impl", "metric", "size_bytes", "value"} <= r.keys()]
+
+
+def benchmark_summary(records: Sequence[dict[str, Any]]) -> str:
+    """What a stored run compared: implementations, figures, sizes (no numbers)."""
+    impls = list(dict.fromkeys(r["impl"] for r in records))
+    lines = [f"implementations: {', '.join(impls)}"]
+    for metric in dict.fromkeys(r["metric"] for r in records):
+        sizes = sorted({r["size_bytes"] for r in records if r["metric"] == metric})
+        lines.append(f"{metric}: at {', '.join(human_size(n) for n in sizes)}")
+    return "\n".join(lines)
+
+
+def plot_benchmark(records: Sequence[dict[str, Any]]) -> Any:
+    """Round-trip latency (p50) and bulk throughput per implementation and size."""
+    from matplotlib.figure import Figure
+
+    panels = [
+        ("pingpong_p50_us", "round trip, median (µs)", "latency: lower is better"),
+        ("bulk_MBps", "bulk transfer (MB/s)", "throughput: higher is better"),
+    ]
+    panels = [p for p in panels if any(r["metric"] == p[0] for r in records)]
+    fig = Figure(figsize=(10, 3.6))
+    axes = fig.subplots(1, max(1, len(panels)), squeeze=False)[0]
+    impls = list(dict.fromkeys(r["impl"] for r in records))
+    for ax, (metric, ylabel, title) in zip(axes, panels, strict=False):
+        sizes = sorted({r["size_bytes"] for r in records if r["metric"] == metric})
+        width = 0.8 / max(1, len(impls))
+        for i, impl in enumerate(impls):
+            values = {
+                r["size_bytes"]: r["value"]
+                for r in records
+                if (r["impl"], r["metric"]) == (impl, metric)
+            }
+            xs = [j + i * width for j, n in enumerate(sizes) if n in values]
+            ax.bar(xs, [values[n] for n in sizes if n in values], width, label=impl)
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(sizes))])
+        ax.set_xticklabels([human_size(n) for n in sizes])
+        ax.set_yscale("log")
+        ax.set_xlabel("message size")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+    axes[0].legend(fontsize=8)
     fig.tight_layout()
     return fig
 

@@ -27,6 +27,12 @@ def _fonts_loaded() -> None:
     lab.plot_throughput(fake)
     lab.plot_echo(fake[0])
     lab.plot_throughput(lab.throughput_sweep(sizes=(64, 4096), budget=64 * 1024))
+    lab.plot_benchmark(
+        [
+            {"impl": "raw", "metric": "bulk_MBps", "size_bytes": 16, "value": 2.0},
+            {"impl": "raw", "metric": "pingpong_p50_us", "size_bytes": 16, "value": 30.0},
+        ]
+    )
 
 
 def test_environment_check_echoes_one_frame_intact() -> None:
@@ -177,6 +183,30 @@ def test_an_untraced_echo_run_still_checks_every_frame_and_feeds_the_throughput_
     ]
     assert all(lab.echo_throughput(r) > 0 for r in results)
     assert len(lab.plot_throughput(results).axes) == 2
+
+
+def test_a_stored_benchmark_is_summarised_without_its_numbers_and_plotted(tmp_path) -> None:
+    import json
+
+    records = [
+        {"impl": impl, "metric": metric, "size_bytes": size, "value": value, "ratio_to_raw": 1.0}
+        for impl, value in (("raw", 10.0), ("barknet", 20.0))
+        for metric in ("pingpong_p50_us", "bulk_MBps")
+        for size in (16, 1024)
+    ]
+    (tmp_path / "results.json").write_text(json.dumps(records))
+    loaded = lab.load_benchmark(str(tmp_path))
+    assert loaded == records
+    assert lab.benchmark_summary(loaded).splitlines() == [
+        "implementations: raw, barknet",
+        "pingpong_p50_us: at 16 B, 1 KiB",
+        "bulk_MBps: at 16 B, 1 KiB",
+    ]
+    fig = lab.plot_benchmark(loaded)
+    assert [ax.get_title() for ax in fig.axes] == [
+        "latency: lower is better",
+        "throughput: higher is better",
+    ]
 
 
 # ----------------------------------------------------------------- helpers
