@@ -620,7 +620,8 @@ def reset_peer(*, while_writing: bool = False) -> Outcome:
     """A peer resets the connection (``SO_LINGER`` 0, so the kernel sends RST).
 
     ``while_writing=True``: the server is in the middle of a large write to
-    that peer (4 MiB queued, the peer not reading) when it vanishes.
+    that peer (two 8 MiB frames queued, more than any socket buffers hold; the
+    peer not reading) when it vanishes.
     """
     when = "while the server is writing to it" if while_writing else "after one echo"
     outcome = Outcome(f"Case: a peer resets the connection {when}")
@@ -628,12 +629,14 @@ def reset_peer(*, while_writing: bool = False) -> Outcome:
         bystander = stage.bystander()
         raw, peer = stage.raw()
         if while_writing:
-            stage.server.resume_write(bytes(4 * MiB), peer)
+            big = bytes(8 * MiB)
+            stage.server.resume_write(big, peer)
+            stage.server.resume_write(big, peer)
             stage.turns(3)
             queued = stage.server.write_buffer_size(peer)
             outcome.facts["queued_before_reset"] = queued
             outcome.say(
-                "the server queued a 4 MiB frame for it; the peer reads nothing: "
+                "the server queued two 8 MiB frames for it; the peer reads nothing: "
                 f"{'some' if queued else 'no'} bytes still queued"
             )
         else:

@@ -342,7 +342,9 @@ def test_peer_vanishing_during_a_big_write_gives_one_error_event(ew, stage, serv
     raw, peer = server.raw()
     if not server_reads:
         server.transport.suspend_read(peer)  # only the write path can notice
-    server.transport.resume_write(bytes(4 * MiB), peer)
+    big = bytes(8 * MiB)  # twice: more than any socket buffers hold
+    server.transport.resume_write(big, peer)
+    server.transport.resume_write(big, peer)
     turns(ew, 3)
     assert server.transport.write_buffer_size(peer) > 0  # the write is still in progress
     raw.close()  # unread data in its receive buffer: the kernel answers with RST
