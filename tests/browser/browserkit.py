@@ -142,12 +142,19 @@ def root_flag() -> list[str]:
 def wait_until_answers(
     url: str, token: str, proc: subprocess.Popen, log: Path, timeout: float = 60.0
 ) -> None:
-    """Poll the REST API until the server answers with the token, or fail with its log."""
+    """Poll the REST API until the server answers with the token, or fail with its log.
+
+    A server that announces itself on another address (our --port was not passed on, as
+    when `make lab` ignores LAB_ARGS) fails at once instead of after the timeout."""
     deadline = time.monotonic() + timeout
     request = urllib.request.Request(url, headers={"Authorization": f"token {token}"})
+    origin = url.split("/", 3)[2]  # host:port
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}:\n{log.read_text()}")
+        announced = re.findall(r"is running at:\s*\n.*?https?://([^/\s]+)/", log.read_text())
+        if announced and origin not in announced:
+            raise RuntimeError(f"server runs at {announced}, not {origin}:\n{log.read_text()}")
         try:
             with urllib.request.urlopen(request, timeout=2) as response:
                 if response.status == 200:
