@@ -427,6 +427,13 @@ class FramedTransport(ITransport):
         part, received, expected = recv.decoder.state
         if part == "idle":
             return
+        if recv.paused_by_owner or recv.paused_for_owner:
+            # We are not reading (the owner asked, or must take frames first): the
+            # rest of the frame may be waiting in our own buffers. Not the peer's
+            # fault, so the clock starts again, and runs once we read again.
+            recv.last_progress = watcher.time()
+            recv.timer = watcher.call_later(timeout, self._deadline, peer)
+            return
         left = recv.last_progress + timeout - watcher.time()
         if left > 0:  # bytes arrived since the timer was set: wait for the rest
             recv.timer = watcher.call_later(left, self._deadline, peer)

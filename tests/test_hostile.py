@@ -47,13 +47,14 @@ class Server:
         self.events: list[IOEvent] = []
         self.frames: dict[Peer, list[bytes]] = {}
         self.echo = True
+        self.take = True  # False: leave decoded frames waiting in the transport
         self.raws: list[RawPeer] = []
         self.transport.attach(ew, self._on_event)
         self.address = self.transport.bind()
 
     def _on_event(self, event: IOEvent) -> None:
         self.events.append(event)
-        if event.kind is EventKind.READABLE:
+        if event.kind is EventKind.READABLE and self.take:
             while (r := self.transport.resume_read(event.peer)).status is IOStatus.OK:
                 self.frames.setdefault(event.peer, []).append(bytes(r.data))
                 if self.echo:
@@ -546,3 +547,50 @@ def test_calls_on_a_peer_found_broken_return_errors_until_its_closed_event(ew, s
     turns(ew, 5)
     assert server.closed(peer) == [event]
     assert (event.status, event.error) == (IOStatus.ERROR, first.error)
+
+
+def _half_a_frame_then_suspend(ew, server):
+    """A raw peer sends 10 of 100 payload bytes; the server's owner stops reading."""
+    raw, peer = server.raw()
+    raw.send(struct.pack("!I", 100) + b"a" * 10)
+    ew.run_until(lambda: server.transport.snapshot(peer).recv_received == 10, timeout=5)
+    server.transport.suspend_read(peer)
+    return raw, peer
+
+
+def test_frame_timeout_does_not_blame_a_peer_while_we_are_not_reading(ew, stage):
+    # The rest of the frame waits in our kernel buffer because *we* stopped
+    # reading: that is not the peer stalling.
+    server = stage(Server, frame_timeout=0.1)
+    raw, peer = _half_a_frame_then_suspend(ew, server)
+    raw.send(b"b" * 90)
+    deadline = ew.time() + 0.4  # four deadlines with reading suspended
+    ew.run_until(lambda: ew.time() >= deadline or bool(server.closed(peer)), timeout=5)
+    assert server.closed(peer) == []
+    result = server.transport.resume_read(peer)
+    assert (result.status, bytes(result.data)) == (IOStatus.OK, b"a" * 10 + b"b" * 90)
+
+
+def test_frame_timeout_still_catches_a_stall_after_reading_resumes(ew, stage):
+    server = stage(Server, frame_timeout=0.1)
+    _raw, peer = _half_a_frame_then_suspend(ew, server)
+    deadline = ew.time() + 0.3
+    ew.run_until(lambda: ew.time() >= deadline or bool(server.closed(peer)), timeout=5)
+    assert server.closed(peer) == []
+    assert server.transport.resume_read(peer).status is IOStatus.WOULD_BLOCK
+    error = server.close_of(peer).error  # the peer sends nothing more: now it is its fault
+    assert isinstance(error, FrameTimeoutError) and error.received == 14
+
+
+def test_frame_timeout_does_not_blame_a_peer_whose_frames_wait_for_us(ew, stage):
+    server = stage(Server, frame_timeout=0.1)
+    server.take = False  # the owner is busy: decoded frames wait, so reading stops
+    raw, peer = server.raw()
+    raw.send(encode_frame(b"first") + struct.pack("!I", 100) + b"a" * 10)
+    ew.run_until(lambda: server.transport.snapshot(peer)[:4] == ("payload", 10, 100, 1), timeout=5)
+    raw.send(b"b" * 90)
+    deadline = ew.time() + 0.4
+    ew.run_until(lambda: ew.time() >= deadline or bool(server.closed(peer)), timeout=5)
+    assert server.closed(peer) == []
+    frames = [bytes(server.transport.resume_read(peer).data) for _ in range(2)]
+    assert frames == [b"first", b"a" * 10 + b"b" * 90]
