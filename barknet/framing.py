@@ -22,6 +22,12 @@ Decoding is a small state machine over two kinds of buffer:
   scratch. Once its header is known, :meth:`FrameDecoder.get_buffer` hands out
   the unfilled rest of that body, so a transport can ``recv_into`` it
   directly: a 16 MiB frame is received into one buffer with no further copy.
+  The last body handed out is kept: if the next large frame has the same size
+  and nobody else holds that body any more (its reference count says so), it
+  is filled again instead of a new one. Fresh memory is expensive: the kernel
+  must find, zero and map every 4 KiB page on first touch, which costs about
+  as much as receiving the bytes. The price is one idle frame's worth of
+  memory per decoder between frames.
 
 The length is checked against ``max_frame_size`` as soon as the 4 header bytes
 are in, before a body buffer exists, so a peer that announces 4 GiB costs you
@@ -32,6 +38,7 @@ frames) from a truncated header (k of 4 bytes) or payload (x of n bytes).
 from __future__ import annotations
 
 import struct
+import sys
 from typing import Any, NamedTuple
 
 from .errors import FrameTooLargeError, FramingError, TruncatedFrameError
@@ -51,6 +58,8 @@ HEADER = struct.Struct("!I")  # network byte order, unsigned 32-bit
 HEADER_SIZE = HEADER.size
 DEFAULT_MAX_FRAME_SIZE = 8 * 1024 * 1024
 _MAX_ENCODABLE = 0xFFFF_FFFF
+# Without reference counts (PyPy) a body can never be proved free: never reuse one.
+_refcount = getattr(sys, "getrefcount", lambda obj: 0)
 
 
 def _nbytes(data: Any) -> int:
@@ -119,6 +128,7 @@ class FrameDecoder:
         self._end = 0  # one past the last byte received
         self._body_threshold = buffer_size // 2
         self._body: bytearray | None = None
+        self._spare: bytearray | None = None  # the last body handed out (see above)
         self._got = 0  # bytes of the body received so far
         self._error: FramingError | None = None
         #: Bytes the decoder copied inside itself (frames out of the scratch,
@@ -154,6 +164,7 @@ class FrameDecoder:
             if self._got < len(self._body):
                 return []
             body, self._body, self._got = self._body, None, 0
+            self._spare = body
             return [body]
         self._end += nbytes
         return self._parse()
@@ -190,7 +201,12 @@ class FrameDecoder:
                 # Too big for the scratch: give it a buffer of its exact size and
                 # move the part that already arrived (less than the scratch) there.
                 have = end - start - HEADER_SIZE
-                body = bytearray(size)
+                spare, self._spare = self._spare, None
+                # 2 = the local name + getrefcount's argument: the owner let go of it.
+                if spare is not None and len(spare) == size and _refcount(spare) == 2:
+                    body = spare
+                else:
+                    body = bytearray(size)
                 body[:have] = view[start + HEADER_SIZE : end]
                 self.bytes_copied += have
                 self._body, self._got = body, have

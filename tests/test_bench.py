@@ -245,3 +245,25 @@ def test_decoder_copying_grows_linearly_with_the_input(chunk: int) -> None:
     # what it holds would give sixteen), and never more than twice the bytes fed.
     assert copies(large) <= 6 * copies(small)
     assert copies(large) <= 2 * len(large)
+
+
+def test_a_large_frame_body_is_refilled_only_once_its_owner_let_go() -> None:
+    decoder = FrameDecoder(max_frame_size=4 << 20)
+    stream = encode_frame(bytes(1 << 20))
+
+    def allocated_while_decoding() -> tuple[Any, int]:
+        tracemalloc.start()
+        try:
+            (frame,) = decoder.feed(stream)
+            return frame, tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    (first,) = decoder.feed(stream)
+    del first  # the owner is done with it: the next frame of that size refills it
+    second, fresh = allocated_while_decoding()
+    assert fresh < 256 * 1024 and len(second) == 1 << 20
+    third, fresh = allocated_while_decoding()  # `second` is still held: a new buffer
+    assert fresh >= 1 << 20 and third is not second and len(third) == 1 << 20
+    (other,) = decoder.feed(encode_frame(b"y" * (2 << 20)))  # another size: a new buffer
+    assert len(other) == 2 << 20 and other[:1] == b"y"
