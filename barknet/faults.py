@@ -276,7 +276,7 @@ class RawPeer:
         self.sock.sendall(data)
 
     def half_close(self) -> None:
-        """ "I will send nothing more": the server reads EOF, we can still read."""
+        """Say "I will send nothing more": the server reads EOF, we can still read."""
         self.sock.shutdown(socket.SHUT_WR)
 
     def reset(self) -> None:
