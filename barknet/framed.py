@@ -324,6 +324,9 @@ class FramedTransport(ITransport):
                 if frames:
                     recv.frames.extend(frames)
                     recv.frames_received += len(frames)
+                if decoder.error is not None:  # good frames first, then the bad header
+                    self._abort(peer, decoder.error)
+                    return
                 if got < len(buffer):
                     break  # a short read: the kernel had no more for now
             elif status is IOStatus.EOF:

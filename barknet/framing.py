@@ -108,7 +108,9 @@ class FrameDecoder:
     Frames come out as ``bytes``, except frames received into their own
     exact-size body, which come out as that ``bytearray`` (no final copy).
     After a :class:`~barknet.errors.FramingError` the decoder is dead: every
-    later call raises the same error.
+    later call raises the same error. Frames that were complete before a bad
+    header are still returned first (with ``error`` already set), so a peer's
+    good frames never depend on how TCP happened to split its bytes.
     """
 
     def __init__(
@@ -178,6 +180,8 @@ class FrameDecoder:
             k = min(len(dst), len(src))
             dst[:k] = src[:k]
             frames += self.buffer_updated(k)
+            if self._error is not None:
+                break  # frames before a bad header come out; the error comes next call
             src = src[k:]
         return frames
 
@@ -190,6 +194,10 @@ class FrameDecoder:
             if size > limit:
                 self._start, self._end = start, end
                 self._error = FrameTooLargeError(size, limit, peer=self.peer)
+                if frames:
+                    # The good frames before the bad header are the peer's too:
+                    # hand them over; the error waits for the next call.
+                    return frames
                 raise self._error
             stop = start + HEADER_SIZE + size
             if stop <= end:

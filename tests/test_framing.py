@@ -163,10 +163,22 @@ def test_frame_exactly_at_the_limit_is_accepted():
     assert decoder.feed(encode_frame(b"a" * 100)) == [b"a" * 100]
 
 
+def test_frames_before_a_bad_header_come_out_and_the_error_follows():
+    decoder = FrameDecoder(max_frame_size=10, peer="peer-7")
+    assert decoder.feed(encode_frame(b"ok") + encode_frame(b"") + struct.pack("!I", 11)) == [
+        b"ok",
+        b"",
+    ]
+    assert isinstance(decoder.error, FrameTooLargeError)
+    with pytest.raises(FrameTooLargeError) as info:
+        decoder.feed(b"more")
+    assert info.value is decoder.error
+
+
 def test_after_an_error_every_call_raises_the_same_error():
     decoder = FrameDecoder(max_frame_size=10, peer="peer-7")
     with pytest.raises(FrameTooLargeError) as info:
-        decoder.feed(encode_frame(b"ok") + struct.pack("!I", 11))
+        decoder.feed(struct.pack("!I", 11))
     error = info.value
     assert error.peer == "peer-7"
     assert "peer-7" in str(error)
