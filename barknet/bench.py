@@ -95,6 +95,9 @@ class Plan:
     bulk: list[tuple[int, int, int]]
     rss_size: int = 16 * 1024 * 1024
     name: str = "custom"
+    #: Repetitions that also measure peak RSS (it hardly varies; each costs a
+    #: fresh server per implementation).
+    rss_reps: int = 1
 
 
 QUICK = Plan(
@@ -104,10 +107,11 @@ QUICK = Plan(
     name="quick",
 )
 FULL = Plan(
-    reps=7,
+    reps=5,
     pingpong=[(16, 20_000, 2000), (1024, 10_000, 1000), (65536, 2000, 200)],
     bulk=[(64, 1_000_000, 50_000), (1 << 20, 256, 16), (16 << 20, 16, 2)],
     name="full",
+    rss_reps=3,
 )
 
 #: (metric, unit, lower is better) in table order.
@@ -935,6 +939,7 @@ def machine_info(where: str) -> dict[str, Any]:
         "placement": where,
         "allocator": f"every child allocates and frees one {WARM_BLOCK // 1024} KiB block "
         "at start-up (same glibc state everywhere)",
+        "barknet_config": f"FramedTransport(TcpTransport(), coalesce={COALESCE})",
         **{f"{k}_version": str(v) for k, v in versions.items()},
     }
 
@@ -998,6 +1003,7 @@ def run(
     say(f"  machine: {info['cpus']} CPUs, {info['cpu_model']}, Python {info['python']}")
     say(f"  placement: {sentence}")
     say(f"  allocator: {info['allocator']}")
+    say(f"  barknet: {info['barknet_config']}")
     tasks = [["pingpong", s, n, w] for s, n, w in plan.pingpong]
     tasks += [["bulk", s, n, w] for s, n, w in plan.bulk]
     figures = _Figures()
@@ -1006,6 +1012,7 @@ def run(
         shift = rep % len(chosen)
         order = chosen[shift:] + chosen[:shift]
         for impl in order:
+            session_started = time.monotonic()
             server = _Server(impl, where["pingpong"][1])
             try:
                 spec = {
@@ -1032,7 +1039,10 @@ def run(
                     rate = count * size / (result / 1e9) / 1e6
                     figures.add(impl, "bulk_MBps", size, rate)
                     parts.append(f"{_size_name(size)} {rate:.0f} MB/s")
-            say(f"  [{rep + 1}/{plan.reps}] {impl:<16} " + ", ".join(parts))
+            took = time.monotonic() - session_started
+            say(f"  [{rep + 1}/{plan.reps}] {impl:<16} " + ", ".join(parts) + f" ({took:.1f} s)")
+        if rep >= plan.rss_reps:
+            continue
         for impl in order:
             ratio = _measure_rss(impl, plan.rss_size, where["pingpong"][1])
             figures.add(impl, "peak_rss_ratio", plan.rss_size, ratio)
