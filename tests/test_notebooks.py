@@ -1,0 +1,86 @@
+"""The stored notebooks are what a reader sees and what nbval compares: check
+they were run top to bottom, hold no accidental errors, import barknet rather
+than paste it, and are the ones the README and the browser tests know about.
+
+nbval itself re-runs them (``make test``); these checks catch what a re-run
+cannot: a notebook saved half-run, run out of order, or never run at all
+(a cell with no stored run is silently not compared).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+import barknet
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+sys.path.insert(0, str(ROOT / "tests" / "browser"))
+from browserkit import notebooks_with_widgets  # noqa: E402
+
+
+def code_cells(path: Path) -> list[dict]:
+    notebook = json.loads(path.read_text())
+    return [c for c in notebook["cells"] if c["cell_type"] == "code"]
+
+
+def source(cell: dict) -> str:
+    text = cell["source"]
+    return text if isinstance(text, str) else "".join(text)
+
+
+def test_the_course_has_its_ten_numbered_notebooks() -> None:
+    names = [p.name for p in NOTEBOOKS]
+    assert len(names) == 10
+    assert all(re.fullmatch(r"\d\d_[a-z0-9_]+\.ipynb", n) for n in names), names
+    assert [n[:2] for n in names] == [f"{i:02d}" for i in range(10)]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_was_run_top_to_bottom(path: Path) -> None:
+    counts = [c["execution_count"] for c in code_cells(path) if source(c).strip()]
+    assert None not in counts, f"{path.name}: a code cell has no stored run"
+    assert counts == list(range(1, len(counts) + 1)), f"{path.name}: run out of order: {counts}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_stored_errors_only_where_a_cell_is_marked_as_raising(path: Path) -> None:
+    for cell in code_cells(path):
+        raises = "NBVAL_RAISES_EXCEPTION" in source(cell)
+        errors = [o for o in cell.get("outputs", []) if o["output_type"] == "error"]
+        if raises:
+            # nbval passes a marked cell that does not raise unless the error is stored.
+            assert errors, f"{path.name}: a cell marked as raising has no stored error"
+            tags = cell.get("metadata", {}).get("tags", [])
+            assert "raises-exception" in tags, (
+                f"{path.name}: tag the raising cell 'raises-exception' so Run All goes on"
+            )
+        else:
+            assert not errors, f"{path.name}: a stored error in an unmarked cell"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_imports_barknet_instead_of_pasting_it(path: Path) -> None:
+    code = "\n".join(source(c) for c in code_cells(path))
+    assert re.search(r"^\s*(from barknet\b|import barknet\b)", code, re.M), path.name
+    for name in barknet.__all__:
+        if name[0].isupper():
+            assert not re.search(rf"^\s*class {name}\b", code, re.M), (
+                f"{path.name} defines its own {name}: import it from barknet"
+            )
+
+
+def test_every_notebook_is_listed_in_the_readme() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for path in NOTEBOOKS:
+        assert path.name in readme, f"README.md does not list {path.name}"
+
+
+def test_the_live_experiments_are_covered_by_the_browser_tests() -> None:
+    found = {p.name for p in notebooks_with_widgets(ROOT / "notebooks")}
+    assert {"03_partial_io.ipynb", "07_live_lab.ipynb"} <= found, found
