@@ -582,6 +582,8 @@ def plot_partial_io(result: PartialIOResult) -> Any:
             [r.returned for r in recs],
             width=1.0,
             color=["#e67e22" if r.short else "#2e86c1" for r in recs],
+            edgecolor="white",
+            linewidth=0.5 if len(recs) < 200 else 0,
         )
         eagain = [i for i, r in enumerate(recs) if r.would_block]
         if eagain:
