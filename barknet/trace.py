@@ -435,7 +435,7 @@ class HexView:
     def _repr_html_(self) -> str:
         marks = self._marks()
         cuts = set(self.cuts)
-        shades = ("#ffd27f", "#ffb347")  # neighbouring headers alternate
+        shades = ("#ffd27f", "#f5a540")  # neighbouring headers alternate
         out = ['<div class="barknet-hex" style="font-family:monospace;font-size:12px">']
         if self.title:
             out.append(f"<div><b>{html.escape(self.title)}</b></div>")
