@@ -1063,20 +1063,24 @@ def plot_benchmark(records: Sequence[dict[str, Any]]) -> Any:
     fig = Figure(figsize=(10, 3.6))
     axes = fig.subplots(1, max(1, len(panels)), squeeze=False)[0]
     impls = list(dict.fromkeys(r["impl"] for r in records))
+    markers = "os^Dvx*P"
     for ax, (metric, ylabel, title) in zip(axes, panels, strict=False):
+        # Lines over categorical sizes on a log axis: values span orders of
+        # magnitude, and bars on a log axis would exaggerate the differences.
         sizes = sorted({r["size_bytes"] for r in records if r["metric"] == metric})
-        width = 0.8 / max(1, len(impls))
         for i, impl in enumerate(impls):
             values = {
                 r["size_bytes"]: r["value"]
                 for r in records
                 if (r["impl"], r["metric"]) == (impl, metric)
             }
-            xs = [j + i * width for j, n in enumerate(sizes) if n in values]
-            ax.bar(xs, [values[n] for n in sizes if n in values], width, label=impl)
-        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(sizes))])
+            xs = [j for j, n in enumerate(sizes) if n in values]
+            ys = [values[sizes[j]] for j in xs]
+            ax.plot(xs, ys, marker=markers[i % len(markers)], label=impl)
+        ax.set_xticks(range(len(sizes)))
         ax.set_xticklabels([human_size(n) for n in sizes])
         ax.set_yscale("log")
+        ax.grid(alpha=0.3, which="both")
         ax.set_xlabel("message size")
         ax.set_ylabel(ylabel)
         ax.set_title(title)
