@@ -249,9 +249,16 @@ class EventWatcher:
             self.run_once(min(left, 0.1))
 
     def stop(self) -> None:
-        """Make :meth:`run` return after the current turn. Safe from any thread."""
+        """Make :meth:`run` return after the current turn. Safe from any thread,
+        and from a signal handler.
+
+        A signal handler runs on the loop's own thread, but *after* the select it
+        interrupted, which PEP 475 then restarts with the old timeout: only a
+        wake-up byte gets it out. So while the loop runs, stop() always sends one
+        (the next turn drains it).
+        """
         self._stopping = True
-        if self._thread_id is not None and threading.get_ident() != self._thread_id:
+        if self._thread_id is not None:
             self._wakeup()
 
     # ---------------------------------------------------------------- wakeup

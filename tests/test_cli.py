@@ -15,6 +15,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 
@@ -143,3 +144,32 @@ def test_serve_exits_cleanly_on_ctrl_c_with_a_client_connected() -> None:
 def test_cli_rejects_a_negative_frame_size() -> None:
     with pytest.raises(SystemExit):
         build_parser().parse_args(["serve", "--max-frame-size", "-1"])
+
+
+def test_stop_called_from_a_signal_handler_wakes_a_sleeping_loop() -> None:
+    """A handler runs on the loop's own thread, after the blocked select was
+    interrupted; PEP 475 then restarts that select. stop() must wake it."""
+    from barknet import EventWatcher
+
+    fallback_fired = threading.Event()
+    done = threading.Event()
+
+    with EventWatcher() as ew:
+
+        def fallback() -> None:  # keeps the test bounded if stop() fails to wake it
+            if not done.wait(5.0):
+                fallback_fired.set()
+                ew.call_soon(ew.stop)
+
+        old = signal.signal(signal.SIGALRM, lambda signum, frame: ew.stop())
+        helper = threading.Thread(target=fallback)
+        helper.start()
+        try:
+            signal.setitimer(signal.ITIMER_REAL, 0.05)
+            ew.run()  # nothing watched but the wake-up socket, no timers: sleeps
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old)
+            done.set()
+            helper.join()
+    assert not fallback_fired.is_set()
