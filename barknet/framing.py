@@ -179,7 +179,12 @@ class FrameDecoder:
             dst = self.get_buffer()
             k = min(len(dst), len(src))
             dst[:k] = src[:k]
-            frames += self.buffer_updated(k)
+            try:
+                frames += self.buffer_updated(k)
+            except FramingError:
+                if frames:  # completed by an earlier fill of the scratch: theirs first
+                    return frames
+                raise
             if self._error is not None:
                 break  # frames before a bad header come out; the error comes next call
             src = src[k:]

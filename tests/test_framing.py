@@ -175,6 +175,16 @@ def test_frames_before_a_bad_header_come_out_and_the_error_follows():
     assert info.value is decoder.error
 
 
+def test_frames_from_an_earlier_fill_of_the_scratch_survive_a_later_bad_header():
+    # 64 bytes fill the 64-byte scratch with 16 empty frames; the bad header comes
+    # in the second fill of the same feed() call.
+    decoder = FrameDecoder(max_frame_size=1, buffer_size=64)
+    assert decoder.feed(b"\0" * 64 + b"\1\0\0\0") == [b""] * 16
+    assert isinstance(decoder.error, FrameTooLargeError)
+    with pytest.raises(FrameTooLargeError):
+        decoder.eof()
+
+
 def test_after_an_error_every_call_raises_the_same_error():
     decoder = FrameDecoder(max_frame_size=10, peer="peer-7")
     with pytest.raises(FrameTooLargeError) as info:

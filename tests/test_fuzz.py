@@ -61,7 +61,12 @@ def deliver(decoder: FrameDecoder, piece: bytes, zero_copy: bool) -> list[bytes]
         assert len(room) > 0
         n = min(len(room), len(piece))
         room[:n] = piece[:n]
-        frames += [bytes(f) for f in decoder.buffer_updated(n)]
+        try:
+            frames += [bytes(f) for f in decoder.buffer_updated(n)]
+        except FramingError:
+            if frames:  # like FramedTransport, which keeps each batch as it comes
+                return frames
+            raise
         if decoder.error is not None:
             break  # like FramedTransport: take the good frames, then close the peer
         piece = piece[n:]
