@@ -58,6 +58,7 @@ import statistics
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -825,7 +826,10 @@ def _child_main(argv: Sequence[str]) -> int:
         _pin(spec["server_pid"], server_cpus)
 
     results = _client(impl, spec["port"], spec["tasks"], place)
-    print(json.dumps(results), flush=True)
+    # Into a file, not stdout: once a uvloop loop has existed in this process, a
+    # long write into a pipe arrives cut at 64 KiB (seen with uvloop 0.23).
+    with open(spec["result_path"], "w") as f:
+        json.dump(results, f)
     return 0
 
 
@@ -856,15 +860,18 @@ class _Server:
 
 
 def _run_client(impl: str, spec: dict[str, Any]) -> list[Any]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "barknet.bench", "client", impl, json.dumps(spec)],
-        capture_output=True,
-        text=True,
-        timeout=CHILD_TIMEOUT,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"the {impl} client failed:\n{proc.stderr}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    with tempfile.TemporaryDirectory(prefix="barknet-bench-") as tmp:
+        spec = {**spec, "result_path": os.path.join(tmp, "results.json")}
+        proc = subprocess.run(
+            [sys.executable, "-m", "barknet.bench", "client", impl, json.dumps(spec)],
+            capture_output=True,
+            text=True,
+            timeout=CHILD_TIMEOUT,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"the {impl} client failed:\n{proc.stderr}")
+        with open(spec["result_path"]) as f:
+            return json.load(f)  # type: ignore[no-any-return]
 
 
 def _measure_rss(impl: str, size: int, cpus: Sequence[int]) -> float:
