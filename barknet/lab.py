@@ -620,7 +620,15 @@ class NagleResult:
         return "\n".join(lines)
 
     def details(self) -> str:
-        return "\n".join(f"{k}: median {v * 1e6:,.0f} µs" for k, v in self.medians.items())
+        return "\n".join(f"{k}: median {_duration(v)}" for k, v in self.medians.items())
+
+
+def _duration(seconds: float) -> str:
+    """Milliseconds with one decimal from 1 ms up, whole microseconds below: a
+    delayed ACK reads as "43.9 ms", not as a five-digit count of microseconds."""
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:,.1f} ms"
+    return f"{seconds * 1e6:.0f} µs"
 
 
 NAGLE_VARIANTS = {

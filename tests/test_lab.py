@@ -108,6 +108,16 @@ def test_nagle_trap_measures_each_variant() -> None:
     assert len(result.summary().splitlines()) == 3
 
 
+def test_nagle_details_print_milliseconds_from_one_millisecond_up() -> None:
+    result = lab.NagleResult(rounds=1, payload=100)
+    result.medians = {"slow": 0.043992, "edge": 0.001, "fast": 0.000047}
+    assert result.details().splitlines() == [
+        "slow: median 44.0 ms",
+        "edge: median 1.0 ms",
+        "fast: median 47 µs",
+    ]
+
+
 # ------------------------------------------------------------------ 04
 def test_two_sends_arrive_as_one_read() -> None:
     assert lab.two_sends_one_read([b"abc", b"def", b"g"]) == [b"abcdefg"]
