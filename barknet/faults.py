@@ -713,7 +713,11 @@ def stalled_peer(
         got = stage.frames[peer]
         if mode == "stall":
             raw.send(frame[: HEADER_SIZE + 5])
-            outcome.say(f"the peer sent {HEADER_SIZE + 5} of {len(frame)} bytes, then nothing")
+            outcome.say(
+                f"the peer sent a {HEADER_SIZE}-byte header announcing {payload} bytes, "
+                f"then 5 of them ({HEADER_SIZE + 5} of the frame's {len(frame)} bytes, "
+                "header included), then nothing"
+            )
             stage.run_until(lambda: bool(stage.closed(peer)), timeout=frame_timeout + 5)
         elif mode == "drip":
             left = list(frame)

@@ -289,6 +289,10 @@ def test_stalled_peer_scenarios():
     stalled = faults.stalled_peer("stall", frame_timeout=0.2)
     assert isinstance(stalled.error, FrameTimeoutError)
     assert (stalled.error.received, stalled.error.expected) == (9, 16)
+    # FrameTimeoutError counts the whole frame; the report says so, in both units.
+    assert "announcing 12 bytes, then 5 of them (9 of the frame's 16 bytes, header included)" in (
+        str(stalled)
+    )
     drip = faults.stalled_peer("drip", frame_timeout=0.5, gap=0.02)
     assert (drip.error, drip.facts["frames"], drip.facts["closed_events"]) == (None, 1, 0)
     idle = faults.stalled_peer("idle", frame_timeout=0.1)
