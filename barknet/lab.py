@@ -838,6 +838,79 @@ def wire_capture(payloads: Sequence[bytes], *, capture: int = 4096) -> tuple[Tra
     return trace, got
 
 
+# -------------------------------------------------- 05: transports and layering
+@dataclass
+class BigFrame:
+    """One large frame sent over loopback through FramedTransport, as the
+    receiving owner got it."""
+
+    size: int
+    frame_type: str
+    frame_len: int
+    intact: bool
+    recv_calls: int
+    bytes_copied: int
+    scratch: int  # the decoder's scratch buffer: frames smaller than half of it go there
+
+    def summary(self) -> str:
+        """Only facts that hold on every run (the number of reads varies)."""
+        one = self.frame_type == "bytearray" and self.frame_len == self.size
+        return "\n".join(
+            [
+                f"sent one frame with a {self.size}-byte payload",
+                f"the owner got: {self.frame_type} of {self.frame_len} bytes",
+                f"same bytes as sent: {_yes(self.intact)}",
+                f"received into one bytearray of exactly {self.size} bytes: {one}",
+                f"it took more than one recv: {_yes(self.recv_calls > 1)}",
+                "bytes the decoder copied inside itself: under "
+                f"{self.scratch // KiB} KiB (only what came in with the header): "
+                f"{_yes(self.bytes_copied < self.scratch)}",
+            ]
+        )
+
+
+def big_frame(size: int = 16 * MiB, timeout: float = 10.0) -> BigFrame:
+    """Send one ``size``-byte frame from a client to a server, both
+    ``FramedTransport`` over TCP on loopback, and report how it arrived.
+
+    A frame larger than half the decoder's scratch buffer gets a buffer of its
+    exact size as soon as its header is in; the socket reads the rest straight
+    into it, so the payload is not copied again inside the framing layer.
+    """
+    payload = random.Random(size).randbytes(size)
+    got: list[Any] = []
+    with EventWatcher() as ew:
+        server = FramedTransport(TcpTransport(), max_frame_size=max(size, DEFAULT_MAX_FRAME_SIZE))
+        client = FramedTransport(TcpTransport(), max_frame_size=max(size, DEFAULT_MAX_FRAME_SIZE))
+        with _closing(client, server):
+            peers: list[Peer] = []
+
+            def on_server(ev: IOEvent) -> None:
+                if ev.kind is EventKind.ACCEPTED:
+                    peers.append(ev.peer)
+                elif ev.kind is EventKind.READABLE:
+                    while (r := server.resume_read(ev.peer)).status is IOStatus.OK:
+                        got.append(r.data)
+
+            server.attach(ew, on_server)
+            client.attach(ew, lambda ev: None)
+            peer = client.connect(server.bind())
+            client.resume_write(payload, peer)
+            ew.run_until(lambda: bool(got), timeout=timeout)
+            decoder = server._recv[peers[0]].decoder  # a look inside, for the course
+            counters = server.counters(peers[0])
+            frame = got[0]
+            return BigFrame(
+                size=size,
+                frame_type=type(frame).__name__,
+                frame_len=len(frame),
+                intact=frame == payload,
+                recv_calls=counters.recv_calls,
+                bytes_copied=decoder.bytes_copied,
+                scratch=server.buffer_size,
+            )
+
+
 # ------------------------------------------------------ 07: the live lab
 @dataclass
 class EchoResult:

@@ -118,6 +118,14 @@ def test_nagle_details_print_milliseconds_from_one_millisecond_up() -> None:
     ]
 
 
+# ------------------------------------------------------------------ 05
+def test_a_large_frame_arrives_in_one_buffer_of_its_exact_size() -> None:
+    result = lab.big_frame(size=1024 * 1024)
+    assert (result.frame_type, result.frame_len, result.intact) == ("bytearray", 1024 * 1024, True)
+    assert result.bytes_copied < result.scratch
+    assert "received into one bytearray of exactly 1048576 bytes: True" in result.summary()
+
+
 # ------------------------------------------------------------------ 04
 def test_two_sends_arrive_as_one_read() -> None:
     assert lab.two_sends_one_read([b"abc", b"def", b"g"]) == [b"abcdefg"]
