@@ -28,13 +28,19 @@ def framed_with_tiny_scratch(inner: ITransport) -> ITransport:
     return FramedTransport(inner, buffer_size=64)
 
 
-@pytest.mark.parametrize("check", CHECKS, ids=[c.name for c in CHECKS])
-@pytest.mark.parametrize(
-    "make", [framed, framed_over_chunking, framed_with_tiny_scratch], ids=lambda m: m.__name__
-)
+# Every check against every stack, except one pair: the 4 MiB partial-I/O check
+# over 3-byte reads would take minutes (its point, partial I/O, is the whole
+# point of the chunking stack anyway).
+CASES = [
+    pytest.param(make, check, id=f"{make.__name__}-{check.name}")
+    for make in (framed, framed_over_chunking, framed_with_tiny_scratch)
+    for check in CHECKS
+    if not (make is framed_over_chunking and check.name == "large message, partial I/O")
+]
+
+
+@pytest.mark.parametrize(("make", "check"), CASES)
 def test_framed_transport_passes_check(make, check: Check) -> None:
-    if make is framed_over_chunking and check.name == "large message, partial I/O":
-        pytest.skip("3-byte reads of 4 MiB take minutes; chunking has its own checks")
     check.run(make)
 
 
