@@ -66,7 +66,13 @@ LAB_ARGS ?=
 
 # Your copy of the exercise notebooks (solutions removed) in notebooks/my_work/, which git
 # and the nbval run ignore. An existing copy is kept: run the module with --force to replace it.
-.PHONY: exercises
+.PHONY: exercises run-notebooks
+# Stored outputs are part of the course: after changing a notebook or the code it shows,
+# re-run it top to bottom (no per-cell timing metadata, so re-runs do not churn diffs).
+run-notebooks: $(STAMP) ## re-execute every notebook in place, top to bottom (NB=one file)
+	$(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
+		--ExecutePreprocessor.record_timing=False $(or $(NB),notebooks/[0-9]*.ipynb)
+
 exercises: $(STAMP) ## write your exercise copies to notebooks/my_work/ (never overwrites)
 	$(PY) -m barknet.exercise
 

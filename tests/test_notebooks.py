@@ -49,6 +49,12 @@ def test_notebook_was_run_top_to_bottom(path: Path) -> None:
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_no_per_cell_timing_metadata_to_churn_diffs(path: Path) -> None:
+    timed = [c for c in code_cells(path) if "execution" in c.get("metadata", {})]
+    assert not timed, f"{path.name}: re-run it with `make run-notebooks NB={path}`"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_stored_errors_only_where_a_cell_is_marked_as_raising(path: Path) -> None:
     for cell in code_cells(path):
         raises = "NBVAL_RAISES_EXCEPTION" in source(cell)
