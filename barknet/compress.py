@@ -35,15 +35,16 @@ like the framing errors of the layer below, which pass through untouched.
 from __future__ import annotations
 
 import zlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .errors import FrameTooLargeError, FramingError, TransportClosedError
-from .events import EventKind, IOCounters, IOEvent, IOStatus, Peer, ReadResult, WriteResult
+from .events import EventKind, IOEvent, IOStatus, Peer, ReadResult, WriteResult
 from .framing import DEFAULT_MAX_FRAME_SIZE
-from .interfaces import ITransport, Replay, WriteData
+from .interfaces import ITransport, WriteData
+from .layer import TransportLayer
 
 if TYPE_CHECKING:
-    from .reactor import EventWatcher
+    pass
 
 __all__ = ["COMPRESSED", "STORED", "CompressedTransport", "CompressionError"]
 
@@ -63,7 +64,7 @@ def _join(data: WriteData) -> bytes | bytearray | memoryview:
     return b"".join(data)
 
 
-class CompressedTransport(ITransport):
+class CompressedTransport(TransportLayer):
     """Compresses each message sent over a message transport ``inner``
     (a :class:`~barknet.framed.FramedTransport`), and inflates each one received.
 
@@ -79,51 +80,23 @@ class CompressedTransport(ITransport):
     ) -> None:
         if not -1 <= level <= 9:
             raise ValueError("level is zlib's: -1 (default) or 0..9")
-        self.inner = inner
+        super().__init__(inner)
         self.level = level
         if max_frame_size is None:
             max_frame_size = getattr(inner, "max_frame_size", DEFAULT_MAX_FRAME_SIZE + 1) - 1
         self.max_frame_size = max_frame_size
-        self._replay: Replay | None = None
         self._errors: dict[Peer, FramingError] = {}
         #: Payload bytes before and after compression, over every message sent.
         self.bytes_in = 0
         self.bytes_out = 0
 
     # ------------------------------------------------------------ delegation
-    def attach(self, watcher: EventWatcher, replay: Replay) -> None:
-        self._replay = replay
-        self.inner.attach(watcher, self._on_inner_event)
-
     def _on_inner_event(self, event: IOEvent) -> None:
         if event.kind is EventKind.CLOSED:
             error = self._errors.pop(event.peer, None)
             if error is not None:
                 event = IOEvent(EventKind.CLOSED, event.peer, IOStatus.ERROR, error)
-        if self._replay is not None:
-            self._replay(event)
-
-    def bind(self) -> tuple[str, int]:
-        return self.inner.bind()
-
-    def connect(self, *args: Any, **kwargs: Any) -> Peer:
-        return self.inner.connect(*args, **kwargs)
-
-    def adopt(self, sock: Any) -> Peer:
-        """Take over a connected socket; see :meth:`TcpTransport.adopt`."""
-        return self.inner.adopt(sock)  # type: ignore[attr-defined]
-
-    def close(self, peer: Peer | None = None) -> None:
-        self.inner.close(peer)
-
-    def suspend_read(self, peer: Peer | None = None) -> None:
-        self.inner.suspend_read(peer)
-
-    def suspend_write(self, peer: Peer) -> None:
-        self.inner.suspend_write(peer)
-
-    def counters(self, peer: Peer | None = None) -> IOCounters:
-        return self.inner.counters(peer)
+        self._emit(event)
 
     # ---------------------------------------------------------------- writes
     def resume_write(self, data: WriteData, peer: Peer) -> WriteResult:

@@ -44,10 +44,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import FrameTooLargeError
-from .events import EventKind, IOCounters, IOEvent, IOStatus, Peer, ReadResult, WriteResult
+from .events import EventKind, IOEvent, IOStatus, Peer, ReadResult, WriteResult
 from .framed import FramedTransport
 from .framing import HEADER_SIZE, encode_frame
-from .interfaces import ITransport, Replay, WriteData
+from .interfaces import ITransport, WriteData
+from .layer import TransportLayer
 from .reactor import EventWatcher
 from .tcp import TcpTransport
 
@@ -91,7 +92,7 @@ def _take(data: WriteData, limit: int) -> tuple[WriteData, int]:
     return taken, size
 
 
-class ChunkingTransport(ITransport):
+class ChunkingTransport(TransportLayer):
     """Wraps ``inner`` and makes its I/O as partial as you ask, reproducibly.
 
     ``injected`` counts what this layer did on purpose: capped reads and
@@ -111,13 +112,11 @@ class ChunkingTransport(ITransport):
             raise ValueError("max_read and max_write must be at least 1 byte")
         if not 0.0 <= would_block < 1.0:
             raise ValueError("would_block is a probability in [0, 1)")
-        self.inner = inner
+        super().__init__(inner)
         self.max_read = max_read
         self.max_write = max_write
         self.would_block = would_block
         self._random = random.Random(seed)
-        self._watcher: EventWatcher | None = None
-        self._replay: Replay | None = None
         self._writable_due: set[Peer] = set()
         self._caps: dict[Peer, tuple[int | None, int | None]] = {}
         self.injected = {"capped_reads": 0, "capped_writes": 0, "would_block": 0}
@@ -138,39 +137,11 @@ class ChunkingTransport(ITransport):
         return self._caps.get(peer, (self.max_read, self.max_write))
 
     # ------------------------------------------------------------ delegation
-    def attach(self, watcher: EventWatcher, replay: Replay) -> None:
-        self._watcher = watcher
-        self._replay = replay
-        self.inner.attach(watcher, self._on_inner_event)
-
     def _on_inner_event(self, event: IOEvent) -> None:
         if event.kind is EventKind.CLOSED:
             self._writable_due.discard(event.peer)
             self._caps.pop(event.peer, None)
-        if self._replay is not None:
-            self._replay(event)
-
-    def bind(self) -> tuple[str, int]:
-        return self.inner.bind()
-
-    def connect(self, *args: Any, **kwargs: Any) -> Peer:
-        return self.inner.connect(*args, **kwargs)
-
-    def adopt(self, sock: Any) -> Peer:
-        return self.inner.adopt(sock)  # type: ignore[attr-defined]
-
-    def close(self, peer: Peer | None = None) -> None:
-        self.inner.close(peer)
-
-    def suspend_read(self, peer: Peer | None = None) -> None:
-        self.inner.suspend_read(peer)
-
-    def counters(self, peer: Peer | None = None) -> IOCounters:
-        return self.inner.counters(peer)
-
-    def __getattr__(self, name: str) -> Any:
-        # Anything else (address, peers, socket_of, ...) is the inner transport's.
-        return getattr(self.inner, name)
+        self._emit(event)
 
     # ----------------------------------------------------------------- reads
     def _refuse(self) -> bool:

@@ -37,9 +37,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .events import IOCounters, IOStatus, Peer, ReadResult, WriteResult
+from .events import IOStatus, Peer, ReadResult, WriteResult
 from .framing import HEADER_SIZE
-from .interfaces import ITransport, Replay, WriteData
+from .interfaces import ITransport, WriteData
+from .layer import TransportLayer
 
 if TYPE_CHECKING:
     from .reactor import EventWatcher
@@ -292,7 +293,7 @@ class Trace:
 
 
 # --------------------------------------------------------------- decorator
-class TracingTransport(ITransport):
+class TracingTransport(TransportLayer):
     """Passes everything to ``inner`` and records each read and write in ``trace``.
 
     ``side`` names this end in the records ("client", "server"). Events from the
@@ -301,24 +302,9 @@ class TracingTransport(ITransport):
     """
 
     def __init__(self, inner: ITransport, trace: Trace | None = None, side: str = "t") -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.trace = trace if trace is not None else Trace()
         self.side = side
-
-    def attach(self, watcher: EventWatcher, replay: Replay) -> None:
-        self.inner.attach(watcher, replay)
-
-    def bind(self) -> tuple[str, int]:
-        return self.inner.bind()
-
-    def connect(self, *args: Any, **kwargs: Any) -> Peer:
-        return self.inner.connect(*args, **kwargs)
-
-    def adopt(self, sock: Any) -> Peer:
-        return self.inner.adopt(sock)  # type: ignore[attr-defined]
-
-    def close(self, peer: Peer | None = None) -> None:
-        self.inner.close(peer)
 
     def resume_read(
         self,
@@ -340,9 +326,6 @@ class TracingTransport(ITransport):
         self.trace.add(self.side, peer, call, asked, moved, result.status, started)
         return result
 
-    def suspend_read(self, peer: Peer | None = None) -> None:
-        self.inner.suspend_read(peer)
-
     def resume_write(self, data: WriteData, peer: Peer) -> WriteResult:
         if isinstance(data, (bytes, bytearray, memoryview)):
             call, buffers = "send", [data]
@@ -355,16 +338,6 @@ class TracingTransport(ITransport):
         moved = _first_bytes(views, result.sent)
         self.trace.add(self.side, peer, call, asked, moved, result.status, started)
         return result
-
-    def suspend_write(self, peer: Peer) -> None:
-        self.inner.suspend_write(peer)
-
-    def counters(self, peer: Peer | None = None) -> IOCounters:
-        return self.inner.counters(peer)
-
-    def __getattr__(self, name: str) -> Any:
-        # peers, address, socket_of ... of the wrapped transport stay reachable.
-        return getattr(self.inner, name)
 
     def __repr__(self) -> str:
         return f"<TracingTransport {self.side!r} over {self.inner!r}, {len(self.trace)} records>"

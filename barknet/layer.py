@@ -1,0 +1,101 @@
+"""A base for transports that wrap another transport and change one thing.
+
+Theory of operation
+-------------------
+A decorator transport sits on top of ``inner`` and is an
+:class:`~barknet.interfaces.ITransport` itself. Most of what it is asked to do
+it passes straight down (``bind``, ``connect``, ``close``, the suspends, the
+counters), and most of what ``inner`` reports it passes straight up. Writing
+those pass-throughs again in every layer hides the one thing the layer is for,
+so :class:`TransportLayer` writes them once:
+
+* every ``ITransport`` method delegates to ``inner``;
+* ``attach`` keeps the watcher and the owner's ``replay``, and listens to
+  ``inner`` through :meth:`TransportLayer._on_inner_event`, which forwards the
+  event unchanged unless a subclass overrides it;
+* anything else a caller asks of the layer (``address``, ``peers``,
+  ``socket_of`` ...) is looked up on ``inner``.
+
+A subclass overrides only the methods it changes: the chunking fault injector
+overrides reads and writes, the tracer records them, the compressor rewrites
+payloads. :class:`~barknet.framed.FramedTransport` changes nearly everything,
+so it spells every method out instead.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .events import IOCounters, IOEvent, Peer, ReadResult, WriteResult
+from .interfaces import ITransport, Replay, WriteData
+
+if TYPE_CHECKING:
+    from .reactor import EventWatcher
+
+__all__ = ["TransportLayer"]
+
+
+class TransportLayer(ITransport):
+    """Delegates every call to ``inner`` and every event to the owner."""
+
+    def __init__(self, inner: ITransport) -> None:
+        self.inner = inner
+        self._watcher: EventWatcher | None = None
+        self._replay: Replay | None = None
+
+    def attach(self, watcher: EventWatcher, replay: Replay) -> None:
+        self._watcher = watcher
+        self._replay = replay
+        self.inner.attach(watcher, self._on_inner_event)
+
+    def _on_inner_event(self, event: IOEvent) -> None:
+        """An event from ``inner``; override to change or react to it."""
+        self._emit(event)
+
+    def _emit(self, event: IOEvent) -> None:
+        if self._replay is not None:
+            self._replay(event)
+
+    def bind(self) -> tuple[str, int]:
+        return self.inner.bind()
+
+    def connect(self, *args: Any, **kwargs: Any) -> Peer:
+        return self.inner.connect(*args, **kwargs)
+
+    def adopt(self, sock: Any) -> Peer:
+        """Take over a connected socket; see :meth:`TcpTransport.adopt`."""
+        return self.inner.adopt(sock)  # type: ignore[attr-defined]
+
+    def close(self, peer: Peer | None = None) -> None:
+        self.inner.close(peer)
+
+    def resume_read(
+        self,
+        peer: Peer,
+        buffer: bytearray | memoryview | None = None,
+        offset: int = 0,
+        max_len: int | None = None,
+    ) -> ReadResult:
+        return self.inner.resume_read(peer, buffer, offset, max_len)
+
+    def suspend_read(self, peer: Peer | None = None) -> None:
+        self.inner.suspend_read(peer)
+
+    def resume_write(self, data: WriteData, peer: Peer) -> WriteResult:
+        return self.inner.resume_write(data, peer)
+
+    def suspend_write(self, peer: Peer) -> None:
+        self.inner.suspend_write(peer)
+
+    def counters(self, peer: Peer | None = None) -> IOCounters:
+        return self.inner.counters(peer)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called for names this layer lacks: address, peers, socket_of, ...
+        # (`inner` itself is looked up normally, so this cannot recurse once set.)
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} over {self.inner!r}>"
