@@ -41,7 +41,7 @@ from .errors import FrameTooLargeError, FramingError, TransportClosedError
 from .events import EventKind, IOEvent, IOStatus, Peer, ReadResult, WriteResult
 from .framing import DEFAULT_MAX_FRAME_SIZE
 from .interfaces import ITransport, WriteData
-from .layer import TransportLayer
+from .layer import TransportLayer, copy_message_into
 
 if TYPE_CHECKING:
     pass
@@ -142,13 +142,7 @@ class CompressedTransport(TransportLayer):
             return ReadResult(b"", IOStatus.ERROR, exc)
         if buffer is None:
             return ReadResult(message, IOStatus.OK)
-        room = memoryview(buffer)[offset:]
-        if max_len is not None:
-            room = room[:max_len]
-        if len(message) > len(room):
-            raise BufferError(f"a {len(message)}-byte message does not fit in {len(room)} bytes")
-        room[: len(message)] = message
-        return ReadResult(room[: len(message)], IOStatus.OK)
+        return copy_message_into(message, buffer, offset, max_len)
 
     def _unpack(self, frame: memoryview, peer: Peer) -> bytes:
         if not frame.nbytes:

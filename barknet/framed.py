@@ -47,6 +47,7 @@ from .errors import BarknetError, FrameTimeoutError, FramingError, TransportClos
 from .events import EventKind, IOCounters, IOEvent, IOStatus, Peer, ReadResult, WriteResult
 from .framing import DEFAULT_MAX_FRAME_SIZE, HEADER, HEADER_SIZE, FrameDecoder, encode_header
 from .interfaces import ITransport, Replay, WriteData
+from .layer import copy_message_into
 
 if TYPE_CHECKING:
     from .reactor import EventWatcher, TimerHandle
@@ -396,13 +397,7 @@ class FramedTransport(ITransport):
                 self._watcher.call_soon(self._finish_if_done, peer)  # type: ignore[union-attr]
             if buffer is None:
                 return ReadResult(frame, IOStatus.OK)
-            room = memoryview(buffer)[offset:]
-            if max_len is not None:
-                room = room[:max_len]
-            if len(frame) > len(room):
-                raise BufferError(f"a {len(frame)}-byte frame does not fit in {len(room)} bytes")
-            room[: len(frame)] = frame
-            return ReadResult(room[: len(frame)], IOStatus.OK)
+            return copy_message_into(frame, buffer, offset, max_len)
         if recv.error is not None:
             return ReadResult(b"", IOStatus.ERROR, recv.error)
         if recv.eof:

@@ -26,13 +26,35 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .events import IOCounters, IOEvent, Peer, ReadResult, WriteResult
+from .events import IOCounters, IOEvent, IOStatus, Peer, ReadResult, WriteResult
 from .interfaces import ITransport, Replay, WriteData
 
 if TYPE_CHECKING:
     from .reactor import EventWatcher
 
-__all__ = ["TransportLayer"]
+__all__ = ["TransportLayer", "copy_message_into"]
+
+
+def copy_message_into(
+    message: bytes | bytearray | memoryview,
+    buffer: bytearray | memoryview,
+    offset: int = 0,
+    max_len: int | None = None,
+) -> ReadResult:
+    """Answer a ``resume_read(peer, buffer, offset, max_len)`` of a message layer.
+
+    A byte transport reads *into* the caller's buffer; a message transport
+    already holds the whole message, so it copies it there, and refuses with
+    ``BufferError`` rather than cut a message in two.
+    """
+    room = memoryview(buffer)[offset:]
+    if max_len is not None:
+        room = room[:max_len]
+    size = len(message)
+    if size > len(room):
+        raise BufferError(f"a {size}-byte message does not fit in {len(room)} bytes")
+    room[:size] = message
+    return ReadResult(room[:size], IOStatus.OK)
 
 
 class TransportLayer(ITransport):

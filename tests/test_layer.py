@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from barknet import EventKind, EventWatcher, FramedTransport, IOEvent, TcpTransport
+from barknet import EventKind, EventWatcher, FramedTransport, IOEvent, IOStatus, TcpTransport
 from barknet.conformance import CHECKS, Check
 from barknet.interfaces import ITransport
-from barknet.layer import TransportLayer
+from barknet.layer import TransportLayer, copy_message_into
 
 
 def framed_over_bare_layer(inner: ITransport) -> ITransport:
@@ -54,3 +54,13 @@ def test_a_missing_attribute_is_reported_as_the_inner_transports() -> None:
     layer = TransportLayer(TcpTransport())
     with pytest.raises(AttributeError, match="no_such_thing"):
         _ = layer.no_such_thing
+
+
+def test_a_message_is_copied_whole_into_the_callers_buffer_or_not_at_all() -> None:
+    buffer = bytearray(b"." * 10)
+    result = copy_message_into(b"abc", buffer, offset=2)
+    assert bytes(result.data) == b"abc" and result.status is IOStatus.OK
+    assert buffer == bytearray(b"..abc.....")
+    with pytest.raises(BufferError, match="a 3-byte message does not fit in 2 bytes"):
+        copy_message_into(b"xyz", buffer, offset=0, max_len=2)
+    assert buffer == bytearray(b"..abc.....")  # nothing half-written
