@@ -571,10 +571,12 @@ def partial_io(
 def plot_partial_io(result: PartialIOResult) -> Any:
     """Bytes moved by each send and each recv, in call order. EAGAINs in red."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(9, 3.4))
     axes = fig.subplots(1, 2)
     for ax, side, verb in zip(axes, ("sender", "receiver"), ("send", "recv"), strict=True):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # call 3, never call 2.5
         recs = result.trace.select(side)
         xs = range(len(recs))
         ax.bar(
