@@ -1134,6 +1134,75 @@ def benchmark_summary(records: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def benchmark_command(
+    json_path: str, *, quick: bool = True, impls: str | None = None
+) -> list[str]:
+    """The command line that reruns the benchmark with this kernel's Python."""
+    import sys
+
+    command = [sys.executable, "-m", "barknet", "bench", "--json", str(json_path)]
+    if quick:
+        command.append("--quick")
+    if impls:
+        command += ["--impls", impls]
+    return command
+
+
+def run_benchmark(
+    command: Sequence[str], json_path: str, on_line: Callable[[str], None] = print
+) -> list[dict[str, Any]]:
+    """Run ``command`` (see :func:`benchmark_command`) in a child process, hand each
+    progress line to ``on_line`` as it comes, and return the records it wrote.
+
+    The benchmark must run in processes of its own: client and server in this
+    kernel would share one interpreter lock and measure each other.
+    """
+    import subprocess
+
+    with subprocess.Popen(
+        list(command),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    ) as child:
+        assert child.stdout is not None
+        for line in child.stdout:
+            on_line(line.rstrip("\n"))
+        code = child.wait()
+    if code:
+        raise RuntimeError(f"the benchmark exited with status {code}")
+    return load_benchmark(json_path)
+
+
+def benchmark_widget(
+    runner: Callable[[Sequence[str], str, Callable[[str], None]], Any] = run_benchmark,
+) -> Any:
+    """A button that reruns the quick benchmark (about a minute) on this machine,
+    shows its progress as it goes, and plots the figures it measured."""
+    import tempfile
+
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    button = widgets.Button(description="Run the quick benchmark", icon="play")
+    out = widgets.Output()
+
+    def click(_button: Any) -> None:
+        button.disabled = True
+        try:
+            with out, tempfile.TemporaryDirectory() as folder:
+                out.clear_output()
+                json_path = f"{folder}/results.json"
+                records = runner(benchmark_command(json_path), json_path, print)
+                display(_as_image(plot_benchmark(records)))
+        finally:
+            button.disabled = False
+
+    button.on_click(click)
+    return widgets.VBox([button, out])
+
+
 def plot_benchmark(records: Sequence[dict[str, Any]]) -> Any:
     """Round-trip latency (p50) and bulk throughput per implementation and size."""
     from matplotlib.figure import Figure

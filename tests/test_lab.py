@@ -3,6 +3,8 @@ print the same summary every run, and leave nothing behind."""
 
 from __future__ import annotations
 
+import sys
+
 import matplotlib
 import pytest
 
@@ -253,3 +255,48 @@ def test_a_moved_slider_reruns_the_experiment_and_names_the_new_value(capsys) ->
     assert "sndbuf=2048 B" in capsys.readouterr().out
     box.children[1].value = 4096
     assert "size=1024 B sndbuf=4096 B" in capsys.readouterr().out
+
+
+def test_rerunning_the_benchmark_streams_progress_and_returns_its_records(tmp_path) -> None:
+    json_path = tmp_path / "out.json"
+    fake_bench = (
+        "import json, sys; print('progress 1'); print('progress 2'); "
+        "json.dump([{'impl': 'raw', 'metric': 'bulk_MBps', 'size_bytes': 64, "
+        "'value': 1.0, 'ratio_to_raw': 1.0}], open(sys.argv[1], 'w'))"
+    )
+    lines: list[str] = []
+    records = lab.run_benchmark(
+        [sys.executable, "-c", fake_bench, str(json_path)], str(json_path), lines.append
+    )
+    assert lines == ["progress 1", "progress 2"]
+    assert records == [
+        {"impl": "raw", "metric": "bulk_MBps", "size_bytes": 64, "value": 1.0, "ratio_to_raw": 1.0}
+    ]
+    with pytest.raises(RuntimeError, match="status 3"):
+        lab.run_benchmark([sys.executable, "-c", "raise SystemExit(3)"], str(json_path))
+
+
+def test_the_benchmark_command_is_the_quick_cli_with_this_python() -> None:
+    command = lab.benchmark_command("/tmp/r.json", impls="raw,barknet")
+    assert command[:4] == [sys.executable, "-m", "barknet", "bench"]
+    assert command[4:] == ["--json", "/tmp/r.json", "--quick", "--impls", "raw,barknet"]
+
+
+def test_the_benchmark_button_runs_the_quick_benchmark_and_plots_it(capsys) -> None:
+    pytest.importorskip("ipywidgets")
+    calls = []
+
+    def fake_runner(command, json_path, on_line):
+        calls.append(command)
+        on_line("running")
+        return lab.load_benchmark()  # the stored run stands in for a new one
+
+    box = lab.benchmark_widget(runner=fake_runner)
+    button, _ = box.children
+    button.click()
+    assert "--quick" in calls[0] and not button.disabled
+    # Outside a kernel the Output widget captures nothing: what it would show goes
+    # to stdout, the progress line and then the plot.
+    shown = capsys.readouterr().out
+    assert "running" in shown and "Image" in shown
+    assert shown.index("running") < shown.index("Image")
