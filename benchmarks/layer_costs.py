@@ -57,6 +57,14 @@ def _echo_by_hand(
     sock.send(HEADER.pack(size) + frame)
 
 
+def _cpu_until(count: list[int], n: int, turn: Callable[[], None]) -> float:
+    """CPU seconds spent turning the loop until ``n`` echoes came back."""
+    started = time.process_time()
+    while count[0] < n:
+        turn()
+    return time.process_time() - started
+
+
 def selectors_loop(n: int) -> float:
     client, server = _socket_pair()
     count = [0]
@@ -65,12 +73,13 @@ def selectors_loop(n: int) -> float:
         buffer = bytearray(65536)
         sel.register(sock, selectors.EVENT_READ, (sock, buffer, echo))
     client.send(HEADER.pack(len(PAYLOAD)) + PAYLOAD)
-    started = time.process_time()
-    while count[0] < n:
+
+    def turn() -> None:
         for key, _ in sel.select():
             sock, buffer, echo = key.data
             _echo_by_hand(sock, buffer, echo, count, n)
-    spent = time.process_time() - started
+
+    spent = _cpu_until(count, n, turn)
     sel.close()
     client.close()
     server.close()
@@ -88,10 +97,7 @@ def reactor_callbacks(n: int) -> float:
                 lambda s=sock, b=buffer, e=echo: _echo_by_hand(s, b, e, count, n),
             )
         client.send(HEADER.pack(len(PAYLOAD)) + PAYLOAD)
-        started = time.process_time()
-        while count[0] < n:
-            ew.run_once()
-        spent = time.process_time() - started
+        spent = _cpu_until(count, n, ew.run_once)
     client.close()
     server.close()
     return spent
@@ -126,10 +132,7 @@ def tcp_transport(n: int) -> float:
         peer = client.connect()
         ew.run_until(lambda: bool(server.peers), timeout=5)
         client.resume_write(HEADER.pack(len(PAYLOAD)) + PAYLOAD, peer)
-        started = time.process_time()
-        while count[0] < n:
-            ew.run_once()
-        spent = time.process_time() - started
+        spent = _cpu_until(count, n, ew.run_once)
         client.close()
         server.close()
     return spent
@@ -158,10 +161,7 @@ def framed_transport(n: int) -> float:
         client.attach(ew, owner(client, False))
         peer = client.connect()
         client.resume_write(PAYLOAD, peer)
-        started = time.process_time()
-        while count[0] < n:
-            ew.run_once()
-        spent = time.process_time() - started
+        spent = _cpu_until(count, n, ew.run_once)
         client.close()
         server.close()
     return spent

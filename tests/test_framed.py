@@ -11,6 +11,7 @@ import struct
 from collections.abc import Iterator
 
 import pytest
+from fakes import WrappedSocket
 
 from barknet import (
     ConnectFailedError,
@@ -559,32 +560,14 @@ def test_peer_that_half_closes_still_gets_every_echo_before_eof(
 
 
 # ------------------------------------------- flow control meets graceful close
-class GatedSocket:
+class GatedSocket(WrappedSocket):
     """One end of a socket pair whose sends the test meters out: ``budget`` bytes
     may leave, then ``send`` says EAGAIN (``None``: no limit). Receives pass
     straight through."""
 
     def __init__(self, real: socket.socket) -> None:
-        self.real = real
+        super().__init__(real)
         self.budget: int | None = 0
-
-    def fileno(self) -> int:
-        return self.real.fileno()
-
-    def setblocking(self, flag: bool) -> None:
-        self.real.setblocking(flag)
-
-    def getpeername(self) -> object:
-        return self.real.getpeername()
-
-    def close(self) -> None:
-        self.real.close()
-
-    def recv(self, size: int) -> bytes:
-        return self.real.recv(size)
-
-    def recv_into(self, buffer: memoryview, nbytes: int = 0) -> int:
-        return self.real.recv_into(buffer, nbytes)
 
     def send(self, data: bytes, flags: int = 0) -> int:
         return self.sendmsg([data], (), flags)

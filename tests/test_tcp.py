@@ -12,6 +12,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 
 import pytest
+from fakes import WrappedSocket
 
 from barknet import (
     ConnectFailedError,
@@ -372,26 +373,14 @@ def test_owner_finishes_a_large_write_by_offering_the_rest_on_writable(ew, raw):
 
 
 # ------------------------------------------------------------ a fake socket
-class StingySocket:
+class StingySocket(WrappedSocket):
     """Wraps one end of a real socket pair (so the selector can watch it), but
     sends at most 2 bytes per call, receives at most 3, and says EAGAIN on the
     receive calls its schedule marks True."""
 
     def __init__(self, real: socket.socket, eagain_schedule: list[bool]) -> None:
-        self.real = real
+        super().__init__(real)
         self._eagain = itertools.cycle(eagain_schedule)
-
-    def fileno(self) -> int:
-        return self.real.fileno()
-
-    def setblocking(self, flag: bool) -> None:
-        self.real.setblocking(flag)
-
-    def getpeername(self) -> object:
-        return self.real.getpeername()
-
-    def close(self) -> None:
-        self.real.close()
 
     def send(self, data: bytes, flags: int = 0) -> int:
         return self.real.send(memoryview(data)[:2], flags)
