@@ -71,10 +71,10 @@ LAB_ARGS ?=
 # re-run it top to bottom (no per-cell timing metadata, so re-runs do not churn diffs).
 run-notebooks: $(STAMP) ## re-execute every notebook in place, top to bottom (NB=one file)
 	$(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
-		--ExecutePreprocessor.record_timing=False $(or $(NB),notebooks/[0-9]*.ipynb)
+		--ExecutePreprocessor.record_timing=False --ExecutePreprocessor.timeout=120 $(or $(NB),notebooks/[0-9]*.ipynb)
 
 exercises: $(STAMP) ## write your exercise copies to notebooks/my_work/ (never overwrites)
-	$(PY) -m barknet.exercise
+	$(PY) -m barknet.course.exercise
 
 lab: $(STAMP) ## start JupyterLab on 127.0.0.1 in notebooks/
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --ServerApp.ip=127.0.0.1 $(ROOT_FLAG) $(LAB_ARGS)

@@ -19,8 +19,8 @@ from barknet import (
     encode_frame,
 )
 from barknet.compress import COMPRESSED, STORED, CompressedTransport, CompressionError
-from barknet.conformance import CHECKS, Check
 from barknet.interfaces import ITransport
+from barknet.testing.conformance import CHECKS, Check
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import pytest
 
 from barknet import FramedTransport
-from barknet.conformance import CHECKS, Check, run_checks
-from barknet.faults import ChunkingTransport
 from barknet.interfaces import ITransport
+from barknet.testing.conformance import CHECKS, Check, run_checks
+from barknet.testing.faults import ChunkingTransport
 
 
 def framed(inner: ITransport) -> ITransport:

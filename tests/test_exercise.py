@@ -15,8 +15,7 @@ from typing import Any
 
 import pytest
 
-from barknet.conformance import CHECKS, run_checks
-from barknet.exercise import (
+from barknet.course.exercise import (
     BEGIN,
     END,
     PLACEHOLDER,
@@ -25,6 +24,7 @@ from barknet.exercise import (
     strip_notebook,
     strip_solutions,
 )
+from barknet.testing.conformance import CHECKS, run_checks
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 EXERCISE = NOTEBOOKS / "06_exercise_framing.ipynb"

@@ -22,9 +22,9 @@ from barknet import (
     IOStatus,
     TcpTransport,
     TruncatedFrameError,
-    faults,
 )
-from barknet.faults import ChunkingTransport
+from barknet.course import hostile
+from barknet.testing.faults import ChunkingTransport
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
@@ -231,18 +231,18 @@ def test_framing_over_random_chunking_loses_and_reorders_nothing(ew):
 
 # ------------------------------------------------- the staged faults (notebook 08)
 def test_oversized_prefix_scenario_names_peer_size_and_limit():
-    outcome = faults.oversized_prefix()
+    outcome = hostile.oversized_prefix()
     error = outcome.error
     assert isinstance(error, FrameTooLargeError)
-    assert (error.size, error.limit) == (0xFFFFFFFF, faults.MiB)
+    assert (error.size, error.limit) == (0xFFFFFFFF, hostile.MiB)
     assert str(error.peer) in str(error) and "4294967295" in str(error)
     assert outcome.facts["closed_events"] == 1
-    assert outcome.facts["peak_bytes"] < faults.MiB
+    assert outcome.facts["peak_bytes"] < hostile.MiB
     assert "echoed before and after: yes" in str(outcome)
 
 
 def test_oversized_send_scenario_writes_nothing():
-    outcome = faults.oversized_send(max_frame_size=1000)
+    outcome = hostile.oversized_send(max_frame_size=1000)
     assert isinstance(outcome.error, FrameTooLargeError)
     assert outcome.facts["bytes_sent_before"] == outcome.facts["bytes_sent_after"]
     assert outcome.facts["queued"] == 0
@@ -253,17 +253,17 @@ def test_oversized_send_scenario_writes_nothing():
     ("part", "received", "expected"), [("header", 2, 4), ("payload", 10, 100)]
 )
 def test_truncated_frame_scenarios_are_distinct_typed_errors(part, received, expected):
-    outcome = faults.truncated_frame(part)
+    outcome = hostile.truncated_frame(part)
     error = outcome.error
     assert isinstance(error, TruncatedFrameError)
     assert (error.part, error.received, error.expected) == (part, received, expected)
     assert outcome.facts["reads_after_close"] == 0
     with pytest.raises(ValueError):
-        faults.truncated_frame("trailer")
+        hostile.truncated_frame("trailer")
 
 
 def test_clean_close_scenario_is_eof_not_an_error():
-    outcome = faults.clean_close(3)
+    outcome = hostile.clean_close(3)
     assert outcome.error is None
     assert outcome.events[-1].status is IOStatus.EOF
     assert outcome.facts["frames"] == [b"frame 0", b"frame 1", b"frame 2"]
@@ -271,7 +271,7 @@ def test_clean_close_scenario_is_eof_not_an_error():
 
 @pytest.mark.parametrize("while_writing", [False, True])
 def test_reset_scenarios_give_one_broken_connection_event(while_writing):
-    outcome = faults.reset_peer(while_writing=while_writing)
+    outcome = hostile.reset_peer(while_writing=while_writing)
     assert isinstance(outcome.error, ConnectionBrokenError)
     assert outcome.facts["closed_events"] == 1
     assert "echoed before and after: yes" in str(outcome)
@@ -280,29 +280,29 @@ def test_reset_scenarios_give_one_broken_connection_event(while_writing):
 
 
 def test_refused_connect_scenario():
-    outcome = faults.refused_connect()
+    outcome = hostile.refused_connect()
     assert isinstance(outcome.error, ConnectFailedError)
     assert "refused" in str(outcome.error).lower()
 
 
 def test_stalled_peer_scenarios():
-    stalled = faults.stalled_peer("stall", frame_timeout=0.2)
+    stalled = hostile.stalled_peer("stall", frame_timeout=0.2)
     assert isinstance(stalled.error, FrameTimeoutError)
     assert (stalled.error.received, stalled.error.expected) == (9, 16)
     # FrameTimeoutError counts the whole frame; the report says so, in both units.
     assert "announcing 12 bytes, then 5 of them (9 of the frame's 16 bytes, header included)" in (
         str(stalled)
     )
-    drip = faults.stalled_peer("drip", frame_timeout=0.5, gap=0.02)
+    drip = hostile.stalled_peer("drip", frame_timeout=0.5, gap=0.02)
     assert (drip.error, drip.facts["frames"], drip.facts["closed_events"]) == (None, 1, 0)
-    idle = faults.stalled_peer("idle", frame_timeout=0.1)
+    idle = hostile.stalled_peer("idle", frame_timeout=0.1)
     assert (idle.error, idle.facts["frames"], idle.facts["closed_events"]) == (None, 2, 0)
     with pytest.raises(ValueError):
-        faults.stalled_peer("dance")
+        hostile.stalled_peer("dance")
 
 
 def test_slow_reader_scenario_summary_is_deterministic_text():
-    outcome = faults.slow_reader(total=faults.MiB, nap_every=256 * 1024)
+    outcome = hostile.slow_reader(total=hostile.MiB, nap_every=256 * 1024)
     text = str(outcome)
     assert "NO" not in text
     assert "same SHA-256 as sent: yes" in text
@@ -310,8 +310,8 @@ def test_slow_reader_scenario_summary_is_deterministic_text():
 
 
 def test_slow_reader_with_a_producer_that_ignores_pause_loses_nothing_but_queues_it_all():
-    outcome = faults.slow_reader(total=4 * faults.MiB, respect_pause=False)
+    outcome = hostile.slow_reader(total=4 * hostile.MiB, respect_pause=False)
     facts = outcome.facts
     assert facts["max_queued"] > facts["bound"]  # the water marks are advice, not a cap
-    assert facts["digest_ok"] and facts["bytes_received"] == 4 * faults.MiB
+    assert facts["digest_ok"] and facts["bytes_received"] == 4 * hostile.MiB
     assert "does not listen" in str(outcome) and "largest queue: about" in str(outcome)

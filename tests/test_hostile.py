@@ -32,7 +32,8 @@ from barknet import (
     encode_frame,
 )
 from barknet.cli import build_parser
-from barknet.faults import MiB, RawPeer, slow_reader
+from barknet.course.hostile import MiB, slow_reader
+from barknet.testing.faults import RawPeer
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 

@@ -8,7 +8,7 @@ import sys
 import matplotlib
 import pytest
 
-from barknet import encode_frame, lab
+from barknet import course, encode_frame
 
 matplotlib.use("Agg")
 pytestmark = pytest.mark.usefixtures("no_leaks")
@@ -19,17 +19,19 @@ def _fonts_loaded() -> None:
     """matplotlib keeps its font files open once used: open them before any
     test's leak check starts counting descriptors."""
     from barknet.events import IOCounters
-    from barknet.trace import Trace
+    from barknet.testing.trace import Trace
 
     # Drawn from made-up results (log axes use mathtext, which loads more fonts).
     fake = [
-        lab.EchoResult(n, 1, 2, 2, [1e-5 * n, 2e-5 * n], IOCounters(), IOCounters(), Trace(), 0.1)
+        course.EchoResult(
+            n, 1, 2, 2, [1e-5 * n, 2e-5 * n], IOCounters(), IOCounters(), Trace(), 0.1
+        )
         for n in (16, 16 * 1024 * 1024)
     ]
-    lab.plot_throughput(fake)
-    lab.plot_echo(fake[0])
-    lab.plot_throughput(lab.throughput_sweep(sizes=(64, 4096), budget=64 * 1024))
-    lab.plot_benchmark(
+    course.plot_throughput(fake)
+    course.plot_echo(fake[0])
+    course.plot_throughput(course.throughput_sweep(sizes=(64, 4096), budget=64 * 1024))
+    course.plot_benchmark(
         [
             {"impl": "raw", "metric": "bulk_MBps", "size_bytes": 16, "value": 2.0},
             {"impl": "raw", "metric": "pingpong_p50_us", "size_bytes": 16, "value": 30.0},
@@ -38,33 +40,33 @@ def _fonts_loaded() -> None:
 
 
 def test_environment_check_echoes_one_frame_intact() -> None:
-    report = lab.check_environment(b"ping")
+    report = course.check_environment(b"ping")
     assert "round trip intact: yes" in report
     assert report.splitlines()[2].endswith("b'ping'")
 
 
 # ------------------------------------------------------------------ 01
 def test_blocking_recv_waits_until_its_timeout_raises() -> None:
-    outcome = lab.blocking_recv(timeout=0.05)
+    outcome = course.blocking_recv(timeout=0.05)
     assert outcome.raised == "TimeoutError"
     assert "raised TimeoutError" in outcome.summary()
 
 
 def test_nonblocking_recv_answers_eagain() -> None:
-    outcome = lab.nonblocking_recv()
+    outcome = course.nonblocking_recv()
     assert (outcome.raised, outcome.errno_name) == ("BlockingIOError", "EAGAIN")
 
 
 def test_thread_per_connection_starts_one_thread_each_and_joins_them_all() -> None:
-    rows = lab.thread_per_connection(counts=(1, 4))
+    rows = course.thread_per_connection(counts=(1, 4))
     assert [(r.connections, r.threads_started) for r in rows] == [(1, 1), (4, 4)]
-    assert "4 connections: 4 threads" in lab.thread_cost_summary(rows)
-    assert len(lab.plot_thread_cost(rows).axes) == 2
+    assert "4 connections: 4 threads" in course.thread_cost_summary(rows)
+    assert len(course.plot_thread_cost(rows).axes) == 2
 
 
 # ------------------------------------------------------------------ 02
 def test_reactor_tour_dispatches_in_a_fixed_order() -> None:
-    trace = lab.reactor_tour()
+    trace = course.reactor_tour()
     assert [(r.kind, r.name) for r in trace.records] == [
         ("soon", "start"),
         ("write", "socket_writable"),
@@ -78,13 +80,13 @@ def test_reactor_tour_dispatches_in_a_fixed_order() -> None:
 
 
 def test_a_timer_never_runs_before_it_is_due_even_behind_a_slow_callback() -> None:
-    _, ran_after = lab.late_timer(block=0.03, due=0.01)
+    _, ran_after = course.late_timer(block=0.03, due=0.01)
     assert ran_after >= 0.03  # it waited for the callback that held the loop
 
 
 # ------------------------------------------------------------------ 03
 def test_partial_io_with_a_tiny_send_buffer_reports_short_sends() -> None:
-    result = lab.partial_io(size=256 * 1024, sndbuf=4096)
+    result = course.partial_io(size=256 * 1024, sndbuf=4096)
     assert result.intact
     assert result.sender.short_sends > 0
     summary = result.summary().splitlines()
@@ -92,26 +94,26 @@ def test_partial_io_with_a_tiny_send_buffer_reports_short_sends() -> None:
     assert "short sends: yes" in summary
     assert "the kernel took fewer: yes" in summary[2]
     assert "size=262144 B sndbuf=4096 B" in result.details()
-    fig = lab.plot_partial_io(result)
+    fig = course.plot_partial_io(result)
     assert len(fig.axes) == 2
 
 
 def test_partial_io_with_a_small_message_sends_it_in_one_call() -> None:
-    result = lab.partial_io(size=1024, sndbuf=64 * 1024)
+    result = course.partial_io(size=1024, sndbuf=64 * 1024)
     assert result.intact
     assert result.sender.send_calls == 1 and result.sender.short_sends == 0
     assert "short sends: no" in result.summary()
 
 
 def test_nagle_trap_measures_each_variant() -> None:
-    result = lab.nagle_trap(rounds=2, warmup=0)
-    assert list(result.medians) == list(lab.NAGLE_VARIANTS)
+    result = course.nagle_trap(rounds=2, warmup=0)
+    assert list(result.medians) == list(course.partial_io_lab.NAGLE_VARIANTS)
     assert all(len(s) == 2 for s in result.samples.values())
     assert len(result.summary().splitlines()) == 3
 
 
 def test_nagle_details_print_milliseconds_from_one_millisecond_up() -> None:
-    result = lab.NagleResult(rounds=1, payload=100)
+    result = course.NagleResult(rounds=1, payload=100)
     result.medians = {"slow": 0.043992, "edge": 0.001, "fast": 0.000047}
     assert result.details().splitlines() == [
         "slow: median 44.0 ms",
@@ -122,7 +124,7 @@ def test_nagle_details_print_milliseconds_from_one_millisecond_up() -> None:
 
 # ------------------------------------------------------------------ 05
 def test_a_large_frame_arrives_in_one_buffer_of_its_exact_size() -> None:
-    result = lab.big_frame(size=1024 * 1024)
+    result = course.big_frame(size=1024 * 1024)
     assert (result.frame_type, result.frame_len, result.intact) == ("bytearray", 1024 * 1024, True)
     assert result.bytes_copied < result.scratch
     assert "received into one bytearray of exactly 1048576 bytes: True" in result.summary()
@@ -130,18 +132,18 @@ def test_a_large_frame_arrives_in_one_buffer_of_its_exact_size() -> None:
 
 # ------------------------------------------------------------------ 04
 def test_two_sends_arrive_as_one_read() -> None:
-    assert lab.two_sends_one_read([b"abc", b"def", b"g"]) == [b"abcdefg"]
+    assert course.two_sends_one_read([b"abc", b"def", b"g"]) == [b"abcdefg"]
 
 
 def test_one_send_arrives_in_several_reads_through_a_small_receive_buffer() -> None:
-    sent, reads = lab.one_send_many_reads(size=64 * 1024, rcvbuf=4096)
+    sent, reads = course.one_send_many_reads(size=64 * 1024, rcvbuf=4096)
     assert sent == 64 * 1024
     assert sum(reads) == sent and len(reads) > 1
 
 
 def test_a_delimiter_inside_a_message_splits_it_unless_escaped() -> None:
     messages = [b"one", b"two\nlines", b"back\\slash", b"\n\\\n", b""]
-    assert lab.delimiter_split(messages) == [
+    assert course.delimiter_split(messages) == [
         b"one",
         b"two",
         b"lines",
@@ -151,20 +153,20 @@ def test_a_delimiter_inside_a_message_splits_it_unless_escaped() -> None:
         b"",
         b"",
     ]
-    stream = b"".join(lab.delimiter_escape(m) + b"\n" for m in messages)
-    assert lab.delimiter_unescape(stream) == messages
+    stream = b"".join(course.delimiter_escape(m) + b"\n" for m in messages)
+    assert course.delimiter_unescape(stream) == messages
 
 
 def test_fixed_size_records_pad_short_messages_and_refuse_long_ones() -> None:
-    records, padding = lab.fixed_size_split([b"ab", b"cdef"], 4)
+    records, padding = course.fixed_size_split([b"ab", b"cdef"], 4)
     assert records == [b"ab\0\0", b"cdef"] and padding == 2
     with pytest.raises(ValueError, match="does not fit"):
-        lab.fixed_size_split([b"too long"], 4)
+        course.fixed_size_split([b"too long"], 4)
 
 
 def test_wire_capture_sees_exactly_the_encoded_frames() -> None:
     payloads = [b"hello", b"", b"framing!"]
-    trace, got = lab.wire_capture(payloads)
+    trace, got = course.wire_capture(payloads)
     assert got == payloads
     data, _ = trace.stream("client", "out")
     assert data == b"".join(encode_frame(p) for p in payloads)
@@ -172,7 +174,7 @@ def test_wire_capture_sees_exactly_the_encoded_frames() -> None:
 
 # ------------------------------------------------------------------ 07
 def test_echo_lab_gets_every_frame_back_intact() -> None:
-    result = lab.echo_lab(size=1000, clients=3, frames=4)
+    result = course.echo_lab(size=1000, clients=3, frames=4)
     assert result.intact == result.total == 12
     assert (result.client.frames_sent, result.server.frames_sent) == (12, 12)
     assert result.client.frames_received == 12
@@ -180,29 +182,29 @@ def test_echo_lab_gets_every_frame_back_intact() -> None:
     assert lines[0] == "size=1000 B clients=3 frames=4 each"
     assert lines[1] == "frames intact: 12/12"
     assert "clients=3" in result.details()
-    assert len(lab.plot_echo(result).axes) == 2
+    assert len(course.plot_echo(result).axes) == 2
 
 
 def test_echo_lab_fits_the_number_of_frames_to_the_byte_budget() -> None:
-    assert lab.echo_lab(size=1024, clients=2, budget=4096).frames == 2
-    assert lab.echo_lab(size=4096, clients=2, budget=1024).frames == 1
+    assert course.echo_lab(size=1024, clients=2, budget=4096).frames == 2
+    assert course.echo_lab(size=4096, clients=2, budget=1024).frames == 1
 
 
 def test_echo_lab_carries_frames_larger_than_the_default_limit() -> None:
     size = 9 * 1024 * 1024  # over FramedTransport's 8 MiB default
-    result = lab.echo_lab(size=size, clients=1, frames=1, sndbuf=256 * 1024)
+    result = course.echo_lab(size=size, clients=1, frames=1, sndbuf=256 * 1024)
     assert result.intact == 1
     assert "short sends: yes" in result.summary()
 
 
 def test_an_untraced_echo_run_still_checks_every_frame_and_feeds_the_throughput_plot() -> None:
-    results = lab.throughput_sweep(sizes=(64, 4096), budget=64 * 1024)
+    results = course.throughput_sweep(sizes=(64, 4096), budget=64 * 1024)
     assert [(r.size, r.frames, r.intact, len(r.trace)) for r in results] == [
         (64, 20, 20, 0),
         (4096, 16, 16, 0),
     ]
-    assert all(lab.echo_throughput(r) > 0 for r in results)
-    assert len(lab.plot_throughput(results).axes) == 2
+    assert all(course.echo_throughput(r) > 0 for r in results)
+    assert len(course.plot_throughput(results).axes) == 2
 
 
 def test_a_stored_benchmark_is_summarised_without_its_numbers_and_plotted(tmp_path) -> None:
@@ -215,14 +217,14 @@ def test_a_stored_benchmark_is_summarised_without_its_numbers_and_plotted(tmp_pa
         for size in (16, 1024)
     ]
     (tmp_path / "results.json").write_text(json.dumps(records))
-    loaded = lab.load_benchmark(str(tmp_path))
+    loaded = course.load_benchmark(str(tmp_path))
     assert loaded == records
-    assert lab.benchmark_summary(loaded).splitlines() == [
+    assert course.benchmark_summary(loaded).splitlines() == [
         "implementations: raw, barknet",
         "pingpong_p50_us: at 16 B, 1 KiB",
         "bulk_MBps: at 16 B, 1 KiB",
     ]
-    fig = lab.plot_benchmark(loaded)
+    fig = course.plot_benchmark(loaded)
     assert [ax.get_title() for ax in fig.axes] == [
         "latency: lower is better",
         "throughput: higher is better",
@@ -231,8 +233,8 @@ def test_a_stored_benchmark_is_summarised_without_its_numbers_and_plotted(tmp_pa
 
 # ----------------------------------------------------------------- helpers
 def test_powers_of_two_and_human_sizes() -> None:
-    assert lab.powers_of_two(16, 128) == [16, 32, 64, 128]
-    assert [lab.human_size(n) for n in (16, 2048, 16 * 1024 * 1024, 1536)] == [
+    assert course.powers_of_two(16, 128) == [16, 32, 64, 128]
+    assert [course.human_size(n) for n in (16, 2048, 16 * 1024 * 1024, 1536)] == [
         "16 B",
         "2 KiB",
         "16 MiB",
@@ -242,7 +244,7 @@ def test_powers_of_two_and_human_sizes() -> None:
 
 def test_a_moved_slider_reruns_the_experiment_and_names_the_new_value(capsys) -> None:
     pytest.importorskip("ipywidgets")
-    box = lab.echo_lab_widget(size=64, clients=1)
+    box = course.echo_lab_widget(size=64, clients=1)
     size_slider, clients_slider = box.children[:2]
     assert "size=64 B" in capsys.readouterr().out
     size_slider.value = 128
@@ -251,7 +253,7 @@ def test_a_moved_slider_reruns_the_experiment_and_names_the_new_value(capsys) ->
     out = capsys.readouterr().out
     assert "size=128 B" in out and "clients=2" in out
 
-    box = lab.partial_io_widget(size=1024, sndbuf=2048)
+    box = course.partial_io_widget(size=1024, sndbuf=2048)
     assert "sndbuf=2048 B" in capsys.readouterr().out
     box.children[1].value = 4096
     assert "size=1024 B sndbuf=4096 B" in capsys.readouterr().out
@@ -265,7 +267,7 @@ def test_rerunning_the_benchmark_streams_progress_and_returns_its_records(tmp_pa
         "'value': 1.0, 'ratio_to_raw': 1.0}], open(sys.argv[1], 'w'))"
     )
     lines: list[str] = []
-    records = lab.run_benchmark(
+    records = course.run_benchmark(
         [sys.executable, "-c", fake_bench, str(json_path)], str(json_path), lines.append
     )
     assert lines == ["progress 1", "progress 2"]
@@ -273,11 +275,11 @@ def test_rerunning_the_benchmark_streams_progress_and_returns_its_records(tmp_pa
         {"impl": "raw", "metric": "bulk_MBps", "size_bytes": 64, "value": 1.0, "ratio_to_raw": 1.0}
     ]
     with pytest.raises(RuntimeError, match="status 3"):
-        lab.run_benchmark([sys.executable, "-c", "raise SystemExit(3)"], str(json_path))
+        course.run_benchmark([sys.executable, "-c", "raise SystemExit(3)"], str(json_path))
 
 
 def test_the_benchmark_command_is_the_quick_cli_with_this_python() -> None:
-    command = lab.benchmark_command("/tmp/r.json", impls="raw,barknet")
+    command = course.benchmark_command("/tmp/r.json", impls="raw,barknet")
     assert command[:4] == [sys.executable, "-m", "barknet", "bench"]
     assert command[4:] == ["--json", "/tmp/r.json", "--quick", "--impls", "raw,barknet"]
 
@@ -289,9 +291,9 @@ def test_the_benchmark_button_runs_the_quick_benchmark_and_plots_it(capsys) -> N
     def fake_runner(command, json_path, on_line):
         calls.append(command)
         on_line("running")
-        return lab.load_benchmark()  # the stored run stands in for a new one
+        return course.load_benchmark()  # the stored run stands in for a new one
 
-    box = lab.benchmark_widget(runner=fake_runner)
+    box = course.benchmark_widget(runner=fake_runner)
     button, _ = box.children
     button.click()
     assert "--quick" in calls[0] and not button.disabled

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from barknet import EventKind, EventWatcher, FramedTransport, IOEvent, IOStatus, TcpTransport
-from barknet.conformance import CHECKS, Check
 from barknet.interfaces import ITransport
 from barknet.layer import TransportLayer, copy_message_into
+from barknet.testing.conformance import CHECKS, Check
 
 
 def framed_over_bare_layer(inner: ITransport) -> ITransport:

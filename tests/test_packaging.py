@@ -17,9 +17,11 @@ else:  # pragma: no cover - Python 3.10 gets the backport from the `test` extra
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "barknet"
 
-# Notebook-only helpers: may import third-party modules (matplotlib, ipywidgets, IPython)
-# inside functions, so that `import barknet.<helper>` still works without them.
-NOTEBOOK_HELPERS = {"lab.py", "trace.py", "bench.py"}
+# The library is every module directly in barknet/. The subpackages serve it: testing
+# tools, the notebooks' experiments, the benchmark. They may import third-party modules
+# (matplotlib, ipywidgets, IPython, uvloop, twisted) inside functions only, so that
+# importing them still works with the standard library alone.
+SERVING_SUBPACKAGES = {"testing", "course", "bench"}
 ALLOWED_TOP_LEVEL = set(sys.stdlib_module_names) | {"barknet"}
 
 
@@ -151,8 +153,45 @@ def _package_modules() -> list[Path]:
     return sorted(p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts)
 
 
-def test_package_exists() -> None:
-    assert (PACKAGE / "__init__.py").is_file()
+def _library_modules() -> list[Path]:
+    return sorted(PACKAGE.glob("*.py"))
+
+
+def test_the_tree_shows_library_testing_course_and_bench() -> None:
+    subpackages = {p.parent.name for p in PACKAGE.glob("*/__init__.py")}
+    assert subpackages == SERVING_SUBPACKAGES
+    assert {p.name for p in _library_modules()} >= {
+        "reactor.py",
+        "tcp.py",
+        "framing.py",
+        "framed.py",
+        "interfaces.py",
+        "events.py",
+    }
+
+
+@pytest.mark.parametrize("path", _library_modules(), ids=lambda p: p.name)
+def test_library_never_imports_the_serving_subpackages(path: Path) -> None:
+    """The library must stand alone: a learner reading barknet/ never meets course code."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    bad = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            parts = module.split(".")
+            if node.level == 1 and parts[0] in SERVING_SUBPACKAGES:
+                bad.append(f"line {node.lineno}: from .{module}")
+            if node.level == 1 and not module:
+                names = {a.name for a in node.names}
+                bad += [
+                    f"line {node.lineno}: from . import {n}" for n in names & SERVING_SUBPACKAGES
+                ]
+            absolute = node.level == 0 and parts[0] == "barknet" and len(parts) > 1
+            if absolute and parts[1] in SERVING_SUBPACKAGES:
+                bad.append(f"line {node.lineno}: from {module}")
+    if path.name == "cli.py":  # the command line may start the benchmark, lazily
+        bad = [b for b in bad if "bench" not in b]
+    assert not bad, f"{path.name} imports a serving subpackage: {bad}"
 
 
 @pytest.mark.parametrize(
@@ -162,7 +201,7 @@ def test_package_exists() -> None:
 )
 def test_module_imports_only_stdlib(path: Path) -> None:
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    helper = path.parent == PACKAGE and path.name in NOTEBOOK_HELPERS
+    helper = path.parent.name in SERVING_SUBPACKAGES
     collector = _ImportCollector(module_level_only=helper)
     collector.visit(tree)
     bad = [

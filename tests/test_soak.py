@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from barknet import EventKind, EventWatcher, FramedTransport, IOEvent, IOStatus, Peer, TcpTransport
-from barknet.faults import ChunkingTransport
+from barknet.testing.faults import ChunkingTransport
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("no_leaks")]
 

@@ -1,4 +1,4 @@
-"""Tests for barknet.trace: the tracing transport, its renderings, and reactor traces."""
+"""Tests for barknet.testing.trace: the tracing transport, its renderings, and reactor traces."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from barknet import (
     TcpTransport,
     encode_frame,
 )
-from barknet.trace import (
+from barknet.testing.trace import (
     LoopTrace,
     Trace,
     TracingTransport,

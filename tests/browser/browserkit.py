@@ -77,7 +77,7 @@ def _code_sources(path: Path) -> list[str]:
 
 
 # Code that makes widgets: ipywidgets itself, interact, or a helper such as
-# barknet.lab.partial_io_widget() (the course's convention: widget makers end in `_widget`).
+# barknet.course.partial_io_widget() (the course's convention: widget makers end in `_widget`).
 WIDGET_CODE = re.compile(r"ipywidgets|\binteract|\w_widget\s*\(")
 
 

@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 For each notebook whose code makes widgets (ipywidgets, interact, or a `*_widget(...)`
-helper such as barknet.lab.partial_io_widget; found at collection time, so a new notebook
+helper such as barknet.course.partial_io_widget; found at collection time, so a new notebook
 is covered without editing this file): open a fresh, output-free copy, wait for the kernel
 to be idle, Run All Cells from the menu (what a learner does), and wait until every code
 cell has an execution count (or Run All stopped at an error). Then no cell may show a

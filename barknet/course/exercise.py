@@ -48,7 +48,7 @@ BEGIN = "### BEGIN SOLUTION"
 END = "### END SOLUTION"
 PLACEHOLDER = 'raise NotImplementedError("your code here")'
 
-_NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+_NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 
 
 def _source(cell: dict[str, Any]) -> str:
@@ -144,7 +144,7 @@ def make_exercises(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m barknet.exercise",
+        prog="python -m barknet.course.exercise",
         description="Write your own copy of the exercise notebooks, solutions removed.",
     )
     parser.add_argument(

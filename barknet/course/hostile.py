@@ -1,33 +1,14 @@
-"""Partial I/O and "would block" on demand: a fault-injecting transport.
+"""The "when things go wrong" notebook's cases, staged on loopback.
 
 Theory of operation
 -------------------
-On loopback with default buffers, a 20-byte frame always arrives in one read
-and every write fits, so code that mishandles partial I/O passes its tests by
-luck. :class:`ChunkingTransport` removes the luck. It is a decorator like the
-other transports: it sits between a framing layer and the transport below and
-
-* caps the bytes of every read (``max_read``) and every write (``max_write``),
-  so a frame arrives a few bytes at a time and leaves in many short writes;
-* answers a share of reads and writes (``would_block``, from 0 to 1) with
-  ``WOULD_BLOCK`` without touching the transport below, on a schedule drawn
-  from a seeded random generator, so a failing run can be replayed exactly.
-
-Nothing is lost or reordered: a capped read leaves the rest in the kernel, and
-the level-triggered loop reports the peer readable again; a capped or refused
-write makes this layer replay ``WRITABLE`` on the next turn, as a real socket
-would once it drained. ``suspend_write(peer)`` cancels that.
-:meth:`ChunkingTransport.limit` gives one peer its own caps, so a server can
-chop each of its connections differently.
-
-The rest of this module stages the faults of the "when things go wrong"
-notebook on loopback, one function per case. Each builds a real
-``FramedTransport`` server on its own :class:`~barknet.reactor.EventWatcher`,
-makes one thing go wrong on purpose (often with :class:`RawPeer`, a plain
-socket that can send bytes no framing layer would send, half-close, or reset),
-runs the loop until the server has reacted, closes everything, and returns an
-:class:`Outcome`: what the server's owner saw, as printable lines that stay
-the same from run to run, plus the raw facts for tests.
+One function per case. Each builds a real ``FramedTransport`` server on its own
+:class:`~barknet.reactor.EventWatcher`, makes one thing go wrong on purpose (often
+with :class:`~barknet.testing.faults.RawPeer`, a plain socket that can send bytes no
+framing layer would send, half-close, or reset), runs the loop until the server has
+reacted, closes everything, and returns an :class:`Outcome`: what the server's owner
+saw, as printable lines that stay the same from run to run, plus the raw facts for
+tests.
 """
 
 from __future__ import annotations
@@ -43,19 +24,17 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import FrameTooLargeError
-from .events import EventKind, IOEvent, IOStatus, Peer, ReadResult, WriteResult
-from .framed import FramedTransport
-from .framing import HEADER_SIZE, encode_frame
-from .interfaces import ITransport, WriteData
-from .layer import TransportLayer
-from .reactor import EventWatcher
-from .tcp import TcpTransport
+from ..errors import FrameTooLargeError
+from ..events import EventKind, IOEvent, IOStatus, Peer
+from ..framed import FramedTransport
+from ..framing import HEADER_SIZE, encode_frame
+from ..interfaces import ITransport
+from ..reactor import EventWatcher
+from ..tcp import TcpTransport
+from ..testing.faults import RawPeer
 
 __all__ = [
-    "ChunkingTransport",
     "Outcome",
-    "RawPeer",
     "clean_close",
     "oversized_prefix",
     "oversized_send",
@@ -66,215 +45,7 @@ __all__ = [
     "truncated_frame",
 ]
 
-
-def _nbytes(data: Any) -> int:
-    return data.nbytes if isinstance(data, memoryview) else len(data)
-
-
-def _take(data: WriteData, limit: int) -> tuple[WriteData, int]:
-    """The first ``limit`` bytes of ``data`` (one buffer or several), and their size."""
-    if isinstance(data, (bytes, bytearray, memoryview)):
-        view = memoryview(data)[:limit]
-        return view, view.nbytes
-    taken: list[Any] = []
-    size = 0
-    for buffer in data:
-        room = limit - size
-        if room <= 0:
-            break
-        n = _nbytes(buffer)
-        if n <= room:
-            taken.append(buffer)
-            size += n
-        else:
-            taken.append(memoryview(buffer)[:room])
-            size += room
-    return taken, size
-
-
-class ChunkingTransport(TransportLayer):
-    """Wraps ``inner`` and makes its I/O as partial as you ask, reproducibly.
-
-    ``injected`` counts what this layer did on purpose: capped reads and
-    writes, and the ``WOULD_BLOCK`` answers it made up.
-    """
-
-    def __init__(
-        self,
-        inner: ITransport,
-        *,
-        max_read: int | None = None,
-        max_write: int | None = None,
-        would_block: float = 0.0,
-        seed: int = 0,
-    ) -> None:
-        if (max_read is not None and max_read < 1) or (max_write is not None and max_write < 1):
-            raise ValueError("max_read and max_write must be at least 1 byte")
-        if not 0.0 <= would_block < 1.0:
-            raise ValueError("would_block is a probability in [0, 1)")
-        super().__init__(inner)
-        self.max_read = max_read
-        self.max_write = max_write
-        self.would_block = would_block
-        self._random = random.Random(seed)
-        self._writable_due: set[Peer] = set()
-        self._caps: dict[Peer, tuple[int | None, int | None]] = {}
-        self.injected = {"capped_reads": 0, "capped_writes": 0, "would_block": 0}
-
-    def limit(
-        self, peer: Peer, *, max_read: int | None = None, max_write: int | None = None
-    ) -> None:
-        """Give ``peer`` its own caps (instead of the transport-wide ones).
-
-        A server sees all its peers through one transport; this lets a soak test
-        chop every connection differently, e.g. from its ``ACCEPTED`` event.
-        """
-        if (max_read is not None and max_read < 1) or (max_write is not None and max_write < 1):
-            raise ValueError("max_read and max_write must be at least 1 byte")
-        self._caps[peer] = (max_read, max_write)
-
-    def _caps_of(self, peer: Peer) -> tuple[int | None, int | None]:
-        return self._caps.get(peer, (self.max_read, self.max_write))
-
-    # ------------------------------------------------------------ delegation
-    def _on_inner_event(self, event: IOEvent) -> None:
-        if event.kind is EventKind.CLOSED:
-            self._writable_due.discard(event.peer)
-            self._caps.pop(event.peer, None)
-        self._emit(event)
-
-    # ----------------------------------------------------------------- reads
-    def _refuse(self) -> bool:
-        if self.would_block and self._random.random() < self.would_block:
-            self.injected["would_block"] += 1
-            return True
-        return False
-
-    def resume_read(
-        self,
-        peer: Peer,
-        buffer: bytearray | memoryview | None = None,
-        offset: int = 0,
-        max_len: int | None = None,
-    ) -> ReadResult:
-        if self._refuse():
-            # The bytes stay in the kernel; the loop reports the peer readable again.
-            return ReadResult(b"", IOStatus.WOULD_BLOCK)
-        max_read = self._caps_of(peer)[0]
-        if max_read is not None:
-            if buffer is not None:
-                room = len(memoryview(buffer)[offset:])
-                if max_len is not None:
-                    room = min(room, max_len)
-            else:
-                room = max_len if max_len is not None else max_read + 1
-            if room > max_read:
-                self.injected["capped_reads"] += 1
-                max_len = max_read
-        return self.inner.resume_read(peer, buffer, offset, max_len)
-
-    # ---------------------------------------------------------------- writes
-    def resume_write(self, data: WriteData, peer: Peer) -> WriteResult:
-        if self._refuse():
-            self._writable_soon(peer)
-            return WriteResult(0, IOStatus.WOULD_BLOCK)
-        asked = (
-            _nbytes(data)
-            if isinstance(data, (bytes, bytearray, memoryview))
-            else sum(_nbytes(b) for b in data)
-        )
-        max_write = self._caps_of(peer)[1]
-        if max_write is None or asked <= max_write:
-            return self.inner.resume_write(data, peer)
-        self.injected["capped_writes"] += 1
-        part, _ = _take(data, max_write)
-        result = self.inner.resume_write(part, peer)
-        if result.status is IOStatus.OK:
-            # We sent less than asked: say so, and promise a WRITABLE like a socket would.
-            self._writable_soon(peer)
-            return WriteResult(result.sent, IOStatus.WOULD_BLOCK)
-        return result
-
-    def _writable_soon(self, peer: Peer) -> None:
-        if peer in self._writable_due:
-            return
-        self._writable_due.add(peer)
-        assert self._watcher is not None, "attach() first"
-        self._watcher.call_soon(self._writable, peer)
-
-    def _writable(self, peer: Peer) -> None:
-        if peer in self._writable_due:
-            self._writable_due.discard(peer)
-            if self._replay is not None:
-                self._replay(IOEvent(EventKind.WRITABLE, peer))
-
-    def suspend_write(self, peer: Peer) -> None:
-        self._writable_due.discard(peer)
-        self.inner.suspend_write(peer)
-
-    def __repr__(self) -> str:
-        return (
-            f"<ChunkingTransport max_read={self.max_read} max_write={self.max_write} "
-            f"would_block={self.would_block} over {self.inner!r}>"
-        )
-
-
-# =====================================================================
-# Staged faults, for the "when things go wrong" notebook and the tests
-# =====================================================================
 MiB = 1024 * 1024
-
-
-class RawPeer:
-    """A plain client socket that misbehaves on purpose.
-
-    A ``FramedTransport`` would never send half a header or reset a connection
-    in the middle of a conversation; a buggy or hostile program will. This
-    client speaks raw bytes so you can play that program. It is blocking for
-    sends (they are small) and non-blocking for reads (the loop runs in the
-    same thread, so waiting for an answer would wait forever).
-    """
-
-    def __init__(self, address: tuple[str, int]) -> None:
-        self.sock = socket.create_connection(address, timeout=5)
-        self.sock.settimeout(None)  # blocking sends; reads use MSG_DONTWAIT
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.eof = False  # the server closed its end
-        self.reset_seen = False  # the server reset the connection
-        self.data = bytearray()
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def half_close(self) -> None:
-        """Say "I will send nothing more": the server reads EOF, we can still read."""
-        self.sock.shutdown(socket.SHUT_WR)
-
-    def reset(self) -> None:
-        """Close with ``SO_LINGER`` 0: the kernel sends RST instead of a polite FIN."""
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        self.sock.close()
-
-    def poll(self) -> bytes:
-        """Take whatever has arrived, without waiting; notes EOF and resets."""
-        if self.sock.fileno() < 0:
-            return bytes(self.data)
-        while True:
-            try:
-                chunk = self.sock.recv(256 * 1024, socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                break
-            except ConnectionResetError:
-                self.reset_seen = True
-                break
-            if not chunk:
-                self.eof = True
-                break
-            self.data += chunk
-        return bytes(self.data)
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 @dataclass

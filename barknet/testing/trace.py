@@ -25,7 +25,7 @@ Renderings: :meth:`Trace.table` (text), :func:`plot_timeline` (matplotlib),
 same for the reactor itself, through ``EventWatcher.tracer``.
 
 matplotlib and IPython are imported inside the functions that draw, so
-``import barknet.trace`` needs only the standard library.
+``import barknet.testing.trace`` needs only the standard library.
 """
 
 from __future__ import annotations
@@ -37,13 +37,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .events import IOStatus, Peer, ReadResult, WriteResult
-from .framing import HEADER_SIZE
-from .interfaces import ITransport, WriteData
-from .layer import TransportLayer
+from ..events import IOStatus, Peer, ReadResult, WriteResult
+from ..framing import HEADER_SIZE
+from ..interfaces import ITransport, WriteData
+from ..layer import TransportLayer
 
 if TYPE_CHECKING:
-    from .reactor import EventWatcher
+    from ..reactor import EventWatcher
 
 __all__ = [
     "HexView",

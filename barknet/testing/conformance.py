@@ -12,7 +12,7 @@ plain-English message when the transport misbehaves. Every check is bounded
 The same checks run
 
 * in ``tests/test_conformance.py`` against :class:`~barknet.framed.FramedTransport`,
-  directly over TCP and over a :class:`~barknet.faults.ChunkingTransport`;
+  directly over TCP and over a :class:`~barknet.testing.faults.ChunkingTransport`;
 * in the exercise notebook against the learner's own framing, through
   :func:`run_checks`, which returns a readable :class:`Report` instead of raising.
 
@@ -35,12 +35,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import FrameTooLargeError, TransportClosedError, TruncatedFrameError
-from .events import EventKind, IOEvent, IOStatus, Peer
+from ..errors import FrameTooLargeError, TransportClosedError, TruncatedFrameError
+from ..events import EventKind, IOEvent, IOStatus, Peer
+from ..interfaces import ITransport
+from ..reactor import EventWatcher
+from ..tcp import TcpTransport
 from .faults import ChunkingTransport
-from .interfaces import ITransport
-from .reactor import EventWatcher
-from .tcp import TcpTransport
 
 __all__ = ["CHECKS", "Check", "CheckResult", "Maker", "Report", "run_checks"]
 

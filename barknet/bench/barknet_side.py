@@ -1,0 +1,133 @@
+"""barknet's :class:`~barknet.framed.FramedTransport` as benchmark server and client."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .common import CHILD_TIMEOUT, COALESCE, HOST, MAX_FRAME, Session, _now
+
+
+# ----------------------------------------------------------------- barknet
+def _serve_barknet(ready: Callable[[int], None]) -> None:
+    from barknet import EventKind, EventWatcher, FramedTransport, IOStatus, TcpTransport
+
+    with EventWatcher() as ew:
+        server = FramedTransport(
+            TcpTransport(HOST, 0), max_frame_size=MAX_FRAME, coalesce=COALESCE
+        )
+        sessions: dict[Any, Session] = {}
+
+        def on_event(ev: Any) -> None:
+            peer = ev.peer
+            if ev.kind is EventKind.READABLE:
+                session = sessions[peer]
+                resume_read = server.resume_read
+                while (r := resume_read(peer)).status is IOStatus.OK:
+                    session.frame(r.data)
+            elif ev.kind is EventKind.ACCEPTED:
+                sessions[peer] = Session(lambda p: server.resume_write(p, peer))
+            elif ev.kind is EventKind.CLOSED:
+                sessions.pop(peer, None)
+
+        server.attach(ew, on_event)
+        ready(server.bind()[1])
+        ew.run()
+
+
+class _BarknetClient:
+    """One connection's client side over ``FramedTransport``: ping-pong or bulk."""
+
+    def __init__(self, ew: Any, port: int, size: int) -> None:
+        from barknet import EventKind, FramedTransport, IOStatus, TcpTransport
+
+        self.kinds, self.ok = EventKind, IOStatus.OK
+        self.ew = ew
+        self.transport = FramedTransport(
+            TcpTransport(HOST, port), max_frame_size=MAX_FRAME, coalesce=COALESCE
+        )
+        self.transport.attach(ew, self.on_event)
+        self.peer = self.transport.connect()
+        self.payload = b"x" * size
+        self.paused = self.done = False
+        self.on_frame: Callable[[Any], None] = self.finish
+        self.left = 0
+        self.samples: list[int] = []
+        self.t0 = self.count = self.warm = self.round_trips = 0
+
+    def on_event(self, ev: Any) -> None:
+        kind, kinds = ev.kind, self.kinds
+        if kind is kinds.READABLE:
+            read, on_frame, ok = self.transport.resume_read, self.on_frame, self.ok
+            while (r := read(ev.peer)).status is ok:
+                on_frame(r.data)
+        elif kind is kinds.PAUSE_WRITING:
+            self.paused = True
+        elif kind is kinds.RESUME_WRITING:
+            self.paused = False
+            self.pump()
+        elif kind is kinds.CLOSED and ev.error is not None:
+            raise ev.error
+
+    def finish(self, data: Any) -> None:
+        self.done = True
+
+    def wait(self) -> None:
+        self.ew.run_until(lambda: self.done, timeout=CHILD_TIMEOUT)
+        self.done = False
+
+    def pingpong(self, count: int, warm: int) -> list[int]:
+        self.count, self.warm, self.on_frame = count, warm, self.on_echo
+        self.transport.resume_write(b"echo", self.peer)
+        self.t0 = _now()
+        self.transport.resume_write(self.payload, self.peer)
+        self.wait()
+        return self.samples
+
+    def on_echo(self, data: Any) -> None:
+        t = _now()
+        done = self.round_trips = self.round_trips + 1
+        if done > self.warm:
+            self.samples.append(t - self.t0)
+        if done < self.warm + self.count:
+            self.t0 = _now()
+            self.transport.resume_write(self.payload, self.peer)
+        else:
+            self.done = True
+
+    def bulk(self, count: int) -> int:
+        self.on_frame, self.left = self.finish, count
+        t0 = _now()
+        self.transport.resume_write(f"sink {count}".encode(), self.peer)
+        self.pump()
+        self.wait()
+        return _now() - t0
+
+    def pump(self) -> None:
+        write, payload, peer = self.transport.resume_write, self.payload, self.peer
+        while self.left and not self.paused:
+            self.left -= 1
+            write(payload, peer)
+
+    def close(self) -> None:
+        self.transport.close()
+        self.ew.run_once(0)
+
+
+def _barknet_client(port: int, tasks: list[list[Any]], place: Callable[[str], None]) -> list[Any]:
+    from barknet import EventWatcher
+
+    results: list[Any] = []
+    with EventWatcher() as ew:
+        for kind, size, count, warm in tasks:
+            place(kind)
+            client = _BarknetClient(ew, port, size)
+            try:
+                if kind == "pingpong":
+                    results.append(client.pingpong(count, warm))
+                else:
+                    client.bulk(warm)
+                    results.append(client.bulk(count))
+            finally:
+                client.close()
+    return results

@@ -1,0 +1,18 @@
+"""Tools for testing any transport, yours included, as ``trio.testing`` is for trio.
+
+* :mod:`~barknet.testing.faults`: :class:`ChunkingTransport` (partial I/O and
+  "would block" on demand) and :class:`RawPeer` (a plain socket that sends what no
+  framing layer would, half-closes, or resets);
+* :mod:`~barknet.testing.trace`: :class:`TracingTransport` and :class:`LoopTrace`,
+  which record every call and dispatch, with text, hex and plot renderings;
+* :mod:`~barknet.testing.conformance`: one suite of checks that every framing
+  transport must pass, run with :func:`run_checks`.
+
+Nothing in the library (``barknet``) imports this package.
+"""
+
+from .conformance import run_checks
+from .faults import ChunkingTransport, RawPeer
+from .trace import LoopTrace, Trace, TracingTransport
+
+__all__ = ["ChunkingTransport", "LoopTrace", "RawPeer", "Trace", "TracingTransport", "run_checks"]
