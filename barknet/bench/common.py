@@ -109,7 +109,7 @@ class Session:
 
     __slots__ = ("base", "left", "mode", "send")
 
-    def __init__(self, send: Callable[[Any], None]) -> None:
+    def __init__(self, send: Callable[[Any], object]) -> None:
         self.send = send
         self.mode = ""
         self.left = 0

@@ -16,10 +16,10 @@ def format_table(records: list[dict[str, Any]]) -> str:
     """Rows are figures, columns implementations; each cell is the median and ×raw."""
     impls: list[str] = []
     rows: dict[tuple[str, int], dict[str, dict[str, Any]]] = {}
-    for r in records:
-        if r["impl"] not in impls:
-            impls.append(r["impl"])
-        rows.setdefault((r["metric"], r["size_bytes"]), {})[r["impl"]] = r
+    for record in records:
+        if record["impl"] not in impls:
+            impls.append(record["impl"])
+        rows.setdefault((record["metric"], record["size_bytes"]), {})[record["impl"]] = record
     labels = {
         "pingpong_p50_us": "round trip p50",
         "pingpong_p99_us": "round trip p99",
