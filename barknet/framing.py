@@ -18,27 +18,39 @@ Decoding is a small state machine over two kinds of buffer:
   partial frame is at most half the scratch, so every byte is copied a bounded
   number of times however the stream is chopped up. (The naive ``buf += chunk;
   buf = buf[n:]`` is quadratic: each chunk copies everything still buffered.)
-* An **exact-size body** ``bytearray(n)`` for a frame too large for the
-  scratch. Once its header is known, :meth:`FrameDecoder.get_buffer` hands out
-  the unfilled rest of that body, so a transport can ``recv_into`` it
-  directly: a 16 MiB frame is received into one buffer with no further copy.
-  The last body handed out is kept: if the next large frame has the same size
-  and nobody else holds that body any more (its reference count says so), it
-  is filled again instead of a new one. Fresh memory is expensive: the kernel
-  must find, zero and map every 4 KiB page on first touch, which costs about
-  as much as receiving the bytes. The price is one idle frame's worth of
-  memory per decoder between frames.
+  The scratch is taken from a :class:`ScratchPool` when bytes are about to
+  arrive and given back as soon as nothing is left in it, so a decoder that
+  sits between frames holds no scratch at all: a server's idle connections
+  cost almost nothing, and its busy ones share a few scratches.
+* A **body** ``bytearray`` for a frame too large for the scratch. Once its
+  header is known, :meth:`FrameDecoder.get_buffer` hands out the unfilled rest
+  of that body, so a transport can ``recv_into`` it directly. The body grows
+  with the bytes that actually arrived (it starts at 4 KiB or what is already
+  in, and doubles, never past the announced size): a peer that announces
+  8 MiB and sends one byte costs you a few KiB, not 8 MiB. Growing copies
+  what arrived so far (at most the frame's size again in all) unless it can
+  grow in place, and touches fresh memory. Fresh memory is expensive (the
+  kernel must find, zero and map every 4 KiB page), so the owner of a large
+  frame may hand it back when done with it, with
+  :meth:`FrameDecoder.recycle`: the next frame of that size is then received
+  straight into it, with no growing and no fresh pages. Only a buffer you
+  handed back is ever reused, so a frame you keep is never overwritten.
 
 The length is checked against ``max_frame_size`` as soon as the 4 header bytes
 are in, before a body buffer exists, so a peer that announces 4 GiB costs you
 nothing. At end of stream, :meth:`FrameDecoder.eof` tells a clean end (between
 frames) from a truncated header (k of 4 bytes) or payload (x of n bytes).
+
+``limit`` (on :meth:`~FrameDecoder.buffer_updated` and
+:meth:`~FrameDecoder.next_frames`) caps how many frames one call returns, so a
+transport can bound the work it does for one peer per turn of the loop; whole
+frames beyond the cap stay in the scratch (``ready`` says so) until you ask
+again, and you must ask before you read more.
 """
 
 from __future__ import annotations
 
 import struct
-import sys
 from typing import Any, NamedTuple
 
 from .errors import FrameTooLargeError, FramingError, TruncatedFrameError
@@ -49,6 +61,7 @@ __all__ = [
     "HEADER_SIZE",
     "DecoderState",
     "FrameDecoder",
+    "ScratchPool",
     "encode",
     "encode_frame",
     "encode_header",
@@ -58,8 +71,8 @@ HEADER = struct.Struct("!I")  # network byte order, unsigned 32-bit
 HEADER_SIZE = HEADER.size
 DEFAULT_MAX_FRAME_SIZE = 8 * 1024 * 1024
 _MAX_ENCODABLE = 0xFFFF_FFFF
-# Without reference counts (PyPy) a body can never be proved free: never reuse one.
-_refcount = getattr(sys, "getrefcount", lambda obj: 0)
+#: A body starts this large (or as large as what already arrived) and doubles.
+FIRST_BODY_SIZE = 4096
 
 
 def _nbytes(data: Any) -> int:
@@ -82,6 +95,40 @@ def encode_frame(payload: Any, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> 
     """Header and payload joined into one ``bytes`` (handy for tests and hex views)."""
     header, body = encode(payload, max_frame_size)
     return header + bytes(body)
+
+
+class ScratchPool:
+    """Scratch buffers of one size, lent to decoders while bytes are in them.
+
+    One pool per server: a decoder takes a scratch only while it holds part of
+    a frame and gives it back as soon as it is empty again, so a thousand idle
+    connections cost no scratch at all and a hundred busy ones share the few
+    that are in use at any moment (the loop serves one peer at a time). The
+    pool keeps at most ``keep`` free scratches and lets the rest go.
+    """
+
+    __slots__ = ("_free", "keep", "size")
+
+    def __init__(self, size: int = 64 * 1024, keep: int = 4) -> None:
+        if size < 64:
+            raise ValueError("buffer_size must be at least 64 bytes")
+        self.size = size
+        self.keep = keep
+        self._free: list[memoryview] = []
+
+    def take(self) -> memoryview:
+        """A scratch (a view of a ``bytearray`` of ``size`` bytes) whose bytes are yours."""
+        free = self._free
+        return free.pop() if free else memoryview(bytearray(self.size))
+
+    def give(self, scratch: memoryview) -> None:
+        """You are done with ``scratch``: another decoder may fill it from now on."""
+        if len(self._free) < self.keep:
+            self._free.append(scratch)
+
+    @property
+    def free(self) -> int:
+        return len(self._free)
 
 
 class DecoderState(NamedTuple):
@@ -119,57 +166,121 @@ class FrameDecoder:
         *,
         buffer_size: int = 64 * 1024,
         peer: Any = None,
+        pool: ScratchPool | None = None,
     ) -> None:
-        if buffer_size < 64:
-            raise ValueError("buffer_size must be at least 64 bytes")
+        if pool is None:
+            pool = ScratchPool(buffer_size, keep=1)  # a decoder of its own: keep its scratch
+        elif pool.size != buffer_size:
+            raise ValueError("the pool's scratches must be buffer_size bytes")
         self.max_frame_size = max_frame_size
         self.peer = peer
-        self._buf = bytearray(buffer_size)
-        self._view = memoryview(self._buf)
+        self._pool = pool
+        self._view: memoryview | None = None  # the scratch, only while bytes are in it
         self._start = 0  # first byte not yet consumed
         self._end = 0  # one past the last byte received
         self._body_threshold = buffer_size // 2
-        self._body: bytearray | None = None
-        self._spare: bytearray | None = None  # the last body handed out (see above)
+        self._body: bytearray | None = None  # grows towards self._size as bytes arrive
+        self._size = 0  # the announced size of the frame in the body
+        self._spare: bytearray | None = None  # a body the owner handed back (recycle)
         self._got = 0  # bytes of the body received so far
         self._error: FramingError | None = None
+        #: Whole frames may wait in the scratch, past the ``limit`` of the last call:
+        #: take them with :meth:`next_frames` before you read more.
+        self.ready = False
         #: Bytes the decoder copied inside itself (frames out of the scratch,
-        #: moves to the front, promotion to a body): the test of "no quadratic
-        #: copying" reads this.
+        #: moves to the front, promotion to a body, growing a body): the test of
+        #: "no quadratic copying" reads this.
         self.bytes_copied = 0
 
     # ------------------------------------------------------------ receiving
     def get_buffer(self) -> memoryview:
-        """Writable memory where the next bytes of the stream should go (never empty)."""
+        """Writable memory where the next bytes of the stream should go (never empty).
+
+        Not while ``ready`` is true: take the frames already here first.
+        """
         if self._error is not None:
             raise self._error
-        if self._body is not None:
-            return memoryview(self._body)[self._got :]
-        cap = len(self._buf)
+        if self.ready:
+            raise RuntimeError("whole frames are waiting: call next_frames() first")
+        body = self._body
+        if body is not None:
+            got = self._got
+            if got == len(body):
+                body = self._grow(body, got)
+            return memoryview(body)[got:]
+        view = self._view
+        if view is None:
+            view = self._view = self._pool.take()
+            self._start = self._end = 0
+            return view
+        cap = len(view)
         if self._start and cap - self._end < cap // 4:
             # Move the partial frame to the front. It is at most half the
             # scratch (bigger frames get a body), so this frees at least a
             # quarter of the scratch and each byte moves a bounded number of times.
             pending = self._end - self._start
-            self._buf[:pending] = self._view[self._start : self._end]
+            view[:pending] = view[self._start : self._end]
             self.bytes_copied += pending
             self._start, self._end = 0, pending
-        return self._view[self._end :]
+        return view[self._end :]
 
-    def buffer_updated(self, nbytes: int) -> list[bytes | bytearray]:
+    def _grow(self, body: bytearray, got: int) -> bytearray:
+        """The body is full but the frame is not: double it, or go straight to the
+        frame's size when doubling would leave less than half a step to go.
+
+        In place when nobody holds a view of the body any more (release the views
+        :meth:`get_buffer` gave you, as FramedTransport does): the C library can
+        then often move the pages instead of copying them, and the old and new
+        bodies are never both in memory. Otherwise into a new buffer, copying
+        what arrived (under the frame's size in all, since the body doubles).
+        """
+        size = len(body)
+        new_size = self._size if 3 * size >= self._size else 2 * size
+        try:
+            body += bytes(new_size - size)  # calloc'd zeros: no fresh pages of its own
+            return body
+        except BufferError:  # a view of the body is still alive somewhere
+            pass
+        bigger = bytearray(new_size)
+        bigger[:got] = memoryview(body)[:got]
+        self.bytes_copied += got
+        self._body = bigger
+        return bigger
+
+    def buffer_updated(self, nbytes: int, limit: int | None = None) -> list[bytes | bytearray]:
         """``nbytes`` were written at the start of the last :meth:`get_buffer`; return
-        the frames this completed."""
+        the frames this completed (at most ``limit``; see ``ready``)."""
         if self._error is not None:
             raise self._error
         if self._body is not None:
             self._got += nbytes
-            if self._got < len(self._body):
+            if self._got < self._size:
                 return []
             body, self._body, self._got = self._body, None, 0
-            self._spare = body
             return [body]
         self._end += nbytes
-        return self._parse()
+        return self._parse(limit)
+
+    def next_frames(self, limit: int | None = None) -> list[bytes | bytearray]:
+        """Whole frames already received but held back by an earlier ``limit``."""
+        if self._error is not None:
+            raise self._error
+        if not self.ready:
+            return []
+        return self._parse(limit)
+
+    def recycle(self, frame: bytearray) -> None:
+        """You are done with ``frame`` (a large frame this decoder gave you): the next
+        frame of the same size may be received into it, overwriting it.
+
+        This saves the fresh memory a new body would cost, which for large frames is
+        about as expensive as receiving them. Only hand back a frame you no longer
+        read, through any name or view: the decoder trusts you. A frame you never
+        hand back is never reused. The decoder keeps one such buffer, until a frame
+        of its size arrives or the decoder goes.
+        """
+        if type(frame) is bytearray and len(frame) >= self._body_threshold:
+            self._spare = frame
 
     def feed(self, data: Any) -> list[bytes | bytearray]:
         """Copy ``data`` in; return every frame it completed, in order."""
@@ -190,15 +301,20 @@ class FrameDecoder:
             src = src[k:]
         return frames
 
-    def _parse(self) -> list[bytes | bytearray]:
+    def _parse(self, limit: int | None = None) -> list[bytes | bytearray]:
         frames: list[bytes | bytearray] = []
         view, start, end = self._view, self._start, self._end
-        unpack_from, limit = HEADER.unpack_from, self.max_frame_size
+        assert view is not None
+        unpack_from, max_size = HEADER.unpack_from, self.max_frame_size
+        self.ready = False
         while end - start >= HEADER_SIZE:
+            if limit is not None and len(frames) >= limit:
+                self.ready = True  # maybe more whole frames: next_frames() takes them
+                break
             (size,) = unpack_from(view, start)
-            if size > limit:
+            if size > max_size:
                 self._start, self._end = start, end
-                self._error = FrameTooLargeError(size, limit, peer=self.peer)
+                self._error = FrameTooLargeError(size, max_size, peer=self.peer)
                 if frames:
                     # The good frames before the bad header are the peer's too:
                     # hand them over; the error waits for the next call.
@@ -211,21 +327,23 @@ class FrameDecoder:
                 start = stop
                 continue
             if size >= self._body_threshold:
-                # Too big for the scratch: give it a buffer of its exact size and
-                # move the part that already arrived (less than the scratch) there.
+                # Too big for the scratch: move the part that already arrived (less
+                # than the scratch) to a body of its own, which grows as the rest comes.
                 have = end - start - HEADER_SIZE
                 spare, self._spare = self._spare, None
-                # 2 = the local name + getrefcount's argument: the owner let go of it.
-                if spare is not None and len(spare) == size and _refcount(spare) == 2:
-                    body = spare
+                if spare is not None and len(spare) == size:
+                    body = spare  # handed back by the owner: no fresh memory
                 else:
-                    body = bytearray(size)
+                    body = bytearray(min(size, max(have, FIRST_BODY_SIZE)))
                 body[:have] = view[start + HEADER_SIZE : end]
                 self.bytes_copied += have
-                self._body, self._got = body, have
+                self._body, self._size, self._got = body, size, have
                 start = end = 0
             break
         if start == end:
+            # Nothing left in the scratch: let another decoder use it meanwhile.
+            self._view = None
+            self._pool.give(view)
             start = end = 0
         self._start, self._end = start, end
         return frames
@@ -247,12 +365,13 @@ class FrameDecoder:
     @property
     def state(self) -> DecoderState:
         if self._body is not None:
-            return DecoderState("payload", self._got, len(self._body))
+            return DecoderState("payload", self._got, self._size)
         pending = self._end - self._start
         if pending == 0:
             return DecoderState("idle", 0, 0)
         if pending < HEADER_SIZE:
             return DecoderState("header", pending, HEADER_SIZE)
+        assert self._view is not None
         (size,) = HEADER.unpack_from(self._view, self._start)
         return DecoderState("payload", pending - HEADER_SIZE, size)
 
