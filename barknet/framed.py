@@ -124,6 +124,7 @@ class RecvState:
         "paused_for_owner",
         "readable",
         "replay_due",
+        "replay_waits",
         "timer",
     )
 
@@ -136,6 +137,7 @@ class RecvState:
         self.paused_by_owner = False  # suspend_read() was called
         self.paused_for_owner = False  # we stopped reading until the owner takes frames
         self.replay_due = False  # _replay_readable is scheduled for the next turn
+        self.replay_waits = False  # ... and must skip the turn it was scheduled in
         #: A framing error found behind whole frames: reported once the owner took them.
         self.held_error: BarknetError | None = None
         self.frames_received = 0
@@ -351,6 +353,10 @@ class FramedTransport(ITransport):
         self._pump(peer, recv)
         if recv.frames:
             self._announce(peer, recv)
+            if recv.replay_due:
+                # A callback queued now runs in this same turn, after the sockets:
+                # the peer had its turn's worth, so the replay waits for the next.
+                recv.replay_waits = True
 
     def _announce(self, peer: Peer, recv: RecvState) -> None:
         """Tell the owner frames wait; if some still wait after its callback (or we
@@ -368,6 +374,10 @@ class FramedTransport(ITransport):
         reading for the owner and it has taken them all (then read again)."""
         recv = self._recv.get(peer)
         if recv is None:
+            return
+        if recv.replay_waits:
+            recv.replay_waits = False
+            self._watcher.call_soon(self._replay_readable, peer)  # type: ignore[union-attr]
             return
         recv.replay_due = False
         if recv.paused_by_owner or recv.error is not None:
