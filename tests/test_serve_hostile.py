@@ -175,13 +175,16 @@ def test_serve_echoes_a_frame_followed_by_an_oversized_header_however_tcp_split_
 
 
 # ---------------------------------------------------------------- timeouts
-def test_idle_timeout_closes_a_silent_peer_and_keeps_a_talking_one() -> None:
-    with _serve("--idle-timeout", "0.3") as (_proc, address):
-        with _connect(address) as silent, _connect(address) as talker:
-            assert _echo(talker, b"hello") == b"hello"
-            assert silent.recv(16) == b""  # closed by the server
-            with _connect(address) as fresh:
-                assert _echo(fresh, b"still serving") == b"still serving"
+def test_idle_timeout_closes_a_silent_peer_and_keeps_serving() -> None:
+    with (
+        _serve("--idle-timeout", "0.3") as (_proc, address),
+        _connect(address) as silent,
+        _connect(address) as talker,
+    ):
+        assert _echo(talker, b"hello") == b"hello"
+        assert silent.recv(16) == b""  # closed by the server
+        with _connect(address) as fresh:
+            assert _echo(fresh, b"still serving") == b"still serving"
 
 
 def test_frame_timeout_closes_a_peer_stalled_mid_frame() -> None:
