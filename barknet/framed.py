@@ -20,6 +20,14 @@ It keeps two pieces of state per peer, as the chapter does:
   the owner gets ``READABLE`` and pulls them one by one with
   ``resume_read(peer)``.
 
+* **Send state** (:class:`SendState`): the frames queued for the peer and how
+  far the first of them got. ``resume_write(payload, peer)`` queues the header
+  and the payload (no copy) and, if nothing was waiting, tries to send at
+  once. Everything queued goes out in one scatter/gather write (up to 1024
+  buffers, so many small frames share one system call). A short write leaves
+  the rest queued; on the inner ``WRITABLE`` the queue is flushed again, and
+  when it is empty this layer suspends writing and replays ``DRAINED``.
+
 ``READABLE`` is level-triggered, as the interface promises: after the owner's
 callback returns, if whole frames still wait (the owner took one and left the
 rest, as asyncio and trio owners do) and the owner did not ``suspend_read``,
@@ -34,14 +42,6 @@ the owner at most :data:`FRAMES_PER_TURN` frames of one peer (the rest stay
 undecoded, 4 bytes each for empty frames, and come on the next turns), so a
 peer streaming zero-length frames gets its share of the loop, not all of it.
 
-* **Send state** (:class:`SendState`): the frames queued for the peer and how
-  far the first of them got. ``resume_write(payload, peer)`` queues the header
-  and the payload (no copy) and, if nothing was waiting, tries to send at
-  once. Everything queued goes out in one scatter/gather write (up to 1024
-  buffers, so many small frames share one system call). A short write leaves
-  the rest queued; on the inner ``WRITABLE`` the queue is flushed again, and
-  when it is empty this layer suspends writing and replays ``DRAINED``.
-
 Flow control follows asyncio: when the queue grows past ``high_water`` the
 owner gets ``PAUSE_WRITING`` (right away, inside the ``resume_write`` that
 crossed it) and ``RESUME_WRITING`` once the queue falls to ``low_water``.
@@ -51,8 +51,9 @@ or, with ``frame_timeout``, a frame that stalls) closes that peer alone and
 reaches the owner as ``CLOSED(ERROR, <typed error>)``. Whole frames that came
 before the bad bytes reach the owner first, and the peer is closed only after
 the owner's callback for them returned, so its replies are accepted the same
-whether TCP delivered the bad header with those frames or later. A peer that ends cleanly
-between frames is closed once its queued frames are sent: ``CLOSED(EOF)``.
+whether TCP delivered the bad header with those frames or later. A peer that
+ends cleanly between frames is closed once its queued frames are sent:
+``CLOSED(EOF)``.
 """
 
 from __future__ import annotations
@@ -398,6 +399,7 @@ class FramedTransport(ITransport):
         """Read from the inner transport into the decoder until it runs dry, or
         until a turn's worth of frames waits for the owner."""
         decoder, inner, frames = recv.decoder, self.inner, recv.frames
+        progressed = False
         if decoder.ready:  # whole frames held back last turn: those first
             more = decoder.next_frames(FRAMES_PER_TURN - len(frames))
             frames.extend(more)
@@ -409,7 +411,6 @@ class FramedTransport(ITransport):
                 return
         if recv.held_error is not None:
             return
-        progressed = False
         for _ in range(READS_PER_EVENT):
             room = FRAMES_PER_TURN - len(frames)
             if room <= 0:
@@ -417,7 +418,7 @@ class FramedTransport(ITransport):
             buffer = decoder.get_buffer()
             result = inner.resume_read(peer, buffer)
             status, short = result.status, len(result.data) < len(buffer)
-            got, error = len(result.data), result.error
+            got, read_error = len(result.data), result.error
             # Let go of the views of the decoder's memory before it is asked for
             # more: a large frame's body can then grow in place.
             del buffer, result
@@ -447,7 +448,7 @@ class FramedTransport(ITransport):
                 break
             else:  # WOULD_BLOCK, or ERROR (the inner transport closes the peer)
                 if status is IOStatus.ERROR:
-                    self._broken(peer, error)
+                    self._broken(peer, read_error)
                 break
         if self.frame_timeout is not None and progressed:
             self._watch_deadline(peer, recv)
@@ -575,7 +576,7 @@ class FramedTransport(ITransport):
         part, received, expected = recv.decoder.state
         if part == "idle":
             return
-        if recv.paused_by_owner or recv.paused_for_owner:
+        if recv.paused_by_owner or recv.paused_for_owner or recv.decoder.ready:
             # We are not reading (the owner asked, or must take frames first): the
             # rest of the frame may be waiting in our own buffers. Not the peer's
             # fault, so the clock starts again, and runs once we read again.

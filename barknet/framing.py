@@ -27,11 +27,14 @@ Decoding is a small state machine over two kinds of buffer:
   of that body, so a transport can ``recv_into`` it directly. The body grows
   with the bytes that actually arrived (it starts at 4 KiB or what is already
   in, and doubles, never past the announced size): a peer that announces
-  8 MiB and sends one byte costs you a few KiB, not 8 MiB. Growing copies
-  what arrived so far (at most the frame's size again in all) unless it can
-  grow in place, and touches fresh memory. Fresh memory is expensive (the
-  kernel must find, zero and map every 4 KiB page), so the owner of a large
-  frame may hand it back when done with it, with
+  8 MiB and sends one byte costs you a few KiB, not 8 MiB. It doubles in
+  place (``body *= 2``: the C library extends or moves its pages, no second
+  buffer), so a 16 MiB frame still ends in one 16 MiB buffer with nothing
+  copied, as when the whole size was allocated up front; only if someone
+  still holds a view of the body is it copied to a bigger one. Either way
+  each page is fresh memory, which is expensive (the kernel must find, zero
+  and map every 4 KiB page), so the owner of a large frame may hand it back
+  when done with it, with
   :meth:`FrameDecoder.recycle`: the next frame of that size is then received
   straight into it, with no growing and no fresh pages. Only a buffer you
   handed back is ever reused, so a frame you keep is never overwritten.
@@ -181,6 +184,7 @@ class FrameDecoder:
         self._body_threshold = buffer_size // 2
         self._body: bytearray | None = None  # grows towards self._size as bytes arrive
         self._size = 0  # the announced size of the frame in the body
+        self._halvings = 0  # the body is the frame's size halved this often (see _grow)
         self._spare: bytearray | None = None  # a body the owner handed back (recycle)
         self._got = 0  # bytes of the body received so far
         self._error: FramingError | None = None
@@ -225,23 +229,29 @@ class FrameDecoder:
         return view[self._end :]
 
     def _grow(self, body: bytearray, got: int) -> bytearray:
-        """The body is full but the frame is not: double it, or go straight to the
-        frame's size when doubling would leave less than half a step to go.
+        """The body is full but the frame is not: double it.
+
+        Body sizes are the frame's size halved ``_halvings`` times (rounded up),
+        so each doubling lands on the next one (give or take a byte, trimmed)
+        and the last on the frame's size exactly: no step overshoots the frame.
 
         In place when nobody holds a view of the body any more (release the views
-        :meth:`get_buffer` gave you, as FramedTransport does): the C library can
-        then often move the pages instead of copying them, and the old and new
-        bodies are never both in memory. Otherwise into a new buffer, copying
-        what arrived (under the frame's size in all, since the body doubles).
+        :meth:`get_buffer` gave you, as FramedTransport does): ``body *= 2``
+        resizes it with no temporary buffer, so the C library can extend or move
+        its pages, and the old and new bodies are never both in memory; the
+        repeated bytes it writes are overwritten by the bytes still to come.
+        Otherwise into a new buffer, copying what arrived (under the frame's
+        size in all, since the body doubles).
         """
-        size = len(body)
-        new_size = self._size if 3 * size >= self._size else 2 * size
+        self._halvings -= 1
+        target = -(-self._size >> self._halvings)  # ceil(size / 2**halvings)
         try:
-            body += bytes(new_size - size)  # calloc'd zeros: no fresh pages of its own
+            body *= 2
+            del body[target:]  # at most a byte
             return body
         except BufferError:  # a view of the body is still alive somewhere
             pass
-        bigger = bytearray(new_size)
+        bigger = bytearray(target)
         bigger[:got] = memoryview(body)[:got]
         self.bytes_copied += got
         self._body = bigger
@@ -333,8 +343,15 @@ class FrameDecoder:
                 spare, self._spare = self._spare, None
                 if spare is not None and len(spare) == size:
                     body = spare  # handed back by the owner: no fresh memory
+                    self._halvings = 0
                 else:
-                    body = bytearray(min(size, max(have, FIRST_BODY_SIZE)))
+                    # Start at the frame's size halved as often as it stays above
+                    # what arrived (and 4 KiB), so that doubling ends on it exactly.
+                    first, halvings = max(have, FIRST_BODY_SIZE), 0
+                    while -(-size >> (halvings + 1)) >= first:
+                        halvings += 1
+                    self._halvings = halvings
+                    body = bytearray(-(-size >> halvings))
                 body[:have] = view[start + HEADER_SIZE : end]
                 self.bytes_copied += have
                 self._body, self._size, self._got = body, size, have
