@@ -300,6 +300,7 @@ class FrameDecoder:
             dst = self.get_buffer()
             k = min(len(dst), len(src))
             dst[:k] = src[:k]
+            del dst  # no view of a body left alive: it can grow in place
             try:
                 frames += self.buffer_updated(k)
             except FramingError:
