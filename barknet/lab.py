@@ -851,21 +851,15 @@ class BigFrame:
     frame_len: int
     intact: bool
     recv_calls: int
-    bytes_copied: int  # while receiving the second frame, into the first one's buffer
+    bytes_copied: int
     scratch: int  # the decoder's scratch buffer: frames smaller than half of it go there
-    grown_copied: int = 0  # while receiving the first frame, growing its body
-    same_buffer: bool = False  # the second frame arrived in the buffer handed back
 
     def summary(self) -> str:
         """Only facts that hold on every run (the number of reads varies)."""
         one = self.frame_type == "bytearray" and self.frame_len == self.size
         return "\n".join(
             [
-                f"sent two frames with a {self.size}-byte payload each",
-                "the first one's body grew as its bytes came, copying less than "
-                f"the frame's size: {_yes(0 < self.grown_copied < self.size)}",
-                "the owner handed the first back (recycle); the second was received "
-                f"into it: {_yes(self.same_buffer)}",
+                f"sent one frame with a {self.size}-byte payload",
                 f"the owner got: {self.frame_type} of {self.frame_len} bytes",
                 f"same bytes as sent: {_yes(self.intact)}",
                 f"received into one bytearray of exactly {self.size} bytes: {one}",
@@ -878,14 +872,13 @@ class BigFrame:
 
 
 def big_frame(size: int = 16 * MiB, timeout: float = 10.0) -> BigFrame:
-    """Send two ``size``-byte frames from a client to a server, both
-    ``FramedTransport`` over TCP on loopback, and report how they arrived.
+    """Send one ``size``-byte frame from a client to a server, both
+    ``FramedTransport`` over TCP on loopback, and report how it arrived.
 
-    A frame larger than half the decoder's scratch buffer gets a body of its
-    own as soon as its header is in, which grows (doubling) as the bytes
-    arrive; the socket reads straight into it. The owner hands the first frame
-    back with ``recycle`` once done, so the second is read straight into that
-    buffer of its exact size: no growing, no copy inside the framing layer.
+    A frame larger than half the decoder's scratch buffer gets a body of its own
+    as soon as its header is in, which doubles in place as the bytes arrive
+    until it has the frame's exact size; the socket reads the rest straight
+    into it, so the payload is not copied again inside the framing layer.
     """
     payload = random.Random(size).randbytes(size)
     got: list[Any] = []
@@ -908,24 +901,16 @@ def big_frame(size: int = 16 * MiB, timeout: float = 10.0) -> BigFrame:
             client.resume_write(payload, peer)
             ew.run_until(lambda: bool(got), timeout=timeout)
             decoder = server._recv[peers[0]].decoder  # a look inside, for the course
-            grown_copied = decoder.bytes_copied
-            first = got[0]
-            intact = first == payload
-            server.recycle(first, peers[0])
-            client.resume_write(payload, peer)
-            ew.run_until(lambda: len(got) == 2, timeout=timeout)
             counters = server.counters(peers[0])
-            frame = got[1]
+            frame = got[0]
             return BigFrame(
                 size=size,
                 frame_type=type(frame).__name__,
                 frame_len=len(frame),
-                intact=intact and frame == payload,
+                intact=frame == payload,
                 recv_calls=counters.recv_calls,
-                bytes_copied=decoder.bytes_copied - grown_copied,
+                bytes_copied=decoder.bytes_copied,
                 scratch=server.buffer_size,
-                grown_copied=grown_copied,
-                same_buffer=frame is first,
             )
 
 
