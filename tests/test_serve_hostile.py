@@ -155,6 +155,27 @@ def test_idle_connections_cost_the_server_a_small_bounded_amount_each() -> None:
         assert grown / n < 16 * KiB, f"{grown / n:.0f} bytes of server RSS per idle connection"
 
 
+# ---------------------------------------------------------------- fairness
+def test_a_peer_streaming_empty_frames_does_not_hold_up_another_peers_echo() -> None:
+    count = 20_000  # 80 KB of empty frames: two reads of the server's scratch
+    with _serve() as (_proc, address), _connect(address) as flood, _connect(address) as polite:
+        assert _echo(polite, b"warm") == b"warm"
+        flood.sendall(_frame(b"") * count)
+        polite.sendall(_frame(b"me too"))
+        assert _recv_exact(polite, 10) == _frame(b"me too")
+        # Count the flood's echoes that had reached its socket by then (frames are
+        # echoed in order, so this is how many the server served before ours,
+        # give or take one turn's worth while we count).
+        before = 0
+        flood.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            while chunk := flood.recv(1 << 20):
+                before += len(chunk)
+        # At most 512 frames of one peer per loop turn: ours came within a few
+        # turns, not after all 20,000 (which is what happens without the bound).
+        assert before // 4 < count // 2, f"{before // 4} of the flood's frames went first"
+
+
 # ---------------------------------------------------------------- the split
 @pytest.mark.parametrize("together", [False, True], ids=["apart", "together"])
 def test_serve_echoes_a_frame_followed_by_an_oversized_header_however_tcp_split_them(
