@@ -435,8 +435,11 @@ class FramedTransport(ITransport):
                 if decoder.error is not None:  # good frames first, then the bad header
                     self._hold(peer, recv, decoder.error)
                     return
-                if decoder.ready or short:
-                    break  # a turn's worth of frames, or a short read: enough for now
+                if decoder.ready:
+                    break  # a turn's worth of frames: enough for now
+                if short:  # the kernel had no more for now: hold only a partial frame's bytes
+                    decoder.release()
+                    break
             elif status is IOStatus.EOF:
                 try:
                     decoder.eof()
@@ -449,6 +452,8 @@ class FramedTransport(ITransport):
             else:  # WOULD_BLOCK, or ERROR (the inner transport closes the peer)
                 if status is IOStatus.ERROR:
                     self._broken(peer, read_error)
+                else:
+                    decoder.release()  # nothing more for now: give the scratch back
                 break
         if self.frame_timeout is not None and progressed:
             self._watch_deadline(peer, recv)

@@ -19,9 +19,12 @@ Decoding is a small state machine over two kinds of buffer:
   number of times however the stream is chopped up. (The naive ``buf += chunk;
   buf = buf[n:]`` is quadratic: each chunk copies everything still buffered.)
   The scratch is taken from a :class:`ScratchPool` when bytes are about to
-  arrive and given back as soon as nothing is left in it, so a decoder that
-  sits between frames holds no scratch at all: a server's idle connections
-  cost almost nothing, and its busy ones share a few scratches.
+  arrive and given back as soon as nothing is left in it, or when the
+  transport says no more bytes are coming for now (:meth:`FrameDecoder.release`:
+  a partial header is set aside, a partial payload moves to a body, below).
+  So a decoder that waits, between frames or in the middle of one, holds no
+  scratch: a server's quiet connections cost about the bytes they sent, and
+  its busy ones share a few scratches.
 * A **body** ``bytearray`` for a frame too large for the scratch. Once its
   header is known, :meth:`FrameDecoder.get_buffer` hands out the unfilled rest
   of that body, so a transport can ``recv_into`` it directly. The body grows
@@ -179,6 +182,7 @@ class FrameDecoder:
         self.peer = peer
         self._pool = pool
         self._view: memoryview | None = None  # the scratch, only while bytes are in it
+        self._head = b""  # (no scratch) a partial header release() set aside
         self._start = 0  # first byte not yet consumed
         self._end = 0  # one past the last byte received
         self._body_threshold = buffer_size // 2
@@ -215,8 +219,11 @@ class FrameDecoder:
         view = self._view
         if view is None:
             view = self._view = self._pool.take()
-            self._start = self._end = 0
-            return view
+            head = self._head  # a partial header set aside by release()
+            view[: len(head)] = head
+            self.bytes_copied += len(head)
+            self._start, self._end, self._head = 0, len(head), b""
+            return view[self._end :]
         cap = len(view)
         if self._start and cap - self._end < cap // 4:
             # Move the partial frame to the front. It is at most half the
@@ -340,22 +347,7 @@ class FrameDecoder:
             if size >= self._body_threshold:
                 # Too big for the scratch: move the part that already arrived (less
                 # than the scratch) to a body of its own, which grows as the rest comes.
-                have = end - start - HEADER_SIZE
-                spare, self._spare = self._spare, None
-                if spare is not None and len(spare) == size:
-                    body = spare  # handed back by the owner: no fresh memory
-                    self._halvings = 0
-                else:
-                    # Start at the frame's size halved as often as it stays above
-                    # what arrived (and 4 KiB), so that doubling ends on it exactly.
-                    first, halvings = max(have, FIRST_BODY_SIZE), 0
-                    while -(-size >> (halvings + 1)) >= first:
-                        halvings += 1
-                    self._halvings = halvings
-                    body = bytearray(-(-size >> halvings))
-                body[:have] = view[start + HEADER_SIZE : end]
-                self.bytes_copied += have
-                self._body, self._size, self._got = body, size, have
+                self._promote(view, start, end, size)
                 start = end = 0
             break
         if start == end:
@@ -365,6 +357,51 @@ class FrameDecoder:
             start = end = 0
         self._start, self._end = start, end
         return frames
+
+    def _promote(self, view: memoryview, start: int, end: int, size: int) -> None:
+        """Move the frame that starts at ``view[start]`` (header complete, payload
+        not) out of the scratch, into a body of its own."""
+        have = end - start - HEADER_SIZE
+        spare, self._spare = self._spare, None
+        if spare is not None and len(spare) == size:
+            body = spare  # handed back by the owner: no fresh memory
+            self._halvings = 0
+        else:
+            # Start at the frame's size halved as often as it stays above what
+            # arrived (and 4 KiB), so that doubling ends on it exactly.
+            first, halvings = max(have, FIRST_BODY_SIZE), 0
+            while -(-size >> (halvings + 1)) >= first:
+                halvings += 1
+            self._halvings = halvings
+            body = bytearray(-(-size >> halvings))
+        body[:have] = view[start + HEADER_SIZE : end]
+        self.bytes_copied += have
+        self._body, self._size, self._got = body, size, have
+
+    def release(self) -> None:
+        """Nothing more is coming for now: give the scratch back to the pool and
+        keep only the partial frame's own bytes.
+
+        A peer that stops in the middle of a small frame then costs what it sent
+        (a partial header: up to 3 bytes; a partial payload: a body that grows as
+        the rest arrives), not a 64 KiB scratch. Call it when a read would block;
+        each byte is still copied a bounded number of times (a partial payload
+        moves to its body once, a partial header at most three times).
+        """
+        view = self._view
+        if view is None or self.ready or self._error is not None:
+            return
+        start, end = self._start, self._end
+        if end - start >= HEADER_SIZE:
+            (size,) = HEADER.unpack_from(view, start)
+            self._promote(view, start, end, size)
+            self._head = b""
+        else:
+            self._head = bytes(view[start:end])
+            self.bytes_copied += end - start
+        self._view = None
+        self._start = self._end = 0
+        self._pool.give(view)
 
     # ------------------------------------------------------------ the end
     def eof(self) -> None:
@@ -385,6 +422,8 @@ class FrameDecoder:
         if self._body is not None:
             return DecoderState("payload", self._got, self._size)
         pending = self._end - self._start
+        if self._view is None and self._head:
+            return DecoderState("header", len(self._head), HEADER_SIZE)
         if pending == 0:
             return DecoderState("idle", 0, 0)
         if pending < HEADER_SIZE:
@@ -398,7 +437,7 @@ class FrameDecoder:
         """Bytes received but not yet returned as frames (header bytes included)."""
         if self._body is not None:
             return HEADER_SIZE + self._got
-        return self._end - self._start
+        return self._end - self._start + len(self._head)
 
     @property
     def error(self) -> FramingError | None:

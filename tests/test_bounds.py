@@ -222,3 +222,46 @@ def test_a_frame_then_an_oversized_header_gives_the_same_outcome_however_tcp_spl
         encode_frame(b"re:ping"),
     )
     assert together == apart
+
+
+def test_100_peers_stopping_mid_way_through_small_frames_cost_about_their_bytes(server) -> None:
+    s = server()
+    socks = []
+    for _ in range(100):
+        socks.append(s.raw())
+        s.ew.run_once(0)
+    s.ew.run_until(lambda: len(s.peers) == 100, timeout=5)
+
+    def attack() -> None:
+        for i, sock in enumerate(socks):
+            # Believable headers: half stop inside a 30,000-byte payload (under half
+            # the 64 KiB scratch), half inside the header itself.
+            sock.sendall(encode_header(30_000) + b"x" * 10 if i % 2 else b"\0\0")
+        s.ew.run_until(
+            lambda: all(s.transport.snapshot(p).recv_part != "idle" for p in s.peers), timeout=10
+        )
+
+    cost = _traced(attack)
+    # A scratch is lent while bytes arrive, and given back when the peer goes
+    # quiet: what a peer keeps is a first body of 4 KiB or its 2 header bytes.
+    assert cost < 100 * 8 * KiB, f"{cost / 100:.0f} bytes per peer"
+    assert [s.transport.snapshot(p)[:3] for p in s.peers[:2]] == [
+        ("header", 2, 4),
+        ("payload", 10, 30_000),
+    ]
+
+
+def test_a_frame_dripped_one_byte_per_read_with_the_scratch_released_each_time() -> None:
+    frames = [b"", b"abc", bytes(range(256)) * 40, b"z" * 5000]
+    wire = b"".join(encode_frame(f) for f in frames)
+    decoder = FrameDecoder(buffer_size=4096)
+    got: list[bytes] = []
+    for i in range(len(wire)):
+        room = decoder.get_buffer()
+        room[:1] = wire[i : i + 1]
+        del room
+        got += [bytes(f) for f in decoder.buffer_updated(1)]
+        decoder.release()  # as FramedTransport does when the next read would block
+    assert got == frames
+    assert decoder.state.part == "idle"
+    assert decoder.bytes_copied <= 3 * len(wire)  # no re-copying of what was kept
