@@ -158,8 +158,15 @@ class FrameDecoder:
     * ``get_buffer()`` / ``buffer_updated(n)`` let a transport ``recv_into`` the
       decoder's own memory (the zero-copy path for large frames).
 
-    Frames come out as ``bytes``, except frames received into their own
-    exact-size body, which come out as that ``bytearray`` (no final copy).
+    Frames come out as ``bytes``, except frames received into a body of their
+    own (large ones, and any frame still incomplete when you called
+    :meth:`release`), which come out as that ``bytearray`` (no final copy).
+
+    ``pool`` lends the scratch: pass one :class:`ScratchPool` to all the
+    decoders of a server so that only the ones receiving hold a scratch.
+    Without it the decoder keeps a private scratch, as a standalone decoder
+    in a notebook or a test would want.
+
     After a :class:`~barknet.errors.FramingError` the decoder is dead: every
     later call raises the same error. Frames that were complete before a bad
     header are still returned first (with ``error`` already set), so a peer's
