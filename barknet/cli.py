@@ -103,17 +103,21 @@ class LineLog:
         if self.broken:
             self.dropped += 1
             return
-        if self.dropped > self._reported:
-            note = f"({self.dropped - self._reported} log lines dropped: stderr was not read)\n"
-            if len(self.pending) + len(note) <= self.limit:
-                self.pending += note.encode()
-                self._reported = self.dropped
+        self._note_drops()
         line = (message + "\n").encode("utf-8", "replace")
         if len(self.pending) + len(line) > self.limit:
             self.dropped += 1
             return
         self.pending += line
         self.flush()
+
+    def _note_drops(self) -> None:
+        """Say how many lines were lost, as soon as that fits in the buffer."""
+        if self.dropped > self._reported:
+            note = f"({self.dropped - self._reported} log lines dropped: stderr was not read)\n"
+            if len(self.pending) + len(note) <= self.limit:
+                self.pending += note.encode()
+                self._reported = self.dropped
 
     def flush(self) -> None:
         """Write what the descriptor takes now, without blocking."""
@@ -134,6 +138,8 @@ class LineLog:
                 self._give_up()
                 return
             del self.pending[:written]
+            if not self.pending and self.dropped > self._reported:
+                self._note_drops()  # all out: now there is room to say what was lost
         self._unwatch()
 
     def _write_text(self) -> None:

@@ -255,3 +255,36 @@ def test_a_closed_stderr_does_not_make_it_exit() -> None:
         assert proc.poll() is None
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(TIMEOUT) == 0
+
+
+# ------------------------------------------------------- the log, in process
+def test_line_log_drops_and_counts_lines_a_full_pipe_cannot_take_and_never_blocks() -> None:
+    import os
+
+    from barknet.cli import LineLog
+
+    r, w = os.pipe()
+    fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, 4096)
+    with os.fdopen(w, "w") as stream:
+        log = LineLog(stream, limit=1024)
+        for i in range(1000):  # 1000 lines of 50 bytes: far more than pipe + buffer
+            log(f"line {i:04d} " + "x" * 39)  # returns at once, every time
+        assert log.dropped > 0 and not log.broken
+        assert len(log.pending) <= 1024
+        taken = os.read(r, 1 << 16)
+        assert taken.startswith(b"line 0000 ")
+        log("after")  # there is room again: the count of dropped lines follows
+        rest = b""
+        for _ in range(100):  # bounded: each round reads what one flush wrote
+            if not select.select([r], [], [], TIMEOUT)[0]:
+                break
+            rest += os.read(r, 1 << 16)
+            log.flush()
+            if b"log lines dropped" in rest:
+                break
+        assert b"after\n" in rest and b"log lines dropped" in rest
+        os.close(r)  # nobody will ever read again: writes now fail with EPIPE
+        log("into a closed pipe")  # no BrokenPipeError
+        assert log.broken
+        log("more")
+        assert log.dropped > 0
