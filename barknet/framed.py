@@ -353,11 +353,15 @@ class FramedTransport(ITransport):
             return  # a replay this turn serves this peer: one turn's worth, not two
         self._pump(peer, recv)
         if recv.frames:
-            self._announce(peer, recv)
-            if recv.replay_due:
+            # _announce, written out (this runs for every batch of frames).
+            self._emit(recv.readable)
+            if (
+                recv.frames or recv.paused_for_owner or recv.decoder.ready or recv.held_error
+            ) and not recv.replay_due:
                 # A callback queued now runs in this same turn, after the sockets:
                 # the peer had its turn's worth, so the replay waits for the next.
-                recv.replay_waits = True
+                recv.replay_due = recv.replay_waits = True
+                self._watcher.call_soon(self._replay_readable, peer)  # type: ignore[union-attr]
 
     def _announce(self, peer: Peer, recv: RecvState) -> None:
         """Tell the owner frames wait; if some still wait after its callback (or we
@@ -417,8 +421,8 @@ class FramedTransport(ITransport):
                 break
             buffer = decoder.get_buffer()
             result = inner.resume_read(peer, buffer)
-            status, short = result.status, len(result.data) < len(buffer)
-            got, read_error = len(result.data), result.error
+            status, got, read_error = result.status, len(result.data), result.error
+            short = got < len(buffer)
             # Let go of the views of the decoder's memory before it is asked for
             # more: a large frame's body can then grow in place.
             del buffer, result
@@ -438,7 +442,8 @@ class FramedTransport(ITransport):
                 if decoder.ready:
                     break  # a turn's worth of frames: enough for now
                 if short:  # the kernel had no more for now: hold only a partial frame's bytes
-                    decoder.release()
+                    if decoder.scratch is not None:
+                        decoder.release()
                     break
             elif status is IOStatus.EOF:
                 try:

@@ -113,28 +113,26 @@ class ScratchPool:
     pool keeps at most ``keep`` free scratches and lets the rest go.
     """
 
-    __slots__ = ("_free", "keep", "size")
+    __slots__ = ("free", "keep", "size")
 
     def __init__(self, size: int = 64 * 1024, keep: int = 4) -> None:
         if size < 64:
             raise ValueError("buffer_size must be at least 64 bytes")
         self.size = size
         self.keep = keep
-        self._free: list[memoryview] = []
+        #: The scratches no decoder holds (decoders pop and append here directly:
+        #: this runs on every read, where a method call is a measurable cost).
+        self.free: list[memoryview] = []
 
     def take(self) -> memoryview:
         """A scratch (a view of a ``bytearray`` of ``size`` bytes) whose bytes are yours."""
-        free = self._free
+        free = self.free
         return free.pop() if free else memoryview(bytearray(self.size))
 
     def give(self, scratch: memoryview) -> None:
         """You are done with ``scratch``: another decoder may fill it from now on."""
-        if len(self._free) < self.keep:
-            self._free.append(scratch)
-
-    @property
-    def free(self) -> int:
-        return len(self._free)
+        if len(self.free) < self.keep:
+            self.free.append(scratch)
 
 
 class DecoderState(NamedTuple):
@@ -188,7 +186,9 @@ class FrameDecoder:
         self.max_frame_size = max_frame_size
         self.peer = peer
         self._pool = pool
-        self._view: memoryview | None = None  # the scratch, only while bytes are in it
+        #: The scratch this decoder holds (a view of the pool's ``bytearray``), only
+        #: while bytes of an unfinished frame are in it; None otherwise.
+        self.scratch: memoryview | None = None
         self._head = b""  # (no scratch) a partial header release() set aside
         self._start = 0  # first byte not yet consumed
         self._end = 0  # one past the last byte received
@@ -223,14 +223,18 @@ class FrameDecoder:
             if got == len(body):
                 body = self._grow(body, got)
             return memoryview(body)[got:]
-        view = self._view
+        view = self.scratch
         if view is None:
-            view = self._view = self._pool.take()
+            free = self._pool.free
+            view = self.scratch = free.pop() if free else self._pool.take()
+            self._start = self._end = 0
             head = self._head  # a partial header set aside by release()
-            view[: len(head)] = head
-            self.bytes_copied += len(head)
-            self._start, self._end, self._head = 0, len(head), b""
-            return view[self._end :]
+            if head:
+                view[: len(head)] = head
+                self.bytes_copied += len(head)
+                self._end, self._head = len(head), b""
+                return view[self._end :]
+            return view
         cap = len(view)
         if self._start and cap - self._end < cap // 4:
             # Move the partial frame to the front. It is at most half the
@@ -328,7 +332,7 @@ class FrameDecoder:
 
     def _parse(self, limit: int | None = None) -> list[bytes | bytearray]:
         frames: list[bytes | bytearray] = []
-        view, start, end = self._view, self._start, self._end
+        view, start, end = self.scratch, self._start, self._end
         assert view is not None
         unpack_from, max_size = HEADER.unpack_from, self.max_frame_size
         self.ready = False
@@ -359,8 +363,10 @@ class FrameDecoder:
             break
         if start == end:
             # Nothing left in the scratch: let another decoder use it meanwhile.
-            self._view = None
-            self._pool.give(view)
+            self.scratch = None
+            pool = self._pool
+            if len(pool.free) < pool.keep:
+                pool.free.append(view)
             start = end = 0
         self._start, self._end = start, end
         return frames
@@ -395,7 +401,7 @@ class FrameDecoder:
         each byte is still copied a bounded number of times (a partial payload
         moves to its body once, a partial header at most three times).
         """
-        view = self._view
+        view = self.scratch
         if view is None or self.ready or self._error is not None:
             return
         start, end = self._start, self._end
@@ -406,7 +412,7 @@ class FrameDecoder:
         else:
             self._head = bytes(view[start:end])
             self.bytes_copied += end - start
-        self._view = None
+        self.scratch = None
         self._start = self._end = 0
         self._pool.give(view)
 
@@ -429,14 +435,14 @@ class FrameDecoder:
         if self._body is not None:
             return DecoderState("payload", self._got, self._size)
         pending = self._end - self._start
-        if self._view is None and self._head:
+        if self.scratch is None and self._head:
             return DecoderState("header", len(self._head), HEADER_SIZE)
         if pending == 0:
             return DecoderState("idle", 0, 0)
         if pending < HEADER_SIZE:
             return DecoderState("header", pending, HEADER_SIZE)
-        assert self._view is not None
-        (size,) = HEADER.unpack_from(self._view, self._start)
+        assert self.scratch is not None
+        (size,) = HEADER.unpack_from(self.scratch, self._start)
         return DecoderState("payload", pending - HEADER_SIZE, size)
 
     @property
