@@ -226,25 +226,29 @@ def test_a_frame_then_an_oversized_header_gives_the_same_outcome_however_tcp_spl
 
 def test_100_peers_stopping_mid_way_through_small_frames_cost_about_their_bytes(server) -> None:
     s = server()
-    socks = []
-    for _ in range(100):
-        socks.append(s.raw())
-        s.ew.run_once(0)
-    s.ew.run_until(lambda: len(s.peers) == 100, timeout=5)
+    socks: list[socket.socket] = []
 
     def attack() -> None:
-        for i, sock in enumerate(socks):
+        for i in range(100):
+            sock = s.raw()
+            socks.append(sock)
             # Believable headers: half stop inside a 30,000-byte payload (under half
             # the 64 KiB scratch), half inside the header itself.
             sock.sendall(encode_header(30_000) + b"x" * 10 if i % 2 else b"\0\0")
+            s.ew.run_once(0)  # accept as they come (the listen backlog is finite)
         s.ew.run_until(
-            lambda: all(s.transport.snapshot(p).recv_part != "idle" for p in s.peers), timeout=10
+            lambda: (
+                len(s.peers) == 100
+                and all(s.transport.snapshot(p).recv_part != "idle" for p in s.peers)
+            ),
+            timeout=10,
         )
 
     cost = _traced(attack)
     # A scratch is lent while bytes arrive, and given back when the peer goes
-    # quiet: what a peer keeps is a first body of 4 KiB or its 2 header bytes.
-    assert cost < 100 * 8 * KiB, f"{cost / 100:.0f} bytes per peer"
+    # quiet: what a peer keeps is a first body of 4 KiB or its 2 header bytes,
+    # besides its socket and state (about 4.5 KiB, see the idle test above).
+    assert cost < 100 * 16 * KiB, f"{cost / 100:.0f} bytes per peer"
     assert [s.transport.snapshot(p)[:3] for p in s.peers[:2]] == [
         ("header", 2, 4),
         ("payload", 10, 30_000),
