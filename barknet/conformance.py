@@ -13,6 +13,9 @@ The same checks run
 
 * in ``tests/test_conformance.py`` against :class:`~barknet.framed.FramedTransport`,
   directly over TCP and over a :class:`~barknet.faults.ChunkingTransport`;
+* the "contract" checks (the interface's promises beyond the exercise, such as
+  level-triggered ``READABLE``) also in ``tests/test_readable.py``, against
+  :class:`~barknet.compress.CompressedTransport` over framing too;
 * in the exercise notebook against the learner's own framing, through
   :func:`run_checks`, which returns a readable :class:`Report` instead of raising.
 
