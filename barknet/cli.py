@@ -30,6 +30,7 @@ import argparse
 import contextlib
 import signal
 import socket
+import ssl
 import sys
 from collections.abc import Sequence
 from typing import TextIO
@@ -37,8 +38,10 @@ from typing import TextIO
 from .events import EventKind, IOEvent, IOStatus
 from .framed import FramedTransport
 from .framing import DEFAULT_MAX_FRAME_SIZE
+from .interfaces import ITransport
 from .reactor import EventWatcher
 from .tcp import TcpTransport
+from .tls import TlsTransport
 
 __all__ = ["main", "serve"]
 
@@ -52,8 +55,12 @@ def serve(
     *,
     out: TextIO | None = None,
     err: TextIO | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> int:
     """Run a framed echo server until SIGINT or SIGTERM; return the exit status (0).
+
+    With ``tls`` (a server context holding the certificate), every peer speaks
+    TLS: ``FramedTransport(TlsTransport(TcpTransport(), tls))``.
 
     Call it from the main thread: that is the only thread that may install
     signal handlers.
@@ -65,7 +72,10 @@ def serve(
         print(message, file=err, flush=True)
 
     with EventWatcher() as watcher:
-        server = FramedTransport(TcpTransport(host, port), max_frame_size=max_frame_size)
+        inner: ITransport = TcpTransport(host, port)
+        if tls is not None:
+            inner = TlsTransport(inner, tls)
+        server = FramedTransport(inner, max_frame_size=max_frame_size)
 
         def on_event(event: IOEvent) -> None:
             kind, peer = event.kind, event.peer
@@ -125,6 +135,18 @@ def _size(text: str) -> int:
     return value
 
 
+def _tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    if not args.tls:
+        if args.certfile or args.keyfile:
+            raise SystemExit("--certfile and --keyfile need --tls")
+        return None
+    if not args.certfile:
+        raise SystemExit("--tls needs --certfile (and --keyfile unless the key is in it)")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(args.certfile, args.keyfile)
+    return context
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m barknet", description="barknet command-line tools"
@@ -141,6 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"largest payload accepted, in bytes ({DEFAULT_MAX_FRAME_SIZE})",
     )
 
+    p_serve.add_argument("--tls", action="store_true", help="speak TLS (needs the next two)")
+    p_serve.add_argument("--certfile", metavar="F", help="PEM certificate chain, for --tls")
+    p_serve.add_argument("--keyfile", metavar="F", help="PEM private key, for --tls")
+
     p_bench = commands.add_parser(
         "bench", help="compare barknet with raw sockets, asyncio, uvloop and Twisted"
     )
@@ -155,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
-        return serve(args.host, args.port, args.max_frame_size)
+        return serve(args.host, args.port, args.max_frame_size, tls=_tls_context(args))
     from . import bench  # imported late: `serve` should start fast
 
     impls = args.impls.split(",") if args.impls else None

@@ -375,7 +375,11 @@ class TlsTransport(TransportLayer):
 
     def _pull(self, session: _Session) -> IOStatus:
         """Read one chunk of ciphertext from below into OpenSSL's incoming BIO."""
-        result = self.inner.resume_read(session.peer, self._scratch)
+        try:
+            result = self.inner.resume_read(session.peer, self._scratch)
+        except TransportClosedError:  # the whole stack below was closed; CLOSED follows
+            session.gone = True
+            return IOStatus.ERROR
         status = result.status
         if status is IOStatus.OK:
             session.incoming.write(result.data)
@@ -617,6 +621,13 @@ class TlsTransport(TransportLayer):
         return WriteResult(taken, IOStatus.OK)
 
     def _send_cipher(self, session: _Session) -> bool:
+        try:
+            return self._write_cipher(session)
+        except TransportClosedError:  # the whole stack below was closed; CLOSED follows
+            session.gone = True
+            return False
+
+    def _write_cipher(self, session: _Session) -> bool:
         """Write OpenSSL's output and what is left of earlier records down.
 
         Returns True when nothing is left here. Leftovers wait for the transport
