@@ -99,7 +99,6 @@ class _Session:
         "reading",
         "server_side",
         "sslobj",
-        "starved",
         "want_write",
         "write_eof",
         "write_wants_read",
@@ -118,7 +117,6 @@ class _Session:
         self.want_write = False  # the owner was told WOULD_BLOCK: it wants WRITABLE
         self.write_wants_read = False  # OpenSSL must read before it can write
         self.reading = True  # the owner has not suspended reading
-        self.starved = False  # OpenSSL holds only part of a record; the rest is not here
         self.kick_due = False  # a level-triggered READABLE is scheduled
         self.got_close_notify = False  # the peer ended its side in TLS
         self.inner_eof = False  # the transport below reported EOF
@@ -383,7 +381,6 @@ class TlsTransport(TransportLayer):
         status = result.status
         if status is IOStatus.OK:
             session.incoming.write(result.data)
-            session.starved = False
         elif status is IOStatus.EOF:
             session.inner_eof = True
         elif status is IOStatus.ERROR:
@@ -423,21 +420,20 @@ class TlsTransport(TransportLayer):
         if not session.reading:
             self.inner.suspend_read(session.peer)
             return
-        if session.got_close_notify and not session.gone:
-            # Their close_notify was the last thing we need from the peer: stop
-            # watching the socket (its FIN would wake us every turn).
-            self.inner.suspend_read(session.peer)
         self._emit(session.readable)
         self._kick(session)
 
     def _waiting(self, session: _Session) -> bool:
-        """Is something here for the owner to read (level-triggered READABLE)?"""
+        """Is something here for the owner to read (level-triggered READABLE)?
+
+        Decrypted bytes, ciphertext not yet shown to OpenSSL, or an unread EOF.
+        Half a record is not: when OpenSSL answers "want read" it has taken all
+        of ``incoming`` into its own buffer, so nothing here looks readable
+        until more ciphertext arrives (and the socket below says so).
+        """
         if session.got_close_notify:
             return not session.eof_read
-        return bool(
-            session.sslobj.pending()  # type: ignore[union-attr]
-            or (session.incoming.pending and not session.starved)
-        )
+        return bool(session.sslobj.pending() or session.incoming.pending)  # type: ignore[union-attr]
 
     def _kick(self, session: _Session) -> None:
         if session.kick_due or not session.reading or not self._waiting(session):
@@ -532,6 +528,8 @@ class TlsTransport(TransportLayer):
             if n == 0:  # Python's read answers the peer's close_notify with 0 bytes
                 session.got_close_notify = True
                 if not session.gone:
+                    # The last thing we need from the peer: stop watching the
+                    # socket (the FIN that follows would wake us every turn).
                     self.inner.suspend_read(session.peer)
                 break
             got += n
@@ -543,8 +541,6 @@ class TlsTransport(TransportLayer):
         if session.inner_eof or session.error is not None:
             return False
         if self._pull(session) is not IOStatus.OK:
-            if not session.inner_eof and session.error is None:
-                session.starved = True
             return False
         if session.write_wants_read:
             session.write_wants_read = False
