@@ -175,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_bench.add_argument(
         "--impls", metavar="LIST", help="comma-separated implementations to run (default: all)"
     )
+    p_bench.add_argument(
+        "--tls", action="store_true", help="then the TLS rows: barknet vs asyncio, both with TLS"
+    )
     return parser
 
 
@@ -185,4 +188,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from . import bench  # imported late: `serve` should start fast
 
     impls = args.impls.split(",") if args.impls else None
-    return bench.main(quick=args.quick, json_path=args.json, impls=impls)
+    status = bench.main(quick=args.quick, json_path=args.json, impls=impls)
+    if args.tls and status == 0:
+        from . import bench_tls
+
+        print(file=sys.stdout)
+        status = bench_tls.main(quick=args.quick, json_path=args.json)
+    return status

@@ -514,6 +514,11 @@ class TlsTransport(TransportLayer):
         assert sslobj is not None
         got, room = 0, len(view)
         while got < room:
+            # Everything we had is out: ask below before asking OpenSSL, which
+            # would only say "want read" (an exception, dearer than this check).
+            idle = got and not sslobj.pending() and not session.incoming.pending
+            if idle and not self._feed(session):
+                break
             try:
                 n = sslobj.read(room - got, view[got:])
             except ssl.SSLWantReadError:

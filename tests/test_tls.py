@@ -497,7 +497,7 @@ def test_barknet_client_talks_to_openssl_s_server(ew, tls_client, pem_files) -> 
         out, _ = process.communicate(timeout=10)
     finally:
         _reap(process)
-    assert encode_frame(b"hello s_server") in out
+    assert encode_frame(b"hello s_server") in out, out[-600:]
 
 
 # ---------------------------------------------------------- partial I/O, one byte at a time
