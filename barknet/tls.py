@@ -48,20 +48,27 @@ For the owner above, it is a *byte* transport, like TCP:
   *truncation* (an attacker can cut a connection, but cannot forge
   ``close_notify``): ``CLOSED(ERROR, TlsError(reason="TRUNCATED"))``.
 
-Caveats: no session resumption cache of our own, no renegotiation (TLS 1.3 has
-none), and no handshake deadline yet: a peer that connects and stays silent
-holds its socket until you close it.
+A peer that connects and never finishes its handshake is closed after
+``handshake_timeout`` seconds (60 by default, as in asyncio; for a client the
+clock starts at ``connect``) with ``TlsError(reason="HANDSHAKE_TIMEOUT")``.
+
+Caveats: no session resumption of our own (tickets are received and
+ignored), no renegotiation (TLS 1.3 has none), and no client certificates
+beyond what your context asks for.
 """
 
 from __future__ import annotations
 
 import ssl
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import BarknetError, TlsError, TransportClosedError
 from .events import EventKind, IOEvent, IOStatus, Peer, ReadResult, WriteResult
 from .interfaces import ITransport, WriteData
 from .layer import TransportLayer
+
+if TYPE_CHECKING:
+    from .reactor import TimerHandle
 
 __all__ = ["CIPHER_LIMIT", "TlsTransport"]
 
@@ -99,6 +106,7 @@ class _Session:
         "reading",
         "server_side",
         "sslobj",
+        "timer",
         "want_write",
         "write_eof",
         "write_wants_read",
@@ -110,6 +118,7 @@ class _Session:
         self.incoming = ssl.MemoryBIO()
         self.outgoing = ssl.MemoryBIO()
         self.sslobj: ssl.SSLObject | None = None
+        self.timer: TimerHandle | None = None  # the handshake deadline
         self.readable = IOEvent(EventKind.READABLE, peer)
         self.handshaking = True
         self.cipher = bytearray()  # ciphertext the transport below has not taken yet
@@ -172,6 +181,7 @@ class TlsTransport(TransportLayer):
         server_hostname: str | None = None,
         client_context: ssl.SSLContext | None = None,
         cipher_limit: int = CIPHER_LIMIT,
+        handshake_timeout: float | None = 60.0,
     ) -> None:
         super().__init__(inner)
         if cipher_limit < 1:
@@ -181,6 +191,7 @@ class TlsTransport(TransportLayer):
         self.server_side = server_side
         self.server_hostname = server_hostname
         self.cipher_limit = cipher_limit
+        self.handshake_timeout = handshake_timeout
         self._sessions: dict[Peer, _Session] = {}
         self._scratch = bytearray(READ_SIZE)
 
@@ -228,6 +239,10 @@ class TlsTransport(TransportLayer):
         except (ssl.SSLError, ValueError) as exc:
             self._fail(session, _tls_error(peer, "setup", exc))
             return
+        if self.handshake_timeout is not None:
+            session.timer = self._watcher.call_later(  # type: ignore[union-attr]
+                self.handshake_timeout, self._handshake_deadline, session
+            )
         if start:
             self._handshake(session)
 
@@ -328,6 +343,8 @@ class TlsTransport(TransportLayer):
                 self._handshake(session)
         elif kind is EventKind.CLOSED:
             self._sessions.pop(peer, None)
+            if session is not None and session.timer is not None:
+                session.timer.cancel()
             if session is not None and session.error is not None:
                 event = IOEvent(EventKind.CLOSED, peer, IOStatus.ERROR, session.error)
             elif session is not None and session.goodbye_lost:
@@ -345,6 +362,17 @@ class TlsTransport(TransportLayer):
         else:
             self._emit(event)
 
+    def _handshake_deadline(self, session: _Session) -> None:
+        session.timer = None
+        if self._sessions.get(session.peer) is session and session.handshaking:
+            error = TlsError(
+                f"{session.peer} did not finish the TLS handshake within "
+                f"{self.handshake_timeout:g} s",
+                peer=session.peer,
+                reason="HANDSHAKE_TIMEOUT",
+            )
+            self._fail(session, error)
+
     def _handshake(self, session: _Session) -> None:
         try:
             session.sslobj.do_handshake()  # type: ignore[union-attr]
@@ -355,6 +383,9 @@ class TlsTransport(TransportLayer):
             self._fail(session, _tls_error(session.peer, "handshake", exc))
             return
         session.handshaking = False
+        if session.timer is not None:
+            session.timer.cancel()
+            session.timer = None
         self._send_cipher(session)
         if session.error is not None:
             return

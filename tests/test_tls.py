@@ -933,6 +933,17 @@ def test_peer_reset_during_the_handshake_is_one_closed_error(ew, busy_server) ->
     _good_client_keeps_working(ew, good, good_peer, b"after")
 
 
+def test_silent_peer_is_closed_at_the_handshake_deadline(ew, sides, server_ctx) -> None:
+    server = sides(
+        FramedTransport(TlsTransport(TcpTransport(), server_ctx, handshake_timeout=0.2))
+    )
+    with socket.create_connection(server.transport.bind(), timeout=5):
+        ew.run_until(lambda: server.closed(), timeout=10)  # connected, and says nothing
+    (event,) = server.closed()
+    assert isinstance(event.error, TlsError) and event.error.reason == "HANDSHAKE_TIMEOUT"
+    assert not server.of(EventKind.ACCEPTED)
+
+
 # ------------------------------------------------------------------------ SNI and info
 def test_sni_carries_server_hostname_and_ip_addresses_are_verified(
     ew, sides, server_ctx, client_ctx
