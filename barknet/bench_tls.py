@@ -56,6 +56,7 @@ from .bench import (
     _now,
     _percentile,
     _pin,
+    _size_name,
     _warm_allocator,
     placement,
 )
@@ -355,8 +356,8 @@ def run_tls(plan: Plan, *, out: TextIO | None = None) -> list[dict[str, Any]]:
                 values.setdefault((impl, "pingpong_p50_us", ping_size), []).append(p50)
                 values.setdefault((impl, "bulk_MBps", bulk_size), []).append(rate)
                 say(
-                    f"  [{rep + 1}/{plan.reps}] {impl:<12} {ping_size} B p50 {p50:.1f} µs, "
-                    f"{bulk_size >> 20} MiB {rate:.0f} MB/s"
+                    f"  [{rep + 1}/{plan.reps}] {impl:<12} {_size_name(ping_size)} p50 "
+                    f"{p50:.1f} µs, {_size_name(bulk_size)} {rate:.0f} MB/s"
                 )
     say(f"  done in {time.monotonic() - started:.0f} s")
     medians = {key: statistics.median(v) for key, v in values.items()}
@@ -387,8 +388,7 @@ def format_tls_table(records: list[dict[str, Any]]) -> str:
     for (metric, size), cells in rows.items():
         ours, theirs = cells["barknet-tls"], cells["asyncio-tls"]
         what = "round trip p50" if metric == "pingpong_p50_us" else "bulk"
-        name = f"{size} B" if size < 1024 else f"{size >> 20} MiB"
-        label = f"{what} {name} ({ours['unit']})"
+        label = f"{what} {_size_name(size)} ({ours['unit']})"
         lines.append(
             label.ljust(34)
             + f"{ours['value']:.1f} ×{ours['ratio_to_asyncio']:.2f}".rjust(14)
