@@ -102,6 +102,7 @@ class _Session:
         "notify_sent",
         "outgoing",
         "peer",
+        "pulled_short",
         "readable",
         "reading",
         "server_side",
@@ -126,6 +127,7 @@ class _Session:
         self.want_write = False  # the owner was told WOULD_BLOCK: it wants WRITABLE
         self.write_wants_read = False  # OpenSSL must read before it can write
         self.reading = True  # the owner has not suspended reading
+        self.pulled_short = False  # (within one read) the last pull got less than asked
         self.kick_due = False  # a level-triggered READABLE is scheduled
         self.got_close_notify = False  # the peer ended its side in TLS
         self.inner_eof = False  # the transport below reported EOF
@@ -412,6 +414,7 @@ class TlsTransport(TransportLayer):
         status = result.status
         if status is IOStatus.OK:
             session.incoming.write(result.data)
+            session.pulled_short = len(result.data) < len(self._scratch)
         elif status is IOStatus.EOF:
             session.inner_eof = True
         elif status is IOStatus.ERROR:
@@ -544,11 +547,14 @@ class TlsTransport(TransportLayer):
         sslobj = session.sslobj
         assert sslobj is not None
         got, room = 0, len(view)
+        session.pulled_short = False
         while got < room:
-            # Everything we had is out: ask below before asking OpenSSL, which
-            # would only say "want read" (an exception, dearer than this check).
+            # Everything we had is out? If our last read from below came back
+            # short, the socket is empty: stop, as a socket's short read would (if
+            # more arrives, the loop says so). Else read below before asking
+            # OpenSSL, which would only say "want read" (an exception).
             idle = got and not sslobj.pending() and not session.incoming.pending
-            if idle and not self._feed(session):
+            if idle and (session.pulled_short or not self._feed(session)):
                 break
             try:
                 n = sslobj.read(room - got, view[got:])
