@@ -642,6 +642,22 @@ def test_write_eof_sends_close_notify_and_the_other_direction_still_works(
     assert statuses.count(IOStatus.EOF) == 1
 
 
+def test_write_eof_before_the_handshake_ends_is_sent_once_it_has(
+    ew, tls_server, tls_client
+) -> None:
+    server = tls_server(framed=False, echo=False)
+    client = tls_client(framed=False)
+    peer = client.transport.connect(server.address)
+    client.transport.write_eof(peer)  # still connecting: nothing can be sent yet
+    statuses: list[IOStatus] = []
+    server.on_event = lambda e: (
+        e.kind is EventKind.READABLE
+        and statuses.append(server.transport.resume_read(e.peer).status)  # type: ignore[func-returns-value]
+    )
+    ew.run_until(lambda: IOStatus.EOF in statuses, timeout=10)
+    assert client.of(EventKind.CONNECTED)  # the handshake finished first
+
+
 # ------------------------------------------------------------------------ backpressure
 def test_write_to_a_peer_that_does_not_read_holds_at_most_the_cipher_limit(
     ew, tls_server, tls_client
