@@ -276,7 +276,8 @@ class TlsTransport(TransportLayer):
         session.write_eof = True
         if not session.handshaking:
             self._send_close_notify(session)
-            self._after_drained(session)
+            if not session.cipher:  # else once the transport below took it all
+                self._after_drained(session)
 
     def _send_close_notify(self, session: _Session) -> None:
         if session.notify_sent:

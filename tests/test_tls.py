@@ -658,6 +658,36 @@ def test_write_eof_before_the_handshake_ends_is_sent_once_it_has(
     assert client.of(EventKind.CONNECTED)  # the handshake finished first
 
 
+class _HalfClosingChunks(ChunkingTransport):
+    """Five-byte writes, and a ``write_eof`` that notes how much had been sent by then."""
+
+    def __init__(self, inner: ITransport) -> None:
+        super().__init__(inner, max_write=5)
+        self.eof_after: int | None = None
+
+    def write_eof(self, peer: Peer) -> None:
+        self.eof_after = self.inner.counters(peer).bytes_sent
+
+
+def test_write_eof_reaches_the_transport_below_only_after_every_record(
+    ew, tls_server, sides, client_ctx
+) -> None:
+    server = tls_server(framed=False, echo=False)
+    below = _HalfClosingChunks(TcpTransport())
+    client = sides(TlsTransport(below, client_ctx))
+    peer = client.transport.connect(server.address)
+    ew.run_until(lambda: client.of(EventKind.CONNECTED), timeout=10)
+    assert client.transport.resume_write(b"request", peer).sent == 7  # records queued here
+    client.transport.write_eof(peer)  # close_notify queued behind them
+    assert below.eof_after is None
+    ew.run_until(lambda: below.eof_after is not None, timeout=10)
+    for _ in range(5):
+        ew.run_once(0.01)
+    assert below.eof_after == below.inner.counters(peer).bytes_sent  # nothing after it
+    ew.run_until(lambda: server.data, timeout=10)
+    assert next(iter(server.data.values())) == [b"request"]
+
+
 # ------------------------------------------------------------------------ backpressure
 def test_write_to_a_peer_that_does_not_read_holds_at_most_the_cipher_limit(
     ew, tls_server, tls_client
