@@ -423,6 +423,16 @@ def _openssl() -> str:
     return path
 
 
+def test_missing_openssl_fails_under_ci_and_skips_elsewhere(monkeypatch) -> None:
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="openssl command is missing"):
+        _openssl()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception):
+        _openssl()
+
+
 def test_openssl_s_client_gets_echoes_from_a_barknet_server(ew, tls_server, pem_files) -> None:
     server = tls_server()
     frames = [b"from s_client", b"", b"z" * 5000]
