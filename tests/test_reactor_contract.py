@@ -10,8 +10,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from barknet import EventWatcher
-
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
 
@@ -97,7 +95,7 @@ def test_an_fd_closed_and_reused_in_one_turn_does_not_get_the_old_readiness(ew, 
     """Two writable sockets; whichever callback runs first closes the other and
     opens a socket that gets the same fd number but is not writable. The new
     registration must not be called for the old socket's readiness."""
-    s1, peer1, s2, peer2 = pairs
+    s1, _, s2, _ = pairs
     full_a, full_b = socket.socketpair()
     full_a.setblocking(False)
     _fill(full_a)
