@@ -12,6 +12,7 @@ from .errors import (
     FrameTimeoutError,
     FrameTooLargeError,
     FramingError,
+    LingerTimeoutError,
     TransportClosedError,
     TruncatedFrameError,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "IOEvent",
     "IOStatus",
     "ITransport",
+    "LingerTimeoutError",
     "Peer",
     "ReadResult",
     "TcpTransport",
