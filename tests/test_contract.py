@@ -15,7 +15,7 @@ import pytest
 
 from barknet import FramedTransport
 from barknet.compress import CompressedTransport
-from barknet.conformance import CHECKS, Check
+from barknet.conformance import CONTRACT_CHECKS, Check, run_checks
 from barknet.faults import ChunkingTransport
 from barknet.interfaces import ITransport
 from barknet.trace import TracingTransport
@@ -29,7 +29,7 @@ BELOW: dict[str, Wrap] = {
     "traced": lambda inner: TracingTransport(inner),
 }
 HALF_CLOSE = {"half-close, client first", "half-close, server first"}
-CONTRACT = [check for check in CHECKS if check.level == "contract"]
+CONTRACT = CONTRACT_CHECKS
 
 
 def _framed(below: Wrap, **kw: object) -> Callable[[ITransport], ITransport]:
@@ -60,3 +60,11 @@ def test_every_contract_check_is_registered_and_documented() -> None:
     names = {check.name for check in CONTRACT}
     assert len(names) == 6
     assert all(check.doc for check in CONTRACT)
+
+
+def test_run_checks_runs_the_contract_checks_by_level() -> None:
+    report = run_checks(
+        lambda inner: inner, levels=("contract",), names=["half-close, client first"]
+    )
+    assert [r.check.name for r in report.results] == ["half-close, client first"]
+    assert report.passed, str(report)
