@@ -133,7 +133,7 @@ class _Lab:
 
     def client(self) -> tuple[_Side, Peer]:
         side = self._side(echo=False)
-        peer = side.transport.connect(self.address)  # type: ignore[call-arg]
+        peer = side.transport.connect(self.address)
         return side, peer
 
     def run_until(self, condition: Callable[[], bool], what: str) -> None:
@@ -763,6 +763,59 @@ def check_no_busy_loop_after_a_drain(make: Maker) -> None:
             )
 
 
+def check_fd_closed_and_reused_within_a_turn(make: Maker) -> None:
+    """In one loop turn, peer A becomes writable and, before its turn comes, a
+    callback aborts A and starts a connect that gets A's descriptor number (to a
+    listener whose backlog is full, so it cannot finish). A's stale readiness
+    must not reach the new peer: no CONNECTED for it."""
+    stuck = socket.socket()
+    fillers: list[socket.socket] = []
+    try:
+        stuck.bind(("127.0.0.1", 0))
+        stuck.listen(0)  # one connection fills its queue; later SYNs are dropped
+        for _ in range(2):
+            filler = socket.socket()
+            fillers.append(filler)
+            filler.setblocking(False)
+            filler.connect_ex(stuck.getsockname())
+        with _ContractLab(make, client_kw={"sndbuf": 4096}) as lab:
+            server = lab.server
+            server.auto_read = False  # A's bytes pile up: A's writes block
+            client, a = lab.client()
+            lab.run_until(lambda: server.opened and a in client.opened, "peer A")
+            t = client.transport.connect(lab.address)
+            lab.run_until(lambda: len(server.opened) == 2 and t in client.opened, "peer T")
+            a_there, t_there = server.opened
+            client.send(a, bytes(1024 * 1024))
+            for _ in range(5):
+                lab.ew.run_once(0.01)
+            swapped: list[Peer] = []
+
+            def on_client(event: IOEvent) -> None:
+                if event.kind is EventKind.READABLE and event.peer == t and not swapped:
+                    client.transport.abort(a)
+                    swapped.append(client.transport.connect(stuck.getsockname()))
+
+            client.on_event = on_client
+            # One action makes T readable and, right after, A writable again.
+            server.send(t_there, b"go")
+            server.read(a_there)
+            lab.run_until(lambda: bool(swapped), "T's READABLE")
+            for _ in range(10):
+                lab.ew.run_once(0.01)
+            b = swapped[0]
+            wrong = [e for e in client.events if e.peer == b and e.kind is not EventKind.CLOSED]
+            if wrong:
+                raise AssertionError(
+                    f"a connect that cannot have finished got {wrong[0].kind.name}: "
+                    "the readiness of the closed peer that had the same descriptor"
+                )
+    finally:
+        stuck.close()
+        for filler in fillers:
+            filler.close()
+
+
 @dataclass(frozen=True)
 class Check:
     name: str
@@ -812,6 +865,11 @@ CONTRACT_CHECKS: list[Check] = [
         "contract",
     ),
     Check("no busy loop after a drain", check_no_busy_loop_after_a_drain, "contract"),
+    Check(
+        "an fd closed and reused within one turn",
+        check_fd_closed_and_reused_within_a_turn,
+        "contract",
+    ),
 ]
 
 

@@ -130,6 +130,7 @@ class SendState:
     __slots__ = (
         "buffers",
         "closing",
+        "dropped",
         "eof",
         "eof_sent",
         "flush_due",
@@ -152,6 +153,7 @@ class SendState:
         self.waiting = False  # a write came back short: waiting for WRITABLE
         self.paused = False  # PAUSE_WRITING was replayed and not yet resumed
         self.closing = False  # close() was called: close once the queue is empty
+        self.dropped = False  # the inner transport dropped the peer (abort, or broken)
         self.eof = False  # write_eof() was called: pass it down once the queue is empty
         self.eof_sent = False  # ... and it was passed down
         self.flush_due = False  # (coalescing) a flush is scheduled for the end of this turn
@@ -272,6 +274,8 @@ class FramedTransport(ITransport):
         if send is None or send.closing:
             return
         send.closing = True
+        if send.dropped:
+            return  # the inner transport dropped it already: CLOSED is on its way
         recv = self._recv[peer]
         if recv.error is not None or recv.inner_closed:
             # The inner transport already dropped it; CLOSED is on its way (or,
@@ -310,7 +314,18 @@ class FramedTransport(ITransport):
         if recv is not None and recv.inner_closed:
             self._finish(peer, IOEvent(EventKind.CLOSED, peer, IOStatus.OK))
             return
+        self._dropped(peer)
+        send = self._send.get(peer)
+        if send is not None:
+            send.closing = True  # you closed it: writes raise from now on
         self.inner.abort(peer)
+
+    def _dropped(self, peer: Peer) -> None:
+        """The inner transport no longer has ``peer``: refuse writes, and ignore a
+        WRITABLE a layer below had already scheduled (CLOSED is on its way)."""
+        send = self._send.get(peer)
+        if send is not None:
+            send.dropped = True
 
     def _broken(self, peer: Peer, error: BarknetError | None) -> None:
         """The inner transport found ``peer`` broken and dropped it; CLOSED follows.
@@ -318,10 +333,12 @@ class FramedTransport(ITransport):
         recv = self._recv.get(peer)
         if recv is not None and recv.error is None:
             recv.error = error
+        self._dropped(peer)
 
     def _abort(self, peer: Peer, error: FramingError) -> None:
         """The peer broke the framing rules: close it now, report ``error``."""
         self._recv[peer].error = error
+        self._dropped(peer)
         self.inner.abort(peer)
 
     # ---------------------------------------------------------------- events
@@ -350,6 +367,7 @@ class FramedTransport(ITransport):
             recv.error is None
             and event.status is not IOStatus.ERROR
             and not send.closing
+            and not send.dropped
             and (recv.frames or (self.half_close and recv.eof and not recv.eof_taken))
         ):
             # Both directions ended below while frames (or, with half_close, the
@@ -723,7 +741,7 @@ class FramedTransport(ITransport):
 
     def _on_writable(self, peer: Peer) -> None:
         send = self._send.get(peer)
-        if send is None:
+        if send is None or send.dropped:
             return
         if not send.buffers:  # nothing left (e.g. WRITABLE after a connect)
             send.waiting = False
