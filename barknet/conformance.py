@@ -302,8 +302,9 @@ def _expect_framing_error(
         bad = _raw_client(lab.address)
         try:
             bad.sendall(raw)
-            if error_type is TruncatedFrameError:
-                bad.shutdown(socket.SHUT_WR)
+            # The bad peer ends its side too, so a transport that closes it
+            # gracefully (lingering until the peer's EOF) is not kept waiting.
+            bad.shutdown(socket.SHUT_WR)
             lab.run_until(lambda: lab.server.closed, f"the server to close the peer that {what}")
         finally:
             bad.close()

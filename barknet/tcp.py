@@ -23,6 +23,15 @@ moved n > 0 bytes                      ``OK`` (n smaller than asked: a short I/O
 connect finished with ``SO_ERROR``     ``CLOSED(ERROR, ConnectFailedError)``
 =====================================  =========================================
 
+Connects do not block: ``connect_ex`` answers ``EINPROGRESS``, the socket is
+watched for writability, and ``SO_ERROR`` then says whether it worked.
+``TCP_NODELAY`` is on: a framing layer that writes header and payload in one
+call has nothing to gain from Nagle's algorithm and a lot of latency to lose.
+
+``CLOSED`` events are delivered on the next turn of the loop (``call_soon``), so
+that a ``close()`` or a failed ``resume_write`` never calls you back while you
+are still inside your own call.
+
 Half-close and graceful close. ``write_eof(peer)`` shuts down the write side
 (``shutdown(SHUT_WR)``: the kernel sends FIN after what is in its buffer); you
 keep reading. Once you have also read the peer's EOF, both directions are over
@@ -39,15 +48,7 @@ most ``linger_timeout`` seconds: then the socket is closed anyway and ``CLOSED``
 carries a ``LingerTimeoutError``; a reset meanwhile gives a
 ``ConnectionBrokenError``. From ``close(peer)`` on the peer is yours no more:
 I/O calls raise ``TransportClosedError`` and ``peers`` leaves it out.
-
-Connects do not block: ``connect_ex`` answers ``EINPROGRESS``, the socket is
-watched for writability, and ``SO_ERROR`` then says whether it worked.
-``TCP_NODELAY`` is on: a framing layer that writes header and payload in one
-call has nothing to gain from Nagle's algorithm and a lot of latency to lose.
-
-``CLOSED`` events are delivered on the next turn of the loop (``call_soon``), so
-that a ``close()`` or a failed ``resume_write`` never calls you back while you
-are still inside your own call.
+``abort(peer)`` closes at once, for a peer that broke the rules.
 """
 
 from __future__ import annotations
