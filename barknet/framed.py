@@ -772,7 +772,8 @@ class FramedTransport(ITransport):
     # ------------------------------------------------------------ inspection
     @property
     def peers(self) -> list[Peer]:
-        return list(self._recv)
+        """The peers open right now (not those you closed whose frames still leave)."""
+        return [peer for peer, send in self._send.items() if not send.closing]
 
     def write_buffer_size(self, peer: Peer) -> int:
         """Bytes queued for ``peer`` and not yet written."""
