@@ -274,7 +274,7 @@ def test_a_setsockopt_error_on_an_accepted_socket_closes_it_and_accepting_goes_o
 
 
 def test_peers_leaves_out_a_peer_closed_while_its_frames_still_leave(ew, framed_pair):
-    endpoint, peer, other = framed_pair
+    endpoint, peer, _ = framed_pair
     t = endpoint.transport
     t.resume_write(bytes(1024 * 1024), peer)  # more than the socket pair holds
     assert t.peers == [peer]
