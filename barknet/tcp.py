@@ -481,9 +481,10 @@ class TcpTransport(ITransport):
             conn = self._conns.get(peer)
             if conn is None or conn.closing:
                 return
-            if conn.connecting or conn.eof:
+            watcher = self._watcher
+            if conn.connecting or conn.eof or watcher is None or watcher.closed:
                 # No connection yet, or the peer ended its side already (nothing
-                # unread can arrive): nothing to linger for.
+                # unread can arrive), or no loop left to linger on.
                 self._drop(conn, IOEvent(EventKind.CLOSED, peer, IOStatus.OK))
                 return
             conn.closing = True
@@ -491,8 +492,6 @@ class TcpTransport(ITransport):
                 conn.eof_sent = True
                 if not self._shutdown_write(conn):
                     return
-            watcher = self._watcher
-            assert watcher is not None
             conn.reading = True
             watcher.watch_read(conn.fd, lambda: self._discard(conn))
             conn.linger_timer = watcher.call_later(self.linger_timeout, self._linger_expired, conn)
