@@ -154,7 +154,7 @@ class RecvState:
         self.replay_due = False  # _replay_readable is scheduled for the next turn
         self.replay_waits = False  # ... and must skip the turn it was scheduled in
         #: A framing error found behind whole frames: reported once the owner took them.
-        self.held_error: BarknetError | None = None
+        self.held_error: FramingError | None = None
         self.frames_received = 0
         self.last_progress = 0.0
         self.timer: TimerHandle | None = None
@@ -646,7 +646,7 @@ class FramedTransport(ITransport):
             return ReadResult(b"", IOStatus.EOF)
         return _NOTHING_YET
 
-    def recycle(self, frame: bytearray, peer: Peer) -> None:
+    def recycle(self, frame: bytes | bytearray | memoryview, peer: Peer) -> None:
         """You are done with ``frame``, a large frame ``peer`` sent you: the next
         frame of the same size from ``peer`` may be received straight into it.
 

@@ -297,7 +297,7 @@ class FrameDecoder:
             return []
         return self._parse(limit)
 
-    def recycle(self, frame: bytearray) -> None:
+    def recycle(self, frame: bytes | bytearray | memoryview) -> None:
         """You are done with ``frame`` (a large frame this decoder gave you): the next
         frame of the same size may be received into it, overwriting it.
 

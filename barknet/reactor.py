@@ -290,7 +290,7 @@ class EventWatcher:
             self.run_once()
         self._stopping = False
 
-    def run_until(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    def run_until(self, predicate: Callable[[], object], timeout: float = 10.0) -> None:
         """Turn until ``predicate()`` is true; raise ``TimeoutError`` after ``timeout`` s.
 
         This is how tests and notebook cells stay bounded: they never wait forever.

@@ -57,6 +57,7 @@ import errno
 import os
 import socket
 from collections import deque
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from .errors import (
@@ -493,7 +494,7 @@ class TcpTransport(ITransport):
                 if not self._shutdown_write(conn):
                     return
             conn.reading = True
-            watcher.watch_read(conn.fd, lambda: self._discard(conn))
+            watcher.watch_read(conn.fd, partial(self._discard, conn))
             conn.linger_timer = watcher.call_later(self.linger_timeout, self._linger_expired, conn)
             return
         if self._closed:

@@ -154,7 +154,7 @@ class _Lab:
         peer = side.transport.connect(self.address)
         return side, peer
 
-    def run_until(self, condition: Callable[[], bool], what: str) -> None:
+    def run_until(self, condition: Callable[[], object], what: str) -> None:
         timeout = _limits["timeout"]
         try:
             self.ew.run_until(condition, timeout)
@@ -534,7 +534,7 @@ class _ContractLab:
         owner = self._owner(self.client_kw, **owner_kw)
         return owner, owner.transport.connect(self.address)
 
-    def run_until(self, condition: Callable[[], bool], what: str) -> None:
+    def run_until(self, condition: Callable[[], object], what: str) -> None:
         timeout = _limits["timeout"]
         try:
             self.ew.run_until(condition, timeout)
