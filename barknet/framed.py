@@ -734,20 +734,19 @@ class FramedTransport(ITransport):
             return WriteResult(0, IOStatus.ERROR, broken)
         if isinstance(data, (bytes, bytearray, memoryview)):
             size = data.nbytes if type(data) is memoryview else len(data)
+            if size > self.max_frame_size or size > _MAX_HEADER:
+                encode_header(size, self.max_frame_size)  # raises FrameTooLargeError
+            header = _pack_header(size)  # the size is checked once, here
             if not send.buffers and not send.waiting:
                 if not self.coalesce:
-                    return self._write_now(send, peer, data, size)
+                    return self._write_now(send, peer, header, data, size)
                 if not send.flush_due:
                     # Coalescing: the first frame of a turn leaves at once (no added
                     # latency); frames written after it in the same turn are queued
                     # and leave together at the turn's end.
                     send.flush_due = True
                     self._watcher.call_soon(self._flush_due, peer)  # type: ignore[union-attr]
-                    return self._write_now(send, peer, data, size)
-            if size <= self.max_frame_size and size <= _MAX_HEADER:
-                header = _pack_header(size)  # encode_header, minus a call per frame
-            else:
-                header = encode_header(size, self.max_frame_size)  # raises
+                    return self._write_now(send, peer, header, data, size)
             if size <= SMALL_FRAME:
                 # Small frames waiting in the queue are copied into one buffer:
                 # one iovec for hundreds of frames, and less to walk once sent.
@@ -786,7 +785,9 @@ class FramedTransport(ITransport):
             self._emit(IOEvent(EventKind.PAUSE_WRITING, peer))
         return result
 
-    def _write_now(self, send: SendState, peer: Peer, data: Any, size: int) -> WriteResult:
+    def _write_now(
+        self, send: SendState, peer: Peer, header: bytes, data: Any, size: int
+    ) -> WriteResult:
         """The common case, an empty queue: offer the frame to the inner transport
         straight away and queue only what it did not take.
 
@@ -794,7 +795,6 @@ class FramedTransport(ITransport):
         cheaper than building a scatter/gather list); a larger one goes as
         ``[header, payload]``, one ``sendmsg`` without a copy.
         """
-        header = encode_header(size, self.max_frame_size)
         frame_size = HEADER_SIZE + size
         if size <= SMALL_FRAME:
             wire: Any = header + data

@@ -198,7 +198,9 @@ class FrameDecoder:
         self._halvings = 0  # the body is the frame's size halved this often (see _grow)
         self._spare: bytearray | None = None  # a body the owner handed back (recycle)
         self._got = 0  # bytes of the body received so far
-        self._error: FramingError | None = None
+        #: The framing error that stopped this stream, if any: every later call
+        #: raises it again. (A plain attribute: it is read once per read.)
+        self.error: FramingError | None = None
         #: Whole frames may wait in the scratch, past the ``limit`` of the last call:
         #: take them with :meth:`next_frames` before you read more.
         self.ready = False
@@ -213,8 +215,8 @@ class FrameDecoder:
 
         Not while ``ready`` is true: take the frames already here first.
         """
-        if self._error is not None:
-            raise self._error
+        if self.error is not None:
+            raise self.error
         if self.ready:
             raise RuntimeError("whole frames are waiting: call next_frames() first")
         body = self._body
@@ -278,8 +280,8 @@ class FrameDecoder:
     def buffer_updated(self, nbytes: int, limit: int | None = None) -> list[bytes | bytearray]:
         """``nbytes`` were written at the start of the last :meth:`get_buffer`; return
         the frames this completed (at most ``limit``; see ``ready``)."""
-        if self._error is not None:
-            raise self._error
+        if self.error is not None:
+            raise self.error
         if self._body is not None:
             self._got += nbytes
             if self._got < self._size:
@@ -291,8 +293,8 @@ class FrameDecoder:
 
     def next_frames(self, limit: int | None = None) -> list[bytes | bytearray]:
         """Whole frames already received but held back by an earlier ``limit``."""
-        if self._error is not None:
-            raise self._error
+        if self.error is not None:
+            raise self.error
         if not self.ready:
             return []
         return self._parse(limit)
@@ -325,7 +327,7 @@ class FrameDecoder:
                 if frames:  # completed by an earlier fill of the scratch: theirs first
                     return frames
                 raise
-            if self._error is not None:
+            if self.error is not None:
                 break  # frames before a bad header come out; the error comes next call
             src = src[k:]
         return frames
@@ -343,12 +345,12 @@ class FrameDecoder:
             (size,) = unpack_from(view, start)
             if size > max_size:
                 self._start, self._end = start, end
-                self._error = FrameTooLargeError(size, max_size, peer=self.peer)
+                self.error = FrameTooLargeError(size, max_size, peer=self.peer)
                 if frames:
                     # The good frames before the bad header are the peer's too:
                     # hand them over; the error waits for the next call.
                     return frames
-                raise self._error
+                raise self.error
             stop = start + HEADER_SIZE + size
             if stop <= end:
                 frames.append(bytes(view[start + HEADER_SIZE : stop]))
@@ -402,7 +404,7 @@ class FrameDecoder:
         moves to its body once, a partial header at most three times).
         """
         view = self.scratch
-        if view is None or self.ready or self._error is not None:
+        if view is None or self.ready or self.error is not None:
             return
         start, end = self._start, self._end
         if end - start >= HEADER_SIZE:
@@ -420,14 +422,14 @@ class FrameDecoder:
     def eof(self) -> None:
         """The stream ended: return if it ended between frames, else raise
         :class:`~barknet.errors.TruncatedFrameError` saying how far the frame got."""
-        if self._error is not None:
-            raise self._error
+        if self.error is not None:
+            raise self.error
         state = self.state
         if state.part != "idle":
-            self._error = TruncatedFrameError(
+            self.error = TruncatedFrameError(
                 state.part, state.received, state.expected, peer=self.peer
             )
-            raise self._error
+            raise self.error
 
     # ---------------------------------------------------------- inspection
     @property
@@ -451,10 +453,6 @@ class FrameDecoder:
         if self._body is not None:
             return HEADER_SIZE + self._got
         return self._end - self._start + len(self._head)
-
-    @property
-    def error(self) -> FramingError | None:
-        return self._error
 
     def __repr__(self) -> str:
         part, received, expected = self.state

@@ -328,10 +328,13 @@ class TcpTransport(ITransport):
     def _start_reading(self, conn: _Conn) -> None:
         if not conn.reading and not conn.eof:
             conn.reading = True
-            # The event is made once per peer (it is immutable) and handed over
-            # directly: this runs for every readable socket, on every turn.
+            # This runs for every readable socket, on every turn, so it is the
+            # owner's callback itself, bound to the peer's READABLE event (made
+            # once: it is immutable) by functools.partial, which adds no Python
+            # call of its own, as a lambda would.
+            assert self._watcher is not None and self._replay is not None
             event = IOEvent(EventKind.READABLE, conn.peer)
-            self._watcher.watch_read(conn.fd, lambda: self._replay(event))  # type: ignore[union-attr,misc]
+            self._watcher.watch_read(conn.fd, partial(self._replay, event))
 
     def resume_read(
         self,
