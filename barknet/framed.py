@@ -82,7 +82,7 @@ from .framing import (
     ScratchPool,
     encode_header,
 )
-from .interfaces import ITransport, Replay, WriteData
+from .interfaces import IOV_MAX, ITransport, Replay, WriteData, nbytes
 from .layer import copy_message_into
 
 if TYPE_CHECKING:
@@ -90,8 +90,6 @@ if TYPE_CHECKING:
 
 __all__ = ["FramedTransport", "RecvState", "SendState"]
 
-#: Buffers handed to one scatter/gather write; 1024 is Linux's IOV_MAX.
-MAX_BUFFERS_PER_WRITE = 1024
 #: Reads per inner READABLE before letting other peers have a turn.
 READS_PER_EVENT = 16
 #: Frames of one peer handed to the owner per turn of the loop, at most.
@@ -114,10 +112,6 @@ _tuple_new = tuple.__new__
 #: Answers that carry nothing but their status, made once (they are immutable).
 _QUEUED = WriteResult(0, IOStatus.WOULD_BLOCK)
 _NOTHING_YET = ReadResult(b"", IOStatus.WOULD_BLOCK)
-
-
-def _nbytes(data: Any) -> int:
-    return data.nbytes if isinstance(data, memoryview) else len(data)
 
 
 class RecvState:
@@ -762,8 +756,8 @@ class FramedTransport(ITransport):
                 send.buffers.append(data)
         else:
             send.tail = None
-            parts = [part for part in data if _nbytes(part)]
-            size = sum(_nbytes(part) for part in parts)
+            parts = [part for part in data if nbytes(part)]
+            size = sum(nbytes(part) for part in parts)
             send.buffers.append(encode_header(size, self.max_frame_size))
             send.buffers.extend(parts)
         frame_size = HEADER_SIZE + size
@@ -838,9 +832,9 @@ class FramedTransport(ITransport):
         while buffers:
             if send.offset:
                 first = memoryview(buffers[0])[send.offset :]
-                iov = [first, *islice(buffers, 1, MAX_BUFFERS_PER_WRITE)]
+                iov = [first, *islice(buffers, 1, IOV_MAX)]
             else:
-                iov = list(islice(buffers, MAX_BUFFERS_PER_WRITE))
+                iov = list(islice(buffers, IOV_MAX))
             result = inner.resume_write(iov if len(iov) > 1 else iov[0], peer)
             if result.sent:
                 self._advance(send, result.sent)
@@ -862,7 +856,7 @@ class FramedTransport(ITransport):
         send.queued -= sent
         buffers, left = send.buffers, sent
         while left:
-            remaining = _nbytes(buffers[0]) - send.offset
+            remaining = nbytes(buffers[0]) - send.offset
             if left < remaining:
                 send.offset += left
                 break

@@ -60,6 +60,7 @@ import struct
 from typing import Any, NamedTuple
 
 from .errors import FrameTooLargeError, FramingError, TruncatedFrameError
+from .interfaces import nbytes
 
 __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
@@ -81,10 +82,6 @@ _MAX_ENCODABLE = 0xFFFF_FFFF
 FIRST_BODY_SIZE = 4096
 
 
-def _nbytes(data: Any) -> int:
-    return data.nbytes if isinstance(data, memoryview) else len(data)
-
-
 def encode_header(size: int, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> bytes:
     """The 4-byte prefix for a payload of ``size`` bytes; refuses oversized payloads."""
     if size > max_frame_size or size > _MAX_ENCODABLE:
@@ -94,7 +91,7 @@ def encode_header(size: int, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> by
 
 def encode(payload: Any, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> tuple[bytes, Any]:
     """Return ``(header, payload)``, ready for one scatter/gather write."""
-    return encode_header(_nbytes(payload), max_frame_size), payload
+    return encode_header(nbytes(payload), max_frame_size), payload
 
 
 def encode_frame(payload: Any, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> bytes:

@@ -67,15 +67,13 @@ from .errors import (
     TransportClosedError,
 )
 from .events import EventKind, IOCounters, IOEvent, IOStatus, Peer, ReadResult, WriteResult
-from .interfaces import ITransport, Replay, WriteData
+from .interfaces import IOV_MAX, ITransport, Replay, WriteData
 
 if TYPE_CHECKING:
     from .reactor import EventWatcher, TimerHandle
 
-__all__ = ["ACCEPT_ERRORS_KEPT", "IOV_MAX", "TcpTransport"]
+__all__ = ["ACCEPT_ERRORS_KEPT", "TcpTransport"]
 
-#: Most buffers one ``sendmsg`` accepts; longer lists are sent in part.
-IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
 _SEND_FLAGS = getattr(socket, "MSG_NOSIGNAL", 0)  # EPIPE as an error, never SIGPIPE
 _AGAIN = (BlockingIOError, InterruptedError)
 #: How many of the latest ``accept`` errors a transport keeps (it counts them all).
