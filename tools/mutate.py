@@ -7,9 +7,10 @@ Theory of operation
 A mutant is the package with one small, plausible bug planted: a comparison
 turned round (``<`` for ``<=``), a condition negated, a constant off by one, a
 call or an assignment left out, a ``return`` that returns early. The pass picks
-mutants at random (seeded, so a run can be repeated), copies the package into a
-temporary folder with the mutant planted, and runs the unit tests against the
-copy (``PYTHONPATH`` puts it ahead of the editable install). A mutant the tests
+mutants at random (seeded, so a run can be repeated), copies the package and its tests
+into a temporary folder with the mutant planted, and runs the unit tests there
+(the working directory, and ``PYTHONPATH``, put the copy ahead of the editable
+install). A mutant the tests
 fail on is *killed*; one they pass is a *survivor*: a bug the suite cannot see.
 A hang counts as killed only because pytest-timeout turns it into a failure
 with the test's name.
@@ -159,6 +160,12 @@ def run_one(mutant: Mutant) -> bool:
     with tempfile.TemporaryDirectory(prefix="barknet-mutant-") as tmp:
         package = Path(tmp) / "barknet"
         shutil.copytree(ROOT / "barknet", package, ignore=shutil.ignore_patterns("__pycache__"))
+        # The tests run from the copy: ``python -m`` puts the working directory first
+        # on sys.path, so run anywhere else and the unmutated package would be tested.
+        shutil.copytree(
+            ROOT / "tests", Path(tmp) / "tests", ignore=shutil.ignore_patterns("__pycache__")
+        )
+        shutil.copy(ROOT / "pyproject.toml", tmp)
         target = package / mutant.module
         mutated = mutant.apply(target.read_text())
         try:
@@ -170,7 +177,7 @@ def run_one(mutant: Mutant) -> bool:
         ignores = [f"--ignore=tests/{name}" for name in SKIP_TESTS]
         done = subprocess.run(
             [sys.executable, "-m", "pytest", *TESTS, *ignores, "--ignore=tests/browser"],
-            cwd=ROOT,
+            cwd=tmp,
             env=env,
             capture_output=True,
             timeout=900,
