@@ -442,25 +442,21 @@ class FramedTransport(ITransport):
             return  # a replay this turn serves this peer: one turn's worth, not two
         self._pump(peer, recv)
         if recv.frames:
-            # _announce, written out (this runs for every batch of frames).
-            self._emit(recv.readable)
-            if (
-                recv.frames or recv.paused_for_owner or recv.decoder.ready or recv.held_error
-            ) and not recv.replay_due:
-                # A callback queued now runs in this same turn, after the sockets:
-                # the peer had its turn's worth, so the replay waits for the next.
-                recv.replay_due = recv.replay_waits = True
-                self._watcher.call_soon(self._replay_readable, peer)  # type: ignore[union-attr]
+            # A callback queued now would run in this same turn, after the sockets:
+            # the peer had its turn's worth, so a replay waits for the next turn.
+            self._announce(peer, recv, next_turn=True)
 
-    def _announce(self, peer: Peer, recv: RecvState) -> None:
+    def _announce(self, peer: Peer, recv: RecvState, *, next_turn: bool = False) -> None:
         """Tell the owner frames wait; if some still wait after its callback (or we
         stopped reading for it, or a framing error waits behind them), come back
-        next turn. Nothing is scheduled for an owner that took everything."""
-        self._emit(recv.readable)
+        on a later turn (``next_turn``: not this one's callbacks, the next's).
+        Nothing is scheduled for an owner that took everything."""
+        self._replay(recv.readable)  # type: ignore[misc]  # attached: set
         if (
             recv.frames or recv.paused_for_owner or recv.decoder.ready or recv.held_error
         ) and not recv.replay_due:
             recv.replay_due = True
+            recv.replay_waits = next_turn
             self._watcher.call_soon(self._replay_readable, peer)  # type: ignore[union-attr]
 
     def _replay_readable(self, peer: Peer) -> None:
