@@ -281,3 +281,20 @@ def test_peers_leaves_out_a_peer_closed_while_its_frames_still_leave(ew, framed_
     t.close(peer)
     assert t.peers == []  # yours no more, though its frames are still on their way
     assert t.write_buffer_size(peer) > 0
+
+
+def test_close_with_frames_waiting_after_both_sides_sent_eof_closes_at_once(stage) -> None:
+    """Our write_eof went out and the peer sent frames and then its EOF, while the
+    owner takes nothing: no CLOSED while the frames wait, and an owner that closes
+    the peer instead of taking them gets one CLOSED(OK) at once."""
+    server = stage.server(echo=False, take=False)
+    raw, peer = server.raw()
+    server.transport.write_eof(peer)
+    raw.send(encode_frame(b"one") + encode_frame(b"two"))
+    raw.half_close()
+    stage.run_until(lambda: raw.poll() == b"" and raw.eof)  # our EOF reached it
+    stage.turns(20)
+    assert server.closed(peer) == [], "CLOSED came before the owner took its frames"
+    server.transport.close(peer)
+    stage.turns(3)
+    assert [e.status for e in server.closed(peer)] == [IOStatus.OK]

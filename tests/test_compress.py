@@ -75,7 +75,7 @@ def test_compressible_message_is_sent_compressed_and_smaller(ew, adopted) -> Non
     endpoint.transport.resume_write(message, peer)
     ew.run_until(lambda: endpoint.transport.counters().bytes_sent > 0, timeout=5)
     (frame,) = _received_frames(theirs)
-    assert frame[0] == COMPRESSED
+    assert frame[0] == COMPRESSED == 0x01  # the wire format, not just the module's name for it
     assert len(frame) < len(message) // 10
     assert zlib.decompress(frame[1:]) == message
     assert endpoint.transport.bytes_in == len(message)
@@ -87,7 +87,16 @@ def test_incompressible_and_empty_messages_are_stored_with_one_flag_byte(ew, ado
     noise = bytes(range(7, 250, 3))  # too short and varied for zlib to win
     endpoint.transport.resume_write(noise, peer)
     endpoint.transport.resume_write(b"", peer)
-    assert _received_frames(theirs) == [bytes((STORED,)) + noise, bytes((STORED,))]
+    assert _received_frames(theirs) == [b"\x00" + noise, b"\x00"]  # STORED is 0x00 on the wire
+    assert endpoint.transport.bytes_in == len(noise)
+    assert endpoint.transport.bytes_out == (1 + len(noise)) + 1  # one flag byte each
+
+
+def test_a_message_of_exactly_the_limit_is_sent(ew, adopted) -> None:
+    endpoint, peer, theirs = adopted(max_frame_size=1000)
+    endpoint.transport.resume_write(bytes(1000), peer)  # the limit itself is allowed
+    (frame,) = _received_frames(theirs)
+    assert zlib.decompress(frame[1:]) == bytes(1000)
 
 
 def test_messages_from_the_wire_are_inflated_in_order(ew, adopted) -> None:
