@@ -23,9 +23,13 @@ For every peer, the events a transport replays follow this grammar::
                [-> READABLE | WRITABLE | DRAINED | PAUSE_WRITING | RESUME_WRITING]*
            -> CLOSED -> end
     start -> CLOSED(status=ERROR, ConnectFailedError) -> end     # a connect that failed
+    start -> CLOSED(status=ERROR, TlsError) -> end     # a TLS handshake that failed
 
-and the calls you make for a peer follow this one (``write_eof`` and the peer's
-EOF may come in either order, or not at all)::
+(a layer that must finish a handshake first, like ``TlsTransport``, replays
+``ACCEPTED``/``CONNECTED`` only once it is done, so a peer whose handshake fails
+comes and goes as one ``CLOSED``), and the calls you make for a peer follow
+this one (``write_eof`` and the peer's EOF may come in either order, or not at
+all)::
 
     open -> [resume_write]* [-> write_eof] ...       # your direction
     open -> [resume_read -> OK]* [-> resume_read -> EOF] ...   # the peer's direction
