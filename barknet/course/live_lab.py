@@ -299,14 +299,18 @@ def run_benchmark(
 def benchmark_widget(
     runner: Callable[[Sequence[str], str, Callable[[str], None]], Any] = run_benchmark,
 ) -> Any:
-    """A button that reruns the quick benchmark (about a minute) on this machine,
+    """A button that reruns the quick benchmark (seconds to a minute) on this machine,
     shows its progress as it goes, and plots the figures it measured."""
     import tempfile
 
     import ipywidgets as widgets
     from IPython.display import display
 
-    button = widgets.Button(description="Run the quick benchmark", icon="play")
+    button = widgets.Button(
+        description="Run the quick benchmark",
+        icon="play",
+        layout=widgets.Layout(width="auto"),  # the default width cuts the label off
+    )
     out = widgets.Output()
 
     def click(_button: Any) -> None:
