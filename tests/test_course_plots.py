@@ -6,6 +6,8 @@ their boxes on the canvas, the artists), never at pixels.
 
 from __future__ import annotations
 
+import itertools
+
 import matplotlib
 import pytest
 
@@ -35,7 +37,7 @@ def test_timeline_row_labels_do_not_overlap_with_eight_clients() -> None:
     labels = [t for t in timeline.get_yticklabels() if t.get_text()]
     assert len(labels) == 32  # 8 clients and their 8 server peers, each send and recv
     boxes = sorted((t.get_window_extent() for t in labels), key=lambda b: b.y0)
-    for lower, upper in zip(boxes, boxes[1:], strict=False):
+    for lower, upper in itertools.pairwise(boxes):
         assert upper.y0 >= lower.y1 - 0.5, f"labels overlap: {lower} and {upper}"
 
 
@@ -51,7 +53,7 @@ def test_partial_io_plot_shows_eagain_above_the_axis_and_dots_for_many_calls() -
     result = course.partial_io(size=4 * 1024 * 1024, sndbuf=4096, rcvbuf=4096, read_size=4096)
     fig = _draw(course.plot_partial_io(result))
     receiver = fig.axes[1]
-    assert len(result.trace.select("receiver")) > 200
+    assert len(result.trace.select("receiver")) > 60
     assert len(receiver.patches) == 0, "thousands of bars make a comb: dots instead"
     for ax in fig.axes:
         for marks in ax.collections:

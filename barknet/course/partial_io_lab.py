@@ -164,10 +164,18 @@ def plot_partial_io(result: PartialIOResult) -> Any:
         xs = range(len(recs))
         moved = [r.returned for r in recs]
         colors = ["#e67e22" if r.short else "#2e86c1" for r in recs]
-        if len(recs) <= 200:
+        if len(recs) <= 60:
             ax.bar(xs, moved, width=1.0, color=colors, edgecolor="white", linewidth=0.5)
-        else:  # thousands of bars merge into a comb: one dot per call reads better
-            ax.scatter(xs, moved, s=4, c=colors, linewidths=0)
+        else:  # a hundred bars and more merge into a comb: one dot per call reads better
+            moving = [i for i, r in enumerate(recs) if not r.would_block]
+            ax.scatter(
+                moving,
+                [moved[i] for i in moving],
+                s=14 if len(recs) < 500 else 4,
+                c=[colors[i] for i in moving],
+                linewidths=0,
+            )
+            ax.set_ylim(bottom=0, top=max(moved, default=1) * 1.15)
         eagain = [i for i, r in enumerate(recs) if r.would_block]
         if eagain:
             # Above the axis, not on it, and drawn last: a call that moved nothing is a
@@ -184,7 +192,7 @@ def plot_partial_io(result: PartialIOResult) -> Any:
                 zorder=5,
                 clip_on=False,
             )
-            ax.legend(fontsize=8, loc="upper right")
+            ax.legend(fontsize=8, loc="center right")
         ax.set_xlabel(f"{verb} call number")
         ax.set_ylabel("bytes moved")
         ax.set_title(f"{side}: {len(recs)} {verb} calls")
