@@ -94,9 +94,10 @@ lab: $(STAMP) $(LAB_QUIET) ## start JupyterLab on 127.0.0.1 in notebooks/
 	JUPYTERLAB_SETTINGS_DIR=$(abspath $(LAB_SETTINGS)) $(VENV)/bin/jupyter lab \
 		--notebook-dir=notebooks --ServerApp.ip=127.0.0.1 $(ROOT_FLAG) $(LAB_ARGS)
 
-lint: $(STAMP) ## ruff check (code + notebooks) and ruff format --check (code only)
+lint: $(STAMP) ## ruff check (code + notebooks), ruff format --check (code), mypy (the package)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 clean: ## remove .venv, caches and build leftovers
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build dist *.egg-info

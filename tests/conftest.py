@@ -13,7 +13,9 @@ each test reads as the behaviour it pins:
   Modules opt in with ``pytestmark = pytest.mark.usefixtures("no_leaks")``;
   ``usefixtures`` fixtures are set up before (and torn down after) the ones a
   test names, so the check sees the state after every transport was closed.
-* ``framed_endpoint`` / ``framed_server`` / ``framed_client``: factories for loopback
+* ``stage``: a :class:`~barknet.testing.harness.Stage` on ``ew`` (the one harness
+  every test, check and notebook scenario uses); ``framed_endpoint`` /
+  ``framed_server`` / ``framed_client`` are its factories for loopback
   :class:`~barknet.FramedTransport` endpoints that record their events and the
   frames they received per peer (a server echoes by default). Everything they
   create is closed when the test ends, before ``ew`` is.
@@ -24,13 +26,12 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections import defaultdict
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 
-from barknet import EventKind, EventWatcher, FramedTransport, IOEvent, IOStatus, Peer, TcpTransport
+from barknet import EventWatcher
+from barknet.testing.harness import Endpoint, Stage
 
 
 def open_fds() -> set[tuple[int, str]]:
@@ -71,103 +72,35 @@ def ew() -> Iterator[EventWatcher]:
         watcher.close()
 
 
-class FramedEndpoint:
-    """A FramedTransport plus what happened to it: events, and frames per peer.
-
-    ``echo=True`` sends every received frame back to its sender (a server);
-    ``auto_read=False`` leaves READABLE unanswered, for tests that pull by hand.
-    """
-
-    def __init__(
-        self, ew: EventWatcher, transport: FramedTransport, *, echo: bool, auto_read: bool = True
-    ) -> None:
-        self.ew = ew
-        self.transport = transport
-        self.echo = echo
-        self.auto_read = auto_read
-        self.events: list[IOEvent] = []
-        self.frames: defaultdict[Peer, list[bytes]] = defaultdict(list)
-        self.on_event: Callable[[IOEvent], None] | None = None
-        self.address: tuple[str, int] | None = None  # set for servers
-        transport.attach(ew, self._replay)
-
-    def _replay(self, event: IOEvent) -> None:
-        self.events.append(event)
-        if event.kind is EventKind.READABLE and self.auto_read:
-            peer = event.peer
-            while (r := self.transport.resume_read(peer)).status is IOStatus.OK:
-                self.frames[peer].append(bytes(r.data))
-                if self.echo:
-                    self.transport.resume_write(r.data, peer)
-        if self.on_event is not None:
-            self.on_event(event)
-
-    # What the tests ask about.
-    def of_kind(self, kind: EventKind, peer: Peer | None = None) -> list[IOEvent]:
-        return [e for e in self.events if e.kind is kind and (peer is None or e.peer == peer)]
-
-    def closed(self, peer: Peer | None = None) -> list[IOEvent]:
-        return self.of_kind(EventKind.CLOSED, peer)
-
-    def accepted(self) -> list[Peer]:
-        return [e.peer for e in self.of_kind(EventKind.ACCEPTED)]
-
-    def is_connected(self, peer: Peer) -> bool:
-        return bool(self.of_kind(EventKind.CONNECTED, peer))
+@pytest.fixture
+def stage(ew: EventWatcher) -> Iterator[Stage]:
+    """A :class:`~barknet.testing.harness.Stage` on ``ew``: every endpoint made on it is
+    closed after the test, before ``ew`` is."""
+    made = Stage(ew)
+    try:
+        yield made
+    finally:
+        made.close()
+        for _ in range(3):  # deliver the CLOSED events
+            ew.run_once(0)
 
 
 @pytest.fixture
-def framed_endpoint(ew: EventWatcher) -> Iterator[Callable[..., FramedEndpoint]]:
-    """``framed_endpoint(transport, echo=False, auto_read=True)``: attach ``transport``
-    (e.g. one you will ``adopt`` a socket into) to ``ew`` with recording; it is
-    closed after the test."""
-    made: list[FramedTransport] = []
-
-    def make(
-        transport: FramedTransport, *, echo: bool = False, auto_read: bool = True
-    ) -> FramedEndpoint:
-        made.append(transport)
-        return FramedEndpoint(ew, transport, echo=echo, auto_read=auto_read)
-
-    yield make
-    for transport in made:
-        transport.close()
+def framed_endpoint(stage: Stage) -> Callable[..., Endpoint]:
+    """``framed_endpoint(transport, echo=False, take=True)``: attach ``transport`` (e.g.
+    one you will ``adopt`` a socket into) to ``ew`` with recording."""
+    return stage.endpoint
 
 
 @pytest.fixture
-def framed_server(
-    framed_endpoint: Callable[..., FramedEndpoint],
-) -> Callable[..., FramedEndpoint]:
+def framed_server(stage: Stage) -> Callable[..., Endpoint]:
     """``framed_server(echo=True, sndbuf=None, rcvbuf=None, **framed_options)``: a bound
     loopback server; its address is ``.address``."""
-
-    def make(
-        *, echo: bool = True, sndbuf: int | None = None, rcvbuf: int | None = None, **kw: Any
-    ) -> FramedEndpoint:
-        transport = FramedTransport(TcpTransport(sndbuf=sndbuf, rcvbuf=rcvbuf), **kw)
-        endpoint = framed_endpoint(transport, echo=echo)
-        endpoint.address = transport.bind()
-        return endpoint
-
-    return make
+    return stage.server
 
 
 @pytest.fixture
-def framed_client(
-    framed_endpoint: Callable[..., FramedEndpoint],
-) -> Callable[..., FramedEndpoint]:
+def framed_client(stage: Stage) -> Callable[..., Endpoint]:
     """``framed_client(address, sndbuf=None, rcvbuf=None, **framed_options)``: a client
-    transport aimed at ``address`` (call ``.transport.connect()`` for each peer)."""
-
-    def make(
-        address: tuple[str, int],
-        *,
-        sndbuf: int | None = None,
-        rcvbuf: int | None = None,
-        **kw: Any,
-    ) -> FramedEndpoint:
-        host, port = address
-        inner = TcpTransport(host, port, sndbuf=sndbuf, rcvbuf=rcvbuf)
-        return framed_endpoint(FramedTransport(inner, **kw))
-
-    return make
+    transport aimed at ``address`` (``.connect()`` for each peer)."""
+    return stage.client

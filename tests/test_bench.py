@@ -50,7 +50,7 @@ def _raw(records: list[dict[str, Any]], like: dict[str, Any]) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def tiny_records() -> tuple[list[dict[str, Any]], str]:
     out = io.StringIO()
-    records = bench.run(TINY, ["barknet"], out=out)
+    records = bench.run(TINY, ["selectors", "barknet"], out=out)
     return records, out.getvalue()
 
 
@@ -60,18 +60,29 @@ def test_tiny_run_gives_every_metric_for_every_implementation(
     records, _ = tiny_records
     assert records and all(set(r) >= FIELDS for r in records)
     seen = {(r["impl"], r["metric"], r["size_bytes"]) for r in records}
-    for impl in ("raw", "barknet"):  # raw is added: every ratio is taken against it
+    for impl in ("raw", "selectors", "barknet"):  # raw is added: ratios are taken against it
         assert (impl, "pingpong_p50_us", 16) in seen
         assert (impl, "pingpong_p99_us", 16) in seen
         assert (impl, "frames_per_s", 64) in seen
         assert (impl, "bulk_MBps", 256 * 1024) in seen
         assert (impl, "peak_rss_ratio", 1024 * 1024) in seen
-    assert len(seen) == len(records) == 10
+    # Python calls are counted, not timed, for the two pure-Python loops only.
+    assert {(i, m) for i, m, _ in seen if m == "python_calls"} == {
+        ("selectors", "python_calls"),
+        ("barknet", "python_calls"),
+    }
+    assert len(seen) == len(records) == 3 * 5 + 2
     for r in records:
         assert r["value"] > 0
+        if r["metric"] == "python_calls":
+            assert r["ratio_to_raw"] is None
+            continue
         assert r["ratio_to_raw"] == pytest.approx(r["value"] / _raw(records, r)["value"])
         if r["impl"] == "raw":
             assert r["ratio_to_raw"] == 1.0
+    # The layers add Python calls to the hand-written loop's, never fewer.
+    calls = {r["impl"]: r["value"] for r in records if r["metric"] == "python_calls"}
+    assert calls["barknet"] > calls["selectors"] >= 4
     # p99 never beats p50; a raw receiver holds the frame in one buffer, not two.
     for impl in ("raw", "barknet"):
         p50 = _find(records, impl, "pingpong_p50_us")["value"]

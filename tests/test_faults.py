@@ -7,6 +7,7 @@ import hashlib
 import random
 import socket
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -25,20 +26,21 @@ from barknet import (
 )
 from barknet.course import hostile
 from barknet.testing.faults import ChunkingTransport
+from barknet.testing.harness import Stage
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
 
 # --------------------------------------------------------------- fixtures
 class _Pair:
-    """A ChunkingTransport over one end of a socketpair; the other end is raw."""
+    """A ChunkingTransport over one end of a socketpair, recorded (not read) by the
+    harness; the other end is a raw socket the test drives by hand."""
 
-    def __init__(self, ew: EventWatcher, **chunking: object) -> None:
-        self.ew = ew
-        self.events: list[IOEvent] = []
+    def __init__(self, stage: Stage, **chunking: Any) -> None:
+        self.ew = stage.ew
         self.tcp = TcpTransport()
-        self.chunk = ChunkingTransport(self.tcp, **chunking)  # type: ignore[arg-type]
-        self.chunk.attach(ew, self.events.append)
+        self.chunk = ChunkingTransport(self.tcp, **chunking)
+        self.events = stage.endpoint(self.chunk, take=False).events
         a, self.other = socket.socketpair()
         self.other.setblocking(False)
         self.peer = self.chunk.adopt(a)
@@ -57,22 +59,18 @@ class _Pair:
                 return bytes(got)
             got += chunk
 
-    def close(self) -> None:
-        self.chunk.close()
-        self.other.close()
-
 
 @pytest.fixture
-def pair(ew: EventWatcher) -> Iterator[Callable[..., _Pair]]:
+def pair(stage: Stage) -> Iterator[Callable[..., _Pair]]:
     made: list[_Pair] = []
 
-    def make(**chunking: object) -> _Pair:
-        made.append(_Pair(ew, **chunking))
+    def make(**chunking: Any) -> _Pair:
+        made.append(_Pair(stage, **chunking))
         return made[-1]
 
     yield make
-    for p in made:
-        p.close()
+    for p in made:  # the stage closes the transports
+        p.other.close()
 
 
 def turns(ew: EventWatcher, n: int) -> None:
@@ -176,17 +174,14 @@ def test_injected_would_block_touches_nothing_below(pair, ew):
     assert p.writable_events() >= 1  # the refused writes promised a WRITABLE
 
 
-def test_would_block_schedule_is_reproducible_from_the_seed(ew):
+def test_would_block_schedule_is_reproducible_from_the_seed(pair):
     def schedule(seed: int) -> list[IOStatus]:
-        p = _Pair(ew, would_block=0.3, seed=seed)
-        try:
-            out = []
-            for _ in range(60):
-                out.append(p.chunk.resume_write(b"y", p.peer).status)
-                p.chunk.suspend_write(p.peer)
-            return out
-        finally:
-            p.close()
+        p = pair(would_block=0.3, seed=seed)
+        out = []
+        for _ in range(60):
+            out.append(p.chunk.resume_write(b"y", p.peer).status)
+            p.chunk.suspend_write(p.peer)
+        return out
 
     assert schedule(11) == schedule(11)
     assert schedule(11) != schedule(12)

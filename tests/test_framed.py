@@ -40,20 +40,6 @@ def turns(ew, n: int = 5) -> None:
         ew.run_once(0.01)
 
 
-def connect(ew, client) -> Peer:
-    peer = client.transport.connect()
-    ew.run_until(lambda: client.is_connected(peer), timeout=5)
-    return peer
-
-
-def round_trip(ew, client, peer: Peer, payload: bytes) -> None:
-    """Send one frame and wait for its echo: proof that ``peer`` still works."""
-    before = len(client.frames[peer])
-    client.transport.resume_write(payload, peer)
-    ew.run_until(lambda: len(client.frames[peer]) > before, timeout=5)
-    assert client.frames[peer][-1] == payload
-
-
 @pytest.fixture
 def raw_conns() -> Iterator[list[socket.socket]]:
     """Plain blocking sockets a test opens to misbehave with; closed afterwards."""
@@ -79,18 +65,14 @@ def raw_peer(ew, server, raw_conns: list[socket.socket]) -> tuple[socket.socket,
 
 
 # ------------------------------------------------------------------ traffic
-def test_single_message_is_echoed_whole(ew, framed_server, framed_client):
-    server = framed_server()
-    client = framed_client(server.address)
-    peer = connect(ew, client)
-    round_trip(ew, client, peer, b"hello, frames")
+def test_single_message_is_echoed_whole(stage):
+    server, client, _peer = stage.link()
+    client.round_trip(b"hello, frames")
     assert server.frames[server.accepted()[0]] == [b"hello, frames"]
 
 
-def test_zero_length_frames_are_delivered(ew, framed_server, framed_client):
-    server = framed_server()
-    client = framed_client(server.address)
-    peer = connect(ew, client)
+def test_zero_length_frames_are_delivered(ew, stage):
+    _server, client, peer = stage.link()
     frames = [b"", b"a", b"", b"", b"bc", b""]
     for frame in frames:
         client.transport.resume_write(frame, peer)
@@ -98,10 +80,8 @@ def test_zero_length_frames_are_delivered(ew, framed_server, framed_client):
     assert client.frames[peer] == frames
 
 
-def test_a_list_of_buffers_is_one_frame(ew, framed_server, framed_client):
-    server = framed_server()
-    client = framed_client(server.address)
-    peer = connect(ew, client)
+def test_a_list_of_buffers_is_one_frame(ew, stage):
+    _server, client, peer = stage.link()
     client.transport.resume_write([b"head|", memoryview(b"body"), b"", bytearray(b"|tail")], peer)
     ew.run_until(lambda: client.frames[peer], timeout=5)
     assert client.frames[peer] == [b"head|body|tail"]
@@ -131,12 +111,13 @@ def test_fifty_clients_at_once_each_get_their_own_frames_back_in_order(
 
 
 @pytest.mark.parametrize("size", [4 * MiB, 16 * MiB], ids=["4MiB", "16MiB"])
-def test_large_frames_through_tiny_socket_buffers_survive_partial_io(
-    ew, framed_server, framed_client, size
-):
-    server = framed_server(sndbuf=4096, rcvbuf=4096, max_frame_size=32 * MiB)
-    client = framed_client(server.address, sndbuf=4096, rcvbuf=4096, max_frame_size=32 * MiB)
-    peer = connect(ew, client)
+def test_large_frames_through_tiny_socket_buffers_survive_partial_io(ew, size, stage):
+    server, client, peer = stage.link(
+        server=dict(sndbuf=4096, rcvbuf=4096, max_frame_size=32 * MiB),
+        sndbuf=4096,
+        rcvbuf=4096,
+        max_frame_size=32 * MiB,
+    )
     payload = random.Random(size).randbytes(size)
     client.transport.resume_write([payload[:100], payload[100:]], peer)
     client.transport.resume_write(b"small one after", peer)
@@ -151,12 +132,8 @@ def test_large_frames_through_tiny_socket_buffers_survive_partial_io(
     assert c.bytes_sent == s.bytes_received == size + 15 + 8
 
 
-def test_rapid_fire_of_ten_thousand_small_frames_keeps_order_and_content(
-    ew, framed_server, framed_client
-):
-    server = framed_server()
-    client = framed_client(server.address)
-    peer = connect(ew, client)
+def test_rapid_fire_of_ten_thousand_small_frames_keeps_order_and_content(ew, stage):
+    server, client, peer = stage.link()
     frames = [b"%d:" % i + b"x" * (i % 50) for i in range(10_000)]
     for frame in frames:
         client.transport.resume_write(frame, peer)
@@ -165,10 +142,8 @@ def test_rapid_fire_of_ten_thousand_small_frames_keeps_order_and_content(
     assert server.transport.counters().frames_received == len(frames)
 
 
-def test_counters_count_frames_sent_and_received(ew, framed_server, framed_client):
-    server = framed_server()
-    client = framed_client(server.address)
-    peer = connect(ew, client)
+def test_counters_count_frames_sent_and_received(ew, stage):
+    server, client, peer = stage.link()
     for i in range(7):
         client.transport.resume_write(b"n%d" % i, peer)
     ew.run_until(lambda: len(client.frames[peer]) == 7, timeout=5)
@@ -183,10 +158,8 @@ def test_counters_count_frames_sent_and_received(ew, framed_server, framed_clien
     assert total.bytes_sent == 7 * (4 + 2)
 
 
-def test_pause_and_resume_writing_follow_the_water_marks(ew, framed_server, framed_client):
-    server = framed_server(rcvbuf=4096)
-    client = framed_client(server.address, sndbuf=4096, high_water=64 * KiB)
-    peer = connect(ew, client)
+def test_pause_and_resume_writing_follow_the_water_marks(ew, stage):
+    _server, client, peer = stage.link(server=dict(rcvbuf=4096), sndbuf=4096, high_water=64 * KiB)
     for _ in range(8):
         client.transport.resume_write(bytes(32 * KiB), peer)
     assert client.transport.write_buffer_size(peer) > 64 * KiB
@@ -218,10 +191,8 @@ def test_connect_refused_closes_with_connect_failed(ew, framed_client):
         client.transport.resume_write(b"x", peer)
 
 
-def test_send_after_close_raises_transport_closed(ew, framed_server, framed_client):
-    server = framed_server()
-    client = framed_client(server.address)
-    peer = connect(ew, client)
+def test_send_after_close_raises_transport_closed(ew, stage):
+    _server, client, peer = stage.link()
     client.transport.close(peer)
     with pytest.raises(TransportClosedError) as info:
         client.transport.resume_write(b"too late", peer)
@@ -233,15 +204,13 @@ def test_send_after_close_raises_transport_closed(ew, framed_server, framed_clie
         client.transport.resume_read(peer)
 
 
-def test_sending_an_oversized_frame_raises_and_queues_nothing(ew, framed_server, framed_client):
-    server = framed_server()
-    client = framed_client(server.address, max_frame_size=1000)
-    peer = connect(ew, client)
+def test_sending_an_oversized_frame_raises_and_queues_nothing(stage):
+    _server, client, peer = stage.link(max_frame_size=1000)
     with pytest.raises(FrameTooLargeError) as info:
         client.transport.resume_write(bytes(1001), peer)
     assert (info.value.size, info.value.limit) == (1001, 1000)
     assert client.transport.write_buffer_size(peer) == 0
-    round_trip(ew, client, peer, bytes(1000))  # the connection is fine
+    client.round_trip(bytes(1000))  # the connection is fine
 
 
 # --------------------------------------------------------- errors: the peer's
@@ -259,8 +228,8 @@ def test_peer_closing_mid_frame_is_a_truncated_frame_and_others_keep_working(
 ):
     server = framed_server()
     client = framed_client(server.address)
-    good = connect(ew, client)
-    round_trip(ew, client, good, b"before")
+    good = client.connect()
+    client.round_trip(b"before", good)
     sock, bad = raw_peer(ew, server, raw_conns)
     sock.sendall(wire)
     sock.close()
@@ -272,7 +241,7 @@ def test_peer_closing_mid_frame_is_a_truncated_frame_and_others_keep_working(
     assert (error.part, error.received, error.expected) == (part, received, expected)
     assert error.peer == bad
     assert f"got {received} of {expected} {part} bytes" in str(error)
-    round_trip(ew, client, good, b"after")
+    client.round_trip(b"after", good)
     assert server.closed(server.accepted()[0]) == []
 
 
@@ -281,7 +250,7 @@ def test_oversized_length_prefix_closes_that_peer_only(
 ):
     server = framed_server(max_frame_size=1 * MiB)
     client = framed_client(server.address)
-    good = connect(ew, client)
+    good = client.connect()
     sock, bad = raw_peer(ew, server, raw_conns)
     sock.sendall(struct.pack("!I", 0xFFFFFFFF))  # and keep the connection open
     ew.run_until(lambda: server.closed(bad), timeout=5)
@@ -292,7 +261,7 @@ def test_oversized_length_prefix_closes_that_peer_only(
     assert (error.size, error.limit, error.peer) == (0xFFFFFFFF, 1 * MiB, bad)
     assert str(bad) in str(error)
     assert "4294967295-byte frame" in str(error) and f"{1 * MiB} bytes" in str(error)
-    round_trip(ew, client, good, b"still here")
+    client.round_trip(b"still here", good)
     assert client.closed() == []
 
 
@@ -306,12 +275,8 @@ def test_a_stalled_frame_times_out(ew, framed_server, raw_conns):
     assert (closed.error.received, closed.error.expected) == (7, 14)
 
 
-def test_reset_by_peer_gives_exactly_one_closed_with_connection_broken(
-    ew, framed_server, framed_client
-):
-    server = framed_server()
-    client = framed_client(server.address)
-    peer = connect(ew, client)
+def test_reset_by_peer_gives_exactly_one_closed_with_connection_broken(ew, stage):
+    server, client, peer = stage.link()
     ew.run_until(lambda: server.accepted(), timeout=5)
     speer = server.accepted()[0]
     sock = server.transport.inner.socket_of(speer)
@@ -326,12 +291,8 @@ def test_reset_by_peer_gives_exactly_one_closed_with_connection_broken(
 
 
 # ----------------------------------------------------------------- closing
-def test_clean_close_between_frames_is_eof_and_every_frame_arrives(
-    ew, framed_server, framed_client
-):
-    server = framed_server(echo=False)
-    client = framed_client(server.address)
-    peer = connect(ew, client)
+def test_clean_close_between_frames_is_eof_and_every_frame_arrives(ew, stage):
+    server, client, peer = stage.link(server=dict(echo=False))
     frames = [b"frame %d" % i for i in range(100)]
     for frame in frames:
         client.transport.resume_write(frame, peer)
@@ -362,10 +323,8 @@ def test_frames_written_and_closed_before_the_connect_finishes_are_sent(
     assert kinds[0] is EventKind.CONNECTED and kinds[-1] is EventKind.CLOSED
 
 
-def test_graceful_close_sends_queued_frames_first(ew, framed_server, framed_client):
-    server = framed_server(echo=False, rcvbuf=4096)
-    client = framed_client(server.address, sndbuf=4096)
-    peer = connect(ew, client)
+def test_graceful_close_sends_queued_frames_first(ew, stage):
+    server, client, peer = stage.link(server=dict(echo=False, rcvbuf=4096), sndbuf=4096)
     big = random.Random(9).randbytes(2 * MiB)
     frames = [big, b"a", b"", b"b" * 1000]
     for frame in frames:
@@ -410,7 +369,7 @@ def adopted(ew, framed_endpoint, request) -> Iterator[tuple[object, Peer, socket
     b.setblocking(False)
     try:
         transport = FramedTransport(TcpTransport(), high_water=16 * KiB)
-        endpoint = framed_endpoint(transport, auto_read=request.param)
+        endpoint = framed_endpoint(transport, take=request.param)
         peer = endpoint.transport.adopt(a)
         yield endpoint, peer, b
     finally:

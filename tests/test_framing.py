@@ -207,9 +207,11 @@ def test_after_an_error_every_call_raises_the_same_error():
 # ------------------------------------------------------------------------ eof
 def test_eof_between_frames_is_clean():
     decoder = FrameDecoder()
-    decoder.eof()  # nothing at all
-    decoder.feed(stream_of([b"a", b"bc"]))
-    decoder.eof()
+    assert decoder.eof() is None  # nothing at all: a clean end, not an error
+    assert decoder.feed(stream_of([b"a", b"bc"])) == [b"a", b"bc"]
+    assert decoder.state == ("idle", 0, 0)
+    assert decoder.eof() is None
+    assert decoder.error is None
 
 
 @pytest.mark.parametrize("k", [1, 2, 3])

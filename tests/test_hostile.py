@@ -12,7 +12,7 @@ import inspect
 import socket
 import struct
 import tracemalloc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -26,7 +26,6 @@ from barknet import (
     FrameTooLargeError,
     IOEvent,
     IOStatus,
-    Peer,
     TcpTransport,
     TruncatedFrameError,
     encode_frame,
@@ -34,103 +33,12 @@ from barknet import (
 from barknet.cli import build_parser
 from barknet.course.hostile import MiB, slow_reader
 from barknet.testing.faults import RawPeer
+from barknet.testing.harness import Endpoint
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
 
 # ------------------------------------------------------------------ helpers
-class Server:
-    """An echoing framed server that records every event per peer."""
-
-    def __init__(self, ew: EventWatcher, **options: object) -> None:
-        self.ew = ew
-        self.transport = FramedTransport(TcpTransport(), **options)  # type: ignore[arg-type]
-        self.events: list[IOEvent] = []
-        self.frames: dict[Peer, list[bytes]] = {}
-        self.echo = True
-        self.take = True  # False: leave decoded frames waiting in the transport
-        self.raws: list[RawPeer] = []
-        self.transport.attach(ew, self._on_event)
-        self.address = self.transport.bind()
-
-    def _on_event(self, event: IOEvent) -> None:
-        self.events.append(event)
-        if event.kind is EventKind.READABLE and self.take:
-            while (r := self.transport.resume_read(event.peer)).status is IOStatus.OK:
-                self.frames.setdefault(event.peer, []).append(bytes(r.data))
-                if self.echo:
-                    self.transport.resume_write(r.data, event.peer)
-
-    def accepted(self) -> list[Peer]:
-        return [e.peer for e in self.events if e.kind is EventKind.ACCEPTED]
-
-    def closed(self, peer: Peer) -> list[IOEvent]:
-        return [e for e in self.events if e.kind is EventKind.CLOSED and e.peer == peer]
-
-    def raw(self) -> tuple[RawPeer, Peer]:
-        count = len(self.accepted())
-        raw = RawPeer(self.address)
-        self.raws.append(raw)
-        self.ew.run_until(lambda: len(self.accepted()) > count, timeout=5)
-        return raw, self.accepted()[-1]
-
-    def close(self) -> None:
-        self.transport.close()
-        for raw in self.raws:
-            raw.close()
-
-    def close_of(self, peer: Peer, timeout: float = 5) -> IOEvent:
-        self.ew.run_until(lambda: bool(self.closed(peer)), timeout=timeout)
-        return self.closed(peer)[0]
-
-
-class Client:
-    """A framed client that records echoes and its own CLOSED events."""
-
-    def __init__(self, ew: EventWatcher, address: tuple[str, int], **options: object) -> None:
-        self.ew = ew
-        self.transport = FramedTransport(TcpTransport(*address), **options)  # type: ignore[arg-type]
-        self.got: list[bytes] = []
-        self.events: list[IOEvent] = []
-        self.transport.attach(ew, self._on_event)
-        self.peer = self.transport.connect()
-
-    def _on_event(self, event: IOEvent) -> None:
-        self.events.append(event)
-        if event.kind is EventKind.READABLE:
-            while (r := self.transport.resume_read(event.peer)).status is IOStatus.OK:
-                self.got.append(bytes(r.data))
-
-    def round_trip(self, payload: bytes) -> None:
-        count = len(self.got)
-        self.transport.resume_write(payload, self.peer)
-        self.ew.run_until(lambda: len(self.got) > count, timeout=5)
-        assert self.got[-1] == payload
-
-    def closed(self) -> list[IOEvent]:
-        return [e for e in self.events if e.kind is EventKind.CLOSED]
-
-    def close(self) -> None:
-        self.transport.close()
-
-
-@pytest.fixture
-def stage(ew: EventWatcher) -> Iterator[Callable[..., object]]:
-    """``stage(Server, ...)`` or ``stage(Client, address, ...)``, closed after the test."""
-    made: list[object] = []
-
-    def make(kind: type, *args: object, **kw: object) -> object:
-        obj = kind(ew, *args, **kw)
-        made.append(obj)
-        return obj
-
-    yield make
-    for obj in reversed(made):
-        obj.close()  # type: ignore[attr-defined]
-    for _ in range(3):
-        ew.run_once(0)
-
-
 def read_dispatches(ew: EventWatcher) -> Callable[[], int]:
     """Count the read callbacks the loop runs from now on."""
     count = [0]
@@ -150,8 +58,8 @@ def turns(ew: EventWatcher, n: int) -> None:
 
 # ------------------------------------------------------------ oversized prefix
 def test_oversized_prefix_closes_only_that_peer_with_a_named_error(ew, stage):
-    server = stage(Server, max_frame_size=1 * MiB)
-    good = stage(Client, server.address)
+    server = stage.server(max_frame_size=1 * MiB)
+    good = stage.connected(server.address)
     good.round_trip(b"before")
     raw, peer = server.raw()
     raw.send(b"\xff\xff\xff\xff")
@@ -167,7 +75,9 @@ def test_oversized_prefix_closes_only_that_peer_with_a_named_error(ew, stage):
     assert raw.eof  # the server hung up on it
 
 
-def _peak_while(ew: EventWatcher, server: Server, header: bytes, until: Callable[[], bool]) -> int:
+def _peak_while(
+    ew: EventWatcher, server: Endpoint, header: bytes, until: Callable[[], bool]
+) -> int:
     """Peak Python memory allocated while the server handles ``header``."""
     raw, peer = server.raw()
     tracemalloc.start()
@@ -182,7 +92,7 @@ def _peak_while(ew: EventWatcher, server: Server, header: bytes, until: Callable
 
 
 def test_oversized_prefix_is_refused_before_any_body_buffer_exists(ew, stage):
-    server = stage(Server, max_frame_size=1 * MiB)
+    server = stage.server(max_frame_size=1 * MiB)
     declared = 512 * MiB
     peak = _peak_while(
         ew, server, struct.pack("!I", declared), lambda peer: bool(server.closed(peer))
@@ -194,7 +104,7 @@ def test_oversized_prefix_is_refused_before_any_body_buffer_exists(ew, stage):
 def test_memory_measure_does_see_a_body_buffer_being_allocated(ew, stage):
     # The control for the test above: a 16 MiB prefix under a 32 MiB limit gets
     # its exact-size body at once, and the same measure sees it.
-    server = stage(Server, max_frame_size=32 * MiB)
+    server = stage.server(max_frame_size=32 * MiB)
     peak = _peak_while(
         ew,
         server,
@@ -206,8 +116,8 @@ def test_memory_measure_does_see_a_body_buffer_being_allocated(ew, stage):
 
 @pytest.mark.parametrize("form", ["one buffer", "list of buffers"])
 def test_oversized_send_fails_at_the_call_and_writes_nothing(ew, stage, form):
-    server = stage(Server, max_frame_size=1000)
-    client = stage(Client, server.address, max_frame_size=1000)
+    server = stage.server(max_frame_size=1000)
+    client = stage.connected(server.address, max_frame_size=1000)
     client.round_trip(b"warm-up")
     transport, peer = client.transport, client.peer
     sent_before = transport.counters(peer).bytes_sent
@@ -226,7 +136,7 @@ def test_oversized_send_fails_at_the_call_and_writes_nothing(ew, stage, form):
 # ------------------------------------------------------------------ EOF mid-frame
 @pytest.mark.parametrize("k", [1, 2, 3])
 def test_eof_after_k_header_bytes_is_a_truncated_header(ew, stage, k):
-    server = stage(Server)
+    server = stage.server()
     raw, peer = server.raw()
     raw.send(struct.pack("!I", 50)[:k])
     raw.half_close()
@@ -237,7 +147,7 @@ def test_eof_after_k_header_bytes_is_a_truncated_header(ew, stage, k):
 
 
 def test_eof_mid_payload_is_a_truncated_payload(ew, stage):
-    server = stage(Server)
+    server = stage.server()
     raw, peer = server.raw()
     raw.send(encode_frame(b"whole") + struct.pack("!I", 300) + b"y" * 120)
     raw.half_close()
@@ -248,7 +158,7 @@ def test_eof_mid_payload_is_a_truncated_payload(ew, stage):
 
 
 def test_eof_mid_large_payload_received_into_its_own_body(ew, stage):
-    server = stage(Server)
+    server = stage.server()
     raw, peer = server.raw()
     raw.send(struct.pack("!I", 1 * MiB) + bytes(200_000))
     raw.half_close()
@@ -259,7 +169,7 @@ def test_eof_mid_large_payload_received_into_its_own_body(ew, stage):
 
 @pytest.mark.parametrize("frames", [0, 3])
 def test_clean_close_between_frames_is_eof_not_an_error(ew, stage, frames):
-    server = stage(Server)
+    server = stage.server()
     raw, peer = server.raw()
     payloads = [f"frame {i}".encode() for i in range(frames)]
     raw.send(b"".join(encode_frame(p) for p in payloads))
@@ -273,7 +183,7 @@ def test_clean_close_between_frames_is_eof_not_an_error(ew, stage, frames):
 
 @pytest.mark.parametrize("ending", ["clean", "mid-header", "mid-payload"])
 def test_no_read_callbacks_after_eof(ew, stage, ending):
-    server = stage(Server)
+    server = stage.server()
     raw, peer = server.raw()
     fd = server.transport.inner.socket_of(peer).fileno()
     raw.send({"clean": b"", "mid-header": b"\x00", "mid-payload": b"\x00\x00\x00\x09abc"}[ending])
@@ -318,8 +228,8 @@ def test_raw_transport_stops_watching_a_peer_after_its_eof(ew):
 
 # ---------------------------------------------------------- reset, broken pipe
 def test_reset_peer_gives_exactly_one_error_event_and_others_carry_on(ew, stage):
-    server = stage(Server)
-    good = stage(Client, server.address)
+    server = stage.server()
+    good = stage.connected(server.address)
     good.round_trip(b"before")
     raw, peer = server.raw()
     raw.send(encode_frame(b"ping"))
@@ -338,8 +248,8 @@ def test_reset_peer_gives_exactly_one_error_event_and_others_carry_on(ew, stage)
 
 @pytest.mark.parametrize("server_reads", [True, False])
 def test_peer_vanishing_during_a_big_write_gives_one_error_event(ew, stage, server_reads):
-    server = stage(Server)
-    good = stage(Client, server.address)
+    server = stage.server()
+    good = stage.connected(server.address)
     good.round_trip(b"before")
     raw, peer = server.raw()
     if not server_reads:
@@ -359,8 +269,8 @@ def test_peer_vanishing_during_a_big_write_gives_one_error_event(ew, stage, serv
 
 
 def test_client_sees_one_error_when_its_server_resets(ew, stage):
-    server = stage(Server)
-    client = stage(Client, server.address)
+    server = stage.server()
+    client = stage.connected(server.address)
     client.round_trip(b"hi")
     (server_peer,) = server.accepted()
     sock = server.transport.inner.socket_of(server_peer)
@@ -377,7 +287,7 @@ def test_connecting_to_a_closed_port_is_a_refused_connection(ew, stage):
     probe.bind(("127.0.0.1", 0))
     address = probe.getsockname()
     probe.close()
-    client = stage(Client, address)
+    client = stage.connected(address)
     ew.run_until(lambda: bool(client.closed()), timeout=5)
     turns(ew, 5)
     (event,) = client.closed()
@@ -439,8 +349,8 @@ def test_default_water_marks_are_64_and_16_kib():
     ids=["header only", "header and some payload"],
 )
 def test_peer_stalling_mid_frame_is_closed_with_a_timeout(ew, stage, sent, received, expected):
-    server = stage(Server, frame_timeout=0.2)
-    good = stage(Client, server.address)
+    server = stage.server(frame_timeout=0.2)
+    good = stage.connected(server.address)
     raw, peer = server.raw()
     raw.send(sent)
     event = server.close_of(peer)
@@ -457,7 +367,7 @@ def test_peer_stalling_mid_frame_is_closed_with_a_timeout(ew, stage, sent, recei
 
 
 def test_slow_but_progressing_peer_is_not_timed_out(ew, stage):
-    server = stage(Server, frame_timeout=0.4)
+    server = stage.server(frame_timeout=0.4)
     raw, peer = server.raw()
     frame = encode_frame(bytes(range(16)))
     left = list(frame)
@@ -474,7 +384,7 @@ def test_slow_but_progressing_peer_is_not_timed_out(ew, stage):
 
 
 def test_idle_peer_between_frames_is_not_timed_out(ew, stage):
-    server = stage(Server, frame_timeout=0.1)
+    server = stage.server(frame_timeout=0.1)
     raw, peer = server.raw()
     raw.send(encode_frame(b"one"))
     ew.run_until(lambda: bool(server.frames.get(peer)), timeout=5)
@@ -485,7 +395,7 @@ def test_idle_peer_between_frames_is_not_timed_out(ew, stage):
 
 
 def test_without_frame_timeout_a_stalled_peer_is_left_alone(ew, stage):
-    server = stage(Server)
+    server = stage.server()
     assert server.transport.frame_timeout is None  # off by default
     raw, peer = server.raw()
     raw.send(struct.pack("!I", 100))
@@ -516,8 +426,8 @@ def test_echo_server_survives_a_peer_that_sends_frames_then_resets(ew, stage):
     # The peer's frames are read, then its RST: the echo of the first frame
     # finds the connection broken, and the echoes of the others must not raise
     # out of the owner's callback (and so out of the loop).
-    server = stage(Server)
-    good = stage(Client, server.address)
+    server = stage.server()
+    good = stage.connected(server.address)
     good.round_trip(b"before")
     raw, peer = server.raw()
     raw.send(encode_frame(b"a") * 3)
@@ -531,7 +441,7 @@ def test_echo_server_survives_a_peer_that_sends_frames_then_resets(ew, stage):
 
 
 def test_calls_on_a_peer_found_broken_return_errors_until_its_closed_event(ew, stage):
-    server = stage(Server)
+    server = stage.server()
     server.echo = False
     raw, peer = server.raw()
     raw.reset()
@@ -562,7 +472,7 @@ def _half_a_frame_then_suspend(ew, server):
 def test_frame_timeout_does_not_blame_a_peer_while_we_are_not_reading(ew, stage):
     # The rest of the frame waits in our kernel buffer because *we* stopped
     # reading: that is not the peer stalling.
-    server = stage(Server, frame_timeout=0.1)
+    server = stage.server(frame_timeout=0.1)
     raw, peer = _half_a_frame_then_suspend(ew, server)
     raw.send(b"b" * 90)
     deadline = ew.time() + 0.4  # four deadlines with reading suspended
@@ -573,7 +483,7 @@ def test_frame_timeout_does_not_blame_a_peer_while_we_are_not_reading(ew, stage)
 
 
 def test_frame_timeout_still_catches_a_stall_after_reading_resumes(ew, stage):
-    server = stage(Server, frame_timeout=0.1)
+    server = stage.server(frame_timeout=0.1)
     _raw, peer = _half_a_frame_then_suspend(ew, server)
     deadline = ew.time() + 0.3
     ew.run_until(lambda: ew.time() >= deadline or bool(server.closed(peer)), timeout=5)
@@ -584,7 +494,7 @@ def test_frame_timeout_still_catches_a_stall_after_reading_resumes(ew, stage):
 
 
 def test_frame_timeout_does_not_blame_a_peer_whose_frames_wait_for_us(ew, stage):
-    server = stage(Server, frame_timeout=0.1)
+    server = stage.server(frame_timeout=0.1)
     server.take = False  # the owner is busy: decoded frames wait, so reading stops
     raw, peer = server.raw()
     raw.send(encode_frame(b"first") + struct.pack("!I", 100) + b"a" * 10)

@@ -3,6 +3,7 @@ print the same summary every run, and leave nothing behind."""
 
 from __future__ import annotations
 
+import statistics
 import sys
 
 import matplotlib
@@ -108,8 +109,20 @@ def test_partial_io_with_a_small_message_sends_it_in_one_call() -> None:
 def test_nagle_trap_measures_each_variant() -> None:
     result = course.nagle_trap(rounds=2, warmup=0)
     assert list(result.medians) == list(course.partial_io_lab.NAGLE_VARIANTS)
-    assert all(len(s) == 2 for s in result.samples.values())
-    assert len(result.summary().splitlines()) == 3
+    for name, samples in result.samples.items():
+        assert len(samples) == 2 and all(s > 0 for s in samples)
+        assert result.medians[name] == statistics.median(samples)
+    assert [line.split("  ")[0] for line in result.summary().splitlines()] == list(result.medians)
+
+
+def test_nagle_summary_calls_a_delayed_ack_slow_and_a_loopback_round_trip_fast() -> None:
+    result = course.NagleResult(rounds=1, payload=100)
+    result.medians = {"two writes": 0.0439, "one sendmsg": 18e-6}
+    assert result.summary().splitlines() == [
+        "two writes   slow: over 10 ms",
+        "one sendmsg  fast: well under 10 ms",
+    ]
+    assert result.details() == "two writes: median 43.9 ms\none sendmsg: median 18 µs"
 
 
 def test_nagle_details_print_milliseconds_from_one_millisecond_up() -> None:

@@ -218,6 +218,6 @@ def _asyncio_client(
         return results
 
     try:
-        return loop.run_until_complete(all_tasks())  # type: ignore[no-any-return]
+        return loop.run_until_complete(all_tasks())
     finally:
         loop.close()

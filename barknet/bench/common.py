@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-IMPLS = ("raw", "barknet", "asyncio-streams", "asyncio-protocol", "uvloop", "twisted")
+IMPLS = ("raw", "selectors", "barknet", "asyncio-streams", "asyncio-protocol", "uvloop", "twisted")
 HOST = "127.0.0.1"
 HEADER = struct.Struct("!I")
 MAX_FRAME = 64 * 1024 * 1024
@@ -58,6 +58,9 @@ METRICS = {
     "bulk_MBps": ("MB/s", False),
     "frames_per_s": ("frames/s", False),
     "peak_rss_ratio": ("× frame", True),
+    # Counted, not timed (in one process, both sides, see bench.layers): the same
+    # on every machine, so a regression shows up as a number.
+    "python_calls": ("per round trip", True),
 }
 
 
@@ -109,7 +112,7 @@ class Session:
 
     __slots__ = ("base", "left", "mode", "send")
 
-    def __init__(self, send: Callable[[Any], None]) -> None:
+    def __init__(self, send: Callable[[Any], object]) -> None:
         self.send = send
         self.mode = ""
         self.left = 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from .common import HEADER, HOST, Session, _now
@@ -68,7 +69,8 @@ def _serve_raw(ready: Callable[[int], None]) -> None:
         sock, _ = listener.accept()
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with sock:
-            reader, session = _RawReader(sock), Session(lambda p, s=sock: _raw_send(s, p))
+            reader = _RawReader(sock)
+            session = Session(partial(_raw_send, sock))
             while (frame := reader.frame()) is not None:
                 session.frame(frame)
 
@@ -80,7 +82,7 @@ def _raw_connect(port: int) -> socket.socket:
 
 
 def _raw_client(port: int, tasks: list[list[Any]], place: Callable[[str], None]) -> list[Any]:
-    results = []
+    results: list[Any] = []
     for kind, size, count, warm in tasks:
         place(kind)
         with _raw_connect(port) as sock:

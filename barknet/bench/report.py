@@ -16,16 +16,17 @@ def format_table(records: list[dict[str, Any]]) -> str:
     """Rows are figures, columns implementations; each cell is the median and ×raw."""
     impls: list[str] = []
     rows: dict[tuple[str, int], dict[str, dict[str, Any]]] = {}
-    for r in records:
-        if r["impl"] not in impls:
-            impls.append(r["impl"])
-        rows.setdefault((r["metric"], r["size_bytes"]), {})[r["impl"]] = r
+    for record in records:
+        if record["impl"] not in impls:
+            impls.append(record["impl"])
+        rows.setdefault((record["metric"], record["size_bytes"]), {})[record["impl"]] = record
     labels = {
         "pingpong_p50_us": "round trip p50",
         "pingpong_p99_us": "round trip p99",
         "bulk_MBps": "bulk",
         "frames_per_s": "bulk",
         "peak_rss_ratio": "peak RSS",
+        "python_calls": "Python calls",
     }
     width = max(17, *(len(i) + 2 for i in impls))
     lines = ["figure (unit)".ljust(31) + "".join(i.rjust(width) for i in impls)]

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from . import layers
 from .asyncio_side import _asyncio_client, _serve_asyncio
 from .barknet_side import _barknet_client, _serve_barknet
 from .common import (
@@ -30,6 +31,7 @@ from .common import (
     _warm_allocator,
 )
 from .raw_sockets import _raw_client, _raw_connect, _RawReader, _serve_raw
+from .selectors_side import selectors_client, serve_selectors
 from .twisted_side import _serve_twisted, _twisted_client
 
 
@@ -37,6 +39,8 @@ from .twisted_side import _serve_twisted, _twisted_client
 def _serve(impl: str, ready: Callable[[int], None]) -> None:
     if impl == "raw":
         _serve_raw(ready)
+    elif impl == "selectors":
+        serve_selectors(ready)
     elif impl == "barknet":
         _serve_barknet(ready)
     elif impl == "twisted":
@@ -50,6 +54,8 @@ def _client(
 ) -> list[Any]:
     if impl == "raw":
         return _raw_client(port, tasks, place)
+    if impl == "selectors":
+        return selectors_client(port, tasks, place)
     if impl == "barknet":
         return _barknet_client(port, tasks, place)
     if impl == "twisted":
@@ -123,7 +129,7 @@ def _run_client(impl: str, spec: dict[str, Any]) -> list[Any]:
         if proc.returncode != 0:
             raise RuntimeError(f"the {impl} client failed:\n{proc.stderr}")
         with open(spec["result_path"]) as f:
-            return json.load(f)  # type: ignore[no-any-return]
+            return json.load(f)
 
 
 def _measure_rss(impl: str, size: int, cpus: Sequence[int]) -> float:
@@ -263,7 +269,7 @@ def run(
     say(f"  placement: {sentence}")
     say(f"  allocator: {info['allocator']}")
     say(f"  barknet: {info['barknet_config']}")
-    tasks = [["pingpong", s, n, w] for s, n, w in plan.pingpong]
+    tasks: list[list[Any]] = [["pingpong", s, n, w] for s, n, w in plan.pingpong]
     tasks += [["bulk", s, n, w] for s, n, w in plan.bulk]
     figures = _Figures()
     started = time.monotonic()
@@ -312,6 +318,18 @@ def run(
                 for impl in order
             )
         )
+    counted = {"selectors": layers.selectors_loop, "barknet": layers.framed_transport}
+    for impl, program in counted.items():
+        if impl in chosen:
+            figures.add(impl, "python_calls", 16, layers.calls_per_round_trip(program))
+    say(
+        "  Python calls per 16 B round trip (both sides, counted in one process): "
+        + ", ".join(
+            f"{impl} {figures.values[(impl, 'python_calls', 16)][0]:.1f}"
+            for impl in counted
+            if impl in chosen
+        )
+    )
     say(f"  done in {time.monotonic() - started:.0f} s")
     return _records(figures, chosen, plan, info)
 

@@ -65,7 +65,7 @@ def connected_pair(
     """
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    server: socket.socket | None = None
+    accepted: list[socket.socket] = []
     try:
         for s in (listener, client):
             if rcvbuf is not None:
@@ -78,13 +78,13 @@ def connected_pair(
         client.settimeout(timeout)
         client.connect(listener.getsockname())
         server, _ = listener.accept()
+        accepted.append(server)
         server.settimeout(None)
         client.settimeout(None)
         yield client, server
     finally:
-        for s in (client, server, listener):
-            if s is not None:
-                s.close()
+        for s in (client, *accepted, listener):
+            s.close()
 
 
 @contextlib.contextmanager

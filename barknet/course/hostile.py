@@ -399,10 +399,11 @@ def reset_peer(
             outcome.facts["closed_events"] = len(closed)
             outcome.error = closed[0].error
             error = closed[0].error
-            name = getattr(error, "errno", None)
+            code = getattr(error, "errno", None)
+            name = errno.errorcode.get(code, str(code)) if code is not None else "no errno"
             outcome.say(
                 f"the server's owner got: CLOSED({closed[0].status.name}) with "
-                f"{type(error).__name__} ({errno.errorcode.get(name, name)})"
+                f"{type(error).__name__} ({name})"
             )
         else:
             _finish(outcome, stage, peer)

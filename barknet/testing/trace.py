@@ -323,7 +323,7 @@ class TracingTransport(TransportLayer):
         started = time.perf_counter()
         result = self.inner.resume_read(peer, buffer, offset, max_len)
         moved = result.data if result.status is IOStatus.OK else b""
-        self.trace.add(self.side, peer, call, asked, moved, result.status, started)
+        self.trace.add(self.side, peer, call, asked or 0, moved, result.status, started)
         return result
 
     def resume_write(self, data: WriteData, peer: Peer) -> WriteResult:

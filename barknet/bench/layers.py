@@ -1,0 +1,226 @@
+"""What each layer of barknet costs per message: CPU time per 16-byte round trip.
+
+Run it from the repository root:
+
+    .venv/bin/python -m barknet.bench.layers [round_trips]
+
+(``benchmarks/layer_costs.py`` does the same.)
+
+Client and server live in one process on one loop here, so the figure is the
+CPU time of both sides of a round trip, with no scheduler in between. Four
+programs do the same echo of a 16-byte frame, each adding one layer:
+
+1. a careful hand-written ``selectors`` loop (the floor for a Python event loop);
+2. the same callbacks on barknet's ``EventWatcher``;
+3. ``TcpTransport`` under an owner that frames by hand;
+4. ``FramedTransport(TcpTransport())``, the stack the course builds.
+
+The difference between two rows is what the added layer costs. Each row is the
+best of five runs, so other work on the machine inflates it as little as
+possible; compare rows from the same run.
+
+:func:`calls_per_round_trip` counts instead of timing: the Python-level function
+calls one round trip costs (both sides), seen through ``sys.setprofile``. A count
+does not depend on the machine or its load, so a regression shows up as a number
+(``python -m barknet bench`` prints it, and a test can pin it).
+"""
+
+from __future__ import annotations
+
+import selectors
+import socket
+import struct
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .. import EventKind, EventWatcher, FramedTransport, IOEvent, IOStatus, TcpTransport
+
+HEADER = struct.Struct("!I")
+PAYLOAD = b"x" * 16
+
+
+def _socket_pair() -> tuple[socket.socket, socket.socket]:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname())
+        server, _ = listener.accept()
+    for sock in (client, server):
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return client, server
+
+
+def _echo_by_hand(
+    sock: socket.socket, buffer: bytearray, echo: bool, count: list[int], n: int
+) -> None:
+    """Read one whole small frame (they arrive whole on loopback) and answer it."""
+    sock.recv_into(buffer)
+    (size,) = HEADER.unpack_from(buffer, 0)
+    frame = bytes(buffer[4 : 4 + size])
+    if not echo:
+        count[0] += 1
+        if count[0] >= n:
+            return
+    sock.send(HEADER.pack(size) + frame)
+
+
+def _cpu_until(count: list[int], n: int, turn: Callable[[], None]) -> float:
+    """CPU seconds spent turning the loop until ``n`` echoes came back."""
+    started = time.process_time()
+    while count[0] < n:
+        turn()
+    return time.process_time() - started
+
+
+def selectors_loop(n: int) -> float:
+    client, server = _socket_pair()
+    count = [0]
+    sel = selectors.DefaultSelector()
+    for sock, echo in ((client, False), (server, True)):
+        buffer = bytearray(65536)
+        sel.register(sock, selectors.EVENT_READ, (sock, buffer, echo))
+    client.send(HEADER.pack(len(PAYLOAD)) + PAYLOAD)
+
+    def turn() -> None:
+        for key, _ in sel.select():
+            sock, buffer, echo = key.data
+            _echo_by_hand(sock, buffer, echo, count, n)
+
+    spent = _cpu_until(count, n, turn)
+    sel.close()
+    client.close()
+    server.close()
+    return spent
+
+
+def reactor_callbacks(n: int) -> float:
+    client, server = _socket_pair()
+    count = [0]
+    with EventWatcher() as ew:
+        for sock, echo in ((client, False), (server, True)):
+            buffer = bytearray(65536)
+            ew.watch_read(
+                sock.fileno(),
+                lambda s=sock, b=buffer, e=echo: _echo_by_hand(s, b, e, count, n),
+            )
+        client.send(HEADER.pack(len(PAYLOAD)) + PAYLOAD)
+        spent = _cpu_until(count, n, ew.run_once)
+    client.close()
+    server.close()
+    return spent
+
+
+def tcp_transport(n: int) -> float:
+    count = [0]
+
+    def owner(transport: TcpTransport, echo: bool) -> Callable[[IOEvent], None]:
+        buffer = bytearray(65536)
+
+        def on_event(event: IOEvent) -> None:
+            if event.kind is not EventKind.READABLE:
+                return
+            if transport.resume_read(event.peer, buffer).status is not IOStatus.OK:
+                return
+            (size,) = HEADER.unpack_from(buffer, 0)
+            frame = bytes(buffer[4 : 4 + size])
+            if not echo:
+                count[0] += 1
+                if count[0] >= n:
+                    return
+            transport.resume_write(HEADER.pack(size) + frame, event.peer)
+
+        return on_event
+
+    with EventWatcher() as ew:
+        server = TcpTransport()
+        server.attach(ew, owner(server, True))
+        client = TcpTransport(*server.bind())
+        client.attach(ew, owner(client, False))
+        peer = client.connect()
+        ew.run_until(lambda: bool(server.peers), timeout=5)
+        client.resume_write(HEADER.pack(len(PAYLOAD)) + PAYLOAD, peer)
+        spent = _cpu_until(count, n, ew.run_once)
+        client.close()
+        server.close()
+    return spent
+
+
+def framed_transport(n: int) -> float:
+    count = [0]
+
+    def owner(transport: FramedTransport, echo: bool) -> Callable[[IOEvent], None]:
+        def on_event(event: IOEvent) -> None:
+            if event.kind is not EventKind.READABLE:
+                return
+            while (result := transport.resume_read(event.peer)).status is IOStatus.OK:
+                if not echo:
+                    count[0] += 1
+                    if count[0] >= n:
+                        return
+                transport.resume_write(result.data, event.peer)
+
+        return on_event
+
+    with EventWatcher() as ew:
+        server = FramedTransport(TcpTransport())
+        server.attach(ew, owner(server, True))
+        client = FramedTransport(TcpTransport(*server.bind()))
+        client.attach(ew, owner(client, False))
+        peer = client.connect()
+        client.resume_write(PAYLOAD, peer)
+        spent = _cpu_until(count, n, ew.run_once)
+        client.close()
+        server.close()
+    return spent
+
+
+def calls_per_round_trip(program: Callable[[int], float], n: int = 400) -> float:
+    """Python function calls per round trip of ``program`` (both sides together).
+
+    Set-up and teardown are counted once per run, so two runs of different length
+    are compared and only the difference is divided by the extra round trips.
+    C functions (``socket.send``, ``epoll.poll``) are not counted: the figure is
+    the Python work a layer adds, which is what a learner can read and change.
+    """
+
+    def count(rounds: int) -> int:
+        calls = [0]
+
+        def profiler(_frame: Any, event: str, _arg: Any) -> None:
+            if event == "call":
+                calls[0] += 1
+
+        sys.setprofile(profiler)
+        try:
+            program(rounds)
+        finally:
+            sys.setprofile(None)
+        return calls[0]
+
+    return (count(2 * n) - count(n)) / n
+
+
+STACKS: dict[str, Callable[[int], float]] = {
+    "careful selectors loop": selectors_loop,
+    "+ EventWatcher (reactor)": reactor_callbacks,
+    "+ TcpTransport": tcp_transport,
+    "+ FramedTransport": framed_transport,
+}
+
+
+def main(argv: list[str]) -> int:
+    n = int(argv[1]) if len(argv) > 1 else 20000
+    print(f"per 16-byte round trip, both sides in one process, CPU time best of 5 x {n}")
+    previous = None
+    for name, program in STACKS.items():
+        micros = min(program(n) for _ in range(5)) / n * 1e6
+        added = "" if previous is None else f"  (+{micros - previous:.1f})"
+        calls = calls_per_round_trip(program)
+        print(f"  {name:<26} {micros:6.1f} µs{added:<9} {calls:5.1f} Python calls")
+        previous = micros
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
