@@ -271,15 +271,23 @@ class _Lab:
         return "\n".join(lines)
 
     def close(self) -> None:
-        for side in self.sides:
-            side.transport.close()
-        for tcp in self.tcps:
-            tcp.close()
-        # Let CLOSED events run so user callbacks see them, then release the loop.
-        if not self.ew.closed:
-            for _ in range(3):
-                self.ew.run_once(0)
-            self.ew.close()
+        # Each step runs even if an earlier one raised (a transport under test may fail
+        # in close too): the sockets and the loop are released whatever happens.
+        try:
+            for side in self.sides:
+                side.transport.close()
+        finally:
+            try:
+                for tcp in self.tcps:
+                    tcp.close()
+            finally:
+                # Let CLOSED events run so user callbacks see them, then release the loop.
+                if not self.ew.closed:
+                    try:
+                        for _ in range(3):
+                            self.ew.run_once(0)
+                    finally:
+                        self.ew.close()
 
     def __enter__(self) -> _Lab:
         return self
@@ -843,11 +851,13 @@ def explain_exception(exc: BaseException) -> str:
     if not mine:
         tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
         return "".join(tb[-3:]).rstrip()
-    lines = [f"{type(exc).__name__}: {exc}"]
+    # An alarm's own exception says nothing; the frames say where the code was.
+    lines = [] if isinstance(exc, _OutOfTime) else [f"{type(exc).__name__}: {exc}"]
     for f in mine[-3:]:
         text = (f.line or linecache.getline(f.filename, f.lineno or 0)).strip()
         where = "this cell" if f.name == "<module>" else f.name
-        lines.append(f"  in {where}, line {f.lineno} of its cell: {text}".rstrip(": "))
+        of = " of its cell" if "ipykernel_" in f.filename or f.filename.startswith("<") else ""
+        lines.append(f"  in {where}, line {f.lineno}{of}: {text}".rstrip(": "))
     return "\n".join(lines)
 
 
