@@ -60,7 +60,7 @@ MUTANTS = [
         "never calls suspend_write after a drain (a busy loop)",
         (("self.inner.suspend_write(peer)  # nothing left", "pass  # nothing left"),),
         caught_by="no busy loop after a drain",
-        says="",
+        says="an idle connection kept the loop busy",
     ),
     Mutant(
         "accepts writes after close(peer) while frames are queued",
@@ -74,8 +74,9 @@ MUTANTS = [
                 "        send.pending.append(",
             ),
         ),
-        caught_by="writes after close(peer) while frames are still queued",
-        says="",
+        caught_by="writes after close(peer) while data is queued",
+        # the "too late" frame was queued and sent after the 2 MiB: 8 bytes too many
+        says="the peer got 2097160 bytes",
     ),
 ]
 
