@@ -146,6 +146,14 @@ SLIDER_ANSWERED = _js(
     """
 )
 OBSERVE = _js("return H.observe(arg.index);")
+# Widget buttons whose label does not fit (the browser clips it: "Run the quick ben...").
+CUT_BUTTONS = _js(
+    """
+    return [...document.querySelectorAll('.jp-Notebook button.jupyter-button')]
+      .filter(b => b.scrollWidth > b.clientWidth + 1)
+      .map(b => b.innerText.trim());
+    """
+)
 SLIDER_COUNT = _js("return H.sliders().length;")
 WIDGET_COUNT = _js("return document.querySelectorAll('.jp-Notebook .jupyter-widgets').length;")
 NOTEBOOK_HEIGHT = _js(
@@ -285,6 +293,8 @@ def test_widget_notebook_runs_and_sliders_drive_the_experiment(
         open_and_run_all(page, lab_server, notebook.name)
         check_cells(page, notebook, "after Run All")
         wait_for_widgets(page, notebook)
+        cut = page.evaluate(CUT_BUTTONS, None)
+        assert not cut, f"{notebook.name}: button labels cut off: {cut}"
         sliders = page.evaluate(SLIDER_COUNT, None)
         assert sliders > 0, f"{notebook.name}: it makes widgets but no slider rendered"
         for index in range(sliders):
