@@ -889,7 +889,11 @@ def run_checks(
                 continue
             if time.monotonic() >= _limits["deadline"]:
                 result = CheckResult(
-                    check, False, f"not run: the {budget:g} s budget was spent", ran=False
+                    check,
+                    False,
+                    f"not run: the {budget:g} s budget was spent on the checks above. Fix "
+                    f"those first, or run this one alone: names=[{check.name!r}]",
+                    ran=False,
                 )
             else:
                 result = _run_one(check, make)
