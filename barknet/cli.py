@@ -11,6 +11,21 @@ stderr, one line each: a peer that breaks the framing rules (an oversized
 length prefix, a stream that stops mid-frame) is closed and reported, and the
 server carries on with everyone else.
 
+A server must not let one peer decide what it costs. So the echo obeys the
+water marks: on ``PAUSE_WRITING`` (more than ``high_water`` bytes of replies
+queued for that peer, because it does not read them) it stops reading that
+peer, and on ``RESUME_WRITING`` it reads again; a client that sends and never
+reads is slowed down by its own full socket buffers, not stored in our memory.
+Replies are coalesced (``coalesce=True``): a burst of frames read in one turn
+leaves in one system call. ``--frame-timeout`` closes a peer that starts a
+frame and stalls; ``--idle-timeout`` closes a peer that does nothing at all.
+
+Logging cannot stop the server either: lines go to stderr through a bounded
+buffer, written only when the descriptor can take them without blocking. When
+nobody reads the pipe, lines beyond the buffer are dropped and counted (a later
+line says how many); when the pipe is closed, logging stops and the server
+carries on.
+
 Stopping on Ctrl-C or SIGTERM needs care. Python runs a signal handler in the
 main thread between two bytecodes, which for us means *after* the ``select``
 call the loop is sleeping in; PEP 475 then restarts that ``select`` with its
@@ -28,21 +43,134 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
+import select
 import signal
 import socket
 import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-from .events import EventKind, IOEvent, IOStatus
+from .events import EventKind, IOEvent, IOStatus, Peer
 from .framed import FramedTransport
 from .framing import DEFAULT_MAX_FRAME_SIZE
 from .reactor import EventWatcher
 from .tcp import TcpTransport
 
-__all__ = ["main", "serve"]
+__all__ = ["LineLog", "main", "serve"]
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: A pipe takes a write of up to PIPE_BUF bytes whole once select says writable.
+_PIPE_BUF = select.PIPE_BUF
+
+
+class LineLog:
+    """Log lines to a stream without ever blocking the loop or raising into it.
+
+    Lines wait in a buffer of at most ``limit`` bytes and are written only
+    when ``select`` says the descriptor can take them (at most ``PIPE_BUF``
+    bytes per write, which a pipe then accepts without blocking); with a
+    ``watcher``, the rest goes out when the descriptor becomes writable. A
+    line that does not fit in the buffer is dropped and counted in
+    ``dropped``; the next line that fits says how many were lost. An error
+    from the descriptor (a closed pipe: ``BrokenPipeError``; a closed
+    descriptor) ends logging for good: later lines are only counted.
+
+    Caveat: a terminal stopped with Ctrl-S is "writable" to ``select`` yet
+    blocks a write; a log to a terminal you freeze can still stall the loop.
+    """
+
+    def __init__(
+        self, stream: TextIO | None, watcher: EventWatcher | None = None, limit: int = 64 * 1024
+    ) -> None:
+        self.stream = stream
+        self.watcher = watcher
+        self.limit = limit
+        self.pending = bytearray()
+        self.dropped = 0
+        self.broken = stream is None  # no stderr at all (started with it closed)
+        self._reported = 0
+        self._watching = False
+        self.fd: int | None = None
+        if stream is not None:
+            try:
+                self.fd = stream.fileno()
+                stream.flush()  # whatever Python buffered goes first
+            except (OSError, ValueError, AttributeError):
+                self.fd = None  # a StringIO or the like: it never blocks
+
+    def __call__(self, message: str) -> None:
+        if self.broken:
+            self.dropped += 1
+            return
+        self._note_drops()
+        line = (message + "\n").encode("utf-8", "replace")
+        if len(self.pending) + len(line) > self.limit:
+            self.dropped += 1
+            return
+        self.pending += line
+        self.flush()
+
+    def _note_drops(self) -> None:
+        """Say how many lines were lost, as soon as that fits in the buffer."""
+        if self.dropped > self._reported:
+            note = f"({self.dropped - self._reported} log lines dropped: stderr was not read)\n"
+            if len(self.pending) + len(note) <= self.limit:
+                self.pending += note.encode()
+                self._reported = self.dropped
+
+    def flush(self) -> None:
+        """Write what the descriptor takes now, without blocking."""
+        if self.fd is None:
+            self._write_text()
+            return
+        while self.pending:
+            try:
+                _, writable, _ = select.select([], [self.fd], [], 0)
+                if not writable:
+                    self._watch()
+                    return
+                written = os.write(self.fd, self.pending[:_PIPE_BUF])
+            except BlockingIOError:
+                self._watch()
+                return
+            except (OSError, ValueError):
+                self._give_up()
+                return
+            del self.pending[:written]
+            if not self.pending and self.dropped > self._reported:
+                self._note_drops()  # all out: now there is room to say what was lost
+        self._unwatch()
+
+    def _write_text(self) -> None:
+        assert self.stream is not None
+        try:
+            self.stream.write(self.pending.decode("utf-8", "replace"))
+            self.stream.flush()
+        except (OSError, ValueError):
+            self._give_up()
+            return
+        self.pending.clear()
+
+    def _give_up(self) -> None:
+        self.dropped += self.pending.count(b"\n")
+        self.pending.clear()
+        self.broken = True
+        self._unwatch()
+
+    def _watch(self) -> None:
+        if self.watcher is not None and not self._watching and self.fd is not None:
+            try:
+                self.watcher.watch_write(self.fd, self.flush)
+                self._watching = True
+            except (OSError, ValueError):
+                pass  # not pollable (a regular file is always writable anyway)
+
+    def _unwatch(self) -> None:
+        if self._watching and self.watcher is not None and self.fd is not None:
+            self._watching = False
+            if not self.watcher.closed:
+                self.watcher.unwatch_write(self.fd)
 
 
 def serve(
@@ -50,6 +178,8 @@ def serve(
     port: int = 0,
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
     *,
+    frame_timeout: float | None = None,
+    idle_timeout: float | None = None,
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> int:
@@ -61,26 +191,68 @@ def serve(
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
 
-    def log(message: str) -> None:
-        print(message, file=err, flush=True)
-
     with EventWatcher() as watcher:
-        server = FramedTransport(TcpTransport(host, port), max_frame_size=max_frame_size)
+        log = LineLog(err, watcher)
+        server = FramedTransport(
+            TcpTransport(host, port),
+            max_frame_size=max_frame_size,
+            frame_timeout=frame_timeout,
+            coalesce=True,
+        )
+        paused: set[Peer] = set()  # peers whose replies wait: we stopped reading them
+        last_seen: dict[Peer, float] = {}
+        closing: dict[Peer, float] = {}  # closed for idling, since
+
+        def echo(peer: Peer) -> None:
+            # Echo until nothing waits, or until PAUSE_WRITING (raised inside
+            # resume_write) says this peer's replies pile up.
+            while peer not in paused and (r := server.resume_read(peer)).status is IOStatus.OK:
+                server.resume_write(r.data, peer)
 
         def on_event(event: IOEvent) -> None:
             kind, peer = event.kind, event.peer
             if kind is EventKind.READABLE:
-                while (result := server.resume_read(peer)).status is IOStatus.OK:
-                    server.resume_write(result.data, peer)
+                last_seen[peer] = watcher.time()
+                echo(peer)
+            elif kind is EventKind.PAUSE_WRITING:
+                paused.add(peer)
+                server.suspend_read(peer)  # the peer's bytes wait in the kernel
+            elif kind is EventKind.RESUME_WRITING:
+                paused.discard(peer)
+                last_seen[peer] = watcher.time()
+                echo(peer)  # resume_read reads again
+            elif kind is EventKind.DRAINED:
+                last_seen[peer] = watcher.time()
             elif kind is EventKind.ACCEPTED:
+                last_seen[peer] = watcher.time()
                 log(f"{peer} connected")
             elif kind is EventKind.CLOSED:
+                paused.discard(peer)
+                last_seen.pop(peer, None)
+                idle = closing.pop(peer, None) is not None
                 if event.status is IOStatus.ERROR:
                     log(f"{peer} closed: {type(event.error).__name__}: {event.error}")
                 else:
-                    log(f"{peer} closed ({event.status.value})")
+                    why = ", idle" if idle else ""
+                    log(f"{peer} closed ({event.status.value}{why})")
+
+        def sweep() -> None:
+            """Close peers idle for ``idle_timeout``; cut off one that, a period
+            later, still has not taken its replies (a graceful close waits for them)."""
+            assert idle_timeout is not None
+            now = watcher.time()
+            for peer, since in list(closing.items()):
+                if now - since >= idle_timeout and peer in server.peers:
+                    server.inner.close(peer)
+            for peer, seen in list(last_seen.items()):
+                if peer not in closing and now - seen >= idle_timeout:
+                    closing[peer] = now
+                    server.close(peer)
+            watcher.call_later(idle_timeout / 4, sweep)
 
         server.attach(watcher, on_event)
+        if idle_timeout is not None:
+            watcher.call_later(idle_timeout / 4, sweep)
         wake_r, wake_w = socket.socketpair()
         wake_r.setblocking(False)
         wake_w.setblocking(False)
@@ -115,7 +287,16 @@ def serve(
             server.close()
             # Let the CLOSED events queued by close() run before the watcher goes.
             watcher.run_once(0)
+            log.watcher = None  # from here on, write what fits and let the rest go
+            log.flush()
     return 0
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be > 0")
+    return value
 
 
 def _size(text: str) -> int:
@@ -140,6 +321,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_FRAME_SIZE,
         help=f"largest payload accepted, in bytes ({DEFAULT_MAX_FRAME_SIZE})",
     )
+    p_serve.add_argument(
+        "--frame-timeout",
+        type=_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="close a peer that starts a frame and then sends nothing for this long (off)",
+    )
+    p_serve.add_argument(
+        "--idle-timeout",
+        type=_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="close a peer that sends and takes nothing for this long (off)",
+    )
 
     p_bench = commands.add_parser(
         "bench", help="compare barknet with raw sockets, asyncio, uvloop and Twisted"
@@ -155,7 +350,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
-        return serve(args.host, args.port, args.max_frame_size)
+        return serve(
+            args.host,
+            args.port,
+            args.max_frame_size,
+            frame_timeout=args.frame_timeout,
+            idle_timeout=args.idle_timeout,
+        )
     from . import bench  # imported late: `serve` should start fast
 
     impls = args.impls.split(",") if args.impls else None

@@ -13,12 +13,13 @@ It keeps two pieces of state per peer, as the chapter does:
 * **Receive state** (:class:`RecvState`): a sans-I/O
   :class:`~barknet.framing.FrameDecoder` holding the partial header or payload,
   and the whole frames decoded but not yet taken by the owner. On the inner
-  ``READABLE``, the decoder lends out its own memory and the inner transport
-  reads straight into it (for a large frame: its exact-size buffer), until a
-  read comes back short or would block. When frames are ready the owner gets
-  ``READABLE`` and pulls them one by one with ``resume_read(peer)``. If the
-  owner stops pulling, this layer stops reading, so the kernel's buffers fill
-  and the sender is slowed down: a slow reader costs bounded memory.
+  ``READABLE``, the decoder lends out memory and the inner transport reads
+  straight into it (a scratch shared by all peers, or, for a large frame, a
+  body that grows as its bytes arrive), until a read comes back short or would
+  block, or :data:`FRAMES_PER_TURN` frames are waiting. When frames are ready
+  the owner gets ``READABLE`` and pulls them one by one with
+  ``resume_read(peer)``.
+
 * **Send state** (:class:`SendState`): the frames queued for the peer and how
   far the first of them got. ``resume_write(payload, peer)`` queues the header
   and the payload (no copy) and, if nothing was waiting, tries to send at
@@ -27,14 +28,32 @@ It keeps two pieces of state per peer, as the chapter does:
   the rest queued; on the inner ``WRITABLE`` the queue is flushed again, and
   when it is empty this layer suspends writing and replays ``DRAINED``.
 
+``READABLE`` is level-triggered, as the interface promises: after the owner's
+callback returns, if whole frames still wait (the owner took one and left the
+rest, as asyncio and trio owners do) and the owner did not ``suspend_read``,
+``READABLE`` comes again on the next turn of the loop, and again, until none
+wait. Meanwhile this layer stops reading that peer, so the kernel's buffers
+fill and the sender is slowed down: a slow reader costs bounded memory. An
+owner that drains until ``WOULD_BLOCK`` pays nothing for this (nothing waits
+when its callback returns), and nothing is scheduled when nothing waits.
+
+Fairness is counted in frames, not only in reads: one turn of the loop hands
+the owner at most :data:`FRAMES_PER_TURN` frames of one peer (the rest stay
+undecoded, 4 bytes each for empty frames, and come on the next turns), so a
+peer streaming zero-length frames gets its share of the loop, not all of it.
+
 Flow control follows asyncio: when the queue grows past ``high_water`` the
 owner gets ``PAUSE_WRITING`` (right away, inside the ``resume_write`` that
 crossed it) and ``RESUME_WRITING`` once the queue falls to ``low_water``.
 
 A framing error (a length over ``max_frame_size``, a stream that ends mid-frame,
 or, with ``frame_timeout``, a frame that stalls) closes that peer alone and
-reaches the owner as ``CLOSED(ERROR, <typed error>)``. A peer that ends cleanly
-between frames is closed once its queued frames are sent: ``CLOSED(EOF)``.
+reaches the owner as ``CLOSED(ERROR, <typed error>)``. Whole frames that came
+before the bad bytes reach the owner first, and the peer is closed only after
+the owner's callback for them returned, so its replies are accepted the same
+whether TCP delivered the bad header with those frames or later. A peer that
+ends cleanly between frames is closed once its queued frames are sent:
+``CLOSED(EOF)``.
 """
 
 from __future__ import annotations
@@ -45,7 +64,14 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .errors import BarknetError, FrameTimeoutError, FramingError, TransportClosedError
 from .events import EventKind, IOCounters, IOEvent, IOStatus, Peer, ReadResult, WriteResult
-from .framing import DEFAULT_MAX_FRAME_SIZE, HEADER, HEADER_SIZE, FrameDecoder, encode_header
+from .framing import (
+    DEFAULT_MAX_FRAME_SIZE,
+    HEADER,
+    HEADER_SIZE,
+    FrameDecoder,
+    ScratchPool,
+    encode_header,
+)
 from .interfaces import ITransport, Replay, WriteData
 from .layer import copy_message_into
 
@@ -58,6 +84,10 @@ __all__ = ["FramedTransport", "RecvState", "SendState"]
 MAX_BUFFERS_PER_WRITE = 1024
 #: Reads per inner READABLE before letting other peers have a turn.
 READS_PER_EVENT = 16
+#: Frames of one peer handed to the owner per turn of the loop, at most.
+FRAMES_PER_TURN = 512
+#: Free scratch buffers the transport keeps for its peers' decoders.
+SPARE_SCRATCHES = 4
 #: Payloads up to this size are joined to their header in one ``bytes`` when
 #: they can be sent at once (cheaper than a scatter/gather list).
 SMALL_FRAME = 2048
@@ -89,10 +119,13 @@ class RecvState:
         "error",
         "frames",
         "frames_received",
+        "held_error",
         "last_progress",
         "paused_by_owner",
         "paused_for_owner",
         "readable",
+        "replay_due",
+        "replay_waits",
         "timer",
     )
 
@@ -104,6 +137,10 @@ class RecvState:
         self.error: BarknetError | None = None  # a framing error, or broken below
         self.paused_by_owner = False  # suspend_read() was called
         self.paused_for_owner = False  # we stopped reading until the owner takes frames
+        self.replay_due = False  # _replay_readable is scheduled for the next turn
+        self.replay_waits = False  # ... and must skip the turn it was scheduled in
+        #: A framing error found behind whole frames: reported once the owner took them.
+        self.held_error: BarknetError | None = None
         self.frames_received = 0
         self.last_progress = 0.0
         self.timer: TimerHandle | None = None
@@ -198,6 +235,7 @@ class FramedTransport(ITransport):
         if not 0 <= self.low_water <= self.high_water:
             raise ValueError("need 0 <= low_water <= high_water")
         self.buffer_size = buffer_size
+        self._scratches = ScratchPool(buffer_size, keep=SPARE_SCRATCHES)
         self._watcher: EventWatcher | None = None
         self._replay: Replay | None = None
         self._recv: dict[Peer, RecvState] = {}
@@ -227,7 +265,9 @@ class FramedTransport(ITransport):
 
     def _open(self, peer: Peer) -> None:
         if peer not in self._recv:
-            decoder = FrameDecoder(self.max_frame_size, buffer_size=self.buffer_size, peer=peer)
+            decoder = FrameDecoder(
+                self.max_frame_size, buffer_size=self.buffer_size, peer=peer, pool=self._scratches
+            )
             self._recv[peer] = RecvState(decoder, IOEvent(EventKind.READABLE, peer))
             self._send[peer] = SendState()
 
@@ -304,53 +344,134 @@ class FramedTransport(ITransport):
         if recv is None:
             return
         if recv.frames:
-            # The owner has not taken the last batch: stop reading until it does.
+            # The owner has not taken the last batch: stop reading until it does
+            # (our own READABLE keeps coming meanwhile, see _announce).
             recv.paused_for_owner = True
             self.inner.suspend_read(peer)
             return
+        if recv.replay_due:
+            return  # a replay this turn serves this peer: one turn's worth, not two
         self._pump(peer, recv)
         if recv.frames:
+            # _announce, written out (this runs for every batch of frames).
             self._emit(recv.readable)
+            if (
+                recv.frames or recv.paused_for_owner or recv.decoder.ready or recv.held_error
+            ) and not recv.replay_due:
+                # A callback queued now runs in this same turn, after the sockets:
+                # the peer had its turn's worth, so the replay waits for the next.
+                recv.replay_due = recv.replay_waits = True
+                self._watcher.call_soon(self._replay_readable, peer)  # type: ignore[union-attr]
+
+    def _announce(self, peer: Peer, recv: RecvState) -> None:
+        """Tell the owner frames wait; if some still wait after its callback (or we
+        stopped reading for it, or a framing error waits behind them), come back
+        next turn. Nothing is scheduled for an owner that took everything."""
+        self._emit(recv.readable)
+        if (
+            recv.frames or recv.paused_for_owner or recv.decoder.ready or recv.held_error
+        ) and not recv.replay_due:
+            recv.replay_due = True
+            self._watcher.call_soon(self._replay_readable, peer)  # type: ignore[union-attr]
+
+    def _replay_readable(self, peer: Peer) -> None:
+        """Level-triggered READABLE: one turn later, frames still wait, or we stopped
+        reading for the owner and it has taken them all (then read again)."""
+        recv = self._recv.get(peer)
+        if recv is None:
+            return
+        if recv.replay_waits:
+            recv.replay_waits = False
+            self._watcher.call_soon(self._replay_readable, peer)  # type: ignore[union-attr]
+            return
+        recv.replay_due = False
+        if recv.paused_by_owner or recv.error is not None:
+            return  # resume_read after suspend_read starts things again
+        if not recv.frames:
+            if recv.held_error is not None:
+                self._abort(peer, recv.held_error)  # its frames are all taken now
+                return
+            recv.paused_for_owner = False
+            try:
+                self._pump(peer, recv)  # reads again, and resumes the inner transport
+            except TransportClosedError:
+                return  # the whole transport was closed this turn: CLOSED is on its way
+        if recv.frames:
+            self._announce(peer, recv)
 
     def _pump(self, peer: Peer, recv: RecvState) -> None:
-        """Read from the inner transport into the decoder until it runs dry."""
-        decoder, inner = recv.decoder, self.inner
+        """Read from the inner transport into the decoder until it runs dry, or
+        until a turn's worth of frames waits for the owner."""
+        decoder, inner, frames = recv.decoder, self.inner, recv.frames
         progressed = False
+        if decoder.ready:  # whole frames held back last turn: those first
+            more = decoder.next_frames(FRAMES_PER_TURN - len(frames))
+            frames.extend(more)
+            recv.frames_received += len(more)
+            if decoder.ready:
+                return
+            if decoder.error is not None:
+                self._hold(peer, recv, decoder.error)
+                return
+        if recv.held_error is not None:
+            return
         for _ in range(READS_PER_EVENT):
+            room = FRAMES_PER_TURN - len(frames)
+            if room <= 0:
+                break
             buffer = decoder.get_buffer()
             result = inner.resume_read(peer, buffer)
-            status = result.status
+            status, got, read_error = result.status, len(result.data), result.error
+            short = got < len(buffer)
+            # Let go of the views of the decoder's memory before it is asked for
+            # more: a large frame's body can then grow in place.
+            del buffer, result
             if status is IOStatus.OK:
-                got = len(result.data)
                 progressed = True
                 try:
-                    frames = decoder.buffer_updated(got)
+                    more = decoder.buffer_updated(got, room)
                 except FramingError as error:
-                    self._abort(peer, error)
+                    self._hold(peer, recv, error)
                     return
-                if frames:
-                    recv.frames.extend(frames)
-                    recv.frames_received += len(frames)
+                if more:
+                    frames.extend(more)
+                    recv.frames_received += len(more)
                 if decoder.error is not None:  # good frames first, then the bad header
-                    self._abort(peer, decoder.error)
+                    self._hold(peer, recv, decoder.error)
                     return
-                if got < len(buffer):
-                    break  # a short read: the kernel had no more for now
+                if decoder.ready:
+                    break  # a turn's worth of frames: enough for now
+                if short:  # the kernel had no more for now: hold only a partial frame's bytes
+                    if decoder.scratch is not None:
+                        decoder.release()
+                    break
             elif status is IOStatus.EOF:
                 try:
                     decoder.eof()
                 except FramingError as error:
-                    self._abort(peer, error)
+                    self._hold(peer, recv, error)
                     return
                 recv.eof = True
                 self._watcher.call_soon(self._finish_if_done, peer)  # type: ignore[union-attr]
                 break
             else:  # WOULD_BLOCK, or ERROR (the inner transport closes the peer)
                 if status is IOStatus.ERROR:
-                    self._broken(peer, result.error)
+                    self._broken(peer, read_error)
+                else:
+                    decoder.release()  # nothing more for now: give the scratch back
                 break
         if self.frame_timeout is not None and progressed:
             self._watch_deadline(peer, recv)
+
+    def _hold(self, peer: Peer, recv: RecvState, error: FramingError) -> None:
+        """A framing error: close the peer now if no frame waits for the owner, else
+        once it took them (and its callback, which may reply, returned)."""
+        if recv.frames:
+            recv.held_error = error
+            recv.paused_for_owner = True
+            self.inner.suspend_read(peer)
+        else:
+            self._abort(peer, error)
 
     def _finish_if_done(self, peer: Peer) -> None:
         """After a clean EOF: once the owner took every frame, close (after sending)."""
@@ -387,8 +508,17 @@ class FramedTransport(ITransport):
             )
         if recv.paused_by_owner and not self._send[peer].closing and recv.error is None:
             recv.paused_by_owner = False
-            self._pump(peer, recv)
-        if not recv.frames and recv.paused_for_owner and recv.error is None:
+            if not recv.frames and recv.held_error is None:
+                recv.paused_for_owner = False
+                self._pump(peer, recv)
+            waiting = recv.frames or recv.paused_for_owner or recv.held_error is not None
+            if waiting and not recv.replay_due:
+                # Level-triggered: what this call leaves behind is announced next turn.
+                recv.replay_due = True
+                self._watcher.call_soon(self._replay_readable, peer)  # type: ignore[union-attr]
+        if not recv.frames and recv.paused_for_owner and recv.held_error is None:
+            # We stopped reading while frames waited; the owner took them all: read
+            # again now rather than only on the next turn.
             recv.paused_for_owner = False
             self._pump(peer, recv)
         if recv.frames:
@@ -403,6 +533,23 @@ class FramedTransport(ITransport):
         if recv.eof:
             return ReadResult(b"", IOStatus.EOF)
         return _NOTHING_YET
+
+    def recycle(self, frame: bytearray, peer: Peer) -> None:
+        """You are done with ``frame``, a large frame ``peer`` sent you: the next
+        frame of the same size from ``peer`` may be received straight into it.
+
+        Large frames come as a ``bytearray`` of their own; fresh memory for the
+        next one costs about as much as receiving it (the kernel zeroes and maps
+        every page), so a program that streams large frames hands each one back
+        when done with it: a 16 MiB stream then runs in the same 16 MiB. Only
+        a frame you hand back is ever reused, so one you keep is never
+        overwritten; hand back only what you no longer read (an echo server:
+        after ``DRAINED``, since ``resume_write`` keeps a reference until sent).
+        Small frames (``bytes``) and peers already closed are ignored.
+        """
+        recv = self._recv.get(peer)
+        if recv is not None:
+            recv.decoder.recycle(frame)
 
     def suspend_read(self, peer: Peer | None = None) -> None:
         peers = list(self._recv) if peer is None else [peer]
@@ -439,7 +586,7 @@ class FramedTransport(ITransport):
         part, received, expected = recv.decoder.state
         if part == "idle":
             return
-        if recv.paused_by_owner or recv.paused_for_owner:
+        if recv.paused_by_owner or recv.paused_for_owner or recv.decoder.ready:
             # We are not reading (the owner asked, or must take frames first): the
             # rest of the frame may be waiting in our own buffers. Not the peer's
             # fault, so the clock starts again, and runs once we read again.

@@ -18,27 +18,45 @@ Decoding is a small state machine over two kinds of buffer:
   partial frame is at most half the scratch, so every byte is copied a bounded
   number of times however the stream is chopped up. (The naive ``buf += chunk;
   buf = buf[n:]`` is quadratic: each chunk copies everything still buffered.)
-* An **exact-size body** ``bytearray(n)`` for a frame too large for the
-  scratch. Once its header is known, :meth:`FrameDecoder.get_buffer` hands out
-  the unfilled rest of that body, so a transport can ``recv_into`` it
-  directly: a 16 MiB frame is received into one buffer with no further copy.
-  The last body handed out is kept: if the next large frame has the same size
-  and nobody else holds that body any more (its reference count says so), it
-  is filled again instead of a new one. Fresh memory is expensive: the kernel
-  must find, zero and map every 4 KiB page on first touch, which costs about
-  as much as receiving the bytes. The price is one idle frame's worth of
-  memory per decoder between frames.
+  The scratch is taken from a :class:`ScratchPool` when bytes are about to
+  arrive and given back as soon as nothing is left in it, or when the
+  transport says no more bytes are coming for now (:meth:`FrameDecoder.release`:
+  a partial header is set aside, a partial payload moves to a body, below).
+  So a decoder that waits, between frames or in the middle of one, holds no
+  scratch: a server's quiet connections cost about the bytes they sent, and
+  its busy ones share a few scratches.
+* A **body** ``bytearray`` for a frame too large for the scratch. Once its
+  header is known, :meth:`FrameDecoder.get_buffer` hands out the unfilled rest
+  of that body, so a transport can ``recv_into`` it directly. The body grows
+  with the bytes that actually arrived (it starts at 4 KiB or what is already
+  in, and doubles, never past the announced size): a peer that announces
+  8 MiB and sends one byte costs you a few KiB, not 8 MiB. It doubles in
+  place (``body *= 2``: the C library extends or moves its pages, no second
+  buffer), so a 16 MiB frame still ends in one 16 MiB buffer with nothing
+  copied, as when the whole size was allocated up front; only if someone
+  still holds a view of the body is it copied to a bigger one. Either way
+  each page is fresh memory, which is expensive (the kernel must find, zero
+  and map every 4 KiB page), so the owner of a large frame may hand it back
+  when done with it, with
+  :meth:`FrameDecoder.recycle`: the next frame of that size is then received
+  straight into it, with no growing and no fresh pages. Only a buffer you
+  handed back is ever reused, so a frame you keep is never overwritten.
 
 The length is checked against ``max_frame_size`` as soon as the 4 header bytes
 are in, before a body buffer exists, so a peer that announces 4 GiB costs you
 nothing. At end of stream, :meth:`FrameDecoder.eof` tells a clean end (between
 frames) from a truncated header (k of 4 bytes) or payload (x of n bytes).
+
+``limit`` (on :meth:`~FrameDecoder.buffer_updated` and
+:meth:`~FrameDecoder.next_frames`) caps how many frames one call returns, so a
+transport can bound the work it does for one peer per turn of the loop; whole
+frames beyond the cap stay in the scratch (``ready`` says so) until you ask
+again, and you must ask before you read more.
 """
 
 from __future__ import annotations
 
 import struct
-import sys
 from typing import Any, NamedTuple
 
 from .errors import FrameTooLargeError, FramingError, TruncatedFrameError
@@ -49,6 +67,7 @@ __all__ = [
     "HEADER_SIZE",
     "DecoderState",
     "FrameDecoder",
+    "ScratchPool",
     "encode",
     "encode_frame",
     "encode_header",
@@ -58,8 +77,8 @@ HEADER = struct.Struct("!I")  # network byte order, unsigned 32-bit
 HEADER_SIZE = HEADER.size
 DEFAULT_MAX_FRAME_SIZE = 8 * 1024 * 1024
 _MAX_ENCODABLE = 0xFFFF_FFFF
-# Without reference counts (PyPy) a body can never be proved free: never reuse one.
-_refcount = getattr(sys, "getrefcount", lambda obj: 0)
+#: A body starts this large (or as large as what already arrived) and doubles.
+FIRST_BODY_SIZE = 4096
 
 
 def _nbytes(data: Any) -> int:
@@ -84,6 +103,38 @@ def encode_frame(payload: Any, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> 
     return header + bytes(body)
 
 
+class ScratchPool:
+    """Scratch buffers of one size, lent to decoders while bytes are in them.
+
+    One pool per server: a decoder takes a scratch only while it holds part of
+    a frame and gives it back as soon as it is empty again, so a thousand idle
+    connections cost no scratch at all and a hundred busy ones share the few
+    that are in use at any moment (the loop serves one peer at a time). The
+    pool keeps at most ``keep`` free scratches and lets the rest go.
+    """
+
+    __slots__ = ("free", "keep", "size")
+
+    def __init__(self, size: int = 64 * 1024, keep: int = 4) -> None:
+        if size < 64:
+            raise ValueError("buffer_size must be at least 64 bytes")
+        self.size = size
+        self.keep = keep
+        #: The scratches no decoder holds (decoders pop and append here directly:
+        #: this runs on every read, where a method call is a measurable cost).
+        self.free: list[memoryview] = []
+
+    def take(self) -> memoryview:
+        """A scratch (a view of a ``bytearray`` of ``size`` bytes) whose bytes are yours."""
+        free = self.free
+        return free.pop() if free else memoryview(bytearray(self.size))
+
+    def give(self, scratch: memoryview) -> None:
+        """You are done with ``scratch``: another decoder may fill it from now on."""
+        if len(self.free) < self.keep:
+            self.free.append(scratch)
+
+
 class DecoderState(NamedTuple):
     """Where the decoder is inside the current frame, for display and debugging.
 
@@ -105,8 +156,15 @@ class FrameDecoder:
     * ``get_buffer()`` / ``buffer_updated(n)`` let a transport ``recv_into`` the
       decoder's own memory (the zero-copy path for large frames).
 
-    Frames come out as ``bytes``, except frames received into their own
-    exact-size body, which come out as that ``bytearray`` (no final copy).
+    Frames come out as ``bytes``, except frames received into a body of their
+    own (large ones, and any frame still incomplete when you called
+    :meth:`release`), which come out as that ``bytearray`` (no final copy).
+
+    ``pool`` lends the scratch: pass one :class:`ScratchPool` to all the
+    decoders of a server so that only the ones receiving hold a scratch.
+    Without it the decoder keeps a private scratch, as a standalone decoder
+    in a notebook or a test would want.
+
     After a :class:`~barknet.errors.FramingError` the decoder is dead: every
     later call raises the same error. Frames that were complete before a bad
     header are still returned first (with ``error`` already set), so a peer's
@@ -119,57 +177,138 @@ class FrameDecoder:
         *,
         buffer_size: int = 64 * 1024,
         peer: Any = None,
+        pool: ScratchPool | None = None,
     ) -> None:
-        if buffer_size < 64:
-            raise ValueError("buffer_size must be at least 64 bytes")
+        if pool is None:
+            pool = ScratchPool(buffer_size, keep=1)  # a decoder of its own: keep its scratch
+        elif pool.size != buffer_size:
+            raise ValueError("the pool's scratches must be buffer_size bytes")
         self.max_frame_size = max_frame_size
         self.peer = peer
-        self._buf = bytearray(buffer_size)
-        self._view = memoryview(self._buf)
+        self._pool = pool
+        #: The scratch this decoder holds (a view of the pool's ``bytearray``), only
+        #: while bytes of an unfinished frame are in it; None otherwise.
+        self.scratch: memoryview | None = None
+        self._head = b""  # (no scratch) a partial header release() set aside
         self._start = 0  # first byte not yet consumed
         self._end = 0  # one past the last byte received
         self._body_threshold = buffer_size // 2
-        self._body: bytearray | None = None
-        self._spare: bytearray | None = None  # the last body handed out (see above)
+        self._body: bytearray | None = None  # grows towards self._size as bytes arrive
+        self._size = 0  # the announced size of the frame in the body
+        self._halvings = 0  # the body is the frame's size halved this often (see _grow)
+        self._spare: bytearray | None = None  # a body the owner handed back (recycle)
         self._got = 0  # bytes of the body received so far
         self._error: FramingError | None = None
+        #: Whole frames may wait in the scratch, past the ``limit`` of the last call:
+        #: take them with :meth:`next_frames` before you read more.
+        self.ready = False
         #: Bytes the decoder copied inside itself (frames out of the scratch,
-        #: moves to the front, promotion to a body): the test of "no quadratic
-        #: copying" reads this.
+        #: moves to the front, promotion to a body, growing a body): the test of
+        #: "no quadratic copying" reads this.
         self.bytes_copied = 0
 
     # ------------------------------------------------------------ receiving
     def get_buffer(self) -> memoryview:
-        """Writable memory where the next bytes of the stream should go (never empty)."""
+        """Writable memory where the next bytes of the stream should go (never empty).
+
+        Not while ``ready`` is true: take the frames already here first.
+        """
         if self._error is not None:
             raise self._error
-        if self._body is not None:
-            return memoryview(self._body)[self._got :]
-        cap = len(self._buf)
+        if self.ready:
+            raise RuntimeError("whole frames are waiting: call next_frames() first")
+        body = self._body
+        if body is not None:
+            got = self._got
+            if got == len(body):
+                body = self._grow(body, got)
+            return memoryview(body)[got:]
+        view = self.scratch
+        if view is None:
+            free = self._pool.free
+            view = self.scratch = free.pop() if free else self._pool.take()
+            self._start = self._end = 0
+            head = self._head  # a partial header set aside by release()
+            if head:
+                view[: len(head)] = head
+                self.bytes_copied += len(head)
+                self._end, self._head = len(head), b""
+                return view[self._end :]
+            return view
+        cap = len(view)
         if self._start and cap - self._end < cap // 4:
             # Move the partial frame to the front. It is at most half the
             # scratch (bigger frames get a body), so this frees at least a
             # quarter of the scratch and each byte moves a bounded number of times.
             pending = self._end - self._start
-            self._buf[:pending] = self._view[self._start : self._end]
+            view[:pending] = view[self._start : self._end]
             self.bytes_copied += pending
             self._start, self._end = 0, pending
-        return self._view[self._end :]
+        return view[self._end :]
 
-    def buffer_updated(self, nbytes: int) -> list[bytes | bytearray]:
+    def _grow(self, body: bytearray, got: int) -> bytearray:
+        """The body is full but the frame is not: double it.
+
+        Body sizes are the frame's size halved ``_halvings`` times (rounded up),
+        so each doubling lands on the next one (give or take a byte, trimmed)
+        and the last on the frame's size exactly: no step overshoots the frame.
+
+        In place when nobody holds a view of the body any more (release the views
+        :meth:`get_buffer` gave you, as FramedTransport does): ``body *= 2``
+        resizes it with no temporary buffer, so the C library can extend or move
+        its pages, and the old and new bodies are never both in memory; the
+        repeated bytes it writes are overwritten by the bytes still to come.
+        Otherwise into a new buffer, copying what arrived (under the frame's
+        size in all, since the body doubles).
+        """
+        self._halvings -= 1
+        target = -(-self._size >> self._halvings)  # ceil(size / 2**halvings)
+        try:
+            body *= 2
+            del body[target:]  # at most a byte
+            return body
+        except BufferError:  # a view of the body is still alive somewhere
+            pass
+        bigger = bytearray(target)
+        bigger[:got] = memoryview(body)[:got]
+        self.bytes_copied += got
+        self._body = bigger
+        return bigger
+
+    def buffer_updated(self, nbytes: int, limit: int | None = None) -> list[bytes | bytearray]:
         """``nbytes`` were written at the start of the last :meth:`get_buffer`; return
-        the frames this completed."""
+        the frames this completed (at most ``limit``; see ``ready``)."""
         if self._error is not None:
             raise self._error
         if self._body is not None:
             self._got += nbytes
-            if self._got < len(self._body):
+            if self._got < self._size:
                 return []
             body, self._body, self._got = self._body, None, 0
-            self._spare = body
             return [body]
         self._end += nbytes
-        return self._parse()
+        return self._parse(limit)
+
+    def next_frames(self, limit: int | None = None) -> list[bytes | bytearray]:
+        """Whole frames already received but held back by an earlier ``limit``."""
+        if self._error is not None:
+            raise self._error
+        if not self.ready:
+            return []
+        return self._parse(limit)
+
+    def recycle(self, frame: bytearray) -> None:
+        """You are done with ``frame`` (a large frame this decoder gave you): the next
+        frame of the same size may be received into it, overwriting it.
+
+        This saves the fresh memory a new body would cost, which for large frames is
+        about as expensive as receiving them. Only hand back a frame you no longer
+        read, through any name or view: the decoder trusts you. A frame you never
+        hand back is never reused. The decoder keeps one such buffer, until a frame
+        of its size arrives or the decoder goes.
+        """
+        if type(frame) is bytearray and len(frame) >= self._body_threshold:
+            self._spare = frame
 
     def feed(self, data: Any) -> list[bytes | bytearray]:
         """Copy ``data`` in; return every frame it completed, in order."""
@@ -179,6 +318,7 @@ class FrameDecoder:
             dst = self.get_buffer()
             k = min(len(dst), len(src))
             dst[:k] = src[:k]
+            del dst  # no view of a body left alive: it can grow in place
             try:
                 frames += self.buffer_updated(k)
             except FramingError:
@@ -190,15 +330,20 @@ class FrameDecoder:
             src = src[k:]
         return frames
 
-    def _parse(self) -> list[bytes | bytearray]:
+    def _parse(self, limit: int | None = None) -> list[bytes | bytearray]:
         frames: list[bytes | bytearray] = []
-        view, start, end = self._view, self._start, self._end
-        unpack_from, limit = HEADER.unpack_from, self.max_frame_size
+        view, start, end = self.scratch, self._start, self._end
+        assert view is not None
+        unpack_from, max_size = HEADER.unpack_from, self.max_frame_size
+        self.ready = False
         while end - start >= HEADER_SIZE:
+            if limit is not None and len(frames) >= limit:
+                self.ready = True  # maybe more whole frames: next_frames() takes them
+                break
             (size,) = unpack_from(view, start)
-            if size > limit:
+            if size > max_size:
                 self._start, self._end = start, end
-                self._error = FrameTooLargeError(size, limit, peer=self.peer)
+                self._error = FrameTooLargeError(size, max_size, peer=self.peer)
                 if frames:
                     # The good frames before the bad header are the peer's too:
                     # hand them over; the error waits for the next call.
@@ -211,24 +356,65 @@ class FrameDecoder:
                 start = stop
                 continue
             if size >= self._body_threshold:
-                # Too big for the scratch: give it a buffer of its exact size and
-                # move the part that already arrived (less than the scratch) there.
-                have = end - start - HEADER_SIZE
-                spare, self._spare = self._spare, None
-                # 2 = the local name + getrefcount's argument: the owner let go of it.
-                if spare is not None and len(spare) == size and _refcount(spare) == 2:
-                    body = spare
-                else:
-                    body = bytearray(size)
-                body[:have] = view[start + HEADER_SIZE : end]
-                self.bytes_copied += have
-                self._body, self._got = body, have
+                # Too big for the scratch: move the part that already arrived (less
+                # than the scratch) to a body of its own, which grows as the rest comes.
+                self._promote(view, start, end, size)
                 start = end = 0
             break
         if start == end:
+            # Nothing left in the scratch: let another decoder use it meanwhile.
+            self.scratch = None
+            pool = self._pool
+            if len(pool.free) < pool.keep:
+                pool.free.append(view)
             start = end = 0
         self._start, self._end = start, end
         return frames
+
+    def _promote(self, view: memoryview, start: int, end: int, size: int) -> None:
+        """Move the frame that starts at ``view[start]`` (header complete, payload
+        not) out of the scratch, into a body of its own."""
+        have = end - start - HEADER_SIZE
+        spare, self._spare = self._spare, None
+        if spare is not None and len(spare) == size:
+            body = spare  # handed back by the owner: no fresh memory
+            self._halvings = 0
+        else:
+            # Start at the frame's size halved as often as it stays above what
+            # arrived (and 4 KiB), so that doubling ends on it exactly.
+            first, halvings = max(have, FIRST_BODY_SIZE), 0
+            while -(-size >> (halvings + 1)) >= first:
+                halvings += 1
+            self._halvings = halvings
+            body = bytearray(-(-size >> halvings))
+        body[:have] = view[start + HEADER_SIZE : end]
+        self.bytes_copied += have
+        self._body, self._size, self._got = body, size, have
+
+    def release(self) -> None:
+        """Nothing more is coming for now: give the scratch back to the pool and
+        keep only the partial frame's own bytes.
+
+        A peer that stops in the middle of a small frame then costs what it sent
+        (a partial header: up to 3 bytes; a partial payload: a body that grows as
+        the rest arrives), not a 64 KiB scratch. Call it when a read would block;
+        each byte is still copied a bounded number of times (a partial payload
+        moves to its body once, a partial header at most three times).
+        """
+        view = self.scratch
+        if view is None or self.ready or self._error is not None:
+            return
+        start, end = self._start, self._end
+        if end - start >= HEADER_SIZE:
+            (size,) = HEADER.unpack_from(view, start)
+            self._promote(view, start, end, size)
+            self._head = b""
+        else:
+            self._head = bytes(view[start:end])
+            self.bytes_copied += end - start
+        self.scratch = None
+        self._start = self._end = 0
+        self._pool.give(view)
 
     # ------------------------------------------------------------ the end
     def eof(self) -> None:
@@ -247,13 +433,16 @@ class FrameDecoder:
     @property
     def state(self) -> DecoderState:
         if self._body is not None:
-            return DecoderState("payload", self._got, len(self._body))
+            return DecoderState("payload", self._got, self._size)
         pending = self._end - self._start
+        if self.scratch is None and self._head:
+            return DecoderState("header", len(self._head), HEADER_SIZE)
         if pending == 0:
             return DecoderState("idle", 0, 0)
         if pending < HEADER_SIZE:
             return DecoderState("header", pending, HEADER_SIZE)
-        (size,) = HEADER.unpack_from(self._view, self._start)
+        assert self.scratch is not None
+        (size,) = HEADER.unpack_from(self.scratch, self._start)
         return DecoderState("payload", pending - HEADER_SIZE, size)
 
     @property
@@ -261,7 +450,7 @@ class FrameDecoder:
         """Bytes received but not yet returned as frames (header bytes included)."""
         if self._body is not None:
             return HEADER_SIZE + self._got
-        return self._end - self._start
+        return self._end - self._start + len(self._head)
 
     @property
     def error(self) -> FramingError | None:

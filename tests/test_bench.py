@@ -164,31 +164,47 @@ def pair(ew: EventWatcher) -> Iterator[tuple[Any, ...]]:
         ew.run_once(0)
 
 
-def test_a_16_mib_frame_arrives_in_one_exact_size_buffer_with_few_reads(
+def test_a_16_mib_frame_grows_as_it_arrives_then_reuses_the_buffer_handed_back(
     ew: EventWatcher, pair: tuple[Any, ...]
 ) -> None:
     make, received = pair
     sender, s_peer, receiver, r_peer = make()
     size = 16 << 20
     payload = bytes(size)
-    tracemalloc.start()
-    try:
-        sender.resume_write(payload, s_peer)
-        ew.run_until(lambda: len(received) == 1, timeout=30)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    decoder = receiver._recv[r_peer].decoder
+
+    def one_frame() -> int:
+        tracemalloc.start()
+        try:
+            sender.resume_write(payload, s_peer)
+            ew.run_until(lambda: len(received) == 1, timeout=30)
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    peak = one_frame()
     (frame,) = received
     assert isinstance(frame, bytearray) and len(frame) == size and frame == payload
-    # One buffer of the frame's size, plus small change: no growing buffer, no final copy.
+    # A fresh frame's body grows with the bytes (doubling, in place): one buffer of
+    # the frame's size in the end and small change, and no copy beyond what landed
+    # in the scratch with the header.
     assert peak < size + (1 << 20)
-    decoder = receiver._recv[r_peer].decoder
-    assert decoder.bytes_copied < 64 * 1024  # only what landed in the scratch first
+    assert decoder.bytes_copied < 64 * 1024
+    received.clear()
+    receiver.recycle(frame, r_peer)  # done with it: the next 16 MiB frame lands in it
+    del frame
+    copied = decoder.bytes_copied
+    peak = one_frame()
+    (frame,) = received
+    assert len(frame) == size and frame == payload
+    # One buffer of the frame's size, already ours: no growing, no final copy.
+    assert peak < 1 << 20
+    assert decoder.bytes_copied - copied < 64 * 1024  # only what landed in the scratch first
     counters = receiver.counters(r_peer)
-    assert counters.bytes_received == size + 4
-    assert counters.recv_calls <= size // (16 * 1024)  # reads of at least 16 KiB on average
+    assert counters.bytes_received == 2 * (size + 4)
+    assert counters.recv_calls <= 2 * size // (16 * 1024)  # reads of at least 16 KiB on average
     sent = sender.counters(s_peer)
-    assert sent.bytes_sent == size + 4 and sent.send_calls <= size // (16 * 1024)
+    assert sent.bytes_sent == 2 * (size + 4) and sent.send_calls <= 2 * size // (16 * 1024)
 
 
 def test_small_frames_queued_behind_a_blocked_socket_leave_together(
@@ -258,7 +274,7 @@ def test_decoder_copying_grows_linearly_with_the_input(chunk: int) -> None:
     assert copies(large) <= 2 * len(large)
 
 
-def test_a_large_frame_body_is_refilled_only_once_its_owner_let_go() -> None:
+def test_a_large_frame_body_is_refilled_only_once_its_owner_handed_it_back() -> None:
     decoder = FrameDecoder(max_frame_size=4 << 20)
     stream = encode_frame(bytes(1 << 20))
 
@@ -271,10 +287,11 @@ def test_a_large_frame_body_is_refilled_only_once_its_owner_let_go() -> None:
             tracemalloc.stop()
 
     (first,) = decoder.feed(stream)
-    del first  # the owner is done with it: the next frame of that size refills it
+    decoder.recycle(first)  # the owner is done with it: the next frame of that size refills it
     second, fresh = allocated_while_decoding()
-    assert fresh < 256 * 1024 and len(second) == 1 << 20
-    third, fresh = allocated_while_decoding()  # `second` is still held: a new buffer
+    assert fresh < 256 * 1024 and len(second) == 1 << 20 and second is first
+    third, fresh = allocated_while_decoding()  # `second` was not handed back: a new buffer
     assert fresh >= 1 << 20 and third is not second and len(third) == 1 << 20
+    decoder.recycle(third)
     (other,) = decoder.feed(encode_frame(b"y" * (2 << 20)))  # another size: a new buffer
-    assert len(other) == 2 << 20 and other[:1] == b"y"
+    assert len(other) == 2 << 20 and other[:1] == b"y" and other is not third

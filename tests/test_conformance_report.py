@@ -59,7 +59,7 @@ def test_each_result_is_printed_as_soon_as_its_check_ends(
 
 def test_a_run_that_uses_up_its_budget_reports_the_rest_as_not_run() -> None:
     report = run_checks(_SwallowsWrites, timeout=5, budget=0.5)
-    assert len(report.results) == len(CHECKS)
+    assert len(report.results) == len([c for c in CHECKS if c.level in ("core", "errors")])
     skipped = [r for r in report.results if not r.ran]
     assert skipped, str(report)
     assert all("budget was spent" in r.message for r in skipped)

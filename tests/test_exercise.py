@@ -205,7 +205,8 @@ def test_self_check_passes_on_the_reference_solution() -> None:
     transport_class = namespace["MyFramedTransport"]
     report = run_checks(lambda inner: transport_class(inner))
     assert report.passed, str(report)
-    assert len(report.results) == len(CHECKS)
+    # Every check the exercise asks for ("contract" checks go beyond it).
+    assert len(report.results) == len([c for c in CHECKS if c.level in ("core", "errors")])
 
 
 def test_self_check_fails_on_the_blank_notebook() -> None:

@@ -1,4 +1,4 @@
-"""Tests for barknet.lab: the notebook experiments do what their summaries claim,
+"""Tests for barknet.course: the notebook experiments do what their summaries claim,
 print the same summary every run, and leave nothing behind."""
 
 from __future__ import annotations

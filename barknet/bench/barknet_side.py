@@ -22,9 +22,10 @@ def _serve_barknet(ready: Callable[[int], None]) -> None:
             peer = ev.peer
             if ev.kind is EventKind.READABLE:
                 session = sessions[peer]
-                resume_read = server.resume_read
+                resume_read, recycle = server.resume_read, server.recycle
                 while (r := resume_read(peer)).status is IOStatus.OK:
-                    session.frame(r.data)
+                    if not session.frame(r.data):
+                        recycle(r.data, peer)  # not echoed, so not kept: reuse its memory
             elif ev.kind is EventKind.ACCEPTED:
                 sessions[peer] = Session(lambda p: server.resume_write(p, peer))
             elif ev.kind is EventKind.CLOSED:

@@ -187,8 +187,9 @@ def big_frame(size: int = 16 * MiB, timeout: float = 10.0) -> BigFrame:
     """Send one ``size``-byte frame from a client to a server, both
     ``FramedTransport`` over TCP on loopback, and report how it arrived.
 
-    A frame larger than half the decoder's scratch buffer gets a buffer of its
-    exact size as soon as its header is in; the socket reads the rest straight
+    A frame larger than half the decoder's scratch buffer gets a body of its own
+    as soon as its header is in, which doubles in place as the bytes arrive
+    until it has the frame's exact size; the socket reads the rest straight
     into it, so the payload is not copied again inside the framing layer.
     """
     payload = random.Random(size).randbytes(size)

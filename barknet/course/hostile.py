@@ -550,7 +550,7 @@ def slow_reader(
             low_water=low_water,
         )
         stage.transports.append(producer)
-        state = {"paused": False, "naps": 0, "since_nap": 0, "turn_scheduled": False}
+        state = {"paused": False, "naps": 0, "since_nap": 0}
 
         def payload(i: int) -> bytes:
             size = min(frame_size, total - i * frame_size)
@@ -601,21 +601,18 @@ def slow_reader(
                     return
 
         def one_frame(p: Peer) -> None:
-            state["turn_scheduled"] = False
-            if p not in server.peers:
-                return
+            # One frame per READABLE: READABLE is level-triggered, so it comes again
+            # next turn while frames wait.
             r = server.resume_read(p)
             if r.status is IOStatus.OK:
                 take(r.data)
-                state["turn_scheduled"] = True
-                stage.ew.call_soon(one_frame, p)
 
         def on_server(event: IOEvent) -> None:
             stage.events.append(event)
             if event.kind is EventKind.READABLE:
                 if reader == "naps":
                     read_all(event.peer)
-                elif not state["turn_scheduled"]:
+                else:
                     one_frame(event.peer)
 
         if callable(reader):

@@ -13,6 +13,9 @@ The same checks run
 
 * in ``tests/test_conformance.py`` against :class:`~barknet.framed.FramedTransport`,
   directly over TCP and over a :class:`~barknet.testing.faults.ChunkingTransport`;
+* the "contract" checks (the interface's promises beyond the exercise, such as
+  level-triggered ``READABLE``) also in ``tests/test_readable.py``, against
+  :class:`~barknet.compress.CompressedTransport` over framing too;
 * in the exercise notebook against the learner's own framing, through
   :func:`run_checks`, which returns a readable :class:`Report` instead of raising.
 
@@ -148,12 +151,24 @@ def _payloads(count: int, max_size: int, seed: int) -> list[bytes]:
 
 
 class _Side:
-    """One framing transport plus what its owner has seen, frame by frame."""
+    """One framing transport plus what its owner has seen, frame by frame.
 
-    def __init__(self, ew: EventWatcher, transport: ITransport, *, echo: bool) -> None:
+    ``per_readable``: take at most that many frames per READABLE (None: all of
+    them, until WOULD_BLOCK), as an asyncio- or trio-style owner does.
+    """
+
+    def __init__(
+        self,
+        ew: EventWatcher,
+        transport: ITransport,
+        *,
+        echo: bool,
+        per_readable: int | None = None,
+    ) -> None:
         self.ew = ew
         self.transport = transport
         self.echo = echo
+        self.per_readable = per_readable
         self.frames: dict[Peer, list[bytes]] = {}
         self.events: list[IOEvent] = []
         self.closed: dict[Peer, IOEvent] = {}
@@ -164,7 +179,9 @@ class _Side:
         self.events.append(event)
         kind, peer = event.kind, event.peer
         if kind is EventKind.READABLE:
-            while True:
+            taken = 0
+            while self.per_readable is None or taken < self.per_readable:
+                taken += 1
                 result = self.transport.resume_read(peer)
                 if result.status is not IOStatus.OK:
                     break
@@ -215,6 +232,7 @@ class _Lab:
         sndbuf: int | None = None,
         rcvbuf: int | None = None,
         chunking: dict[str, Any] | None = None,
+        per_readable: int | None = None,
     ) -> None:
         self.make = make
         self.sndbuf, self.rcvbuf, self.chunking = sndbuf, rcvbuf, chunking
@@ -223,13 +241,13 @@ class _Lab:
         self.wires: list[_Wire] = []
         self.sides: list[_Side] = []
         try:
-            self.server = self._side(echo=echo)
+            self.server = self._side(echo=echo, per_readable=per_readable)
             self.address = self.server.transport.bind()
         except BaseException:
             self.close()
             raise
 
-    def _side(self, *, echo: bool, seed: int = 0) -> _Side:
+    def _side(self, *, echo: bool, seed: int = 0, per_readable: int | None = None) -> _Side:
         tcp = TcpTransport(sndbuf=self.sndbuf, rcvbuf=self.rcvbuf)
         self.tcps.append(tcp)
         wire = _Wire(tcp)
@@ -237,7 +255,7 @@ class _Lab:
         inner: ITransport = wire
         if self.chunking is not None:
             inner = ChunkingTransport(tcp, seed=seed + len(self.tcps), **self.chunking)
-        side = _Side(self.ew, self.make(inner), echo=echo)
+        side = _Side(self.ew, self.make(inner), echo=echo, per_readable=per_readable)
         self.sides.append(side)
         return side
 
@@ -743,11 +761,42 @@ def check_decoder_scales_linearly(make: Maker) -> None:
         )
 
 
+def check_one_message_per_readable(make: Maker) -> None:
+    """An owner that takes exactly one frame per READABLE still gets every frame:
+    READABLE repeats while frames wait (a burst, then frames that come later),
+    and stops once none wait (no busy loop)."""
+    burst = [b"frame %d" % i for i in range(5)]
+    later = [b"later %d" % i for i in range(3)]
+    with _Lab(make, echo=False, per_readable=1) as lab:
+        client, peer = lab.client()
+        for payload in burst:
+            client.transport.resume_write(payload, peer)
+        server = lab.server
+
+        def got() -> list[bytes]:
+            return server.received(server.opened[0]) if server.opened else []
+
+        lab.run_until(lambda: len(got()) >= len(burst), f"{len(burst)} frames, one per READABLE")
+        for payload in later:
+            client.transport.resume_write(payload, peer)
+        want = burst + later
+        lab.run_until(lambda: len(got()) >= len(want), "the frames sent later, one per READABLE")
+        _same(got(), want, "server")
+        readable = sum(e.kind is EventKind.READABLE for e in server.events)
+        for _ in range(20):
+            lab.ew.run_once(0.001)
+        idle = sum(e.kind is EventKind.READABLE for e in server.events) - readable
+        if idle:
+            raise AssertionError(f"READABLE came {idle} more times with no frame waiting")
+
+
 @dataclass(frozen=True)
 class Check:
     name: str
     run: Callable[[Maker], None]
-    #: "core" checks cover what the chapter's exercise asks; "errors" the rest.
+    #: "core" checks cover what the chapter's exercise asks; "errors" the error
+    #: cases; "contract" the interface's promises beyond the exercise (run_checks
+    #: leaves those out unless asked).
     level: str
     #: True when the check talks to the transport with plain sockets that send or
     #: expect payloads exactly as given, in the 4-byte length-prefix format. A stack
@@ -783,6 +832,7 @@ CHECKS: list[Check] = [
     Check("EOF mid-payload", check_eof_mid_payload, "errors"),
     Check("send after close raises", check_send_after_close_raises, "errors"),
     Check("oversized send refused", check_oversized_send_refused, "errors"),
+    Check("one message per READABLE", check_one_message_per_readable, "contract"),
 ]
 
 
