@@ -106,3 +106,16 @@ def test_a_transport_that_raises_in_close_leaves_no_socket_behind() -> None:
     # The no_leaks fixture counts descriptors and threads after the test.
     report = run_checks(_FailsToClose, names=["single message"], timeout=1)
     assert "RuntimeError: my close blew up" in report.failures[0].message
+
+
+def test_plain_wire_false_leaves_out_the_checks_that_speak_plain_frames() -> None:
+    from barknet.compress import CompressedTransport
+
+    plain = {c.name for c in CHECKS if c.plain_wire}
+    report = run_checks(
+        lambda inner: CompressedTransport(FramedTransport(inner)),
+        names=[*plain, "single message"],
+        plain_wire=False,
+    )
+    assert [r.check.name for r in report.results] == ["single message"], str(report)
+    assert report.passed

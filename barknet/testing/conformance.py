@@ -919,6 +919,7 @@ def run_checks(
     timeout: float = TIMEOUT,
     budget: float = BUDGET,
     progress: bool = False,
+    plain_wire: bool = True,
 ) -> Report:
     """Run the checks against ``make`` and collect a report instead of raising.
 
@@ -928,6 +929,9 @@ def run_checks(
     whole run, so a transport that hangs costs seconds, not your afternoon;
     checks that no longer fit in the budget are reported as ``SKIP``. With
     ``progress=True`` each result is printed as soon as its check finishes.
+    ``plain_wire=False`` leaves out the checks that send or expect plain frames
+    on a raw socket (:attr:`Check.plain_wire`): a layer that changes the bytes on
+    purpose, such as compression, is not meant to pass them.
     """
     report = Report()
     started = time.monotonic()
@@ -936,6 +940,8 @@ def run_checks(
     try:
         for check in CHECKS:
             if check.level not in levels or (names is not None and check.name not in names):
+                continue
+            if check.plain_wire and not plain_wire:
                 continue
             if time.monotonic() >= _limits["deadline"]:
                 result = CheckResult(
