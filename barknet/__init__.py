@@ -12,6 +12,7 @@ from .errors import (
     FrameTimeoutError,
     FrameTooLargeError,
     FramingError,
+    TlsError,
     TransportClosedError,
     TruncatedFrameError,
 )
@@ -21,6 +22,7 @@ from .framing import DEFAULT_MAX_FRAME_SIZE, FrameDecoder, encode, encode_frame
 from .interfaces import ITransport
 from .reactor import EventWatcher, TimerHandle
 from .tcp import TcpTransport
+from .tls import TlsTransport
 
 __version__ = "0.1.0"
 
@@ -44,6 +46,8 @@ __all__ = [
     "ReadResult",
     "TcpTransport",
     "TimerHandle",
+    "TlsError",
+    "TlsTransport",
     "TransportClosedError",
     "TruncatedFrameError",
     "WriteResult",

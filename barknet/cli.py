@@ -47,6 +47,7 @@ import os
 import select
 import signal
 import socket
+import ssl
 import sys
 from collections.abc import Sequence
 from typing import TextIO
@@ -54,8 +55,10 @@ from typing import TextIO
 from .events import EventKind, IOEvent, IOStatus, Peer
 from .framed import FramedTransport
 from .framing import DEFAULT_MAX_FRAME_SIZE
+from .interfaces import ITransport
 from .reactor import EventWatcher
 from .tcp import TcpTransport
+from .tls import TlsTransport
 
 __all__ = ["LineLog", "main", "serve"]
 
@@ -182,8 +185,12 @@ def serve(
     idle_timeout: float | None = None,
     out: TextIO | None = None,
     err: TextIO | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> int:
     """Run a framed echo server until SIGINT or SIGTERM; return the exit status (0).
+
+    With ``tls`` (a server context holding the certificate), every peer speaks
+    TLS: ``FramedTransport(TlsTransport(TcpTransport(), tls))``.
 
     Call it from the main thread: that is the only thread that may install
     signal handlers.
@@ -193,8 +200,11 @@ def serve(
 
     with EventWatcher() as watcher:
         log = LineLog(err, watcher)
+        inner: ITransport = TcpTransport(host, port)
+        if tls is not None:
+            inner = TlsTransport(inner, tls)
         server = FramedTransport(
-            TcpTransport(host, port),
+            inner,
             max_frame_size=max_frame_size,
             frame_timeout=frame_timeout,
             coalesce=True,
@@ -306,6 +316,18 @@ def _size(text: str) -> int:
     return value
 
 
+def _tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    if not args.tls:
+        if args.certfile or args.keyfile:
+            raise SystemExit("--certfile and --keyfile need --tls")
+        return None
+    if not args.certfile:
+        raise SystemExit("--tls needs --certfile (and --keyfile unless the key is in it)")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(args.certfile, args.keyfile)
+    return context
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m barknet", description="barknet command-line tools"
@@ -336,6 +358,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="close a peer that sends and takes nothing for this long (off)",
     )
 
+    p_serve.add_argument("--tls", action="store_true", help="speak TLS (needs the next two)")
+    p_serve.add_argument("--certfile", metavar="F", help="PEM certificate chain, for --tls")
+    p_serve.add_argument("--keyfile", metavar="F", help="PEM private key, for --tls")
+
     p_bench = commands.add_parser(
         "bench", help="compare barknet with raw sockets, asyncio, uvloop and Twisted"
     )
@@ -343,6 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_bench.add_argument("--json", metavar="PATH", help="also write the figures as JSON here")
     p_bench.add_argument(
         "--impls", metavar="LIST", help="comma-separated implementations to run (default: all)"
+    )
+    p_bench.add_argument(
+        "--tls", action="store_true", help="then the TLS rows: barknet vs asyncio, both with TLS"
     )
     return parser
 
@@ -356,8 +385,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.max_frame_size,
             frame_timeout=args.frame_timeout,
             idle_timeout=args.idle_timeout,
+            tls=_tls_context(args),
         )
     from . import bench  # imported late: `serve` should start fast
 
     impls = args.impls.split(",") if args.impls else None
-    return bench.main(quick=args.quick, json_path=args.json, impls=impls)
+    status = bench.main(quick=args.quick, json_path=args.json, impls=impls)
+    if args.tls and status == 0:
+        from .bench import tls_side as bench_tls
+
+        print(file=sys.stdout)
+        status = bench_tls.main(quick=args.quick, json_path=args.json)
+    return status

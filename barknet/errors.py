@@ -30,6 +30,7 @@ __all__ = [
     "FrameTimeoutError",
     "FrameTooLargeError",
     "FramingError",
+    "TlsError",
     "TransportClosedError",
     "TruncatedFrameError",
 ]
@@ -53,6 +54,25 @@ class ConnectionBrokenError(BarknetError):
     def __init__(self, message: str, *, peer: Any = None, errno: int | None = None) -> None:
         super().__init__(message, peer=peer)
         self.errno = errno
+
+
+class TlsError(ConnectionBrokenError):
+    """The TLS layer gave up on the peer: a handshake or certificate check that
+    failed, a record that did not decrypt, or a stream cut without ``close_notify``.
+
+    ``reason`` is OpenSSL's name for it (``CERTIFICATE_VERIFY_FAILED``,
+    ``WRONG_VERSION_NUMBER``, ...) or ``TRUNCATED`` for a peer that closed the
+    connection without saying so in TLS; ``verify_message`` explains a failed
+    certificate check (``Hostname mismatch ...``), else it is ``None``. The
+    ``ssl.SSLError`` behind it, if any, is ``__cause__``.
+    """
+
+    def __init__(
+        self, message: str, *, peer: Any = None, reason: str, verify_message: str | None = None
+    ) -> None:
+        super().__init__(message, peer=peer)
+        self.reason = reason
+        self.verify_message = verify_message
 
 
 class ConnectFailedError(ConnectionBrokenError):

@@ -2,9 +2,7 @@
 
 Run it from the repository root:
 
-    .venv/bin/python -m barknet.bench.layers [round_trips]
-
-(``benchmarks/layer_costs.py`` does the same.)
+    .venv/bin/python benchmarks/layer_costs.py [round_trips]
 
 Client and server live in one process on one loop here, so the figure is the
 CPU time of both sides of a round trip, with no scheduler in between. Four

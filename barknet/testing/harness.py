@@ -9,7 +9,10 @@ as the behaviour it pins.
 
 * :class:`Endpoint` wraps any :class:`~barknet.interfaces.ITransport` (framed or
   raw bytes) and records its events in order and the messages each peer sent.
-  With ``echo=True`` it sends every message back to its sender; with
+  With ``echo=True`` it sends every message back to its sender, and obeys the
+  water marks while it does (``PAUSE_WRITING``: stop reading that peer;
+  ``RESUME_WRITING``: read again), so a peer that never reads its echoes costs
+  bounded memory; with
   ``take=False`` it leaves ``READABLE`` unanswered so a test can pull by hand.
 * :class:`Stage` owns a private :class:`~barknet.reactor.EventWatcher` and every
   endpoint and raw peer made on it, and closes them all, in the right order,
@@ -68,20 +71,37 @@ class Endpoint:
         self.on_event: Callable[[IOEvent], None] | None = None
         self.address: tuple[str, int] | None = None
         self.raws: list[RawPeer] = []
+        #: Peers an echoing endpoint stopped reading (PAUSE_WRITING) until RESUME_WRITING.
+        self.paused: set[Peer] = set()
         #: The first peer :meth:`connect` opened: the one a one-connection client uses.
         self.peer: Peer | None = None
         transport.attach(ew, self._on_event)
 
     def _on_event(self, event: IOEvent) -> None:
         self.events.append(event)
-        if event.kind is EventKind.READABLE and self.take:
-            peer, transport = event.peer, self.transport
-            while (r := transport.resume_read(peer)).status is IOStatus.OK:
-                self.frames[peer].append(bytes(r.data))
-                if self.echo:
-                    transport.resume_write(r.data, peer)
+        kind, peer = event.kind, event.peer
+        if kind is EventKind.READABLE and self.take and peer not in self.paused:
+            self._drain(peer)
+        elif kind is EventKind.PAUSE_WRITING and self.echo:
+            # An echo must not read faster than its peer reads the replies: stop
+            # reading this peer until the replies queued for it drain.
+            self.paused.add(peer)
+            self.transport.suspend_read(peer)
+        elif kind is EventKind.RESUME_WRITING and self.echo and peer in self.paused:
+            self.paused.discard(peer)
+            if self.take:
+                self._drain(peer)  # resume_read after suspend_read reads again
+        elif kind is EventKind.CLOSED:
+            self.paused.discard(peer)
         if self.on_event is not None:
             self.on_event(event)
+
+    def _drain(self, peer: Peer) -> None:
+        transport = self.transport
+        while peer not in self.paused and (r := transport.resume_read(peer)).status is IOStatus.OK:
+            self.frames[peer].append(bytes(r.data))
+            if self.echo:
+                transport.resume_write(r.data, peer)
 
     # --- set-up
     def bind(self) -> tuple[str, int]:

@@ -1,0 +1,753 @@
+"""TLS as one more layer of the stack, over any byte transport.
+
+Theory of operation
+-------------------
+Encryption works on the byte stream, so it sits **below** framing and above
+TCP::
+
+    FramedTransport(TlsTransport(TcpTransport(), context))
+
+:class:`TlsTransport` never touches a socket. Each peer gets an
+``ssl.SSLObject`` made by ``context.wrap_bio`` with two ``ssl.MemoryBIO``
+buffers: ciphertext read from the transport below is written into
+``incoming``; whatever OpenSSL wants to send (handshake messages, records,
+alerts, ``close_notify``) appears in ``outgoing``, and this layer writes it
+down. OpenSSL is then a sans-I/O codec, like the frame decoder, so a chunking
+or tracing transport can sit under TLS and the same partial I/O rules apply.
+
+For the owner above, it is a *byte* transport, like TCP:
+
+* **Handshake first.** An accepted peer is a server-side session, a peer from
+  ``connect`` a client-side one (verification on, ``server_hostname`` from the
+  address unless you give one). ``ACCEPTED``/``CONNECTED`` are replayed only
+  once the handshake finished, so a peer you hear about has been
+  authenticated. A handshake that fails (untrusted certificate, wrong host
+  name, a peer that does not speak TLS) replays one ``CLOSED(ERROR,
+  TlsError)`` naming OpenSSL's reason, also on the server side, for a peer the
+  owner never saw accepted.
+* **Reads** pull: ``resume_read`` decrypts what is there, reading more
+  ciphertext from below only when OpenSSL asks for it (``SSLWantReadError``),
+  until your buffer is full or the transport below would block. A slow reader
+  therefore leaves ciphertext in the kernel, not here. Bytes already pulled in
+  but not yet read are announced again (level-triggered ``READABLE``) on the
+  next turn until you read them or suspend reading; a half record waiting for
+  its rest is not announced, so nothing spins.
+* **Writes** encrypt what you give at once and write the records down. This
+  layer holds at most about ``cipher_limit`` bytes of ciphertext the transport
+  below has not taken; beyond that ``resume_write`` accepts only part of your
+  data (``WOULD_BLOCK``), and ``WRITABLE`` follows when the ciphertext drained.
+  Plaintext you could not hand over stays with you (a framing layer queues it
+  under its own water marks), so the memory of a peer that does not read is
+  bounded by those marks plus ``cipher_limit``. A write that OpenSSL answers
+  with ``SSLWantReadError`` (it must read something from the peer first) waits
+  for the next ciphertext from the peer, then ``WRITABLE`` comes.
+* **Ends.** ``write_eof(peer)`` sends ``close_notify`` and then, once it left,
+  half-closes the transport below. ``close(peer)`` sends ``close_notify``,
+  waits for the ciphertext to leave and closes the peer below. The peer's
+  ``close_notify`` is ``EOF`` for you; a peer that closes TCP without it is a
+  *truncation* (an attacker can cut a connection, but cannot forge
+  ``close_notify``): ``CLOSED(ERROR, TlsError(reason="TRUNCATED"))``.
+
+A peer that connects and never finishes its handshake is closed after
+``handshake_timeout`` seconds (60 by default, as in asyncio; for a client the
+clock starts at ``connect``) with ``TlsError(reason="HANDSHAKE_TIMEOUT")``.
+
+Caveats: no session resumption of our own (tickets are received and
+ignored), no renegotiation (TLS 1.3 has none), and no client certificates
+beyond what your context asks for.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import TYPE_CHECKING, Any
+
+from .errors import BarknetError, TlsError, TransportClosedError
+from .events import EventKind, IOEvent, IOStatus, Peer, ReadResult, WriteResult
+from .interfaces import ITransport, WriteData
+from .layer import TransportLayer
+
+if TYPE_CHECKING:
+    from .reactor import TimerHandle
+
+__all__ = ["CIPHER_LIMIT", "TlsTransport"]
+
+#: Ciphertext held per peer (not yet taken by the transport below) before
+#: ``resume_write`` stops accepting plaintext.
+CIPHER_LIMIT = 64 * 1024
+#: Bytes asked of the transport below per read, and of OpenSSL per plain read.
+READ_SIZE = 64 * 1024
+
+_WOULD_BLOCK_READ = ReadResult(b"", IOStatus.WOULD_BLOCK)
+_WOULD_BLOCK_WRITE = WriteResult(0, IOStatus.WOULD_BLOCK)
+
+
+class _Session:
+    """Per-peer TLS state: the OpenSSL object, its two memory BIOs, and flags."""
+
+    __slots__ = (
+        "cipher",
+        "closing",
+        "eof_down",
+        "eof_read",
+        "error",
+        "gone",
+        "goodbye_lost",
+        "got_close_notify",
+        "handshaking",
+        "incoming",
+        "inner_eof",
+        "inner_waiting",
+        "kick_due",
+        "notify_sent",
+        "outgoing",
+        "peer",
+        "pulled_short",
+        "readable",
+        "reading",
+        "server_side",
+        "sslobj",
+        "timer",
+        "want_write",
+        "write_eof",
+        "write_wants_read",
+    )
+
+    def __init__(self, peer: Peer, server_side: bool) -> None:
+        self.peer = peer
+        self.server_side = server_side
+        self.incoming = ssl.MemoryBIO()
+        self.outgoing = ssl.MemoryBIO()
+        self.sslobj: ssl.SSLObject | None = None
+        self.timer: TimerHandle | None = None  # the handshake deadline
+        self.readable = IOEvent(EventKind.READABLE, peer)
+        self.handshaking = True
+        self.cipher = bytearray()  # ciphertext the transport below has not taken yet
+        self.inner_waiting = False  # the transport below owes us a WRITABLE
+        self.want_write = False  # the owner was told WOULD_BLOCK: it wants WRITABLE
+        self.write_wants_read = False  # OpenSSL must read before it can write
+        self.reading = True  # the owner has not suspended reading
+        self.pulled_short = False  # (within one read) the last pull got less than asked
+        self.kick_due = False  # a level-triggered READABLE is scheduled
+        self.got_close_notify = False  # the peer ended its side in TLS
+        self.inner_eof = False  # the transport below reported EOF
+        self.eof_read = False  # the owner has read our EOF
+        self.write_eof = False  # the owner called write_eof (maybe before the handshake)
+        self.notify_sent = False  # our close_notify is in ``cipher`` or gone
+        self.eof_down = False  # inner.write_eof was called
+        self.closing = False  # the owner called close(peer)
+        self.error: BarknetError | None = None
+        self.gone = False  # the transport below dropped the peer (its CLOSED is coming)
+        self.goodbye_lost = False  # it broke on our close_notify, after the peer's
+
+
+def _tls_error(peer: Peer, stage: str, exc: BaseException) -> TlsError:
+    reason = getattr(exc, "reason", None) or type(exc).__name__
+    verify = getattr(exc, "verify_message", None)
+    detail = f" ({verify})" if verify else ""
+    error = TlsError(
+        f"TLS {stage} with {peer} failed: {reason}{detail}",
+        peer=peer,
+        reason=reason,
+        verify_message=verify,
+    )
+    error.__cause__ = exc
+    return error
+
+
+class TlsTransport(TransportLayer):
+    """TLS for every peer of ``inner`` (any byte transport), with ``ssl.MemoryBIO``.
+
+    ``context`` is an ``ssl.SSLContext``; for a client, ``None`` means
+    ``ssl.create_default_context()``: the system's CAs, and the host name
+    checked. A server needs a context with its certificate
+    (``ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)`` then
+    ``load_cert_chain``).
+
+    Each peer's side follows how it came: accepted peers are server sessions,
+    peers from ``connect`` client sessions. ``server_side`` forces one side for
+    every peer (needed for :meth:`adopt`, where nothing says). A node that both
+    listens and dials passes its client context as ``client_context``.
+
+    ``server_hostname`` is the name checked against the server's certificate
+    and sent as SNI; by default the host ``connect`` dials (an IP address is
+    checked against the certificate's IP entries).
+    """
+
+    def __init__(
+        self,
+        inner: ITransport,
+        context: ssl.SSLContext | None = None,
+        *,
+        server_side: bool | None = None,
+        server_hostname: str | None = None,
+        client_context: ssl.SSLContext | None = None,
+        cipher_limit: int = CIPHER_LIMIT,
+        handshake_timeout: float | None = 60.0,
+    ) -> None:
+        super().__init__(inner)
+        if cipher_limit < 1:
+            raise ValueError("cipher_limit must be at least 1 byte")
+        self.context = context
+        self.client_context = client_context
+        self.server_side = server_side
+        self.server_hostname = server_hostname
+        self.cipher_limit = cipher_limit
+        self.handshake_timeout = handshake_timeout
+        self._sessions: dict[Peer, _Session] = {}
+        self._scratch = bytearray(READ_SIZE)
+
+    # ------------------------------------------------------------ lifecycle
+    def connect(self, address: tuple[str, int] | None = None, *args: Any, **kw: Any) -> Peer:
+        """Connect below, then run the handshake as the client; ``CONNECTED`` follows it."""
+        peer = self.inner.connect(address, *args, **kw)
+        side = False if self.server_side is None else self.server_side
+        hostname = self.server_hostname
+        if hostname is None and not side:
+            where = address or peer.remote
+            hostname = where[0] if where else None
+        self._open(peer, side, hostname, start=False)
+        return peer
+
+    def adopt(self, sock: Any) -> Peer:
+        """Take over a connected socket (see :meth:`TcpTransport.adopt`) and start
+        the handshake at once, on the side ``server_side`` says.
+
+        The peer is returned now; ``ACCEPTED`` (server side) or ``CONNECTED``
+        (client side) follows the handshake.
+        """
+        if self.server_side is None:
+            raise ValueError("adopt() needs TlsTransport(server_side=True or False)")
+        peer = self.inner.adopt(sock)  # type: ignore[attr-defined]
+        self._open(peer, self.server_side, self.server_hostname, start=True)
+        return peer
+
+    def _open(self, peer: Peer, server_side: bool, hostname: str | None, *, start: bool) -> None:
+        session = _Session(peer, server_side)
+        self._sessions[peer] = session
+        try:
+            if server_side:
+                if self.context is None:
+                    raise ValueError("a server-side session needs a context with a certificate")
+                context = self.context
+            else:
+                context = self.client_context or self.context or ssl.create_default_context()
+            session.sslobj = context.wrap_bio(
+                session.incoming,
+                session.outgoing,
+                server_side=server_side,
+                server_hostname=None if server_side else hostname,
+            )
+        except (ssl.SSLError, ValueError) as exc:
+            self._fail(session, _tls_error(peer, "setup", exc))
+            return
+        if self.handshake_timeout is not None:
+            session.timer = self._watcher.call_later(  # type: ignore[union-attr]
+                self.handshake_timeout, self._handshake_deadline, session
+            )
+        if start:
+            self._handshake(session)
+
+    def close(self, peer: Peer | None = None) -> None:
+        """Close ``peer`` after sending ``close_notify`` and every queued record
+        (no argument: close everything below at once)."""
+        if peer is None:
+            self.inner.close()
+            return
+        session = self._sessions.get(peer)
+        if session is None or session.closing:
+            return
+        session.closing = True
+        if session.error is not None:
+            return  # already closing below; CLOSED is on its way
+        if session.handshaking:
+            self.inner.close(peer)
+            return
+        self._send_close_notify(session)
+        if session.error is None and not session.cipher:
+            self.inner.close(peer)
+
+    def write_eof(self, peer: Peer) -> None:
+        """Send ``close_notify`` ("I am done sending, I still read"), then, once the
+        records before it left, half-close the transport below if it can."""
+        session = self._session(peer)
+        if session.write_eof or session.error is not None:
+            return
+        session.write_eof = True
+        if not session.handshaking:
+            self._send_close_notify(session)
+            if not session.cipher:  # else once the transport below took it all
+                self._after_drained(session)
+
+    def _send_close_notify(self, session: _Session) -> None:
+        if session.notify_sent:
+            return
+        session.notify_sent = True
+        try:
+            session.sslobj.unwrap()  # type: ignore[union-attr]
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            pass  # it sent ours and would wait for theirs: we do not wait here
+        except ssl.SSLError:
+            pass  # a session that cannot say goodbye still closes
+        self._send_cipher(session)
+
+    def _after_drained(self, session: _Session) -> None:
+        """Our ciphertext all left: finish a close or a half-close that waited for it."""
+        peer = session.peer
+        if session.closing:
+            self.inner.close(peer)
+            return
+        if session.notify_sent and session.write_eof and not session.eof_down:
+            session.eof_down = True
+            write_eof = getattr(self.inner, "write_eof", None)
+            if write_eof is not None:
+                write_eof(peer)
+        self._close_if_both_ended(session)
+
+    def _close_if_both_ended(self, session: _Session) -> None:
+        if session.eof_down and session.eof_read and session.error is None:
+            self.inner.close(session.peer)  # CLOSED(EOF) follows
+
+    def _fail(self, session: _Session, error: BarknetError) -> None:
+        """Give up on the peer: send what OpenSSL wrote (an alert), then close below."""
+        if session.error is None:
+            session.error = error
+        self._send_cipher(session)
+        if not session.gone:
+            self.inner.close(session.peer)
+
+    def _dropped(self, session: _Session, error: BarknetError | None) -> None:
+        """The transport below reported the peer broken and dropped it."""
+        session.gone = True
+        if session.got_close_notify and session.notify_sent:
+            # The peer said goodbye and hung up before ours arrived (EPIPE,
+            # ECONNRESET): nothing was lost, so this is no error.
+            session.goodbye_lost = True
+        elif session.error is None:
+            session.error = error
+
+    # ---------------------------------------------------------------- events
+    def _on_inner_event(self, event: IOEvent) -> None:
+        kind, peer = event.kind, event.peer
+        session = self._sessions.get(peer)
+        if kind is EventKind.READABLE:
+            if session is not None:
+                self._on_readable(session)
+        elif kind is EventKind.WRITABLE:
+            if session is not None:
+                self._on_writable(session)
+        elif kind is EventKind.ACCEPTED:
+            side = True if self.server_side is None else self.server_side
+            self._open(peer, side, self.server_hostname, start=True)
+        elif kind is EventKind.CONNECTED:
+            if session is None:
+                self._open(peer, bool(self.server_side), self.server_hostname, start=True)
+            else:
+                self._handshake(session)
+        elif kind is EventKind.CLOSED:
+            self._sessions.pop(peer, None)
+            if session is not None and session.timer is not None:
+                session.timer.cancel()
+            if session is not None and session.error is not None:
+                event = IOEvent(EventKind.CLOSED, peer, IOStatus.ERROR, session.error)
+            elif session is not None and session.goodbye_lost:
+                status = IOStatus.OK if session.closing else IOStatus.EOF
+                event = IOEvent(EventKind.CLOSED, peer, status)
+            elif (
+                session is not None
+                and event.status is IOStatus.OK
+                and session.eof_read
+                and session.eof_down
+                and not session.closing
+            ):
+                event = IOEvent(EventKind.CLOSED, peer, IOStatus.EOF)
+            self._emit(event)
+        else:
+            self._emit(event)
+
+    def _handshake_deadline(self, session: _Session) -> None:
+        session.timer = None
+        if self._sessions.get(session.peer) is session and session.handshaking:
+            error = TlsError(
+                f"{session.peer} did not finish the TLS handshake within "
+                f"{self.handshake_timeout:g} s",
+                peer=session.peer,
+                reason="HANDSHAKE_TIMEOUT",
+            )
+            self._fail(session, error)
+
+    def _handshake(self, session: _Session) -> None:
+        try:
+            session.sslobj.do_handshake()  # type: ignore[union-attr]
+        except ssl.SSLWantReadError:
+            self._send_cipher(session)
+            return
+        except (ssl.SSLError, ValueError) as exc:
+            self._fail(session, _tls_error(session.peer, "handshake", exc))
+            return
+        session.handshaking = False
+        if session.timer is not None:
+            session.timer.cancel()
+            session.timer = None
+        self._send_cipher(session)
+        if session.error is not None:
+            return
+        peer = session.peer
+        kind = EventKind.ACCEPTED if session.server_side else EventKind.CONNECTED
+        self._emit(IOEvent(kind, peer))
+        if self._sessions.get(peer) is not session or session.closing:
+            return
+        if session.write_eof:
+            self._send_close_notify(session)
+            if not session.cipher:
+                self._after_drained(session)
+        if session.want_write and not session.cipher:
+            self._emit(IOEvent(EventKind.WRITABLE, peer))
+        self._kick(session)  # application data may have come with the last flight
+
+    def _pull(self, session: _Session) -> IOStatus:
+        """Read one chunk of ciphertext from below into OpenSSL's incoming BIO."""
+        try:
+            result = self.inner.resume_read(session.peer, self._scratch)
+        except TransportClosedError:  # the whole stack below was closed; CLOSED follows
+            session.gone = True
+            return IOStatus.ERROR
+        status = result.status
+        if status is IOStatus.OK:
+            session.incoming.write(result.data)
+            session.pulled_short = len(result.data) < len(self._scratch)
+        elif status is IOStatus.EOF:
+            session.inner_eof = True
+        elif status is IOStatus.ERROR:
+            self._dropped(session, result.error)
+        return status
+
+    def _on_readable(self, session: _Session) -> None:
+        if session.handshaking:
+            # One chunk at a time: the handshake is a few kilobytes, and bytes past
+            # it are the owner's, to be read when the owner asks.
+            while session.handshaking and session.error is None:
+                status = self._pull(session)
+                if status is IOStatus.OK:
+                    self._handshake(session)
+                elif status is IOStatus.EOF:
+                    error = TlsError(
+                        f"{session.peer} closed the connection during the TLS handshake",
+                        peer=session.peer,
+                        reason="EOF_IN_HANDSHAKE",
+                    )
+                    self._fail(session, error)
+                    return
+                else:
+                    return
+            return
+        if session.error is not None:
+            return
+        if session.write_wants_read:
+            # OpenSSL had to read before it could write: feed it, then let the
+            # owner try again.
+            if self._pull(session) is IOStatus.OK:
+                session.write_wants_read = False
+                if session.want_write:
+                    self._emit(IOEvent(EventKind.WRITABLE, session.peer))
+            if self._sessions.get(session.peer) is not session:
+                return
+        if not session.reading:
+            self.inner.suspend_read(session.peer)
+            return
+        self._emit(session.readable)
+        self._kick(session)
+
+    def _waiting(self, session: _Session) -> bool:
+        """Is something here for the owner to read (level-triggered READABLE)?
+
+        Decrypted bytes, ciphertext not yet shown to OpenSSL, or an unread EOF.
+        Half a record is not: when OpenSSL answers "want read" it has taken all
+        of ``incoming`` into its own buffer, so nothing here looks readable
+        until more ciphertext arrives (and the socket below says so).
+        """
+        if session.got_close_notify:
+            return not session.eof_read
+        return bool(session.sslobj.pending() or session.incoming.pending)  # type: ignore[union-attr]
+
+    def _kick(self, session: _Session) -> None:
+        if session.kick_due or not session.reading or not self._waiting(session):
+            return
+        session.kick_due = True
+        self._watcher.call_soon(self._replay_readable, session)  # type: ignore[union-attr]
+
+    def _replay_readable(self, session: _Session) -> None:
+        session.kick_due = False
+        if self._sessions.get(session.peer) is not session or session.error is not None:
+            return
+        if session.reading and self._waiting(session):
+            self._emit(session.readable)
+            self._kick(session)
+
+    def _on_writable(self, session: _Session) -> None:
+        if not self._send_cipher(session):
+            return
+        if session.closing or session.notify_sent:
+            self._after_drained(session)
+            return
+        if session.want_write and not session.handshaking and not session.write_wants_read:
+            self._emit(IOEvent(EventKind.WRITABLE, session.peer))
+
+    # ---------------------------------------------------------------- reads
+    def resume_read(
+        self,
+        peer: Peer,
+        buffer: bytearray | memoryview | None = None,
+        offset: int = 0,
+        max_len: int | None = None,
+    ) -> ReadResult:
+        """Decrypt what is here into ``buffer`` (or new bytes), reading ciphertext
+        from below while OpenSSL needs more and the buffer has room.
+
+        ``EOF`` means the peer sent ``close_notify``. A peer that closed without
+        it gets ``ERROR`` with ``TlsError(reason="TRUNCATED")`` and is closed.
+        """
+        session = self._session(peer)
+        if session.error is not None:
+            return ReadResult(b"", IOStatus.ERROR, session.error)
+        if session.handshaking:
+            return _WOULD_BLOCK_READ
+        if not session.reading:
+            session.reading = True
+        if session.got_close_notify:
+            return self._read_eof(session)
+        if buffer is None:
+            view = memoryview(bytearray(max_len or READ_SIZE))
+        else:
+            view = memoryview(buffer)[offset:]
+            if max_len is not None:
+                view = view[:max_len]
+            if not len(view):
+                raise ValueError("resume_read was given no room to read into")
+        got = self._decrypt_into(session, view)
+        if got:
+            self._kick(session)
+            data = view[:got] if buffer is not None else bytes(view[:got])
+            return ReadResult(data, IOStatus.OK)
+        if session.error is not None:
+            return ReadResult(b"", IOStatus.ERROR, session.error)
+        if session.got_close_notify:
+            return self._read_eof(session)
+        if session.inner_eof:
+            error = TlsError(
+                f"{peer} closed the connection without close_notify: the stream may "
+                "have been cut short (truncation)",
+                peer=peer,
+                reason="TRUNCATED",
+            )
+            self._fail(session, error)
+            return ReadResult(b"", IOStatus.ERROR, error)
+        return _WOULD_BLOCK_READ
+
+    def _decrypt_into(self, session: _Session, view: memoryview) -> int:
+        sslobj = session.sslobj
+        assert sslobj is not None
+        got, room = 0, len(view)
+        session.pulled_short = False
+        while got < room:
+            # Everything we had is out? If our last read from below came back
+            # short, the socket is empty: stop, as a socket's short read would (if
+            # more arrives, the loop says so). Else read below before asking
+            # OpenSSL, which would only say "want read" (an exception).
+            idle = got and not sslobj.pending() and not session.incoming.pending
+            if idle and (session.pulled_short or not self._feed(session)):
+                break
+            try:
+                n = sslobj.read(room - got, view[got:])
+            except ssl.SSLWantReadError:
+                if not self._feed(session):
+                    break
+                continue
+            except ssl.SSLZeroReturnError:
+                n = 0  # their close_notify, once ours went out too
+            except ssl.SSLError as exc:
+                self._fail(session, _tls_error(session.peer, "read", exc))
+                break
+            if n == 0:  # Python's read answers the peer's close_notify with 0 bytes
+                session.got_close_notify = True
+                if not session.gone:
+                    # The last thing we need from the peer: stop watching the
+                    # socket (the FIN that follows would wake us every turn).
+                    self.inner.suspend_read(session.peer)
+                break
+            got += n
+        return got
+
+    def _feed(self, session: _Session) -> bool:
+        """OpenSSL needs the rest of a record: pull a chunk from below. False if
+        none came (would block, EOF, or broken)."""
+        if session.inner_eof or session.error is not None:
+            return False
+        if self._pull(session) is not IOStatus.OK:
+            return False
+        if session.write_wants_read:
+            session.write_wants_read = False
+            if session.want_write:
+                self._watcher.call_soon(self._writable_again, session)  # type: ignore[union-attr]
+        return True
+
+    def _writable_again(self, session: _Session) -> None:
+        if self._sessions.get(session.peer) is session and session.want_write:
+            self._on_writable(session)
+
+    def _read_eof(self, session: _Session) -> ReadResult:
+        session.eof_read = True
+        self._close_if_both_ended(session)
+        return ReadResult(b"", IOStatus.EOF)
+
+    def suspend_read(self, peer: Peer | None = None) -> None:
+        sessions = list(self._sessions.values()) if peer is None else [self._session(peer)]
+        for session in sessions:
+            session.reading = False
+        if peer is None or not self._sessions[peer].gone:
+            self.inner.suspend_read(peer)
+
+    # --------------------------------------------------------------- writes
+    def resume_write(self, data: WriteData, peer: Peer) -> WriteResult:
+        """Encrypt as much of ``data`` as this layer may hold and send the records.
+
+        ``sent`` counts *plaintext* bytes taken; they are yours to forget. Less
+        than you offered (``WOULD_BLOCK``) means the ciphertext before it has not
+        left yet, or the handshake is still running: ``WRITABLE`` follows.
+        """
+        session = self._session(peer)
+        if session.error is not None:
+            return WriteResult(0, IOStatus.ERROR, session.error)
+        if session.closing or session.write_eof:
+            raise TransportClosedError(f"{peer} is closed for writing (close or write_eof)")
+        if session.handshaking or session.write_wants_read:
+            session.want_write = True
+            return _WOULD_BLOCK_WRITE
+        sslobj = session.sslobj
+        assert sslobj is not None
+        buffers = [data] if isinstance(data, (bytes, bytearray, memoryview)) else data
+        taken = 0
+        for buffer in buffers:
+            view = memoryview(buffer).cast("B")
+            position, size = 0, len(view)
+            while position < size:
+                room = self.cipher_limit - len(session.cipher) - session.outgoing.pending
+                if room <= 0:
+                    if not self._send_cipher(session) and session.error is not None:
+                        return WriteResult(taken, IOStatus.ERROR, session.error)
+                    room = self.cipher_limit - len(session.cipher)
+                    if room <= 0:
+                        session.want_write = True
+                        return WriteResult(taken, IOStatus.WOULD_BLOCK)
+                try:
+                    written = sslobj.write(view[position : position + room])
+                except ssl.SSLWantReadError:
+                    if self._pull(session) is IOStatus.OK:
+                        continue  # fed it what it wanted: try again
+                    session.write_wants_read = True
+                    session.want_write = True
+                    self._send_cipher(session)
+                    status = IOStatus.ERROR if session.error is not None else IOStatus.WOULD_BLOCK
+                    return WriteResult(taken, status, session.error)
+                except ssl.SSLError as exc:
+                    self._fail(session, _tls_error(peer, "write", exc))
+                    return WriteResult(taken, IOStatus.ERROR, session.error)
+                position += written
+                taken += written
+        self._send_cipher(session)
+        if session.error is not None:
+            return WriteResult(taken, IOStatus.ERROR, session.error)
+        return WriteResult(taken, IOStatus.OK)
+
+    def _send_cipher(self, session: _Session) -> bool:
+        try:
+            return self._write_cipher(session)
+        except TransportClosedError:  # the whole stack below was closed; CLOSED follows
+            session.gone = True
+            return False
+
+    def _write_cipher(self, session: _Session) -> bool:
+        """Write OpenSSL's output and what is left of earlier records down.
+
+        Returns True when nothing is left here. Leftovers wait for the transport
+        below to replay ``WRITABLE``.
+        """
+        outgoing, cipher = session.outgoing, session.cipher
+        if session.gone:
+            return False
+        if outgoing.pending:
+            fresh = outgoing.read()
+            if not cipher:
+                result = self.inner.resume_write(fresh, session.peer)
+                if result.status is IOStatus.ERROR:
+                    self._dropped(session, result.error)
+                    return False
+                if result.sent == len(fresh):
+                    self._inner_done_writing(session)
+                    return True
+                cipher += memoryview(fresh)[result.sent :]
+                session.inner_waiting = True
+                return False
+            cipher += fresh
+        if not cipher:
+            self._inner_done_writing(session)
+            return True
+        result = self.inner.resume_write(cipher, session.peer)
+        if result.status is IOStatus.ERROR:
+            self._dropped(session, result.error)
+            return False
+        del cipher[: result.sent]
+        if cipher:
+            session.inner_waiting = True
+            return False
+        self._inner_done_writing(session)
+        return True
+
+    def _inner_done_writing(self, session: _Session) -> None:
+        if session.inner_waiting:
+            session.inner_waiting = False
+            if not session.gone:
+                self.inner.suspend_write(session.peer)
+
+    def suspend_write(self, peer: Peer) -> None:
+        """Stop replaying ``WRITABLE``; records already encrypted still leave."""
+        self._session(peer).want_write = False
+
+    # ------------------------------------------------------------ inspection
+    def _session(self, peer: Peer) -> _Session:
+        session = self._sessions.get(peer)
+        if session is None:
+            raise TransportClosedError(
+                f"{peer} is closed (or never belonged to {self!r})", peer=peer
+            )
+        return session
+
+    @property
+    def peers(self) -> list[Peer]:
+        """The peers whose handshake finished and that are still open."""
+        return [p for p, s in self._sessions.items() if not s.handshaking]
+
+    def write_buffer_size(self, peer: Peer) -> int:
+        """Ciphertext bytes held for ``peer``, not yet taken by the transport below."""
+        session = self._sessions.get(peer)
+        return 0 if session is None else len(session.cipher) + session.outgoing.pending
+
+    def cipher_info(self, peer: Peer) -> dict[str, Any]:
+        """What was negotiated with ``peer``: version, cipher, and the peer's certificate."""
+        sslobj = self._session(peer).sslobj
+        assert sslobj is not None
+        cipher = sslobj.cipher()
+        return {
+            "version": sslobj.version(),
+            "cipher": cipher[0] if cipher else None,
+            "server_hostname": sslobj.server_hostname,
+            "peer_certificate": sslobj.getpeercert(),
+        }
+
+    def __repr__(self) -> str:
+        handshaking = sum(s.handshaking for s in self._sessions.values())
+        queued = sum(len(s.cipher) for s in self._sessions.values())
+        return (
+            f"<TlsTransport over {self.inner!r}, {len(self._sessions)} sessions "
+            f"({handshaking} handshaking), {queued} ciphertext bytes queued>"
+        )
