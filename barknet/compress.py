@@ -138,7 +138,7 @@ class CompressedTransport(TransportLayer):
             message = self._unpack(memoryview(result.data), peer)
         except FramingError as exc:
             self._errors[peer] = exc
-            self.inner.close(peer)  # for a framing layer, close() sends what is queued
+            self.inner.abort(peer)  # a peer that breaks the rules is not waited for
             return ReadResult(b"", IOStatus.ERROR, exc)
         if buffer is None:
             return ReadResult(message, IOStatus.OK)

@@ -30,6 +30,7 @@ __all__ = [
     "FrameTimeoutError",
     "FrameTooLargeError",
     "FramingError",
+    "LingerTimeoutError",
     "TlsError",
     "TransportClosedError",
     "TruncatedFrameError",
@@ -73,6 +74,24 @@ class TlsError(ConnectionBrokenError):
         super().__init__(message, peer=peer)
         self.reason = reason
         self.verify_message = verify_message
+
+
+class LingerTimeoutError(ConnectionBrokenError):
+    """After your ``close(peer)``, the peer did not finish its side (send EOF)
+    within the linger timeout: the socket was closed anyway.
+
+    Whatever you had sent may not all have reached the peer's application;
+    ``discarded`` counts the bytes that arrived meanwhile and were thrown away.
+    """
+
+    def __init__(self, timeout: float, discarded: int, *, peer: Any = None) -> None:
+        super().__init__(
+            f"{peer} did not end its side within {timeout:g} s after close(); "
+            f"{discarded} bytes it sent meanwhile were discarded",
+            peer=peer,
+        )
+        self.timeout = timeout
+        self.discarded = discarded
 
 
 class ConnectFailedError(ConnectionBrokenError):

@@ -76,7 +76,8 @@ class EventKind(enum.Enum):
 
     ACCEPTED = "accepted"  #: a server got a new peer
     CONNECTED = "connected"  #: a client's connect finished
-    READABLE = "readable"  #: call ``resume_read(peer)`` until it stops saying OK
+    #: a message (or the peer's EOF) waits; repeated while one does (level-triggered)
+    READABLE = "readable"
     WRITABLE = "writable"  #: the socket can take more of what ``resume_write`` left over
     DRAINED = "drained"  #: (framing layers) everything queued for the peer was written
     PAUSE_WRITING = "pause writing"  #: (framing layers) queue above the high-water mark
@@ -87,8 +88,11 @@ class EventKind(enum.Enum):
 class IOEvent(NamedTuple):
     """Something that happened to one peer, delivered to the owner's ``replay``.
 
-    For ``CLOSED``, ``status`` is ``OK`` when you closed it, ``EOF`` when the peer
-    ended cleanly, and ``ERROR`` with ``error`` set when it broke.
+    For ``CLOSED``, ``status`` is ``OK`` when you closed it (and, for a graceful
+    ``close(peer)``, the peer then ended its side), ``EOF`` when both sides
+    ended cleanly (the peer's EOF, and your ``write_eof`` or the transport's own
+    close after it), and ``ERROR`` with ``error`` set when it broke (including a
+    ``LingerTimeoutError`` when a closed peer never ended its side).
     """
 
     kind: EventKind

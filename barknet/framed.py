@@ -47,17 +47,27 @@ owner gets ``PAUSE_WRITING`` (right away, inside the ``resume_write`` that
 crossed it) and ``RESUME_WRITING`` once the queue falls to ``low_water``.
 
 A framing error (a length over ``max_frame_size``, a stream that ends mid-frame,
-or, with ``frame_timeout``, a frame that stalls) closes that peer alone and
+or, with ``frame_timeout``, a frame that stalls) aborts that peer alone and
 reaches the owner as ``CLOSED(ERROR, <typed error>)``. Whole frames that came
 before the bad bytes reach the owner first, and the peer is closed only after
 the owner's callback for them returned, so its replies are accepted the same
-whether TCP delivered the bad header with those frames or later. A peer that
-ends cleanly between frames is closed once its queued frames are sent:
-``CLOSED(EOF)``.
+whether TCP delivered the bad header with those frames or later.
+
+Ending a conversation. ``close(peer)`` refuses new frames at once, sends the
+queued ones, then closes through the inner transport, which closes gracefully
+(lingering until the peer's EOF; see :mod:`barknet.tcp`). ``write_eof(peer)``
+refuses new frames too, and passes the half-close down once the queue drained.
+A peer that ends cleanly between frames: with ``half_close=False`` (the
+default) the peer is closed once you took its frames and the queue drained,
+``CLOSED(EOF)``; with ``half_close=True`` you read ``EOF`` from
+``resume_read`` and may keep writing, until your ``write_eof`` (then
+``CLOSED(EOF)``) or ``close``. If both directions end below while frames still
+wait for you, ``CLOSED`` waits until you took them.
 """
 
 from __future__ import annotations
 
+import socket
 from collections import deque
 from itertools import islice
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -116,10 +126,12 @@ class RecvState:
     __slots__ = (
         "decoder",
         "eof",
+        "eof_taken",
         "error",
         "frames",
         "frames_received",
         "held_error",
+        "inner_closed",
         "last_progress",
         "paused_by_owner",
         "paused_for_owner",
@@ -134,6 +146,8 @@ class RecvState:
         self.readable = readable  # this peer's READABLE event, made once (it is immutable)
         self.frames: deque[bytes | bytearray] = deque()
         self.eof = False  # the peer ended cleanly between frames
+        self.eof_taken = False  # resume_read told the owner EOF
+        self.inner_closed = False  # the inner transport closed the peer (CLOSED came)
         self.error: BarknetError | None = None  # a framing error, or broken below
         self.paused_by_owner = False  # suspend_read() was called
         self.paused_for_owner = False  # we stopped reading until the owner takes frames
@@ -152,6 +166,9 @@ class SendState:
     __slots__ = (
         "buffers",
         "closing",
+        "dropped",
+        "eof",
+        "eof_sent",
         "flush_due",
         "frame_sent",
         "frame_sizes",
@@ -172,6 +189,9 @@ class SendState:
         self.waiting = False  # a write came back short: waiting for WRITABLE
         self.paused = False  # PAUSE_WRITING was replayed and not yet resumed
         self.closing = False  # close() was called: close once the queue is empty
+        self.dropped = False  # the inner transport dropped the peer (abort, or broken)
+        self.eof = False  # write_eof() was called: pass it down once the queue is empty
+        self.eof_sent = False  # ... and it was passed down
         self.flush_due = False  # (coalescing) a flush is scheduled for the end of this turn
         #: The last queued buffer when it is ours to append small frames to
         #: (None once a write has started: then it is never resized again).
@@ -213,6 +233,10 @@ class FramedTransport(ITransport):
     two or three system calls instead of a thousand, while a request/response
     exchange (one frame per turn) sees no added latency. Off by default, so
     that every frame written outside the loop leaves at once.
+
+    ``half_close`` says what the peer's EOF means (see the module docstring):
+    False closes the peer once you took its frames, True leaves it open for
+    your writes until your ``write_eof`` or ``close``.
     """
 
     def __init__(
@@ -225,8 +249,10 @@ class FramedTransport(ITransport):
         low_water: int | None = None,
         buffer_size: int = 64 * 1024,
         coalesce: bool = False,
+        half_close: bool = False,
     ) -> None:
         self.inner = inner
+        self.half_close = half_close
         self.coalesce = coalesce
         self.max_frame_size = max_frame_size
         self.frame_timeout = frame_timeout
@@ -252,16 +278,20 @@ class FramedTransport(ITransport):
     def bind(self) -> tuple[str, int]:
         return self.inner.bind()
 
-    def connect(self, *args: Any, **kwargs: Any) -> Peer:
-        peer = self.inner.connect(*args, **kwargs)
+    def connect(self, address: tuple[str, int] | None = None) -> Peer:
+        peer = self.inner.connect(address)
         self._open(peer)
         return peer
 
-    def adopt(self, sock: Any) -> Peer:
+    def adopt(self, sock: socket.socket) -> Peer:
         """Frame an already connected socket; see :meth:`TcpTransport.adopt`."""
-        peer = self.inner.adopt(sock)  # type: ignore[attr-defined]
+        peer = self.inner.adopt(sock)
         self._open(peer)
         return peer
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        return self.inner.address
 
     def _open(self, peer: Peer) -> None:
         if peer not in self._recv:
@@ -272,8 +302,10 @@ class FramedTransport(ITransport):
             self._send[peer] = SendState()
 
     def close(self, peer: Peer | None = None) -> None:
-        """Close ``peer`` once its queued frames are sent (no argument: close
-        everything now, dropping what is queued)."""
+        """Close ``peer`` once its queued frames are sent, gracefully (no
+        argument: close everything now, dropping what is queued).
+
+        New frames are refused from this call on (``TransportClosedError``)."""
         if peer is None:
             self.inner.close()
             return
@@ -281,14 +313,58 @@ class FramedTransport(ITransport):
         if send is None or send.closing:
             return
         send.closing = True
+        if send.dropped:
+            return  # the inner transport dropped it already: CLOSED is on its way
         recv = self._recv[peer]
-        if recv.error is not None:
-            return  # the inner transport already dropped it; CLOSED is on its way
+        if recv.error is not None or recv.inner_closed:
+            # The inner transport already dropped it; CLOSED is on its way (or,
+            # with frames still waiting for you, comes now).
+            if recv.inner_closed and recv.error is None:
+                self._finish(peer, IOEvent(EventKind.CLOSED, peer, IOStatus.OK))
+            return
         if not recv.paused_by_owner:
             recv.paused_by_owner = True
             self.inner.suspend_read(peer)
         if not send.buffers:
             self.inner.close(peer)
+
+    def write_eof(self, peer: Peer) -> None:
+        """Send no more frames to ``peer`` (those queued still go), then half-close
+        below: the peer reads EOF after the last of them. You keep reading."""
+        send = self._send.get(peer)
+        if send is None or send.closing:
+            raise TransportClosedError(f"{peer} is closed", peer=peer)
+        if send.eof:
+            return
+        send.eof = True
+        if not send.buffers:
+            self._send_eof(peer, send)
+
+    def _send_eof(self, peer: Peer, send: SendState) -> None:
+        recv = self._recv[peer]
+        if send.eof_sent or recv.error is not None or recv.inner_closed:
+            return
+        send.eof_sent = True
+        self.inner.write_eof(peer)
+
+    def abort(self, peer: Peer) -> None:
+        """Close ``peer`` now, dropping its queued frames; ``CLOSED`` follows."""
+        recv = self._recv.get(peer)
+        if recv is not None and recv.inner_closed:
+            self._finish(peer, IOEvent(EventKind.CLOSED, peer, IOStatus.OK))
+            return
+        self._dropped(peer)
+        send = self._send.get(peer)
+        if send is not None:
+            send.closing = True  # you closed it: writes raise from now on
+        self.inner.abort(peer)
+
+    def _dropped(self, peer: Peer) -> None:
+        """The inner transport no longer has ``peer``: refuse writes, and ignore a
+        WRITABLE a layer below had already scheduled (CLOSED is on its way)."""
+        send = self._send.get(peer)
+        if send is not None:
+            send.dropped = True
 
     def _broken(self, peer: Peer, error: BarknetError | None) -> None:
         """The inner transport found ``peer`` broken and dropped it; CLOSED follows.
@@ -296,11 +372,13 @@ class FramedTransport(ITransport):
         recv = self._recv.get(peer)
         if recv is not None and recv.error is None:
             recv.error = error
+        self._dropped(peer)
 
     def _abort(self, peer: Peer, error: FramingError) -> None:
         """The peer broke the framing rules: close it now, report ``error``."""
         self._recv[peer].error = error
-        self.inner.close(peer)
+        self._dropped(peer)
+        self.inner.abort(peer)
 
     # ---------------------------------------------------------------- events
     def _on_inner_event(self, event: IOEvent) -> None:
@@ -319,11 +397,28 @@ class FramedTransport(ITransport):
 
     def _on_closed(self, event: IOEvent) -> None:
         peer = event.peer
-        recv = self._recv.pop(peer, None)
-        send = self._send.pop(peer, None)
+        recv, send = self._recv.get(peer), self._send.get(peer)
         if recv is None or send is None:
             self._emit(event)  # a peer we never saw open (e.g. a failed connect)
             return
+        recv.inner_closed = True
+        if (
+            recv.error is None
+            and event.status is not IOStatus.ERROR
+            and not send.closing
+            and not send.dropped
+            and (recv.frames or (self.half_close and recv.eof and not recv.eof_taken))
+        ):
+            # Both directions ended below while frames (or, with half_close, the
+            # EOF) still wait for you: CLOSED comes once you took them.
+            self._emit(recv.readable)
+            return
+        self._finish(peer, event)
+
+    def _finish(self, peer: Peer, event: IOEvent) -> None:
+        """The peer is gone below: forget it and tell the owner, once."""
+        recv = self._recv.pop(peer)
+        send = self._send.pop(peer)
         if recv.timer is not None:
             recv.timer.cancel()
         self._frames_sent_closed += send.frames_sent
@@ -474,10 +569,22 @@ class FramedTransport(ITransport):
             self._abort(peer, error)
 
     def _finish_if_done(self, peer: Peer) -> None:
-        """After a clean EOF: once the owner took every frame, close (after sending)."""
+        """After a clean EOF, once the owner took every frame: if the inner
+        transport already closed the peer, deliver its CLOSED now; otherwise,
+        without ``half_close``, close (after sending what is queued); with it,
+        make sure the owner hears of the EOF."""
         recv = self._recv.get(peer)
-        if recv is not None and recv.eof and not recv.frames:
+        if recv is None or not recv.eof or recv.frames:
+            return
+        if recv.inner_closed:
+            if not self.half_close or recv.eof_taken:
+                self._finish(peer, IOEvent(EventKind.CLOSED, peer, IOStatus.EOF))
+            else:
+                self._emit(recv.readable)
+        elif not self.half_close:
             self.close(peer)
+        elif not recv.eof_taken and not recv.paused_by_owner:
+            self._emit(recv.readable)
 
     def resume_read(
         self,
@@ -506,7 +613,8 @@ class FramedTransport(ITransport):
             raise TransportClosedError(
                 f"{peer} is closed (or never belonged to {self!r})", peer=peer
             )
-        if recv.paused_by_owner and not self._send[peer].closing and recv.error is None:
+        gone = recv.error is not None or recv.inner_closed  # nothing more to read below
+        if recv.paused_by_owner and not self._send[peer].closing and not gone:
             recv.paused_by_owner = False
             if not recv.frames and recv.held_error is None:
                 recv.paused_for_owner = False
@@ -516,7 +624,7 @@ class FramedTransport(ITransport):
                 # Level-triggered: what this call leaves behind is announced next turn.
                 recv.replay_due = True
                 self._watcher.call_soon(self._replay_readable, peer)  # type: ignore[union-attr]
-        if not recv.frames and recv.paused_for_owner and recv.held_error is None:
+        if not recv.frames and recv.paused_for_owner and recv.held_error is None and not gone:
             # We stopped reading while frames waited; the owner took them all: read
             # again now rather than only on the next turn.
             recv.paused_for_owner = False
@@ -531,6 +639,10 @@ class FramedTransport(ITransport):
         if recv.error is not None:
             return ReadResult(b"", IOStatus.ERROR, recv.error)
         if recv.eof:
+            if not recv.eof_taken:
+                recv.eof_taken = True
+                if recv.inner_closed:  # both directions ended: CLOSED(EOF) follows
+                    self._watcher.call_soon(self._finish_if_done, peer)  # type: ignore[union-attr]
             return ReadResult(b"", IOStatus.EOF)
         return _NOTHING_YET
 
@@ -558,7 +670,9 @@ class FramedTransport(ITransport):
             if recv is None:
                 raise TransportClosedError(f"{p} is closed", peer=p)
             recv.paused_by_owner = True
-        if peer is not None and self._recv[peer].error is not None:
+        if peer is not None and (
+            self._recv[peer].error is not None or self._recv[peer].inner_closed
+        ):
             return  # already dropped below
         self.inner.suspend_read(peer)
 
@@ -612,8 +726,9 @@ class FramedTransport(ITransport):
         limit, ``TransportClosedError`` if you closed the peer.
         """
         send = self._send.get(peer)
-        if send is None or send.closing:
-            raise TransportClosedError(f"{peer} is closed; the frame was not sent", peer=peer)
+        if send is None or send.closing or send.eof:
+            what = "you called write_eof" if send is not None and send.eof else "is closed"
+            raise TransportClosedError(f"{peer} {what}; the frame was not sent", peer=peer)
         broken = self._recv[peer].error
         if broken is not None:  # the peer is gone; its CLOSED event is on the way
             return WriteResult(0, IOStatus.ERROR, broken)
@@ -772,7 +887,7 @@ class FramedTransport(ITransport):
 
     def _on_writable(self, peer: Peer) -> None:
         send = self._send.get(peer)
-        if send is None:
+        if send is None or send.dropped:
             return
         if not send.buffers:  # nothing left (e.g. WRITABLE after a connect)
             send.waiting = False
@@ -788,8 +903,12 @@ class FramedTransport(ITransport):
         # (and a pending graceful close must wait for that too).
         if result.status is IOStatus.OK and peer in self._send and not send.buffers:
             self._emit(IOEvent(EventKind.DRAINED, peer))
-            if send.closing and peer in self._send:
+            if peer not in self._send:
+                return
+            if send.closing:
                 self.inner.close(peer)
+            elif send.eof:
+                self._send_eof(peer, send)
 
     def suspend_write(self, peer: Peer) -> None:
         """Framing layers finish their own writes; this only checks ``peer``."""
@@ -799,7 +918,8 @@ class FramedTransport(ITransport):
     # ------------------------------------------------------------ inspection
     @property
     def peers(self) -> list[Peer]:
-        return list(self._recv)
+        """The peers open right now (not those you closed whose frames still leave)."""
+        return [peer for peer, send in self._send.items() if not send.closing]
 
     def write_buffer_size(self, peer: Peer) -> int:
         """Bytes queued for ``peer`` and not yet written."""

@@ -24,19 +24,46 @@ For every peer, the events a transport replays follow this grammar::
            -> CLOSED -> end
     start -> CLOSED(status=ERROR, ConnectFailedError) -> end     # a connect that failed
 
+and the calls you make for a peer follow this one (``write_eof`` and the peer's
+EOF may come in either order, or not at all)::
+
+    open -> [resume_write]* [-> write_eof] ...       # your direction
+    open -> [resume_read -> OK]* [-> resume_read -> EOF] ...   # the peer's direction
+    ... -> close(peer) -> (lingering) -> CLOSED      # or CLOSED by itself, see below
+
 * ``CLOSED`` comes exactly once per peer, whatever the reason: you closed it
   (status ``OK``), the peer ended cleanly (``EOF``), or it broke (``ERROR``,
   with the typed error). After it, the peer is unknown to the transport.
-* ``READABLE`` repeats while unread bytes (or an unread EOF) wait. Answer it by
-  calling ``resume_read(peer)`` until the status is not ``OK``, or by
-  ``suspend_read(peer)``; ignoring it makes the loop call you again at once.
+* ``READABLE`` is *level-triggered*: it is replayed, turn after turn, while a
+  whole message (on a byte transport: any byte) or an unread EOF waits for you
+  and you have not called ``suspend_read(peer)``. You may take one message per
+  ``READABLE`` or read until the status is not ``OK``; both get everything,
+  and no ``READABLE`` comes while nothing waits.
 * ``WRITABLE`` comes only after a ``resume_write`` came back short or
   ``WOULD_BLOCK``, and repeats until you ``suspend_write(peer)``.
 * ``PAUSE_WRITING`` and ``RESUME_WRITING`` alternate, starting with pause.
+
+Half-close: ``write_eof(peer)`` says "I am done sending, I still read". A
+queueing layer sends what is queued first; after it, ``resume_write`` raises
+``TransportClosedError``. The peer's EOF reaches you as ``resume_read`` status
+``EOF``. Once *both* directions have ended (you read the peer's EOF and your
+``write_eof`` went out) the transport closes the peer itself: ``CLOSED(EOF)``.
+A raw ``TcpTransport`` never closes on the peer's EOF alone; a
+``FramedTransport`` does so by default once its queue drained (``half_close=False``).
+
+Graceful close: ``close(peer)`` sends what is queued, shuts down the write
+side, then reads and discards until the peer's EOF (at most ``linger_timeout``
+seconds) before closing the socket, so pipelined bytes you never read cannot
+make the kernel reset the connection and destroy your last reply. ``CLOSED``
+follows and tells the truth: ``OK`` if the peer's EOF arrived, ``ERROR`` with a
+``ConnectionBrokenError`` if it reset, or a ``LingerTimeoutError`` if it never
+finished. From ``close(peer)`` on, I/O calls for the peer raise
+``TransportClosedError``. ``close()`` with no argument closes everything at once.
 """
 
 from __future__ import annotations
 
+import socket
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -58,7 +85,13 @@ Replay = Callable[[IOEvent], None]
 
 
 class ITransport(ABC):
-    """A non-blocking byte or message transport for one or many peers."""
+    """A non-blocking byte or message transport for one or many peers.
+
+    ``adopt``, ``address``, ``peers`` and ``write_eof`` are part of the
+    interface but not abstract, so a transport written before they existed
+    (the exercise's) still instantiates; it fails the contract checks that
+    need them with ``NotImplementedError``.
+    """
 
     @abstractmethod
     def attach(self, watcher: EventWatcher, replay: Replay) -> None:
@@ -71,16 +104,49 @@ class ITransport(ABC):
         raise NotImplementedError
 
     @abstractmethod
-    def connect(self) -> Peer:
-        """Start connecting (client side) without blocking.
+    def connect(self, address: tuple[str, int] | None = None) -> Peer:
+        """Start connecting (client side) to ``address`` without blocking
+        (default: the address the transport was made with).
 
         Returns the new peer at once; ``CONNECTED`` or ``CLOSED`` follows.
         """
         raise NotImplementedError
 
+    def adopt(self, sock: socket.socket) -> Peer:
+        """Take over an already connected socket as a new peer (no event announces
+        it); a layer passes it down and starts tracking the peer itself."""
+        raise NotImplementedError
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """The address ``bind`` got (with the real port), or None before ``bind``."""
+        raise NotImplementedError
+
+    @property
+    def peers(self) -> list[Peer]:
+        """The peers open right now (not those you closed and that are lingering)."""
+        raise NotImplementedError
+
+    def write_eof(self, peer: Peer) -> None:
+        """Half-close: you will send nothing more to ``peer``, and you still read.
+
+        What is queued is sent first. Later writes raise ``TransportClosedError``.
+        Calling it again is harmless. See "Half-close" in the module docstring.
+        """
+        raise NotImplementedError
+
     @abstractmethod
     def close(self, peer: Peer | None = None) -> None:
-        """Close one peer, or (no argument) the whole transport. Idempotent."""
+        """Close one peer gracefully (see "Graceful close" above), or (no
+        argument) the whole transport at once. Idempotent."""
+        raise NotImplementedError
+
+    def abort(self, peer: Peer) -> None:
+        """Close ``peer`` now: drop what is queued and do not wait for the peer.
+
+        For a peer that broke the rules (a framing error): there is nothing
+        left to say to it. ``CLOSED`` follows on a later turn, as for ``close``.
+        """
         raise NotImplementedError
 
     @abstractmethod

@@ -9,12 +9,15 @@ counters), and most of what ``inner`` reports it passes straight up. Writing
 those pass-throughs again in every layer hides the one thing the layer is for,
 so :class:`TransportLayer` writes them once:
 
-* every ``ITransport`` method delegates to ``inner``;
+* every ``ITransport`` method and property (``connect``, ``adopt``,
+  ``write_eof``, ``abort``, ``address``, ``peers`` ...) delegates to ``inner``;
 * ``attach`` keeps the watcher and the owner's ``replay``, and listens to
   ``inner`` through :meth:`TransportLayer._on_inner_event`, which forwards the
-  event unchanged unless a subclass overrides it;
-* anything else a caller asks of the layer (``address``, ``peers``,
-  ``socket_of`` ...) is looked up on ``inner``.
+  event unchanged unless a subclass overrides it.
+
+Anything that is not part of the interface (``socket_of``, ``snapshot`` ...) you
+ask of the transport that has it, through ``.inner``: a layer does not pretend
+to be what it wraps.
 
 A subclass overrides only the methods it changes: the chunking fault injector
 overrides reads and writes, the tracer records them, the compressor rewrites
@@ -24,7 +27,8 @@ so it spells every method out instead.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import socket
+from typing import TYPE_CHECKING
 
 from .events import IOCounters, IOEvent, IOStatus, Peer, ReadResult, WriteResult
 from .interfaces import ITransport, Replay, WriteData
@@ -81,15 +85,29 @@ class TransportLayer(ITransport):
     def bind(self) -> tuple[str, int]:
         return self.inner.bind()
 
-    def connect(self, *args: Any, **kwargs: Any) -> Peer:
-        return self.inner.connect(*args, **kwargs)
+    def connect(self, address: tuple[str, int] | None = None) -> Peer:
+        return self.inner.connect(address)
 
-    def adopt(self, sock: Any) -> Peer:
+    def adopt(self, sock: socket.socket) -> Peer:
         """Take over a connected socket; see :meth:`TcpTransport.adopt`."""
-        return self.inner.adopt(sock)  # type: ignore[attr-defined]
+        return self.inner.adopt(sock)
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        return self.inner.address
+
+    @property
+    def peers(self) -> list[Peer]:
+        return self.inner.peers
 
     def close(self, peer: Peer | None = None) -> None:
         self.inner.close(peer)
+
+    def abort(self, peer: Peer) -> None:
+        self.inner.abort(peer)
+
+    def write_eof(self, peer: Peer) -> None:
+        self.inner.write_eof(peer)
 
     def resume_read(
         self,
@@ -111,13 +129,6 @@ class TransportLayer(ITransport):
 
     def counters(self, peer: Peer | None = None) -> IOCounters:
         return self.inner.counters(peer)
-
-    def __getattr__(self, name: str) -> Any:
-        # Only called for names this layer lacks: address, peers, socket_of, ...
-        # (`inner` itself is looked up normally, so this cannot recurse once set.)
-        if name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} over {self.inner!r}>"

@@ -13,8 +13,17 @@ Each turn of the loop (:meth:`EventWatcher.run_once`) does three things:
    a callback that reschedules itself cannot starve the sockets.
 
 Callbacks may watch and unwatch descriptors (their own or others') while the
-loop dispatches: before calling a callback the loop checks that it is still
-the registered one.
+loop dispatches. Each watched descriptor has one *registration* (the
+selector key's ``data``, as in asyncio); the loop dispatches the registration
+that was current when ``select`` returned, and skips it if it was cancelled
+meanwhile, or if the callback for that direction was removed. So a callback
+that closes fd N and opens a new socket that gets number N again in the same
+turn cannot hand the old socket's readiness to the new one.
+
+The loop is not re-entrant: a callback that calls ``run``, ``run_once`` or
+``run_until`` gets ``RuntimeError("... already running")``, as in asyncio.
+Schedule the work with :meth:`EventWatcher.call_soon` instead. ``close()``
+from a callback is allowed: the turn ends there and ``run`` returns.
 
 Another thread may call :meth:`call_soon` or :meth:`stop`; the loop is woken
 through a socket pair it watches itself. The loop never touches asyncio, so it
@@ -63,6 +72,29 @@ class TimerHandle:
         return f"<TimerHandle {getattr(self.callback, '__qualname__', self.callback)} {state}>"
 
 
+class _Registration:
+    """What one watched descriptor calls: its reader and its writer.
+
+    The selector keeps this object as the key's ``data``. It lives from the
+    ``register`` to the ``unregister`` of its fd and is then marked
+    ``cancelled``, so readiness that ``select`` reported for it is dropped
+    even if the same fd number is registered again within the turn.
+    """
+
+    __slots__ = ("cancelled", "reader", "writer")
+
+    def __init__(self) -> None:
+        self.reader: Callback | None = None
+        self.writer: Callback | None = None
+        self.cancelled = False
+
+    @property
+    def mask(self) -> int:
+        return (selectors.EVENT_READ if self.reader is not None else 0) | (
+            selectors.EVENT_WRITE if self.writer is not None else 0
+        )
+
+
 class EventWatcher:
     """An event loop over :class:`selectors.DefaultSelector`.
 
@@ -79,11 +111,12 @@ class EventWatcher:
 
     def __init__(self) -> None:
         self._selector = selectors.DefaultSelector()
-        self._callbacks: dict[int, list[Callback | None]] = {}  # fd -> [reader, writer]
+        self._registrations: dict[int, _Registration] = {}
         self._ready: deque[tuple[Callback, tuple[Any, ...]]] = deque()
         self._timers: list[tuple[float, int, TimerHandle]] = []
         self._timer_seq = itertools.count()
         self._stopping = False
+        self._running = False
         self._closed = False
         self._thread_id: int | None = None
         self._wake_r, self._wake_w = socket.socketpair()
@@ -112,38 +145,42 @@ class EventWatcher:
 
     def unwatch(self, fd: int) -> None:
         """Forget ``fd`` entirely. Call it before closing the socket behind ``fd``."""
-        if self._callbacks.pop(fd, None) is not None:
+        registration = self._registrations.pop(fd, None)
+        if registration is not None:
+            registration.cancelled = True
             self._selector.unregister(fd)
 
     def is_watching(self, fd: int) -> bool:
-        return fd in self._callbacks
+        return fd in self._registrations
 
     def _set(self, fd: int, slot: int, callback: Callback | None) -> None:
         # register / modify / unregister, depending on what is left watched.
         self._check_open()
-        pair = self._callbacks.get(fd)
-        if pair is None:
+        registration = self._registrations.get(fd)
+        if registration is None:
             if callback is None:
                 return
-            pair = [None, None]
-            pair[slot] = callback
-            self._callbacks[fd] = pair
-            self._selector.register(fd, self._mask(pair))
+            registration = _Registration()
+            self._set_slot(registration, slot, callback)
+            self._selector.register(fd, registration.mask, registration)
+            self._registrations[fd] = registration
             return
-        old_mask = self._mask(pair)
-        pair[slot] = callback
-        new_mask = self._mask(pair)
+        old_mask = registration.mask
+        self._set_slot(registration, slot, callback)
+        new_mask = registration.mask
         if new_mask == 0:
-            del self._callbacks[fd]
+            del self._registrations[fd]
+            registration.cancelled = True
             self._selector.unregister(fd)
         elif new_mask != old_mask:
-            self._selector.modify(fd, new_mask)
+            self._selector.modify(fd, new_mask, registration)
 
     @staticmethod
-    def _mask(pair: list[Callback | None]) -> int:
-        return (selectors.EVENT_READ if pair[0] is not None else 0) | (
-            selectors.EVENT_WRITE if pair[1] is not None else 0
-        )
+    def _set_slot(registration: _Registration, slot: int, callback: Callback | None) -> None:
+        if slot == 0:
+            registration.reader = callback
+        else:
+            registration.writer = callback
 
     # ------------------------------------------------------------- callbacks
     def call_soon(self, callback: Callback, *args: Any) -> None:
@@ -166,8 +203,14 @@ class EventWatcher:
 
     # ------------------------------------------------------------------ run
     def run_once(self, timeout: float | None = None) -> None:
-        """One turn: wait up to ``timeout`` seconds (None: until something happens)."""
+        """One turn: wait up to ``timeout`` seconds (None: until something happens).
+
+        Raises ``RuntimeError`` if the loop is already running (you called it
+        from a callback, or from another thread while the loop runs).
+        """
         self._check_open()
+        self._check_not_running()
+        self._running = True
         # Say which thread runs the loop *before* looking at the ready queue, so a
         # call_soon from another thread either is seen here or wakes the select.
         previous, self._thread_id = self._thread_id, threading.get_ident()
@@ -182,29 +225,42 @@ class EventWatcher:
             self._turn(timeout)
         finally:
             self._thread_id = previous
+            self._running = False
+
+    def _check_not_running(self) -> None:
+        if self._running:
+            raise RuntimeError(
+                "this EventWatcher is already running: a callback may not run the loop "
+                "again (use call_soon or call_later to do the work on a later turn)"
+            )
 
     def _turn(self, timeout: float | None) -> None:
         tracer = self.tracer
         for key, mask in self._selector.select(timeout):
-            fd = key.fd
+            # The registration current when select returned, not whatever holds
+            # the fd number now: a callback may have closed the fd and another
+            # socket may have got the same number within this turn.
+            registration: _Registration = key.data
             if mask & selectors.EVENT_READ:
-                pair = self._callbacks.get(fd)
-                if pair is not None and pair[0] is not None:
+                reader = registration.reader
+                if reader is not None and not registration.cancelled:
                     if tracer is not None:
-                        tracer("read", pair[0])
-                    pair[0]()
+                        tracer("read", reader)
+                    reader()
             if mask & selectors.EVENT_WRITE:
-                pair = self._callbacks.get(fd)  # the reader may have changed it
-                if pair is not None and pair[1] is not None:
+                writer = registration.writer  # the reader may have changed it
+                if writer is not None and not registration.cancelled:
                     if tracer is not None:
-                        tracer("write", pair[1])
-                    pair[1]()
+                        tracer("write", writer)
+                    writer()
         now = time.monotonic()
         while self._timers and self._timers[0][0] <= now:
             handle = heapq.heappop(self._timers)[2]
             if not handle.cancelled:
                 self._ready.append((self._fire_timer, (handle,)))
         for _ in range(len(self._ready)):
+            if self._closed:  # a callback closed the loop: the turn ends here
+                return
             callback, args = self._ready.popleft()
             # `!=`, not `is not`: each `self._fire_timer` is a new bound-method object.
             if tracer is not None and callback != self._fire_timer:
@@ -226,9 +282,11 @@ class EventWatcher:
         """Turn until :meth:`stop` is called (from a callback or another thread).
 
         A ``stop()`` that arrives before ``run()`` starts is not lost: ``run()``
-        then makes no turn and returns at once.
+        then makes no turn and returns at once. A callback that closes the
+        watcher also ends ``run()``.
         """
-        while not self._stopping:
+        self._check_not_running()
+        while not self._stopping and not self._closed:
             self.run_once()
         self._stopping = False
 
@@ -236,16 +294,21 @@ class EventWatcher:
         """Turn until ``predicate()`` is true; raise ``TimeoutError`` after ``timeout`` s.
 
         This is how tests and notebook cells stay bounded: they never wait forever.
+        A ``stop()`` that arrived before (or during) the wait is not lost, as with
+        :meth:`run`: it ends the wait with ``RuntimeError``, unless the condition
+        already holds (then the stop stays pending for the next run).
         """
+        self._check_not_running()
         deadline = time.monotonic() + timeout
-        self._stopping = False
         while not predicate():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"condition not met within {timeout:g} s")
+            if self._closed:
+                raise RuntimeError("the loop was closed before the condition was met")
             if self._stopping:
                 self._stopping = False
                 raise RuntimeError("loop stopped before the condition was met")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"condition not met within {timeout:g} s")
             self.run_once(min(left, 0.1))
 
     def stop(self) -> None:
@@ -296,12 +359,15 @@ class EventWatcher:
         """Release the selector and wake-up sockets; drop every callback. Idempotent.
 
         The watcher does not own the descriptors it watches: close your
-        transports first, they close their sockets.
+        transports first, they close their sockets. Called from a callback, it
+        ends the current turn (nothing else runs) and makes ``run`` return.
         """
         if self._closed:
             return
         self._closed = True
-        self._callbacks.clear()
+        for registration in self._registrations.values():
+            registration.cancelled = True
+        self._registrations.clear()
         self._ready.clear()
         self._timers.clear()
         self._selector.close()
@@ -315,5 +381,5 @@ class EventWatcher:
         self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else f"{len(self._callbacks)} fds"
+        state = "closed" if self._closed else f"{len(self._registrations)} fds"
         return f"<EventWatcher {state}, {len(self._ready)} ready, {len(self._timers)} timers>"

@@ -31,6 +31,24 @@ call has nothing to gain from Nagle's algorithm and a lot of latency to lose.
 ``CLOSED`` events are delivered on the next turn of the loop (``call_soon``), so
 that a ``close()`` or a failed ``resume_write`` never calls you back while you
 are still inside your own call.
+
+Half-close and graceful close. ``write_eof(peer)`` shuts down the write side
+(``shutdown(SHUT_WR)``: the kernel sends FIN after what is in its buffer); you
+keep reading. Once you have also read the peer's EOF, both directions are over
+and the transport closes the socket itself: ``CLOSED(EOF)``. The peer's EOF
+alone never closes anything here: that is the owner's call.
+
+``close(peer)`` *lingers*, like an HTTP server: it shuts down the write side,
+then reads and discards until the peer's EOF, and only then closes the socket
+(``CLOSED(OK)``). Closing a socket that still holds unread bytes makes the kernel
+send a reset, and a reset destroys whatever of your reply was still in the
+kernel's send buffer, so a peer that pipelined one more request would lose the
+end of the answer to the last one. A peer that never ends its side costs you at
+most ``linger_timeout`` seconds: then the socket is closed anyway and ``CLOSED``
+carries a ``LingerTimeoutError``; a reset meanwhile gives a
+``ConnectionBrokenError``. From ``close(peer)`` on the peer is yours no more:
+I/O calls raise ``TransportClosedError`` and ``peers`` leaves it out.
+``abort(peer)`` closes at once, for a peer that broke the rules.
 """
 
 from __future__ import annotations
@@ -38,31 +56,45 @@ from __future__ import annotations
 import errno
 import os
 import socket
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConnectFailedError, ConnectionBrokenError, TransportClosedError
+from .errors import (
+    ConnectFailedError,
+    ConnectionBrokenError,
+    LingerTimeoutError,
+    TransportClosedError,
+)
 from .events import EventKind, IOCounters, IOEvent, IOStatus, Peer, ReadResult, WriteResult
 from .interfaces import ITransport, Replay, WriteData
 
 if TYPE_CHECKING:
-    from .reactor import EventWatcher
+    from .reactor import EventWatcher, TimerHandle
 
-__all__ = ["IOV_MAX", "TcpTransport"]
+__all__ = ["ACCEPT_ERRORS_KEPT", "IOV_MAX", "TcpTransport"]
 
 #: Most buffers one ``sendmsg`` accepts; longer lists are sent in part.
 IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
 _SEND_FLAGS = getattr(socket, "MSG_NOSIGNAL", 0)  # EPIPE as an error, never SIGPIPE
 _AGAIN = (BlockingIOError, InterruptedError)
+#: How many of the latest ``accept`` errors a transport keeps (it counts them all).
+ACCEPT_ERRORS_KEPT = 8
+#: Reads per readiness event while discarding a closed peer's bytes.
+_DISCARD_READS = 16
 
 
 class _Conn:
     """Per-peer state: the socket and what the loop is watching it for."""
 
     __slots__ = (
+        "closing",
         "connecting",
         "counters",
+        "discarded",
         "eof",
+        "eof_sent",
         "fd",
+        "linger_timer",
         "peer",
         "reading",
         "sock",
@@ -78,7 +110,11 @@ class _Conn:
         self.reading = False  # read interest registered
         self.writing = False  # write interest registered (for WRITABLE)
         self.want_write = False  # a write was tried while connecting
-        self.eof = False
+        self.eof = False  # the owner read the peer's EOF
+        self.eof_sent = False  # write_eof (or a graceful close) shut our side down
+        self.closing = False  # close(peer): lingering until the peer's EOF
+        self.linger_timer: TimerHandle | None = None
+        self.discarded = 0  # bytes read and thrown away while lingering
         self.counters = IOCounters()
 
 
@@ -89,7 +125,8 @@ class TcpTransport(ITransport):
     ``sndbuf``/``rcvbuf`` set ``SO_SNDBUF``/``SO_RCVBUF`` on every socket (the
     kernel may double what you ask); small values make partial I/O happen on
     purpose. ``read_size`` is how much ``resume_read`` asks for when you give
-    it no buffer.
+    it no buffer. ``linger_timeout`` bounds how long a ``close(peer)`` waits
+    for the peer's EOF (see the module docstring).
     """
 
     def __init__(
@@ -102,6 +139,7 @@ class TcpTransport(ITransport):
         nodelay: bool = True,
         backlog: int = 128,
         read_size: int = 256 * 1024,
+        linger_timeout: float = 5.0,
     ) -> None:
         self.host = host
         self.port = port
@@ -110,17 +148,27 @@ class TcpTransport(ITransport):
         self.nodelay = nodelay
         self.backlog = backlog
         self.read_size = read_size
+        self.linger_timeout = linger_timeout
         self._watcher: EventWatcher | None = None
         self._replay: Replay | None = None
         self._listener: socket.socket | None = None
         self._conns: dict[Peer, _Conn] = {}
         self._closed_totals = IOCounters()
         self._closed = False
-        #: Errors ``accept`` hit (e.g. out of file descriptors); the listener
-        #: pauses briefly after one instead of spinning.
-        self.accept_errors: list[OSError] = []
-        #: The address ``bind`` got (with the real port when you asked for 0).
-        self.address: tuple[str, int] | None = None
+        #: The latest errors ``accept`` (or configuring an accepted socket) hit,
+        #: e.g. out of file descriptors; at most ``ACCEPT_ERRORS_KEPT`` of them,
+        #: without tracebacks, so a server at its fd limit does not grow.
+        self.accept_errors: deque[OSError] = deque(maxlen=ACCEPT_ERRORS_KEPT)
+        #: How many accept errors there were in all.
+        self.accept_error_count = 0
+        #: Seconds the listener rests after ``accept`` failed, instead of spinning.
+        self.accept_pause = 0.05
+        self._address: tuple[str, int] | None = None
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """The address ``bind`` got (with the real port when you asked for 0)."""
+        return self._address
 
     # ------------------------------------------------------------ lifecycle
     def attach(self, watcher: EventWatcher, replay: Replay) -> None:
@@ -157,9 +205,9 @@ class TcpTransport(ITransport):
             sock.close()
             raise
         self._listener = sock
-        self.address = sock.getsockname()[:2]
+        self._address = address = sock.getsockname()[:2]
         watcher.watch_read(sock.fileno(), self._on_acceptable)
-        return self.address
+        return address
 
     def connect(self, address: tuple[str, int] | None = None) -> Peer:
         """Start connecting to ``address`` (default: this transport's host and port)."""
@@ -224,7 +272,11 @@ class TcpTransport(ITransport):
         conn.connecting = False
         self._start_reading(conn)
         self._emit(IOEvent(EventKind.CONNECTED, conn.peer))
-        if conn.want_write and conn.peer in self._conns:
+        if conn.peer not in self._conns:
+            return
+        if conn.eof_sent:  # write_eof was called while connecting
+            self._shutdown_write(conn)
+        elif conn.want_write:
             self._arm_write(conn)
 
     def _on_acceptable(self) -> None:
@@ -237,18 +289,28 @@ class TcpTransport(ITransport):
             except _AGAIN:
                 return
             except OSError as exc:  # EMFILE, ENFILE, ENOBUFS, ECONNABORTED ...
-                self.accept_errors.append(exc)
-                self._pause_accepting(0.05)
+                self._accept_failed(exc)
+                self._pause_accepting(self.accept_pause)
                 return
-            self._configure(sock)
-            if self.nodelay:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            try:
+                self._configure(sock)
+                if self.nodelay:
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError as exc:  # e.g. the peer reset it already: drop this one only
+                sock.close()
+                self._accept_failed(exc)
+                continue
             conn = _Conn(sock, Peer(remote[:2]), connecting=False)
             self._conns[conn.peer] = conn
             self._start_reading(conn)
             self._emit(IOEvent(EventKind.ACCEPTED, conn.peer))
             if self._listener is None:  # the owner closed us from its callback
                 return
+
+    def _accept_failed(self, exc: OSError) -> None:
+        self.accept_error_count += 1
+        exc.__traceback__ = None  # keep the error, not the frames it was raised in
+        self.accept_errors.append(exc)
 
     def _pause_accepting(self, delay: float) -> None:
         watcher, listener = self._watcher, self._listener
@@ -278,7 +340,7 @@ class TcpTransport(ITransport):
         max_len: int | None = None,
     ) -> ReadResult:
         conn = self._conns.get(peer)
-        if conn is None:
+        if conn is None or conn.closing:
             conn = self._conn(peer)  # raises TransportClosedError
         if conn.eof:
             return ReadResult(b"", IOStatus.EOF)
@@ -314,6 +376,8 @@ class TcpTransport(ITransport):
         if got == 0:
             conn.eof = True
             self.suspend_read(peer)  # nothing more will come: stop the loop waking us
+            if conn.eof_sent:  # both directions are over
+                self._drop(conn, IOEvent(EventKind.CLOSED, peer, IOStatus.EOF))
             return ReadResult(b"", IOStatus.EOF)
         if got < asked:
             counters.short_recvs += 1
@@ -330,8 +394,12 @@ class TcpTransport(ITransport):
     # --------------------------------------------------------------- writes
     def resume_write(self, data: WriteData, peer: Peer) -> WriteResult:
         conn = self._conns.get(peer)
-        if conn is None:
+        if conn is None or conn.closing or conn.eof_sent:
             conn = self._conn(peer)  # raises TransportClosedError
+            if conn.eof_sent:
+                raise TransportClosedError(
+                    f"you called write_eof({peer}): nothing more can be sent", peer=peer
+                )
         if conn.connecting:
             conn.want_write = True
             return WriteResult(0, IOStatus.WOULD_BLOCK)
@@ -380,13 +448,53 @@ class TcpTransport(ITransport):
             self._watcher.unwatch_write(conn.fd)  # type: ignore[union-attr]
 
     # -------------------------------------------------------------- closing
+    def write_eof(self, peer: Peer) -> None:
+        """Shut down the write side (``SHUT_WR``): the peer reads EOF after what
+        the kernel still holds for it. You keep reading; once you read the peer's
+        EOF too, the socket is closed and ``CLOSED(EOF)`` follows."""
+        conn = self._conn(peer)
+        if conn.eof_sent:
+            return
+        conn.eof_sent = True
+        if not conn.connecting:  # else _on_connect_done does it
+            self._shutdown_write(conn)
+
+    def _shutdown_write(self, conn: _Conn) -> bool:
+        conn.want_write = False
+        if conn.writing:
+            conn.writing = False
+            self._watcher.unwatch_write(conn.fd)  # type: ignore[union-attr]
+        try:
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError as exc:  # ENOTCONN: the peer reset it meanwhile
+            self._broken(conn, "shutdown", exc)
+            return False
+        if conn.eof and not conn.closing:  # both directions are over
+            self._drop(conn, IOEvent(EventKind.CLOSED, conn.peer, IOStatus.EOF))
+        return True
+
     def close(self, peer: Peer | None = None) -> None:
-        """Close ``peer`` now (bytes not yet sent are yours to have kept), or the
-        listener and every peer. Each open peer gets its ``CLOSED`` event."""
+        """Close ``peer`` gracefully (lingering, see the module docstring), or
+        close the listener and every peer at once. Each open peer gets its
+        ``CLOSED`` event. Bytes you did not get to send are yours to have kept."""
         if peer is not None:
             conn = self._conns.get(peer)
-            if conn is not None:
+            if conn is None or conn.closing:
+                return
+            watcher = self._watcher
+            if conn.connecting or conn.eof or watcher is None or watcher.closed:
+                # No connection yet, or the peer ended its side already (nothing
+                # unread can arrive), or no loop left to linger on.
                 self._drop(conn, IOEvent(EventKind.CLOSED, peer, IOStatus.OK))
+                return
+            conn.closing = True
+            if not conn.eof_sent:
+                conn.eof_sent = True
+                if not self._shutdown_write(conn):
+                    return
+            conn.reading = True
+            watcher.watch_read(conn.fd, lambda: self._discard(conn))
+            conn.linger_timer = watcher.call_later(self.linger_timeout, self._linger_expired, conn)
             return
         if self._closed:
             return
@@ -398,6 +506,35 @@ class TcpTransport(ITransport):
         for conn in list(self._conns.values()):
             self._drop(conn, IOEvent(EventKind.CLOSED, conn.peer, IOStatus.OK))
         self._closed = True
+
+    def abort(self, peer: Peer) -> None:
+        """Close ``peer``'s socket now (lingering or not); ``CLOSED(OK)`` follows.
+        Unread bytes make the kernel reset the connection: meant for a peer that
+        broke the rules, not for the end of a conversation."""
+        conn = self._conns.get(peer)
+        if conn is not None:
+            self._drop(conn, IOEvent(EventKind.CLOSED, peer, IOStatus.OK))
+
+    def _discard(self, conn: _Conn) -> None:
+        """Lingering: read and drop what a closed peer still sends, until its EOF."""
+        for _ in range(_DISCARD_READS):
+            try:
+                data = conn.sock.recv(65536)
+            except _AGAIN:
+                return
+            except OSError as exc:
+                self._broken(conn, "recv", exc)
+                return
+            if not data:
+                self._drop(conn, IOEvent(EventKind.CLOSED, conn.peer, IOStatus.OK))
+                return
+            conn.discarded += len(data)
+
+    def _linger_expired(self, conn: _Conn) -> None:
+        if self._conns.get(conn.peer) is conn:
+            conn.linger_timer = None
+            error = LingerTimeoutError(self.linger_timeout, conn.discarded, peer=conn.peer)
+            self._fail(conn, error)
 
     def _broken(self, conn: _Conn, call: str, exc: OSError) -> ConnectionBrokenError:
         code = exc.errno
@@ -419,6 +556,8 @@ class TcpTransport(ITransport):
     def _drop(self, conn: _Conn, event: IOEvent) -> None:
         if self._conns.pop(conn.peer, None) is None:
             return
+        if conn.linger_timer is not None:
+            conn.linger_timer.cancel()
         watcher = self._watcher
         if watcher is not None and not watcher.closed:
             watcher.unwatch(conn.fd)
@@ -432,9 +571,9 @@ class TcpTransport(ITransport):
             self._replay(event)
 
     # ------------------------------------------------------------ inspection
-    def _conn(self, peer: Peer) -> _Conn:
+    def _conn(self, peer: Peer, *, closing_too: bool = False) -> _Conn:
         conn = self._conns.get(peer)
-        if conn is None:
+        if conn is None or (conn.closing and not closing_too):
             raise TransportClosedError(
                 f"{peer} is closed (or never belonged to {self!r})", peer=peer
             )
@@ -442,17 +581,17 @@ class TcpTransport(ITransport):
 
     @property
     def peers(self) -> list[Peer]:
-        """The peers open right now."""
-        return list(self._conns)
+        """The peers open right now (not those lingering after your ``close``)."""
+        return [peer for peer, conn in self._conns.items() if not conn.closing]
 
     def socket_of(self, peer: Peer) -> socket.socket:
         """The socket behind ``peer``, for experiments (e.g. ``SO_LINGER`` in a test)."""
-        return self._conn(peer).sock
+        return self._conn(peer, closing_too=True).sock
 
     def counters(self, peer: Peer | None = None) -> IOCounters:
         total = IOCounters()
         if peer is not None:
-            total.add(self._conn(peer).counters)
+            total.add(self._conn(peer, closing_too=True).counters)
             return total
         total.add(self._closed_totals)
         for conn in self._conns.values():
@@ -463,7 +602,7 @@ class TcpTransport(ITransport):
         if self._closed:
             state = "closed"
         elif self._listener is not None:
-            state = f"listening on {self.address[0]}:{self.address[1]}"  # type: ignore[index]
+            state = f"listening on {self._address[0]}:{self._address[1]}"  # type: ignore[index]
         else:
             state = "not listening"
         return f"<TcpTransport {state}, {len(self._conns)} peers>"

@@ -28,6 +28,9 @@ class WrappedSocket:
     def close(self) -> None:
         self.real.close()
 
+    def shutdown(self, how: int) -> None:
+        self.real.shutdown(how)
+
     def recv(self, size: int) -> bytes:
         return self.real.recv(size)
 

@@ -29,7 +29,7 @@ from barknet.course.exercise import (
     strip_notebook,
     strip_solutions,
 )
-from barknet.testing.conformance import CHECKS, run_checks
+from barknet.testing.conformance import checks_for, run_checks
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 EXERCISE = NOTEBOOKS / "06_exercise_framing.ipynb"
@@ -206,7 +206,7 @@ def test_self_check_passes_on_the_reference_solution() -> None:
     report = run_checks(lambda inner: transport_class(inner))
     assert report.passed, str(report)
     # Every check the exercise asks for ("contract" checks go beyond it).
-    assert len(report.results) == len([c for c in CHECKS if c.level in ("core", "errors")])
+    assert len(report.results) == len(checks_for())
 
 
 def test_self_check_fails_on_the_blank_notebook() -> None:

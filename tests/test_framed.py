@@ -281,7 +281,7 @@ def test_reset_by_peer_gives_exactly_one_closed_with_connection_broken(ew, stage
     speer = server.accepted()[0]
     sock = server.transport.inner.socket_of(speer)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    server.transport.close(speer)  # nothing queued: closes now, with a RST
+    server.transport.abort(speer)  # abort closes now (close would linger): a RST
     ew.run_until(lambda: client.closed(peer), timeout=5)
     turns(ew)
     (closed,) = client.closed()
@@ -415,8 +415,9 @@ def test_snapshot_shows_how_far_a_queued_frame_got(ew, adopted):
 
 
 def test_snapshot_of_a_closed_peer_raises_transport_closed(ew, adopted):
-    endpoint, peer, _ = adopted
+    endpoint, peer, other = adopted
     endpoint.transport.close(peer)
+    other.shutdown(socket.SHUT_WR)  # the peer ends its side: the close need not linger
     ew.run_until(lambda: endpoint.closed(peer), timeout=5)
     with pytest.raises(TransportClosedError, match="is closed"):
         endpoint.transport.snapshot(peer)
@@ -578,6 +579,7 @@ def test_frames_written_and_closed_from_resume_writing_are_sent_before_the_close
                 if not chunk:
                     eof.append(True)
                     ew.unwatch_read(b.fileno())
+                    b.shutdown(socket.SHUT_WR)  # end our side too: the close need not linger
 
         ew.watch_read(b.fileno(), read_b)
 
@@ -591,7 +593,7 @@ def test_frames_written_and_closed_from_resume_writing_are_sent_before_the_close
         turns(ew)
         assert drained_with_bytes_queued == []
         gated.budget = None  # open the gate
-        ew.run_until(lambda: eof, timeout=10)
+        ew.run_until(lambda: eof and endpoint.closed(peer), timeout=10)
     finally:
         ew.unwatch(b.fileno())
         a.close()

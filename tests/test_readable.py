@@ -15,7 +15,11 @@ import pytest
 from barknet import EventKind, EventWatcher, FramedTransport, IOStatus, TcpTransport
 from barknet.compress import CompressedTransport
 from barknet.interfaces import ITransport
-from barknet.testing.conformance import CHECKS, check_one_message_per_readable, run_checks
+from barknet.testing.conformance import (
+    CONTRACT_CHECKS,
+    check_one_message_per_readable,
+    run_checks,
+)
 from barknet.testing.faults import ChunkingTransport
 
 
@@ -37,7 +41,7 @@ def test_an_owner_taking_one_frame_per_readable_gets_every_frame(make) -> None:
 
 
 def test_the_check_is_registered_as_a_contract_check() -> None:
-    (check,) = [c for c in CHECKS if c.run is check_one_message_per_readable]
+    (check,) = [c for c in CONTRACT_CHECKS if c.run is check_one_message_per_readable]
     assert check.level == "contract"
     report = run_checks(framed, levels=("contract",), names=[check.name])
     assert report.passed, str(report)

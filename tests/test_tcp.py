@@ -244,7 +244,7 @@ def test_eof_when_the_peer_closes_and_read_interest_is_dropped(ew, raw):
 def test_reset_by_peer_on_read_gives_error_status_and_one_closed_event(ew, raw):
     server, client, speer, cpeer = connected_pair(ew, raw, auto_read=False)
     reset(server.t.socket_of(speer))
-    server.t.close(speer)
+    server.t.abort(speer)  # close(peer) would linger: abort resets
     ew.run_until(lambda: client.of_kind(EventKind.READABLE, cpeer), timeout=5)
     r = client.t.resume_read(cpeer)
     assert r.status is IOStatus.ERROR
@@ -265,7 +265,7 @@ def test_reset_by_peer_on_read_gives_error_status_and_one_closed_event(ew, raw):
 def test_reset_by_peer_on_write_gives_error_status_and_one_closed_event(ew, raw):
     server, client, speer, cpeer = connected_pair(ew, raw, auto_read=False)
     reset(server.t.socket_of(speer))
-    server.t.close(speer)
+    server.t.abort(speer)  # close(peer) would linger: abort resets
     ew.run_until(lambda: client.of_kind(EventKind.READABLE, cpeer), timeout=5)
     w = client.t.resume_write(b"anyone there?", cpeer)
     assert w.status is IOStatus.ERROR
@@ -280,7 +280,7 @@ def test_reset_by_peer_on_write_gives_error_status_and_one_closed_event(ew, raw)
 
 
 def test_using_a_peer_you_closed_raises_transport_closed(ew, raw):
-    _, client, _, cpeer = connected_pair(ew, raw)
+    server, client, speer, cpeer = connected_pair(ew, raw)
     client.t.close(cpeer)
     client.t.close(cpeer)  # idempotent
     with pytest.raises(TransportClosedError) as info:
@@ -290,6 +290,9 @@ def test_using_a_peer_you_closed_raises_transport_closed(ew, raw):
         client.t.resume_read(cpeer)
     with pytest.raises(TransportClosedError):
         client.t.suspend_write(cpeer)
+    # close(peer) lingers until the peer ends its side too: the server does.
+    ew.run_until(lambda: IOStatus.EOF in server.statuses[speer], timeout=5)
+    server.t.close(speer)
     ew.run_until(lambda: client.of_kind(EventKind.CLOSED), timeout=5)
     turns(ew)
     (closed,) = client.of_kind(EventKind.CLOSED)

@@ -121,7 +121,8 @@ def wire_capture(payloads: Sequence[bytes], *, capture: int = 4096) -> tuple[Tra
     trace = Trace(capture=capture)
     got: list[bytes] = []
     with EventWatcher() as ew:
-        server = FramedTransport(TracingTransport(TcpTransport(), trace, "server"))
+        tcp_server = TcpTransport()
+        server = FramedTransport(TracingTransport(tcp_server, trace, "server"))
         client = FramedTransport(TracingTransport(TcpTransport(), trace, "client"))
         with closing(client, server):
             ready: list[Peer] = []
@@ -147,7 +148,7 @@ def wire_capture(payloads: Sequence[bytes], *, capture: int = 4096) -> tuple[Tra
                 client.resume_write(p, peer)
             # Let every byte reach the server's socket before its first read.
             total = sum(len(p) + 4 for p in payloads)
-            wait_readable_bytes(server.inner.socket_of(accepted[0]), total)  # type: ignore[attr-defined]
+            wait_readable_bytes(tcp_server.socket_of(accepted[0]), total)
             ew.run_until(lambda: len(got) == len(payloads), timeout=5)
     return trace, got
 

@@ -183,6 +183,18 @@ class ChunkingTransport(TransportLayer):
         self._writable_due.discard(peer)
         self.inner.suspend_write(peer)
 
+    def close(self, peer: Peer | None = None) -> None:
+        # A WRITABLE promised for a peer you close must not reach you afterwards.
+        if peer is None:
+            self._writable_due.clear()
+        else:
+            self._writable_due.discard(peer)
+        self.inner.close(peer)
+
+    def abort(self, peer: Peer) -> None:
+        self._writable_due.discard(peer)
+        self.inner.abort(peer)
+
     def __repr__(self) -> str:
         return (
             f"<ChunkingTransport max_read={self.max_read} max_write={self.max_write} "

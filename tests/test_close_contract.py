@@ -1,0 +1,283 @@
+"""Ending a conversation, unit by unit: the lingering close's verdicts, half-close
+in FramedTransport, and the accept loop's errors (bounded, nothing leaked).
+
+The end-to-end scenarios (4 MiB reply then close while the peer keeps sending,
+half-close both ways) are contract checks in barknet.testing.conformance, run against
+every stack by tests/test_contract.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import socket
+import struct
+from collections.abc import Iterator
+
+import pytest
+
+from barknet import (
+    ConnectionBrokenError,
+    EventKind,
+    FramedTransport,
+    IOEvent,
+    IOStatus,
+    LingerTimeoutError,
+    TcpTransport,
+    TransportClosedError,
+    encode_frame,
+)
+from barknet.tcp import ACCEPT_ERRORS_KEPT
+
+pytestmark = pytest.mark.usefixtures("no_leaks")
+
+
+def drain(sock: socket.socket) -> tuple[bytes, bool]:
+    """Everything ``sock`` can read now, and whether it read EOF."""
+    got = bytearray()
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except BlockingIOError:
+            return bytes(got), False
+        if not chunk:
+            return bytes(got), True
+        got += chunk
+
+
+@pytest.fixture
+def tcp_pair(ew) -> Iterator[tuple[TcpTransport, list[IOEvent], socket.socket, socket.socket]]:
+    """A TcpTransport (linger_timeout 0.2 s) that accepted one real TCP connection,
+    its events, the accepted-side socket, and the plain client socket."""
+    events: list[IOEvent] = []
+    tcp = TcpTransport(linger_timeout=0.2)
+    tcp.attach(ew, events.append)
+    client = socket.create_connection(tcp.bind())
+    client.setblocking(False)
+    try:
+        ew.run_until(lambda: any(e.kind is EventKind.ACCEPTED for e in events), timeout=5)
+        yield tcp, events, tcp.socket_of(events[0].peer), client
+    finally:
+        tcp.close()
+        client.close()
+
+
+def closed_events(events: list[IOEvent]) -> list[IOEvent]:
+    return [e for e in events if e.kind is EventKind.CLOSED]
+
+
+# ----------------------------------------------------------- lingering close
+def test_close_waits_for_the_peers_eof_and_reports_ok(ew, tcp_pair):
+    tcp, events, _, client = tcp_pair
+    peer = events[0].peer
+    tcp.resume_write(b"last words", peer)
+    tcp.close(peer)
+    assert tcp.peers == []  # yours no more, though still lingering
+    with pytest.raises(TransportClosedError):
+        tcp.resume_write(b"more", peer)
+    client.send(b"a pipelined request we will never read")
+    for _ in range(5):
+        ew.run_once(0.01)
+    assert closed_events(events) == []  # still waiting for the peer's EOF
+    ew.run_until(lambda: drain(client)[1] or True, timeout=5)
+    client.shutdown(socket.SHUT_WR)
+    ew.run_until(lambda: closed_events(events), timeout=5)
+    assert closed_events(events) == [IOEvent(EventKind.CLOSED, peer, IOStatus.OK)]
+
+
+def test_a_peer_that_never_ends_its_side_gives_a_linger_timeout_error(ew, tcp_pair):
+    tcp, events, _, client = tcp_pair
+    peer = events[0].peer
+    tcp.close(peer)
+    client.send(b"x" * 1000)  # keeps talking, never sends EOF
+    ew.run_until(lambda: closed_events(events), timeout=5)
+    (closed,) = closed_events(events)
+    assert closed.status is IOStatus.ERROR
+    assert isinstance(closed.error, LingerTimeoutError)
+    assert closed.error.discarded == 1000
+    assert closed.error.timeout == 0.2
+
+
+def test_a_reset_while_lingering_gives_connection_broken(ew, tcp_pair):
+    tcp, events, _, client = tcp_pair
+    peer = events[0].peer
+    tcp.close(peer)
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    client.close()  # a reset
+    ew.run_until(lambda: closed_events(events), timeout=5)
+    (closed,) = closed_events(events)
+    assert closed.status is IOStatus.ERROR
+    assert isinstance(closed.error, ConnectionBrokenError)
+    assert not isinstance(closed.error, LingerTimeoutError)
+    assert closed.error.errno == errno.ECONNRESET
+
+
+def test_write_eof_then_the_peers_eof_closes_with_eof(ew, tcp_pair):
+    tcp, events, _, client = tcp_pair
+    peer = events[0].peer
+    tcp.write_eof(peer)
+    tcp.write_eof(peer)  # harmless
+    with pytest.raises(TransportClosedError, match="write_eof"):
+        tcp.resume_write(b"x", peer)
+    ew.run_until(lambda: drain(client)[1], timeout=5)  # the client reads our EOF
+    client.send(b"still talking")
+    ew.run_until(lambda: tcp.resume_read(peer).status is IOStatus.OK, timeout=5)
+    assert closed_events(events) == []  # our EOF alone closes nothing
+    client.shutdown(socket.SHUT_WR)
+    ew.run_until(lambda: tcp.resume_read(peer).status is IOStatus.EOF, timeout=5)
+    ew.run_until(lambda: closed_events(events), timeout=5)
+    assert closed_events(events) == [IOEvent(EventKind.CLOSED, peer, IOStatus.EOF)]
+
+
+# -------------------------------------------------------- FramedTransport ends
+@pytest.fixture
+def framed_pair(ew, framed_endpoint, request) -> Iterator[tuple[object, object, socket.socket]]:
+    """A FramedTransport (options from the test's parameter) over one end of a
+    socket pair; the test drives the other end by hand."""
+    a, b = socket.socketpair()
+    b.setblocking(False)
+    try:
+        options = getattr(request, "param", {})
+        auto_read = options.pop("auto_read", True)
+        endpoint = framed_endpoint(FramedTransport(TcpTransport(), **options), take=auto_read)
+        peer = endpoint.transport.adopt(a)
+        yield endpoint, peer, b
+    finally:
+        with contextlib.suppress(OSError):
+            ew.unwatch(b.fileno())
+        a.close()
+        b.close()
+
+
+@pytest.mark.parametrize("framed_pair", [{"half_close": True}], indirect=True)
+def test_half_close_true_keeps_the_peer_open_for_our_writes(ew, framed_pair):
+    endpoint, peer, other = framed_pair
+    t = endpoint.transport
+    statuses: list[IOStatus] = []
+    endpoint.on_event = lambda e: (
+        statuses.append(t.resume_read(peer).status) if e.kind is EventKind.READABLE else None
+    )
+    other.send(encode_frame(b"question"))
+    other.shutdown(socket.SHUT_WR)
+    ew.run_until(lambda: IOStatus.EOF in statuses, timeout=5)
+    assert endpoint.frames[peer] == [b"question"]
+    for _ in range(5):
+        ew.run_once(0.01)
+    assert endpoint.closed(peer) == []  # still open: we may answer
+    t.resume_write(b"answer", peer)
+    t.write_eof(peer)
+    ew.run_until(lambda: endpoint.closed(peer), timeout=5)
+    assert endpoint.closed(peer) == [IOEvent(EventKind.CLOSED, peer, IOStatus.EOF)]
+    assert drain(other) == (encode_frame(b"answer"), True)
+
+
+def test_half_close_false_closes_once_the_peers_eof_is_read(ew, framed_pair):
+    endpoint, peer, other = framed_pair
+    assert endpoint.transport.half_close is False
+    other.send(encode_frame(b"bye"))
+    other.shutdown(socket.SHUT_WR)
+    ew.run_until(lambda: endpoint.closed(peer), timeout=5)
+    assert endpoint.closed(peer) == [IOEvent(EventKind.CLOSED, peer, IOStatus.EOF)]
+
+
+def test_write_eof_goes_out_after_every_queued_frame(ew, framed_pair):
+    endpoint, peer, other = framed_pair
+    t = endpoint.transport
+    big = bytes(1024 * 1024)  # more than the socket pair holds: it queues
+    t.resume_write(big, peer)
+    t.resume_write(b"tail", peer)
+    t.write_eof(peer)
+    with pytest.raises(TransportClosedError, match="write_eof"):
+        t.resume_write(b"late", peer)
+    got = bytearray()
+    eof: list[bool] = []
+
+    def read_other() -> None:
+        data, ended = drain(other)
+        got.extend(data)
+        if ended:
+            eof.append(True)
+            ew.unwatch(other.fileno())
+
+    ew.watch_read(other.fileno(), read_other)
+    ew.run_until(lambda: eof, timeout=5)
+    assert bytes(got) == encode_frame(big) + encode_frame(b"tail")
+    assert endpoint.closed(peer) == []  # we still read: the peer has not ended
+
+
+@pytest.mark.parametrize("framed_pair", [{"auto_read": False, "buffer_size": 64}], indirect=True)
+def test_closed_waits_for_frames_still_unread_when_both_directions_end(ew, framed_pair):
+    endpoint, peer, other = framed_pair
+    t = endpoint.transport
+    frames = [bytes([i]) * 12 for i in range(4)]  # 4 x 16 bytes: one full 64-byte read
+    other.send(b"".join(encode_frame(f) for f in frames))
+    other.shutdown(socket.SHUT_WR)
+    ew.run_until(lambda: endpoint.of_kind(EventKind.READABLE, peer), timeout=5)
+    t.write_eof(peer)  # the framing layer read the EOF too: both directions ended below
+    for _ in range(5):
+        ew.run_once(0.01)
+    assert t.inner.peers == []  # the TCP layer closed it ...
+    assert endpoint.closed(peer) == []  # ... but four frames still wait for us
+    assert [bytes(t.resume_read(peer).data) for _ in range(4)] == frames
+    ew.run_until(lambda: endpoint.closed(peer), timeout=5)
+    assert endpoint.closed(peer) == [IOEvent(EventKind.CLOSED, peer, IOStatus.EOF)]
+
+
+# ---------------------------------------------------------------- accepting
+def test_accept_errors_stay_bounded_while_out_of_descriptors(ew, monkeypatch):
+    tcp = TcpTransport()
+    tcp.attach(ew, lambda event: None)
+    address = tcp.bind()
+
+    def emfile(self: socket.socket) -> object:  # only our listener accepts here
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(socket.socket, "accept", emfile)
+    tcp.accept_pause = 0  # retry every turn: 500 errors in 500 turns, not 25 s
+    waiting = socket.create_connection(address)  # stays in the backlog: always readable
+    try:
+        ew.run_until(lambda: tcp.accept_error_count >= 500, timeout=10)
+    finally:
+        waiting.close()
+        tcp.close()
+    assert len(tcp.accept_errors) == ACCEPT_ERRORS_KEPT
+    assert all(e.errno == errno.EMFILE and e.__traceback__ is None for e in tcp.accept_errors)
+
+
+def test_a_setsockopt_error_on_an_accepted_socket_closes_it_and_accepting_goes_on(ew, monkeypatch):
+    events: list[IOEvent] = []
+    tcp = TcpTransport()
+    tcp.attach(ew, events.append)
+    address = tcp.bind()
+    real_setsockopt = socket.socket.setsockopt
+    failures: list[int] = []
+
+    def flaky(self: socket.socket, level: int, option: int, value: object) -> None:
+        if option == socket.TCP_NODELAY and not failures:
+            failures.append(self.fileno())
+            raise OSError(errno.EINVAL, "Invalid argument")
+        real_setsockopt(self, level, option, value)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket.socket, "setsockopt", flaky)
+    first = socket.create_connection(address)
+    second = socket.create_connection(address)
+    try:
+        ew.run_until(lambda: tcp.accept_error_count == 1 and tcp.peers, timeout=5)
+        first.settimeout(5)
+        assert first.recv(1) == b""  # the failed one was closed, not leaked
+        assert [e.kind for e in events] == [EventKind.ACCEPTED]
+        assert tcp.accept_errors[0].errno == errno.EINVAL
+    finally:
+        first.close()
+        second.close()
+        tcp.close()
+
+
+def test_peers_leaves_out_a_peer_closed_while_its_frames_still_leave(ew, framed_pair):
+    endpoint, peer, _ = framed_pair
+    t = endpoint.transport
+    t.resume_write(bytes(1024 * 1024), peer)  # more than the socket pair holds
+    assert t.peers == [peer]
+    t.close(peer)
+    assert t.peers == []  # yours no more, though its frames are still on their way
+    assert t.write_buffer_size(peer) > 0
