@@ -38,10 +38,14 @@ _peer_ids = itertools.count(1)
 class Peer:
     """One connection, as the owner of a transport sees it.
 
-    Peers compare and hash by a process-wide id, so they work as dictionary
-    keys in every layer of a transport stack: a ``FramedTransport`` and the
-    ``TcpTransport`` under it talk about the very same ``Peer`` objects.
-    ``remote`` is the other end's ``(host, port)`` when known.
+    Every layer of a transport stack talks about the very same ``Peer``
+    objects: a ``FramedTransport`` and the ``TcpTransport`` under it key their
+    per-peer state by the object the bottom layer made. So a peer is equal
+    only to itself, and hashes by identity, which Python does in C: a peer is
+    looked up in a dictionary several times per message, and a ``__hash__``
+    written in Python would cost a function call each time. ``id`` is a small
+    number for people to read; ``remote`` is the other end's ``(host, port)``
+    when known.
     """
 
     __slots__ = ("id", "remote")
@@ -49,12 +53,6 @@ class Peer:
     def __init__(self, remote: tuple[str, int] | None = None) -> None:
         self.id = next(_peer_ids)
         self.remote = remote
-
-    def __hash__(self) -> int:
-        return self.id
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Peer) and other.id == self.id
 
     def __repr__(self) -> str:
         if self.remote is None:

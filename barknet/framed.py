@@ -82,7 +82,7 @@ from .framing import (
     ScratchPool,
     encode_header,
 )
-from .interfaces import ITransport, Replay, WriteData
+from .interfaces import IOV_MAX, ITransport, Replay, WriteData, nbytes
 from .layer import copy_message_into
 
 if TYPE_CHECKING:
@@ -90,8 +90,6 @@ if TYPE_CHECKING:
 
 __all__ = ["FramedTransport", "RecvState", "SendState"]
 
-#: Buffers handed to one scatter/gather write; 1024 is Linux's IOV_MAX.
-MAX_BUFFERS_PER_WRITE = 1024
 #: Reads per inner READABLE before letting other peers have a turn.
 READS_PER_EVENT = 16
 #: Frames of one peer handed to the owner per turn of the loop, at most.
@@ -114,10 +112,6 @@ _tuple_new = tuple.__new__
 #: Answers that carry nothing but their status, made once (they are immutable).
 _QUEUED = WriteResult(0, IOStatus.WOULD_BLOCK)
 _NOTHING_YET = ReadResult(b"", IOStatus.WOULD_BLOCK)
-
-
-def _nbytes(data: Any) -> int:
-    return data.nbytes if isinstance(data, memoryview) else len(data)
 
 
 class RecvState:
@@ -154,7 +148,7 @@ class RecvState:
         self.replay_due = False  # _replay_readable is scheduled for the next turn
         self.replay_waits = False  # ... and must skip the turn it was scheduled in
         #: A framing error found behind whole frames: reported once the owner took them.
-        self.held_error: BarknetError | None = None
+        self.held_error: FramingError | None = None
         self.frames_received = 0
         self.last_progress = 0.0
         self.timer: TimerHandle | None = None
@@ -448,25 +442,21 @@ class FramedTransport(ITransport):
             return  # a replay this turn serves this peer: one turn's worth, not two
         self._pump(peer, recv)
         if recv.frames:
-            # _announce, written out (this runs for every batch of frames).
-            self._emit(recv.readable)
-            if (
-                recv.frames or recv.paused_for_owner or recv.decoder.ready or recv.held_error
-            ) and not recv.replay_due:
-                # A callback queued now runs in this same turn, after the sockets:
-                # the peer had its turn's worth, so the replay waits for the next.
-                recv.replay_due = recv.replay_waits = True
-                self._watcher.call_soon(self._replay_readable, peer)  # type: ignore[union-attr]
+            # A callback queued now would run in this same turn, after the sockets:
+            # the peer had its turn's worth, so a replay waits for the next turn.
+            self._announce(peer, recv, next_turn=True)
 
-    def _announce(self, peer: Peer, recv: RecvState) -> None:
+    def _announce(self, peer: Peer, recv: RecvState, *, next_turn: bool = False) -> None:
         """Tell the owner frames wait; if some still wait after its callback (or we
         stopped reading for it, or a framing error waits behind them), come back
-        next turn. Nothing is scheduled for an owner that took everything."""
-        self._emit(recv.readable)
+        on a later turn (``next_turn``: not this one's callbacks, the next's).
+        Nothing is scheduled for an owner that took everything."""
+        self._replay(recv.readable)  # type: ignore[misc]  # attached: set
         if (
             recv.frames or recv.paused_for_owner or recv.decoder.ready or recv.held_error
         ) and not recv.replay_due:
             recv.replay_due = True
+            recv.replay_waits = next_turn
             self._watcher.call_soon(self._replay_readable, peer)  # type: ignore[union-attr]
 
     def _replay_readable(self, peer: Peer) -> None:
@@ -646,7 +636,7 @@ class FramedTransport(ITransport):
             return ReadResult(b"", IOStatus.EOF)
         return _NOTHING_YET
 
-    def recycle(self, frame: bytearray, peer: Peer) -> None:
+    def recycle(self, frame: bytes | bytearray | memoryview, peer: Peer) -> None:
         """You are done with ``frame``, a large frame ``peer`` sent you: the next
         frame of the same size from ``peer`` may be received straight into it.
 
@@ -734,20 +724,19 @@ class FramedTransport(ITransport):
             return WriteResult(0, IOStatus.ERROR, broken)
         if isinstance(data, (bytes, bytearray, memoryview)):
             size = data.nbytes if type(data) is memoryview else len(data)
+            if size > self.max_frame_size or size > _MAX_HEADER:
+                encode_header(size, self.max_frame_size)  # raises FrameTooLargeError
+            header = _pack_header(size)  # the size is checked once, here
             if not send.buffers and not send.waiting:
                 if not self.coalesce:
-                    return self._write_now(send, peer, data, size)
+                    return self._write_now(send, peer, header, data, size)
                 if not send.flush_due:
                     # Coalescing: the first frame of a turn leaves at once (no added
                     # latency); frames written after it in the same turn are queued
                     # and leave together at the turn's end.
                     send.flush_due = True
                     self._watcher.call_soon(self._flush_due, peer)  # type: ignore[union-attr]
-                    return self._write_now(send, peer, data, size)
-            if size <= self.max_frame_size and size <= _MAX_HEADER:
-                header = _pack_header(size)  # encode_header, minus a call per frame
-            else:
-                header = encode_header(size, self.max_frame_size)  # raises
+                    return self._write_now(send, peer, header, data, size)
             if size <= SMALL_FRAME:
                 # Small frames waiting in the queue are copied into one buffer:
                 # one iovec for hundreds of frames, and less to walk once sent.
@@ -763,8 +752,8 @@ class FramedTransport(ITransport):
                 send.buffers.append(data)
         else:
             send.tail = None
-            parts = [part for part in data if _nbytes(part)]
-            size = sum(_nbytes(part) for part in parts)
+            parts = [part for part in data if nbytes(part)]
+            size = sum(nbytes(part) for part in parts)
             send.buffers.append(encode_header(size, self.max_frame_size))
             send.buffers.extend(parts)
         frame_size = HEADER_SIZE + size
@@ -786,7 +775,9 @@ class FramedTransport(ITransport):
             self._emit(IOEvent(EventKind.PAUSE_WRITING, peer))
         return result
 
-    def _write_now(self, send: SendState, peer: Peer, data: Any, size: int) -> WriteResult:
+    def _write_now(
+        self, send: SendState, peer: Peer, header: bytes, data: Any, size: int
+    ) -> WriteResult:
         """The common case, an empty queue: offer the frame to the inner transport
         straight away and queue only what it did not take.
 
@@ -794,7 +785,6 @@ class FramedTransport(ITransport):
         cheaper than building a scatter/gather list); a larger one goes as
         ``[header, payload]``, one ``sendmsg`` without a copy.
         """
-        header = encode_header(size, self.max_frame_size)
         frame_size = HEADER_SIZE + size
         if size <= SMALL_FRAME:
             wire: Any = header + data
@@ -838,9 +828,9 @@ class FramedTransport(ITransport):
         while buffers:
             if send.offset:
                 first = memoryview(buffers[0])[send.offset :]
-                iov = [first, *islice(buffers, 1, MAX_BUFFERS_PER_WRITE)]
+                iov = [first, *islice(buffers, 1, IOV_MAX)]
             else:
-                iov = list(islice(buffers, MAX_BUFFERS_PER_WRITE))
+                iov = list(islice(buffers, IOV_MAX))
             result = inner.resume_write(iov if len(iov) > 1 else iov[0], peer)
             if result.sent:
                 self._advance(send, result.sent)
@@ -862,7 +852,7 @@ class FramedTransport(ITransport):
         send.queued -= sent
         buffers, left = send.buffers, sent
         while left:
-            remaining = _nbytes(buffers[0]) - send.offset
+            remaining = nbytes(buffers[0]) - send.offset
             if left < remaining:
                 send.offset += left
                 break

@@ -60,6 +60,7 @@ import struct
 from typing import Any, NamedTuple
 
 from .errors import FrameTooLargeError, FramingError, TruncatedFrameError
+from .interfaces import nbytes
 
 __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
@@ -81,10 +82,6 @@ _MAX_ENCODABLE = 0xFFFF_FFFF
 FIRST_BODY_SIZE = 4096
 
 
-def _nbytes(data: Any) -> int:
-    return data.nbytes if isinstance(data, memoryview) else len(data)
-
-
 def encode_header(size: int, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> bytes:
     """The 4-byte prefix for a payload of ``size`` bytes; refuses oversized payloads."""
     if size > max_frame_size or size > _MAX_ENCODABLE:
@@ -94,7 +91,7 @@ def encode_header(size: int, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> by
 
 def encode(payload: Any, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> tuple[bytes, Any]:
     """Return ``(header, payload)``, ready for one scatter/gather write."""
-    return encode_header(_nbytes(payload), max_frame_size), payload
+    return encode_header(nbytes(payload), max_frame_size), payload
 
 
 def encode_frame(payload: Any, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> bytes:
@@ -198,7 +195,9 @@ class FrameDecoder:
         self._halvings = 0  # the body is the frame's size halved this often (see _grow)
         self._spare: bytearray | None = None  # a body the owner handed back (recycle)
         self._got = 0  # bytes of the body received so far
-        self._error: FramingError | None = None
+        #: The framing error that stopped this stream, if any: every later call
+        #: raises it again. (A plain attribute: it is read once per read.)
+        self.error: FramingError | None = None
         #: Whole frames may wait in the scratch, past the ``limit`` of the last call:
         #: take them with :meth:`next_frames` before you read more.
         self.ready = False
@@ -213,8 +212,8 @@ class FrameDecoder:
 
         Not while ``ready`` is true: take the frames already here first.
         """
-        if self._error is not None:
-            raise self._error
+        if self.error is not None:
+            raise self.error
         if self.ready:
             raise RuntimeError("whole frames are waiting: call next_frames() first")
         body = self._body
@@ -278,8 +277,8 @@ class FrameDecoder:
     def buffer_updated(self, nbytes: int, limit: int | None = None) -> list[bytes | bytearray]:
         """``nbytes`` were written at the start of the last :meth:`get_buffer`; return
         the frames this completed (at most ``limit``; see ``ready``)."""
-        if self._error is not None:
-            raise self._error
+        if self.error is not None:
+            raise self.error
         if self._body is not None:
             self._got += nbytes
             if self._got < self._size:
@@ -291,13 +290,13 @@ class FrameDecoder:
 
     def next_frames(self, limit: int | None = None) -> list[bytes | bytearray]:
         """Whole frames already received but held back by an earlier ``limit``."""
-        if self._error is not None:
-            raise self._error
+        if self.error is not None:
+            raise self.error
         if not self.ready:
             return []
         return self._parse(limit)
 
-    def recycle(self, frame: bytearray) -> None:
+    def recycle(self, frame: bytes | bytearray | memoryview) -> None:
         """You are done with ``frame`` (a large frame this decoder gave you): the next
         frame of the same size may be received into it, overwriting it.
 
@@ -325,7 +324,7 @@ class FrameDecoder:
                 if frames:  # completed by an earlier fill of the scratch: theirs first
                     return frames
                 raise
-            if self._error is not None:
+            if self.error is not None:
                 break  # frames before a bad header come out; the error comes next call
             src = src[k:]
         return frames
@@ -343,12 +342,12 @@ class FrameDecoder:
             (size,) = unpack_from(view, start)
             if size > max_size:
                 self._start, self._end = start, end
-                self._error = FrameTooLargeError(size, max_size, peer=self.peer)
+                self.error = FrameTooLargeError(size, max_size, peer=self.peer)
                 if frames:
                     # The good frames before the bad header are the peer's too:
                     # hand them over; the error waits for the next call.
                     return frames
-                raise self._error
+                raise self.error
             stop = start + HEADER_SIZE + size
             if stop <= end:
                 frames.append(bytes(view[start + HEADER_SIZE : stop]))
@@ -402,7 +401,7 @@ class FrameDecoder:
         moves to its body once, a partial header at most three times).
         """
         view = self.scratch
-        if view is None or self.ready or self._error is not None:
+        if view is None or self.ready or self.error is not None:
             return
         start, end = self._start, self._end
         if end - start >= HEADER_SIZE:
@@ -420,14 +419,14 @@ class FrameDecoder:
     def eof(self) -> None:
         """The stream ended: return if it ended between frames, else raise
         :class:`~barknet.errors.TruncatedFrameError` saying how far the frame got."""
-        if self._error is not None:
-            raise self._error
+        if self.error is not None:
+            raise self.error
         state = self.state
         if state.part != "idle":
-            self._error = TruncatedFrameError(
+            self.error = TruncatedFrameError(
                 state.part, state.received, state.expected, peer=self.peer
             )
-            raise self._error
+            raise self.error
 
     # ---------------------------------------------------------- inspection
     @property
@@ -451,10 +450,6 @@ class FrameDecoder:
         if self._body is not None:
             return HEADER_SIZE + self._got
         return self._end - self._start + len(self._head)
-
-    @property
-    def error(self) -> FramingError | None:
-        return self._error
 
     def __repr__(self) -> str:
         part, received, expected = self.state

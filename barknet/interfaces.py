@@ -63,6 +63,7 @@ finished. From ``close(peer)`` on, I/O calls for the peer raise
 
 from __future__ import annotations
 
+import os
 import socket
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -73,13 +74,23 @@ from .events import IOCounters, IOEvent, Peer, ReadResult, WriteResult
 if TYPE_CHECKING:
     from .reactor import EventWatcher
 
-__all__ = ["Buffer", "ITransport", "Replay", "WriteData"]
+__all__ = ["IOV_MAX", "Buffer", "ITransport", "Replay", "WriteData", "nbytes"]
 
 #: A readable bytes-like object.
 Buffer = bytes | bytearray | memoryview
 #: What ``resume_write`` accepts: one buffer, or several sent in order as one
 #: scatter/gather write (one ``sendmsg`` on TCP).
 WriteData = Buffer | Sequence[Buffer]
+#: Most buffers one scatter/gather write (``sendmsg``) accepts; every layer that
+#: hands a list of buffers down sends at most this many at a time.
+IOV_MAX: int = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
+
+
+def nbytes(data: Buffer) -> int:
+    """The size of ``data`` in bytes (``len`` counts items of a memoryview, not bytes)."""
+    return data.nbytes if isinstance(data, memoryview) else len(data)
+
+
 #: The owner's callback for events.
 Replay = Callable[[IOEvent], None]
 

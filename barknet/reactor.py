@@ -1,22 +1,23 @@
-"""The reactor: one thread, one ``selectors`` loop, callbacks and timers.
+"""The reactor: one thread, one readiness loop (epoll), callbacks and timers.
 
 Theory of operation
 -------------------
 Each turn of the loop (:meth:`EventWatcher.run_once`) does three things:
 
-1. Ask the selector (epoll on Linux) which watched file descriptors are ready,
-   sleeping no longer than the nearest timer allows (and not at all when
-   callbacks are already waiting).
+1. Ask the kernel which watched file descriptors are ready (``epoll`` on
+   Linux, ``poll`` elsewhere), sleeping no longer than the nearest timer allows
+   (and not at all when callbacks are already waiting).
 2. Call the read or write callback of each ready descriptor.
 3. Move due timers to the ready queue, then run the callbacks that were ready
    when this step began. Callbacks added meanwhile wait for the next turn, so
    a callback that reschedules itself cannot starve the sockets.
 
 Callbacks may watch and unwatch descriptors (their own or others') while the
-loop dispatches. Each watched descriptor has one *registration* (the
-selector key's ``data``, as in asyncio); the loop dispatches the registration
-that was current when ``select`` returned, and skips it if it was cancelled
-meanwhile, or if the callback for that direction was removed. So a callback
+loop dispatches. Each watched descriptor has one *registration*; the loop
+looks up the registrations of the ready descriptors as soon as the kernel
+answers, before any callback runs (asyncio keeps them as selector keys for the
+same reason), and skips one that was cancelled meanwhile, or whose callback for
+that direction was removed. So a callback
 that closes fd N and opens a new socket that gets number N again in the same
 turn cannot hand the old socket's readiness to the new one.
 
@@ -24,6 +25,12 @@ The loop is not re-entrant: a callback that calls ``run``, ``run_once`` or
 ``run_until`` gets ``RuntimeError("... already running")``, as in asyncio.
 Schedule the work with :meth:`EventWatcher.call_soon` instead. ``close()``
 from a callback is allowed: the turn ends there and ``run`` returns.
+
+Why not :mod:`selectors`? It asks the same ``epoll`` and then wraps every
+ready descriptor in a key object, in Python, on every turn: for a loop that
+turns once per message that is work without a lesson in it. ``epoll.poll``
+answers with plain ``(fd, mask)`` pairs made in C, and the registration table
+here is the part of ``selectors`` the loop actually needs.
 
 Another thread may call :meth:`call_soon` or :meth:`stop`; the loop is woken
 through a socket pair it watches itself. The loop never touches asyncio, so it
@@ -39,7 +46,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
-import selectors
+import select
 import socket
 import threading
 import time
@@ -50,6 +57,19 @@ from typing import Any
 __all__ = ["EventWatcher", "TimerHandle"]
 
 Callback = Callable[..., Any]
+
+# Readiness straight from the kernel: epoll where there is one (Linux), else poll.
+# Both take register(fd, mask) / modify / unregister and answer poll() with
+# (fd, mask) pairs; they differ in the names of the masks and in poll's timeout,
+# which is in milliseconds.
+if hasattr(select, "epoll"):
+    _new_poller: Callable[[], Any] = select.epoll
+    _READ, _WRITE = select.EPOLLIN, select.EPOLLOUT
+    _TIMEOUT_SCALE = 1.0
+else:  # pragma: no cover - macOS and the BSDs
+    _new_poller = select.poll
+    _READ, _WRITE = select.POLLIN, select.POLLOUT
+    _TIMEOUT_SCALE = 1000.0
 
 
 class TimerHandle:
@@ -75,9 +95,8 @@ class TimerHandle:
 class _Registration:
     """What one watched descriptor calls: its reader and its writer.
 
-    The selector keeps this object as the key's ``data``. It lives from the
-    ``register`` to the ``unregister`` of its fd and is then marked
-    ``cancelled``, so readiness that ``select`` reported for it is dropped
+    It lives from the ``register`` to the ``unregister`` of its fd and is then
+    marked ``cancelled``, so readiness the kernel reported for it is dropped
     even if the same fd number is registered again within the turn.
     """
 
@@ -90,15 +109,15 @@ class _Registration:
 
     @property
     def mask(self) -> int:
-        return (selectors.EVENT_READ if self.reader is not None else 0) | (
-            selectors.EVENT_WRITE if self.writer is not None else 0
+        return (_READ if self.reader is not None else 0) | (
+            _WRITE if self.writer is not None else 0
         )
 
 
 class EventWatcher:
-    """An event loop over :class:`selectors.DefaultSelector`.
+    """An event loop over ``epoll`` (``poll`` where there is no epoll).
 
-    Use it as a context manager so its selector and wake-up sockets are released::
+    Use it as a context manager so its poller and wake-up sockets are released::
 
         with EventWatcher() as ew:
             ew.call_later(0.01, ew.stop)
@@ -110,7 +129,7 @@ class EventWatcher:
     """
 
     def __init__(self) -> None:
-        self._selector = selectors.DefaultSelector()
+        self._poller = _new_poller()
         self._registrations: dict[int, _Registration] = {}
         self._ready: deque[tuple[Callback, tuple[Any, ...]]] = deque()
         self._timers: list[tuple[float, int, TimerHandle]] = []
@@ -148,7 +167,13 @@ class EventWatcher:
         registration = self._registrations.pop(fd, None)
         if registration is not None:
             registration.cancelled = True
-            self._selector.unregister(fd)
+            self._unregister(fd)
+
+    def _unregister(self, fd: int) -> None:
+        # A socket closed before it was unwatched has already left the epoll set
+        # (the kernel drops it with the last reference); saying so again is EBADF.
+        with contextlib.suppress(OSError):
+            self._poller.unregister(fd)
 
     def is_watching(self, fd: int) -> bool:
         return fd in self._registrations
@@ -162,7 +187,7 @@ class EventWatcher:
                 return
             registration = _Registration()
             self._set_slot(registration, slot, callback)
-            self._selector.register(fd, registration.mask, registration)
+            self._poller.register(fd, registration.mask)
             self._registrations[fd] = registration
             return
         old_mask = registration.mask
@@ -171,9 +196,9 @@ class EventWatcher:
         if new_mask == 0:
             del self._registrations[fd]
             registration.cancelled = True
-            self._selector.unregister(fd)
+            self._unregister(fd)
         elif new_mask != old_mask:
-            self._selector.modify(fd, new_mask, registration)
+            self._poller.modify(fd, new_mask)
 
     @staticmethod
     def _set_slot(registration: _Registration, slot: int, callback: Callback | None) -> None:
@@ -208,11 +233,11 @@ class EventWatcher:
         Raises ``RuntimeError`` if the loop is already running (you called it
         from a callback, or from another thread while the loop runs).
         """
-        self._check_open()
-        self._check_not_running()
+        if self._running or self._closed:
+            self._refuse_to_run()
         self._running = True
         # Say which thread runs the loop *before* looking at the ready queue, so a
-        # call_soon from another thread either is seen here or wakes the select.
+        # call_soon from another thread either is seen here or wakes the poll.
         previous, self._thread_id = self._thread_id, threading.get_ident()
         try:
             if self._ready:
@@ -222,42 +247,54 @@ class EventWatcher:
                 if self._timers:
                     until_timer = max(0.0, self._timers[0][0] - time.monotonic())
                     timeout = until_timer if timeout is None else min(timeout, until_timer)
-            self._turn(timeout)
+            self._turn(None if timeout is None else timeout * _TIMEOUT_SCALE)
         finally:
             self._thread_id = previous
             self._running = False
 
+    def _refuse_to_run(self) -> None:
+        self._check_open()
+        raise RuntimeError(
+            "this EventWatcher is already running: a callback may not run the loop "
+            "again (use call_soon or call_later to do the work on a later turn)"
+        )
+
     def _check_not_running(self) -> None:
         if self._running:
-            raise RuntimeError(
-                "this EventWatcher is already running: a callback may not run the loop "
-                "again (use call_soon or call_later to do the work on a later turn)"
-            )
+            self._refuse_to_run()
 
     def _turn(self, timeout: float | None) -> None:
+        # 1. Ask the kernel, and take the registrations current *now*: a callback
+        # below may close fd N and a new socket may get number N within this turn.
+        registrations = self._registrations
+        ready = []
+        for fd, mask in self._poller.poll(timeout):
+            registration = registrations.get(fd)
+            if registration is not None:
+                ready.append((registration, mask))
+        # 2. Dispatch. An error or hang-up (any bit but "writable") wakes the
+        # reader, and any bit but "readable" the writer, so both learn of it.
         tracer = self.tracer
-        for key, mask in self._selector.select(timeout):
-            # The registration current when select returned, not whatever holds
-            # the fd number now: a callback may have closed the fd and another
-            # socket may have got the same number within this turn.
-            registration: _Registration = key.data
-            if mask & selectors.EVENT_READ:
+        for registration, mask in ready:
+            if mask & ~_WRITE:
                 reader = registration.reader
                 if reader is not None and not registration.cancelled:
                     if tracer is not None:
                         tracer("read", reader)
                     reader()
-            if mask & selectors.EVENT_WRITE:
+            if mask & ~_READ:
                 writer = registration.writer  # the reader may have changed it
                 if writer is not None and not registration.cancelled:
                     if tracer is not None:
                         tracer("write", writer)
                     writer()
-        now = time.monotonic()
-        while self._timers and self._timers[0][0] <= now:
-            handle = heapq.heappop(self._timers)[2]
-            if not handle.cancelled:
-                self._ready.append((self._fire_timer, (handle,)))
+        # 3. Timers that are due, then the callbacks that were ready before this step.
+        if self._timers:
+            now = time.monotonic()
+            while self._timers and self._timers[0][0] <= now:
+                handle = heapq.heappop(self._timers)[2]
+                if not handle.cancelled:
+                    self._ready.append((self._fire_timer, (handle,)))
         for _ in range(len(self._ready)):
             if self._closed:  # a callback closed the loop: the turn ends here
                 return
@@ -290,7 +327,7 @@ class EventWatcher:
             self.run_once()
         self._stopping = False
 
-    def run_until(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    def run_until(self, predicate: Callable[[], object], timeout: float = 10.0) -> None:
         """Turn until ``predicate()`` is true; raise ``TimeoutError`` after ``timeout`` s.
 
         This is how tests and notebook cells stay bounded: they never wait forever.
@@ -370,7 +407,9 @@ class EventWatcher:
         self._registrations.clear()
         self._ready.clear()
         self._timers.clear()
-        self._selector.close()
+        close = getattr(self._poller, "close", None)  # epoll has one, poll does not
+        if close is not None:
+            close()
         self._wake_r.close()
         self._wake_w.close()
 

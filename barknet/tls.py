@@ -60,7 +60,7 @@ beyond what your context asks for.
 from __future__ import annotations
 
 import ssl
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .errors import BarknetError, TlsError, TransportClosedError
 from .events import EventKind, IOEvent, IOStatus, Peer, ReadResult, WriteResult
@@ -218,7 +218,7 @@ class TlsTransport(TransportLayer):
         """
         if self.server_side is None:
             raise ValueError("adopt() needs TlsTransport(server_side=True or False)")
-        peer = self.inner.adopt(sock)  # type: ignore[attr-defined]
+        peer = self.inner.adopt(sock)
         self._open(peer, self.server_side, self.server_hostname, start=True)
         return peer
 
@@ -554,11 +554,12 @@ class TlsTransport(TransportLayer):
             # short, the socket is empty: stop, as a socket's short read would (if
             # more arrives, the loop says so). Else read below before asking
             # OpenSSL, which would only say "want read" (an exception).
-            idle = got and not sslobj.pending() and not session.incoming.pending
+            idle = got > 0 and not sslobj.pending() and not session.incoming.pending
             if idle and (session.pulled_short or not self._feed(session)):
                 break
             try:
-                n = sslobj.read(room - got, view[got:])
+                # With a buffer, read() answers a count (typeshed says bytes).
+                n = cast(int, sslobj.read(room - got, view[got:]))
             except ssl.SSLWantReadError:
                 if not self._feed(session):
                     break

@@ -140,8 +140,8 @@ def _serve(impl: str, certdir: str, ready: Callable[[int], None]) -> None:
         proto.on_frame = Session(proto.send).frame
         return proto
 
-    server = loop.run_until_complete(loop.create_server(factory, HOST, 0, ssl=context))
-    ready(server.sockets[0].getsockname()[1])
+    listener = loop.run_until_complete(loop.create_server(factory, HOST, 0, ssl=context))
+    ready(listener.sockets[0].getsockname()[1])
     loop.run_forever()
 
 
@@ -254,7 +254,7 @@ def _asyncio_client(port: int, certdir: str, tasks: list[list[Any]], place: Any)
         return results
 
     try:
-        return loop.run_until_complete(all_tasks())  # type: ignore[no-any-return]
+        return loop.run_until_complete(all_tasks())
     finally:
         loop.close()
 
@@ -309,7 +309,7 @@ def _one_session(impl: str, certdir: str, tasks: list[list[Any]], where: Any) ->
         if proc.returncode != 0:
             raise RuntimeError(f"the {impl} client failed:\n{proc.stderr}")
         with open(result_path) as f:
-            return json.load(f)  # type: ignore[no-any-return]
+            return json.load(f)
     finally:
         server.terminate()
         try:

@@ -144,10 +144,17 @@ def partial_io(
             tx.attach(ew, sender(tx, message))
             tx.connect(rx.bind())
             ew.run_until(lambda: received[0] >= size, timeout=timeout)
-            sender, receiver = tx.counters(), rx.counters()
+            sent_counts, received_counts = tx.counters(), rx.counters()
     intact = received[0] == size and digest.digest() == hashlib.sha256(message).digest()
     return PartialIOResult(
-        size, sndbuf, rcvbuf, intact, sender, receiver, trace, time.perf_counter() - start
+        size,
+        sndbuf,
+        rcvbuf,
+        intact,
+        sent_counts,
+        received_counts,
+        trace,
+        time.perf_counter() - start,
     )
 
 

@@ -278,7 +278,7 @@ class _Lab:
         peer = side.transport.connect(address)
         return side, peer
 
-    def run_until(self, condition: Callable[[], bool], what: str) -> None:
+    def run_until(self, condition: Callable[[], object], what: str) -> None:
         timeout = _wait_limit()
         try:
             self.ew.run_until(condition, timeout)
@@ -642,16 +642,16 @@ def check_interleaved_partial_frames(make: Maker) -> None:
                     frame = _frame(payload)
                     cuts = [0, 2, 4 + len(payload) // 2, len(frame)]
                     chunk = frame[cuts[piece] : cuts[piece + 1]]
-                    before = server_tcp.counters().bytes_received
+                    until = server_tcp.counters().bytes_received + len(chunk)
                     raw.send(chunk)
-                    with contextlib.suppress(AssertionError):  # a closed peer reads no more
-                        lab.run_until(
-                            lambda chunk=chunk, before=before: (
-                                server_tcp.counters().bytes_received >= before + len(chunk)
-                                or lab.server.closed
-                            ),
-                            "the server to read a piece",
+
+                    def piece_read(until: int = until) -> bool:
+                        return server_tcp.counters().bytes_received >= until or bool(
+                            lab.server.closed
                         )
+
+                    with contextlib.suppress(AssertionError):  # a closed peer reads no more
+                        lab.run_until(piece_read, "the server to read a piece")
             wanted = [_frame(p) for p in payloads]
             with contextlib.suppress(AssertionError):  # described below, peer by peer
                 lab.run_until(
@@ -911,7 +911,7 @@ class _ContractLab:
         owner = self._owner(self.client_kw, **owner_kw)
         return owner, owner.transport.connect(self.address)
 
-    def run_until(self, condition: Callable[[], bool], what: str) -> None:
+    def run_until(self, condition: Callable[[], object], what: str) -> None:
         timeout = _limits["timeout"]
         try:
             self.ew.run_until(condition, timeout)

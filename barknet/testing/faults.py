@@ -32,14 +32,10 @@ import struct
 from typing import Any
 
 from ..events import EventKind, IOEvent, IOStatus, Peer, ReadResult, WriteResult
-from ..interfaces import ITransport, WriteData
+from ..interfaces import ITransport, WriteData, nbytes
 from ..layer import TransportLayer
 
 __all__ = ["ChunkingTransport", "RawPeer"]
-
-
-def _nbytes(data: Any) -> int:
-    return data.nbytes if isinstance(data, memoryview) else len(data)
 
 
 def _take(data: WriteData, limit: int) -> tuple[WriteData, int]:
@@ -53,7 +49,7 @@ def _take(data: WriteData, limit: int) -> tuple[WriteData, int]:
         room = limit - size
         if room <= 0:
             break
-        n = _nbytes(buffer)
+        n = nbytes(buffer)
         if n <= room:
             taken.append(buffer)
             size += n
@@ -150,9 +146,9 @@ class ChunkingTransport(TransportLayer):
             self._writable_soon(peer)
             return WriteResult(0, IOStatus.WOULD_BLOCK)
         asked = (
-            _nbytes(data)
+            nbytes(data)
             if isinstance(data, (bytes, bytearray, memoryview))
-            else sum(_nbytes(b) for b in data)
+            else sum(nbytes(b) for b in data)
         )
         max_write = self._caps_of(peer)[1]
         if max_write is None or asked <= max_write:
