@@ -29,7 +29,12 @@ def compressed_over_framed(inner: ITransport) -> ITransport:
     return CompressedTransport(FramedTransport(inner))
 
 
-@pytest.mark.parametrize("check", CHECKS, ids=[c.name for c in CHECKS])
+# Every check but those that speak plain frames from a raw socket: compressed payloads
+# are not the bytes the raw socket sent or expects (the wire format check and its kin).
+LAYERED = [c for c in CHECKS if not c.plain_wire]
+
+
+@pytest.mark.parametrize("check", LAYERED, ids=[c.name for c in LAYERED])
 def test_compressed_framed_stack_passes_check(check: Check) -> None:
     check.run(compressed_over_framed)
 

@@ -28,14 +28,18 @@ def framed_with_tiny_scratch(inner: ITransport) -> ITransport:
     return FramedTransport(inner, buffer_size=64)
 
 
-# Every check against every stack, except one pair: the 4 MiB partial-I/O check
-# over 3-byte reads would take minutes (its point, partial I/O, is the whole
-# point of the chunking stack anyway).
+# Every check against every stack, except two pairs over 3-byte reads: the 4 MiB
+# partial-I/O check would take minutes (its point, partial I/O, is the whole point
+# of the chunking stack anyway), and the decoder-scaling check needs frames that
+# arrive together, which 3-byte reads never do.
 CASES = [
     pytest.param(make, check, id=f"{make.__name__}-{check.name}")
     for make in (framed, framed_over_chunking, framed_with_tiny_scratch)
     for check in CHECKS
-    if not (make is framed_over_chunking and check.name == "large message, partial I/O")
+    if not (
+        make is framed_over_chunking
+        and check.name in ("large message, partial I/O", "decoder work grows linearly")
+    )
 ]
 
 
@@ -66,7 +70,8 @@ def test_report_names_the_failing_checks_of_a_broken_transport() -> None:
     assert [r.check.name for r in report.failures] == ["single message", "zero-length frame"]
     text = str(report)
     assert "FAIL  single message" in text
-    assert "gave up after 1 s waiting for 1 echoed frames" in text
+    assert "waited 1 s for 1 echoed frames; it never came" in text
+    assert "READABLE never fired" in text  # what the client's owner saw
     assert "0 of 2 checks passed" in text
 
 

@@ -1,15 +1,17 @@
 """The exercise workflow: stripping solutions, and the self-check that grades them.
 
-The key promise of the exercise notebook is two-sided: the committed reference
-solution passes the conformance self-check, and the learner's copy that
-``make exercises`` writes (solutions replaced by ``raise NotImplementedError``)
-fails it, loudly and for that reason. Both sides are run here on the notebook's
-own cells, executed into a fresh namespace.
+The key promise of the exercise is two-sided: the reference solution
+(``tests/solutions/``, out of a learner's way) passes the conformance
+self-check, and the blank notebook a learner opens from ``notebooks/`` (each
+solution replaced by ``raise NotImplementedError``) fails it, loudly and for
+that reason. Both sides are run here on the notebooks' own cells, executed into
+a fresh namespace; the blank is also the reference stripped, cell for cell.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +21,15 @@ from barknet.course.exercise import (
     BEGIN,
     END,
     PLACEHOLDER,
+    REFERENCE,
+    explore,
+    learners_copy,
     main,
     make_exercises,
     strip_notebook,
     strip_solutions,
 )
-from barknet.testing.conformance import CHECKS, run_checks
+from barknet.testing.conformance import checks_for, run_checks
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 EXERCISE = NOTEBOOKS / "06_exercise_framing.ipynb"
@@ -128,8 +133,24 @@ def _regions(source: str) -> list[str]:
     return regions
 
 
-def test_exercise_notebook_copy_holds_no_solution() -> None:
-    notebook = json.loads(EXERCISE.read_text(encoding="utf-8"))
+def test_the_blank_notebook_is_the_reference_stripped_cell_for_cell() -> None:
+    reference = strip_notebook(json.loads(REFERENCE.read_text(encoding="utf-8")))
+    blank = json.loads(EXERCISE.read_text(encoding="utf-8"))
+    # (nbconvert drops a cell's final newline when it runs the notebook)
+    assert [(c["cell_type"], _source(c).rstrip()) for c in blank["cells"]] == [
+        (c["cell_type"], _source(c).rstrip()) for c in reference["cells"]
+    ], "remake it: python -m barknet.course.exercise --blank tests/solutions/06_...ipynb"
+
+
+def test_the_notebook_a_learner_opens_holds_no_solution() -> None:
+    text = EXERCISE.read_text(encoding="utf-8")
+    assert BEGIN not in text and END not in text
+    for telltale in ["del buffer[:end]", "HEADER.pack(size)", "recv.frames.popleft()"]:
+        assert telltale not in text
+
+
+def test_reference_copy_holds_no_solution() -> None:
+    notebook = json.loads(REFERENCE.read_text(encoding="utf-8"))
     copy = strip_notebook(notebook)
     regions = [r for cell in notebook["cells"] for r in _regions(_source(cell))]
     assert len(regions) >= 6, "the exercise notebook should hold its solution regions"
@@ -180,17 +201,16 @@ def _definitions(notebook: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_self_check_passes_on_the_reference_solution() -> None:
-    namespace = _definitions(json.loads(EXERCISE.read_text(encoding="utf-8")))
+    namespace = _definitions(json.loads(REFERENCE.read_text(encoding="utf-8")))
     transport_class = namespace["MyFramedTransport"]
     report = run_checks(lambda inner: transport_class(inner))
     assert report.passed, str(report)
     # Every check the exercise asks for ("contract" checks go beyond it).
-    assert len(report.results) == len([c for c in CHECKS if c.level in ("core", "errors")])
+    assert len(report.results) == len(checks_for())
 
 
-def test_self_check_fails_on_the_learners_copy() -> None:
-    learner = strip_notebook(json.loads(EXERCISE.read_text(encoding="utf-8")))
-    namespace = _definitions(learner)
+def test_self_check_fails_on_the_blank_notebook() -> None:
+    namespace = _definitions(json.loads(EXERCISE.read_text(encoding="utf-8")))
     transport_class = namespace["MyFramedTransport"]
     report = run_checks(lambda inner: transport_class(inner), timeout=1.0)
     assert not report.passed
@@ -206,3 +226,66 @@ def test_learners_copy_is_a_valid_notebook(tmp_path: Path) -> None:
     copy = nbformat.read(tmp_path / EXERCISE.name, as_version=4)
     nbformat.validate(copy)
     assert all(c.execution_count is None for c in copy.cells if c.cell_type == "code")
+
+
+# --------------------------------------------------------------- the learner's copy
+def test_learners_copy_says_it_is_the_copy_and_its_links_go_one_folder_up(
+    tmp_path: Path,
+) -> None:
+    make_exercises(NOTEBOOKS, tmp_path / "my_work")
+    copy = json.loads((tmp_path / "my_work" / EXERCISE.name).read_text(encoding="utf-8"))
+    markdown = "".join(_source(c) for c in copy["cells"] if c["cell_type"] == "markdown")
+    assert "make exercises" not in markdown and "own copy" not in markdown
+    assert "This is **your copy**" in markdown
+    links = re.findall(r"\]\(([^)\s]+\.ipynb)[^)]*\)", markdown)
+    assert links and all(link.startswith("../") for link in links), links
+    for link in links:  # each resolves to a notebook of the course
+        assert (tmp_path / "my_work" / link).resolve().name in {
+            p.name for p in NOTEBOOKS.glob("*.ipynb")
+        }
+        assert (NOTEBOOKS / "my_work" / link).resolve().exists(), link
+
+
+def test_learners_copy_leaves_absolute_and_anchor_links_alone() -> None:
+    cell = {
+        "cell_type": "markdown",
+        "metadata": {},
+        "source": [
+            "[a](03_x.ipynb) [b](https://x.org/a.ipynb) [c](#part) "
+            "[d](../04_y.ipynb#z) [e](05_z.ipynb#s)"
+        ],
+    }
+    copy = learners_copy({"cells": [cell], "metadata": {}})
+    assert _source(copy["cells"][0]) == (
+        "[a](../03_x.ipynb) [b](https://x.org/a.ipynb) [c](#part) [d](../04_y.ipynb#z) "
+        "[e](../05_z.ipynb#s)"
+    )
+
+
+# ------------------------------------------------------------------ explore
+def test_explore_names_an_unwritten_part_and_lets_the_notebook_go_on(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def encode_frame() -> None:
+        raise NotImplementedError("your code here")
+
+    with explore("never shown"):
+        encode_frame()
+    out = capsys.readouterr().out
+    assert "Not written yet: NotImplementedError: your code here" in out
+    assert "in encode_frame, line" in out and "never shown" not in out
+
+
+def test_explore_prints_the_hint_made_at_failure_time(capsys: pytest.CaptureFixture[str]) -> None:
+    got: list[bytes] = []
+    with explore(lambda: f"{len(got)} of 3 echoes came back"):
+        got.append(b"one")
+        raise TimeoutError("no more")
+    out = capsys.readouterr().out
+    assert "This cell did not finish: TimeoutError: no more" in out
+    assert "1 of 3 echoes came back" in out
+
+
+def test_explore_does_not_swallow_an_interrupt() -> None:
+    with pytest.raises(KeyboardInterrupt), explore():
+        raise KeyboardInterrupt

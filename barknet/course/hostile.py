@@ -358,12 +358,16 @@ def clean_close(frames: int = 2) -> Outcome:
     return outcome
 
 
-def reset_peer(*, while_writing: bool = False) -> Outcome:
+def reset_peer(
+    *, while_writing: bool = False, vanish: Callable[[RawPeer], None] = RawPeer.reset
+) -> Outcome:
     """A peer resets the connection (``SO_LINGER`` 0, so the kernel sends RST).
 
     ``while_writing=True``: the server is in the middle of a large write to
     that peer (two 8 MiB frames queued, more than any socket buffers hold; the
-    peer not reading) when it vanishes.
+    peer not reading) when it vanishes. ``vanish(raw)`` is how the peer goes
+    away; notebook 08 writes its own in a cell, this module's default is
+    :meth:`RawPeer.reset`.
     """
     when = "while the server is writing to it" if while_writing else "after one echo"
     outcome = Outcome(f"Case: a peer resets the connection {when}")
@@ -385,7 +389,7 @@ def reset_peer(*, while_writing: bool = False) -> Outcome:
             raw.send(encode_frame(b"hello"))
             stage.run_until(lambda: len(raw.poll()) >= HEADER_SIZE + 5)
             outcome.say("the peer sent one frame and read its echo")
-        raw.reset()
+        vanish(raw)
         outcome.say("then it closed with SO_LINGER 0 (a reset)")
         stage.run_until(lambda: bool(stage.closed(peer)))
         stage.turns(5)
@@ -502,7 +506,7 @@ def slow_reader(
     frame_size: int = 64 * 1024,
     high_water: int = 64 * 1024,
     low_water: int | None = None,
-    reader: str = "naps",
+    reader: str | Callable[[FramedTransport, EventWatcher, Callable[[Any], None]], Any] = "naps",
     nap_every: int = 1 * MiB,
     nap: float = 0.005,
     sndbuf: int | None = 64 * 1024,
@@ -520,11 +524,15 @@ def slow_reader(
     until the owner catches up). Small socket buffers (``sndbuf``/``rcvbuf``)
     make the kernel's share small, so the pressure reaches the queue quickly.
 
+    ``reader`` may also be your own: ``reader(server, loop, take)`` returns the
+    server's event callback, which must hand every frame it reads to
+    ``take(data)`` (notebook 08 writes a napping reader that way, in a cell).
+
     ``respect_pause=False`` plays a producer that ignores ``PAUSE_WRITING``:
     nothing is lost, but the queue grows to nearly everything it wrote.
     """
-    if reader not in ("naps", "one_per_turn"):
-        raise ValueError('reader is "naps" or "one_per_turn"')
+    if not callable(reader) and reader not in ("naps", "one_per_turn"):
+        raise ValueError('reader is "naps", "one_per_turn" or your own function')
     count = -(-total // frame_size)
     block = random.Random(7).randbytes(4 * frame_size)
     sent_digest, got_digest = hashlib.sha256(), hashlib.sha256()
@@ -607,6 +615,13 @@ def slow_reader(
                 else:
                     one_frame(event.peer)
 
+        if callable(reader):
+            yours = reader(server, stage.ew, take)
+
+            def on_server(event: IOEvent) -> None:
+                stage.events.append(event)
+                yours(event)
+
         server.attach(stage.ew, on_server)  # replace the stage's echoing owner
         producer.attach(stage.ew, on_producer)
         peer = producer.connect()
@@ -630,7 +645,9 @@ def slow_reader(
         f"producer: {count} frames of up to {frame_size} bytes ({total} bytes), "
         f"high_water={high_water}, low_water={low}"
     )
-    if reader == "naps":
+    if callable(reader):
+        outcome.say(f"reader: yours ({getattr(reader, '__name__', 'reader')})")
+    elif reader == "naps":
         outcome.say(f"reader: naps {nap * 1000:g} ms after every {nap_every} bytes")
     else:
         outcome.say("reader: takes one frame per loop turn")

@@ -180,15 +180,20 @@ def echo_lab(
 def plot_echo(result: EchoResult) -> Any:
     """The syscall timeline of an echo run, and its round-trip histogram."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
-    fig = Figure(figsize=(10, 6))
-    top, bottom = fig.subplots(2, 1, gridspec_kw={"height_ratios": [3, 2]})
+    # A row per connection and direction: give each row room for its label.
+    rows = len({(r.peer, r.direction) for r in result.trace.records})
+    timeline_height = max(3.0, 0.24 * rows)
+    fig = Figure(figsize=(10, timeline_height + 2.6))
+    top, bottom = fig.subplots(2, 1, gridspec_kw={"height_ratios": [timeline_height, 2.0]})
     plot_timeline(result.trace, top, title=f"system calls ({len(result.trace)} traced)")
-    us = [x * 1e6 for x in result.rtts]
-    bottom.hist(us, bins=min(30, max(5, len(us))), color="#2e86c1")
-    bottom.set_xlabel("round-trip time (µs)")
+    ms = [x * 1e3 for x in result.rtts]
+    bottom.hist(ms, bins=min(30, max(5, len(ms))), color="#2e86c1")
+    bottom.yaxis.set_major_locator(MaxNLocator(integer=True))  # 3 frames, never 2.5
+    bottom.set_xlabel("round-trip time (ms)")
     bottom.set_ylabel("frames")
-    bottom.set_title(f"round trips of {len(us)} frames of {human_size(result.size)}")
+    bottom.set_title(f"round trips of {len(ms)} frames of {human_size(result.size)}")
     fig.tight_layout()
     return fig
 
@@ -299,14 +304,18 @@ def run_benchmark(
 def benchmark_widget(
     runner: Callable[[Sequence[str], str, Callable[[str], None]], Any] = run_benchmark,
 ) -> Any:
-    """A button that reruns the quick benchmark (about a minute) on this machine,
+    """A button that reruns the quick benchmark (seconds to a minute) on this machine,
     shows its progress as it goes, and plots the figures it measured."""
     import tempfile
 
     import ipywidgets as widgets
     from IPython.display import display
 
-    button = widgets.Button(description="Run the quick benchmark", icon="play")
+    button = widgets.Button(
+        description="Run the quick benchmark",
+        icon="play",
+        layout=widgets.Layout(width="auto"),  # the default width cuts the label off
+    )
     out = widgets.Output()
 
     def click(_button: Any) -> None:

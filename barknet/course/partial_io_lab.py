@@ -9,11 +9,13 @@ import hashlib
 import random
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..events import EventKind, IOCounters, IOEvent, IOStatus, Peer
 from ..framing import DEFAULT_MAX_FRAME_SIZE, FrameDecoder, encode_frame
+from ..interfaces import ITransport
 from ..reactor import EventWatcher
 from ..tcp import TcpTransport
 from ..testing.trace import Trace, TracingTransport
@@ -31,6 +33,7 @@ __all__ = [
     "NagleResult",
     "PartialIOResult",
     "nagle_trap",
+    "offer_the_rest",
     "partial_io",
     "partial_io_widget",
     "plot_partial_io",
@@ -84,24 +87,47 @@ class PartialIOResult:
         )
 
 
+def offer_the_rest(tx: ITransport, message: bytes) -> Callable[[IOEvent], None]:
+    """The sender's owner: keep what was not sent and offer it again on WRITABLE.
+
+    Notebook 03 writes this same function in a cell, where you can change it;
+    :func:`partial_io` uses this copy when it is given none.
+    """
+    sent = 0
+
+    def on_event(event: IOEvent) -> None:
+        nonlocal sent
+        if event.kind in (EventKind.CONNECTED, EventKind.WRITABLE):
+            while sent < len(message):
+                result = tx.resume_write(memoryview(message)[sent:], event.peer)
+                sent += result.sent
+                if result.status is not IOStatus.OK:
+                    return  # WRITABLE will call us again
+            tx.suspend_write(event.peer)  # all sent: stop the WRITABLE events
+
+    return on_event
+
+
 def partial_io(
     size: int = 256 * KiB,
     sndbuf: int | None = 4 * KiB,
     rcvbuf: int | None = None,
     read_size: int = 64 * KiB,
     timeout: float = 30.0,
+    sender: Callable[[ITransport, bytes], Callable[[IOEvent], None]] = offer_the_rest,
 ) -> PartialIOResult:
-    """Send ``size`` bytes as one message over raw TCP, offering the unsent rest
-    each time the socket says WRITABLE, and read them back in ``read_size`` reads.
+    """Send ``size`` bytes as one message over raw TCP and read them back in
+    ``read_size`` reads.
 
-    ``sndbuf`` is the sender's ``SO_SNDBUF`` and ``rcvbuf`` the receiver's
-    ``SO_RCVBUF`` (None: the kernel's default). Both ends are traced.
+    ``sender(tx, message)`` makes the sending side's owner (its event callback):
+    by default :func:`offer_the_rest`, which offers the unsent rest each time the
+    socket says WRITABLE. ``sndbuf`` is the sender's ``SO_SNDBUF`` and ``rcvbuf``
+    the receiver's ``SO_RCVBUF`` (None: the kernel's default). Both ends are traced.
     """
     message = random.Random(size).randbytes(size)
     digest = hashlib.sha256()
     trace = Trace(frames=False)
     received = [0]
-    sent = [0]
     start = time.perf_counter()
     with EventWatcher() as ew:
         rx = TracingTransport(TcpTransport(rcvbuf=rcvbuf, read_size=read_size), trace, "receiver")
@@ -114,27 +140,21 @@ def partial_io(
                         digest.update(r.data)
                         received[0] += len(r.data)
 
-            def push(peer: Peer) -> None:
-                view = memoryview(message)
-                while sent[0] < size:
-                    result = tx.resume_write(view[sent[0] :], peer)
-                    sent[0] += result.sent
-                    if result.status is not IOStatus.OK:
-                        return  # WRITABLE will call us again
-                tx.suspend_write(peer)
-
-            def on_tx(ev: IOEvent) -> None:
-                if ev.kind in (EventKind.CONNECTED, EventKind.WRITABLE):
-                    push(ev.peer)
-
             rx.attach(ew, on_rx)
-            tx.attach(ew, on_tx)
+            tx.attach(ew, sender(tx, message))
             tx.connect(rx.bind())
             ew.run_until(lambda: received[0] >= size, timeout=timeout)
-            sender, receiver = tx.counters(), rx.counters()
+            sent_counts, received_counts = tx.counters(), rx.counters()
     intact = received[0] == size and digest.digest() == hashlib.sha256(message).digest()
     return PartialIOResult(
-        size, sndbuf, rcvbuf, intact, sender, receiver, trace, time.perf_counter() - start
+        size,
+        sndbuf,
+        rcvbuf,
+        intact,
+        sent_counts,
+        received_counts,
+        trace,
+        time.perf_counter() - start,
     )
 
 
@@ -149,18 +169,37 @@ def plot_partial_io(result: PartialIOResult) -> Any:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # call 3, never call 2.5
         recs = result.trace.select(side)
         xs = range(len(recs))
-        ax.bar(
-            xs,
-            [r.returned for r in recs],
-            width=1.0,
-            color=["#e67e22" if r.short else "#2e86c1" for r in recs],
-            edgecolor="white",
-            linewidth=0.5 if len(recs) < 200 else 0,
-        )
+        moved = [r.returned for r in recs]
+        colors = ["#e67e22" if r.short else "#2e86c1" for r in recs]
+        if len(recs) <= 60:
+            ax.bar(xs, moved, width=1.0, color=colors, edgecolor="white", linewidth=0.5)
+        else:  # a hundred bars and more merge into a comb: one dot per call reads better
+            moving = [i for i, r in enumerate(recs) if not r.would_block]
+            ax.scatter(
+                moving,
+                [moved[i] for i in moving],
+                s=14 if len(recs) < 500 else 4,
+                c=[colors[i] for i in moving],
+                linewidths=0,
+            )
+            ax.set_ylim(bottom=0, top=max(moved, default=1) * 1.15)
         eagain = [i for i, r in enumerate(recs) if r.would_block]
         if eagain:
-            ax.scatter(eagain, [0] * len(eagain), marker="x", color="#c0392b", label="EAGAIN")
-            ax.legend(fontsize=8)
+            # Above the axis, not on it, and drawn last: a call that moved nothing is a
+            # mark you must be able to see, not a gap.
+            top = max(moved, default=1) or 1
+            ax.scatter(
+                eagain,
+                [top * 0.04] * len(eagain),
+                marker="x",
+                s=36,
+                linewidths=1.5,
+                color="#c0392b",
+                label=f"EAGAIN ({len(eagain)})",
+                zorder=5,
+                clip_on=False,
+            )
+            ax.legend(fontsize=8, loc="center right")
         ax.set_xlabel(f"{verb} call number")
         ax.set_ylabel("bytes moved")
         ax.set_title(f"{side}: {len(recs)} {verb} calls")

@@ -515,7 +515,10 @@ def plot_timeline(trace: Trace, ax: Any = None, *, title: str = "system calls ov
             label="frame header",
         )
     ax.set_yticks(range(len(rows)))
-    ax.set_yticklabels([f"{p} {'send' if d == 'out' else 'recv'}" for p, d in rows])
+    ax.set_yticklabels(
+        [f"{p} {'send' if d == 'out' else 'recv'}" for p, d in rows],
+        fontsize=8 if len(rows) > 8 else None,  # many rows: smaller labels, no overlap
+    )
     ax.set_ylim(-0.7, len(rows) - 0.3)
     ax.set_xlabel("time since start (ms)")
     ax.set_title(title)

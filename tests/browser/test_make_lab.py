@@ -32,6 +32,7 @@ def test_make_lab_serves_every_course_notebook(tmp_path: Path, page) -> None:
     env = jupyter_env(tmp_path)
     for name in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS"):  # a fresh make, as a learner runs it
         env.pop(name, None)
+    env.pop("JUPYTERLAB_SETTINGS_DIR", None)  # `make lab` must turn the news off itself
     cmd = [make, "--no-print-directory", "lab", f"LAB_ARGS={lab_args}"]
     # Generous timeout: `make lab` first re-installs the venv if pyproject.toml changed.
     with running_server(
@@ -44,5 +45,8 @@ def test_make_lab_serves_every_course_notebook(tmp_path: Path, page) -> None:
             page.locator(".jp-DirListing-item", has_text=course[-1]).first.wait_for(timeout=30_000)
         items = page.locator(".jp-FileBrowser .jp-DirListing-item .jp-DirListing-itemText")
         shown = {text.strip() for text in items.all_inner_texts()}
+        page.wait_for_timeout(3000)  # the news question, when asked, pops up within a second
+        news = page.locator(".Toastify__toast", has_text="news").count()
+    assert news == 0, "`make lab` showed JupyterLab's news pop-up over the notebook"
     missing = [name for name in course if name not in shown]
     assert not missing, f"`make lab` file browser lacks {missing}; it shows {sorted(shown)}"

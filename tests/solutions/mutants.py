@@ -1,0 +1,91 @@
+"""Deliberately wrong solutions of the exercise, each with the check that must catch it.
+
+A mutant is the reference solution (``06_exercise_framing.ipynb`` next to this
+file) with a few exact text replacements: the mistakes learners really make,
+several of which passed every check before the suite learned to look for them.
+``tests/test_exercise_mutants.py`` applies each one, runs the self-check, and
+asserts that the named check fails with a message that says why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    #: (old, new) text replacements in the reference's code; each old text must
+    #: occur exactly once, so a mutant cannot silently stop applying.
+    edits: tuple[tuple[str, str], ...]
+    #: The check that must fail, and a phrase its message must contain.
+    caught_by: str
+    says: str
+
+
+MUTANTS = [
+    Mutant(
+        "little-endian header on both sides",
+        (('HEADER = struct.Struct("!I")', 'HEADER = struct.Struct("<I")'),),
+        caught_by="wire format and byte order",
+        says="little-endian",
+    ),
+    Mutant(
+        "one receive buffer shared by all peers",
+        (
+            (
+                "MAX_FRAME_SIZE = 8 * 1024 * 1024",
+                "MAX_FRAME_SIZE = 8 * 1024 * 1024\nSHARED = bytearray()",
+            ),
+            (
+                "self.buffer = bytearray()  # received bytes",
+                "self.buffer = SHARED  # received bytes",
+            ),
+        ),
+        caught_by="many peers, interleaved partial frames",
+        says="did not get their own frame back",
+    ),
+    Mutant(
+        "buffer = buffer[n:] (copies the rest for every frame)",
+        (
+            (
+                "del buffer[:end]  # cheap",
+                "buffer = self.buffer = buffer[end:]  # copies what is left",
+            ),
+        ),
+        caught_by="decoder work grows linearly",
+        says="copies the rest of the buffer",
+    ),
+    Mutant(
+        "never calls suspend_write after a drain (a busy loop)",
+        (("self.inner.suspend_write(peer)  # nothing left", "pass  # nothing left"),),
+        caught_by="no busy loop after a drain",
+        says="an idle connection kept the loop busy",
+    ),
+    Mutant(
+        "accepts writes after close(peer) while frames are queued",
+        (
+            (
+                "if send is None or send.closing:\n"
+                '            raise TransportClosedError(f"{peer} is closed", peer=peer)\n'
+                "        send.pending.append(",
+                "if send is None:\n"
+                '            raise TransportClosedError(f"{peer} is closed", peer=peer)\n'
+                "        send.pending.append(",
+            ),
+        ),
+        caught_by="writes after close(peer) while data is queued",
+        # the "too late" frame was queued and sent after the 2 MiB: 8 bytes too many
+        says="the peer got 2097160 bytes",
+    ),
+]
+
+
+def apply(code: str, mutant: Mutant) -> str:
+    """``code`` with ``mutant``'s edits made; refuses an edit that does not apply once."""
+    for old, new in mutant.edits:
+        count = code.count(old)
+        if count != 1:
+            raise ValueError(f"{mutant.name}: {old!r} occurs {count} times in the reference")
+        code = code.replace(old, new)
+    return code

@@ -1,0 +1,121 @@
+"""How the self-check reports: as it goes, within its budget, in the learner's own lines.
+
+A learner's broken transport must cost seconds, not a minute of silence: each result is
+printed when its check ends, the whole run is bounded by ``budget`` (checks that no longer
+fit are reported as not run), code that never returns to the loop is interrupted, and a
+failure names what arrived on the wire and which events fired.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from barknet import FramedTransport
+from barknet.interfaces import ITransport
+from barknet.testing.conformance import CHECKS, checks_for, explain_exception, run_checks
+
+pytestmark = pytest.mark.usefixtures("no_leaks")
+
+
+class _SwallowsWrites(FramedTransport):
+    """Accepts every frame and sends none: every echo wait runs out."""
+
+    def resume_write(self, data, peer):  # type: ignore[no-untyped-def]
+        from barknet.events import IOStatus, WriteResult
+
+        return WriteResult(0, IOStatus.OK)
+
+
+class _SpinsOnRead(FramedTransport):
+    """A decoder that never consumes what it looks at: an endless loop on the first byte."""
+
+    def _on_inner_event(self, event):  # type: ignore[no-untyped-def]
+        from barknet.events import EventKind
+
+        if event.kind is EventKind.READABLE:
+            buffered = 1
+            while buffered:  # the learner forgot to remove the bytes they used
+                buffered += 0
+        super()._on_inner_event(event)
+
+
+def test_each_result_is_printed_as_soon_as_its_check_ends(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    seen_before_second: list[str] = []
+    made = []
+
+    def make(inner: ITransport) -> ITransport:
+        made.append(inner)
+        if len(made) == 3:  # the first check made a server and a client; this is check two
+            seen_before_second.append(capsys.readouterr().out)
+        return FramedTransport(inner)
+
+    run_checks(make, names=["single message", "zero-length frame"], progress=True)
+    assert "PASS  single message" in seen_before_second[0]
+    rest = capsys.readouterr().out
+    assert "PASS  zero-length frame" in rest and "2 of 2 checks passed" in rest
+
+
+def test_a_run_that_uses_up_its_budget_reports_the_rest_as_not_run() -> None:
+    report = run_checks(_SwallowsWrites, timeout=5, budget=0.5)
+    assert len(report.results) == len(checks_for())
+    skipped = [r for r in report.results if not r.ran]
+    assert skipped, str(report)
+    assert all("budget was spent" in r.message for r in skipped)
+    assert "SKIP  " in str(report)
+
+
+def test_a_timeout_says_what_was_written_and_which_events_fired() -> None:
+    report = run_checks(_SwallowsWrites, names=["single message"], timeout=0.5)
+    message = report.failures[0].message
+    assert "waited 0.5 s for 1 echoed frames; it never came" in message
+    assert "READABLE never fired" in message
+    assert "ACCEPTED x1" in message  # the server's owner saw the connection, nothing else
+
+
+def test_code_that_never_returns_to_the_loop_is_interrupted_and_shown() -> None:
+    report = run_checks(_SpinsOnRead, names=["single message"], timeout=0.5, budget=1)
+    message = report.failures[0].message
+    assert "still running after" in message and "endless loop" in message
+    assert "in _on_inner_event, line" in message and "while buffered:" in message
+    assert "_OutOfTime" not in message
+
+
+def test_an_exception_is_told_in_the_callers_frames_not_the_librarys() -> None:
+    def learner() -> None:
+        FramedTransport(None).resume_write(b"x", None)  # type: ignore[arg-type]
+
+    try:
+        learner()
+    except Exception as exc:
+        text = explain_exception(exc)
+    assert "in learner, line" in text
+    assert "barknet/framed.py" not in text
+
+
+class _FailsToClose(FramedTransport):
+    """A transport whose close raises: the check must still release every socket."""
+
+    def close(self, peer=None):  # type: ignore[no-untyped-def]
+        super().close(peer)
+        raise RuntimeError("my close blew up")
+
+
+def test_a_transport_that_raises_in_close_leaves_no_socket_behind() -> None:
+    # The no_leaks fixture counts descriptors and threads after the test.
+    report = run_checks(_FailsToClose, names=["single message"], timeout=1)
+    assert "RuntimeError: my close blew up" in report.failures[0].message
+
+
+def test_plain_wire_false_leaves_out_the_checks_that_speak_plain_frames() -> None:
+    from barknet.compress import CompressedTransport
+
+    plain = {c.name for c in CHECKS if c.plain_wire}
+    report = run_checks(
+        lambda inner: CompressedTransport(FramedTransport(inner)),
+        names=[*plain, "single message"],
+        plain_wire=False,
+    )
+    assert [r.check.name for r in report.results] == ["single message"], str(report)
+    assert report.passed
