@@ -315,3 +315,56 @@ def test_the_benchmark_button_runs_the_quick_benchmark_and_plots_it(capsys) -> N
     shown = capsys.readouterr().out
     assert "running" in shown and "Image" in shown
     assert shown.index("running") < shown.index("Image")
+
+
+def test_the_course_echo_server_stops_reading_a_peer_that_never_reads_its_echoes(ew) -> None:
+    """course.common.echo_owner (the echo of check_environment and the live lab)
+    obeys the water marks: a client that only sends cannot grow its queue."""
+    import contextlib
+    import socket
+
+    from barknet import EventKind, FramedTransport, TcpTransport, encode_frame
+    from barknet.course.common import echo_owner
+
+    high_water = 16 * 1024
+    server = FramedTransport(TcpTransport(sndbuf=4096, rcvbuf=4096), high_water=high_water)
+    events: list = []
+    owner = echo_owner(server)
+
+    def on_event(event) -> None:
+        events.append(event)
+        owner(event)
+
+    server.attach(ew, on_event)
+    address = server.bind()
+    sock = socket.socket()
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        sock.settimeout(5)
+        sock.connect(address)
+        sock.setblocking(False)
+        ew.run_until(lambda: server.peers, timeout=5)
+        (peer,) = server.peers
+        frame = encode_frame(bytes(1000))
+        wire = memoryview(frame * 2048)
+        sent, worst = 0, 0
+        for _ in range(4000):
+            with contextlib.suppress(BlockingIOError):
+                sent += sock.send(wire[sent : sent + 64 * 1024])
+            ew.run_once(0)
+            worst = max(worst, server.write_buffer_size(peer))
+            if sent == len(wire):
+                break
+        assert any(e.kind is EventKind.PAUSE_WRITING for e in events)
+        assert sent < len(wire) // 2
+        assert worst <= high_water + len(frame)
+        # Paused, it suspended reading: the loop does not wake it for the frames it
+        # left waiting (no busy loop while the peer's echoes pile up).
+        before = len(events)
+        for _ in range(20):
+            ew.run_once(0)
+        assert [e.kind for e in events[before:]] == []
+    finally:
+        sock.close()
+        server.close()

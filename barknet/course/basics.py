@@ -20,7 +20,7 @@ from ..events import EventKind, IOEvent, IOStatus
 from ..framed import FramedTransport
 from ..reactor import EventWatcher
 from ..tcp import TcpTransport
-from .common import MiB, closing, connected_pair, yes
+from .common import MiB, closing, connected_pair, echo_owner, yes
 
 # ------------------------------------------------------- 00: start here
 __all__ = [
@@ -43,11 +43,7 @@ def check_environment(message: bytes = b"hello, barknet") -> str:
         server = FramedTransport(TcpTransport())
         client = FramedTransport(TcpTransport())
         with closing(client, server):
-
-            def on_server(ev: IOEvent) -> None:
-                if ev.kind is EventKind.READABLE:
-                    while (r := server.resume_read(ev.peer)).status is IOStatus.OK:
-                        server.resume_write(bytes(r.data), ev.peer)
+            on_server = echo_owner(server)  # echoes, and obeys the water marks
 
             def on_client(ev: IOEvent) -> None:
                 if ev.kind is EventKind.READABLE:

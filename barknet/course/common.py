@@ -13,10 +13,14 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from ..events import EventKind, IOEvent, IOStatus, Peer
+from ..interfaces import ITransport
+
 __all__ = [
     "as_image",
     "closing",
     "connected_pair",
+    "echo_owner",
     "human_size",
     "powers_of_two",
     "size_slider",
@@ -162,3 +166,29 @@ def wait_readable_bytes(sock: socket.socket, n: int, timeout: float = 5.0) -> No
             if left <= 0:
                 raise TimeoutError(f"only {len(peeked)} of {n} bytes arrived")
             sel.select(min(left, 0.01))
+
+
+def echo_owner(transport: ITransport) -> Callable[[IOEvent], None]:
+    """The owner of an echo server: every message goes back to its sender, and
+    the water marks are obeyed, as every server in the course does.
+
+    ``PAUSE_WRITING`` means the replies queued for a peer passed the high-water
+    mark: the peer is not reading them. Echoing on would grow that queue without
+    bound, so reading that peer stops until ``RESUME_WRITING`` (the queue fell to
+    the low-water mark); then it reads again. TCP's own flow control does the
+    rest: what we do not read fills the kernel's buffers and slows the sender.
+    """
+    paused: set[Peer] = set()
+
+    def on_event(event: IOEvent) -> None:
+        kind, peer = event.kind, event.peer
+        if kind is EventKind.PAUSE_WRITING:
+            paused.add(peer)
+            transport.suspend_read(peer)
+        elif kind is EventKind.RESUME_WRITING or kind is EventKind.CLOSED:
+            paused.discard(peer)
+        if kind is EventKind.READABLE or kind is EventKind.RESUME_WRITING:
+            while peer not in paused and (r := transport.resume_read(peer)).status is IOStatus.OK:
+                transport.resume_write(r.data, peer)
+
+    return on_event

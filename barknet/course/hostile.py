@@ -46,6 +46,7 @@ __all__ = [
 ]
 
 MiB = 1024 * 1024
+_OK = IOStatus.OK
 
 
 @dataclass
@@ -89,6 +90,7 @@ class _Stage:
         self.frames: dict[Peer, list[bytes]] = {}
         self.transports: list[ITransport] = []
         self.raws: list[RawPeer] = []
+        self.paused: set[Peer] = set()  # peers we stopped reading (PAUSE_WRITING)
         self.reads = 0  # read callbacks the loop dispatched (see tracer below)
         self.ew.tracer = self._trace
         try:
@@ -109,13 +111,19 @@ class _Stage:
 
     def _on_server(self, event: IOEvent) -> None:
         self.events.append(event)
-        if event.kind is EventKind.ACCEPTED:
-            self.frames[event.peer] = []
-        elif event.kind is EventKind.READABLE:
-            while (r := self.server.resume_read(event.peer)).status is IOStatus.OK:
-                self.frames[event.peer].append(bytes(r.data))
+        kind, peer = event.kind, event.peer
+        if kind is EventKind.ACCEPTED:
+            self.frames[peer] = []
+        elif kind is EventKind.PAUSE_WRITING and self.echo:
+            self.paused.add(peer)  # its echoes pile up: stop reading it (water marks)
+            self.server.suspend_read(peer)
+        elif kind is EventKind.RESUME_WRITING:
+            self.paused.discard(peer)
+        if kind is EventKind.READABLE or kind is EventKind.RESUME_WRITING:
+            while peer not in self.paused and (r := self.server.resume_read(peer)).status is _OK:
+                self.frames[peer].append(bytes(r.data))
                 if self.echo:
-                    self.server.resume_write(r.data, event.peer)
+                    self.server.resume_write(r.data, peer)
 
     # --- what scenarios ask about
     def accepted(self) -> list[Peer]:

@@ -16,7 +16,17 @@ from ..framing import DEFAULT_MAX_FRAME_SIZE
 from ..reactor import EventWatcher
 from ..tcp import TcpTransport
 from ..testing.trace import Trace, TracingTransport, plot_timeline
-from .common import KiB, MiB, as_image, closing, human_size, size_slider, slider_app, yes
+from .common import (
+    KiB,
+    MiB,
+    as_image,
+    closing,
+    echo_owner,
+    human_size,
+    size_slider,
+    slider_app,
+    yes,
+)
 
 __all__ = [
     "EchoResult",
@@ -131,10 +141,7 @@ def echo_lab(
             sent_at: dict[Peer, float] = {}
             count: dict[Peer, int] = {}
 
-            def on_server(ev: IOEvent) -> None:
-                if ev.kind is EventKind.READABLE:
-                    while (r := server.resume_read(ev.peer)).status is IOStatus.OK:
-                        server.resume_write(r.data, ev.peer)
+            on_server = echo_owner(server)  # echoes, and obeys the water marks
 
             def send_next(peer: Peer) -> None:
                 sent_at[peer] = time.perf_counter()
