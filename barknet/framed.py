@@ -447,17 +447,27 @@ class FramedTransport(ITransport):
             self._announce(peer, recv, next_turn=True)
 
     def _announce(self, peer: Peer, recv: RecvState, *, next_turn: bool = False) -> None:
-        """Tell the owner frames wait; if some still wait after its callback (or we
-        stopped reading for it, or a framing error waits behind them), come back
-        on a later turn (``next_turn``: not this one's callbacks, the next's).
-        Nothing is scheduled for an owner that took everything."""
+        """Tell the owner frames (or, with ``half_close``, the peer's EOF) wait; if
+        some still wait after its callback (or we stopped reading for it, or a
+        framing error waits behind them), come back on a later turn
+        (``next_turn``: not this one's callbacks, the next's). Nothing is
+        scheduled for an owner that took everything."""
         self._replay(recv.readable)  # type: ignore[misc]  # attached: set
         if (
-            recv.frames or recv.paused_for_owner or recv.decoder.ready or recv.held_error
+            recv.frames
+            or recv.paused_for_owner
+            or recv.decoder.ready
+            or recv.held_error
+            or self._eof_unread(recv)
         ) and not recv.replay_due:
             recv.replay_due = True
             recv.replay_waits = next_turn
             self._watcher.call_soon(self._replay_readable, peer)  # type: ignore[union-attr]
+
+    def _eof_unread(self, recv: RecvState) -> bool:
+        """With ``half_close``, the peer's EOF is news the owner must read
+        (``resume_read`` says ``EOF``); READABLE repeats until it has."""
+        return self.half_close and recv.eof and not recv.eof_taken and not recv.frames
 
     def _replay_readable(self, peer: Peer) -> None:
         """Level-triggered READABLE: one turn later, frames still wait, or we stopped
@@ -472,6 +482,9 @@ class FramedTransport(ITransport):
         recv.replay_due = False
         if recv.paused_by_owner or recv.error is not None:
             return  # resume_read after suspend_read starts things again
+        if self._eof_unread(recv):
+            self._announce(peer, recv)  # nothing more to read below: just say it again
+            return
         if not recv.frames:
             if recv.held_error is not None:
                 self._abort(peer, recv.held_error)  # its frames are all taken now
@@ -569,12 +582,12 @@ class FramedTransport(ITransport):
         if recv.inner_closed:
             if not self.half_close or recv.eof_taken:
                 self._finish(peer, IOEvent(EventKind.CLOSED, peer, IOStatus.EOF))
-            else:
-                self._emit(recv.readable)
+            elif not recv.replay_due:
+                self._announce(peer, recv)
         elif not self.half_close:
             self.close(peer)
-        elif not recv.eof_taken and not recv.paused_by_owner:
-            self._emit(recv.readable)
+        elif not recv.eof_taken and not recv.paused_by_owner and not recv.replay_due:
+            self._announce(peer, recv)
 
     def resume_read(
         self,

@@ -120,3 +120,19 @@ def test_readable_stops_after_suspend_read_and_comes_back_after_resume_read(pair
     assert (r.status, bytes(r.data)) == (IOStatus.OK, b"2")
     ew.run_until(lambda: len(seen["frames"]) == 4, timeout=5)
     assert seen["frames"] == [b"0", b"1", b"3", b"4"]
+
+
+def test_an_unread_eof_is_replayed_until_the_owner_reads_it(stage) -> None:
+    """With half_close=True the peer's EOF is news the owner must read: READABLE
+    repeats turn after turn until resume_read says EOF, then stops (the grammar's
+    "an unread EOF waits", for FramedTransport)."""
+    server = stage.server(echo=False, take=False, half_close=True)
+    raw, peer = server.raw()
+    raw.half_close()
+    stage.turns(10, timeout=0.01)
+    readable = len(server.of_kind(EventKind.READABLE, peer))
+    assert readable >= 5, f"READABLE came {readable} times for an unread EOF in 10 turns"
+    assert server.transport.resume_read(peer).status is IOStatus.EOF
+    stage.turns(10, timeout=0.01)
+    assert len(server.of_kind(EventKind.READABLE, peer)) == readable
+    assert server.closed(peer) == []  # half-close: still open for our writes
