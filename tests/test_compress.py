@@ -166,3 +166,46 @@ def test_writes_to_a_peer_closed_for_an_error_raise(ew, adopted) -> None:
     ew.run_until(lambda: endpoint.of_kind(EventKind.READABLE), timeout=5)
     with pytest.raises(TransportClosedError):
         endpoint.transport.resume_write(b"hello", peer)
+
+
+@pytest.mark.parametrize("level", [-2, 10])
+def test_a_level_zlib_does_not_know_is_refused_at_once(level: int) -> None:
+    with pytest.raises(ValueError, match="level"):
+        CompressedTransport(FramedTransport(TcpTransport()), level=level)
+    for fine in (-1, 0, 9):
+        CompressedTransport(FramedTransport(TcpTransport()), level=fine)
+
+
+def test_a_stored_message_of_exactly_the_limit_is_received(ew, adopted) -> None:
+    endpoint, peer, theirs = adopted(max_frame_size=1000)
+    theirs.sendall(encode_frame(bytes((STORED,)) + b"x" * 1000))
+    ew.run_until(lambda: endpoint.frames[peer], timeout=5)
+    assert endpoint.frames[peer] == [b"x" * 1000]
+
+
+def test_reads_after_a_bad_message_say_error_until_closed_comes(ew) -> None:
+    mine, theirs = socket.socketpair()
+    try:
+        transport = CompressedTransport(FramedTransport(TcpTransport()))
+        seen: list = []
+        statuses: list = []
+
+        def owner(event) -> None:
+            seen.append(event)
+            if event.kind is EventKind.READABLE:  # read, and read again
+                statuses.append(transport.resume_read(event.peer))
+                statuses.append(transport.resume_read(event.peer))
+
+        transport.attach(ew, owner)
+        peer = transport.adopt(mine)
+        theirs.sendall(encode_frame(bytes((7,)) + b"unknown flag"))
+        ew.run_until(lambda: any(e.kind is EventKind.CLOSED for e in seen), timeout=5)
+        assert statuses, "READABLE never came"
+        assert all(r.status is IOStatus.ERROR for r in statuses[:2]), statuses
+        assert isinstance(statuses[0].error, CompressionError)
+        assert statuses[1].error is statuses[0].error
+        assert [e.status for e in seen if e.kind is EventKind.CLOSED] == [IOStatus.ERROR]
+        assert peer not in transport.peers
+    finally:
+        theirs.close()
+        transport.close()

@@ -20,14 +20,17 @@ from barknet import (
     FramedTransport,
     FrameTimeoutError,
     FrameTooLargeError,
+    IOEvent,
     IOStatus,
     Peer,
     TcpTransport,
     TransportClosedError,
     TruncatedFrameError,
+    WriteResult,
 )
 from barknet.framed import PeerSnapshot
 from barknet.framing import encode_frame, encode_header
+from barknet.layer import TransportLayer
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
@@ -602,3 +605,85 @@ def test_frames_written_and_closed_from_resume_writing_are_sent_before_the_close
     assert drained_with_bytes_queued in ([], [0])
     ew.run_until(lambda: endpoint.closed(peer), timeout=5)
     assert endpoint.closed(peer)[0].status is IOStatus.OK
+
+
+class _ShortButOk(TransportLayer):
+    """A byte transport that takes at most 3 bytes per write and says OK, not
+    WOULD_BLOCK: it never promises a WRITABLE, so the layer above must go on."""
+
+    def resume_write(self, data, peer):  # type: ignore[no-untyped-def]
+        view = memoryview(b"".join(bytes(b) for b in data) if isinstance(data, list) else data)
+        result = self.inner.resume_write(view[:3], peer)
+        return WriteResult(result.sent, result.status if result.sent == 0 else IOStatus.OK)
+
+
+def test_a_short_write_reported_ok_is_finished_not_taken_as_complete(stage):
+    server = stage.server(echo=False)
+    assert server.address is not None
+    client = stage.client(server.address, transport=FramedTransport(_ShortButOk(TcpTransport())))
+    peer = client.connect(server.address)
+    payloads = [bytes(range(100)), b"second"]
+    for payload in payloads:
+        client.transport.resume_write(payload, peer)
+    stage.run_until(lambda: server.accepted() and len(server.frames[server.accepted()[0]]) == 2)
+    assert server.frames[server.accepted()[0]] == payloads
+
+
+class _Gate(TransportLayer):
+    """A byte transport that takes exactly as many bytes as the test allows, and
+    keeps them: the frame queue above it can be walked to any size, byte by byte."""
+
+    def __init__(self, inner: TcpTransport) -> None:
+        super().__init__(inner)
+        self.budget = 0
+        self.taken = bytearray()
+
+    def resume_write(self, data, peer):  # type: ignore[no-untyped-def]
+        parts = data if isinstance(data, list) else [data]
+        wire = b"".join(bytes(p) for p in parts)
+        n = min(len(wire), self.budget)
+        self.budget -= n
+        self.taken += wire[:n]
+        return WriteResult(n, IOStatus.OK if n == len(wire) else IOStatus.WOULD_BLOCK)
+
+    def suspend_write(self, peer):  # type: ignore[no-untyped-def]
+        pass
+
+    def allow(self, n: int, peer: Peer) -> None:
+        self.budget += n
+        self._emit(IOEvent(EventKind.WRITABLE, peer))
+
+
+def test_the_water_marks_trip_exactly_past_high_and_at_low(ew):
+    """PAUSE_WRITING once the queue goes *over* high_water (not at it);
+    RESUME_WRITING once it falls *to* low_water (not just above it)."""
+    mine, theirs = socket.socketpair()
+    gate = _Gate(TcpTransport())
+    framed = FramedTransport(gate, high_water=100, low_water=40)
+    events: list = []
+    framed.attach(ew, events.append)
+    try:
+        peer = framed.adopt(mine)
+
+        def marks() -> list:
+            return [
+                e.kind
+                for e in events
+                if e.kind in (EventKind.PAUSE_WRITING, EventKind.RESUME_WRITING)
+            ]
+
+        framed.resume_write(bytes(96), peer)  # 4 + 96 = 100 queued: at high, not over
+        assert framed.write_buffer_size(peer) == 100 and marks() == []
+        framed.resume_write(b"x", peer)  # 105: over
+        assert marks() == [EventKind.PAUSE_WRITING]
+        gate.allow(64, peer)  # 41 left: just above low
+        assert framed.write_buffer_size(peer) == 41 and marks() == [EventKind.PAUSE_WRITING]
+        gate.allow(1, peer)  # 40: at low
+        assert framed.write_buffer_size(peer) == 40
+        assert marks() == [EventKind.PAUSE_WRITING, EventKind.RESUME_WRITING]
+        gate.allow(40, peer)
+        assert bytes(gate.taken) == encode_frame(bytes(96)) + encode_frame(b"x")
+        assert events[-1].kind is EventKind.DRAINED
+    finally:
+        framed.close()
+        theirs.close()

@@ -365,3 +365,10 @@ def test_any_chunking_yields_the_same_frames_in_order(
 def test_buffer_size_below_64_is_refused():
     with pytest.raises(ValueError, match="at least 64"):
         FrameDecoder(buffer_size=63)
+
+
+def test_next_frames_with_nothing_held_back_is_an_empty_list() -> None:
+    decoder = FrameDecoder()
+    assert decoder.next_frames() == []
+    decoder.feed(encode_frame(b"a") + encode_frame(b"b"))
+    assert decoder.next_frames() == []  # feed returned both: nothing held back

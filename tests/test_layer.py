@@ -64,3 +64,9 @@ def test_a_message_is_copied_whole_into_the_callers_buffer_or_not_at_all() -> No
     with pytest.raises(BufferError, match="a 3-byte message does not fit in 2 bytes"):
         copy_message_into(b"xyz", buffer, offset=0, max_len=2)
     assert buffer == bytearray(b"..abc.....")  # nothing half-written
+
+
+def test_a_message_is_copied_to_the_start_of_the_buffer_by_default() -> None:
+    buffer = bytearray(b"." * 6)
+    result = copy_message_into(b"abc", buffer)
+    assert buffer == bytearray(b"abc...") and bytes(result.data) == b"abc"

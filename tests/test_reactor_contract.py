@@ -45,6 +45,8 @@ def _fill(sock: socket.socket) -> None:
     [
         pytest.param(lambda ew: ew.run_once(0), id="run_once"),
         pytest.param(lambda ew: ew.run_until(lambda: False, timeout=1), id="run_until"),
+        # refused before the condition is even looked at, true or not
+        pytest.param(lambda ew: ew.run_until(lambda: True, timeout=1), id="run_until-true"),
         pytest.param(lambda ew: ew.run(), id="run"),
     ],
 )

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from barknet import EventKind, EventWatcher, FramedTransport, IOStatus, TcpTransport
+from barknet import EventKind, EventWatcher, FramedTransport, IOStatus, TcpTransport, encode_frame
 from barknet.compress import CompressedTransport
 from barknet.interfaces import ITransport
 from barknet.testing.conformance import (
@@ -136,3 +136,24 @@ def test_an_unread_eof_is_replayed_until_the_owner_reads_it(stage) -> None:
     stage.turns(10, timeout=0.01)
     assert len(server.of_kind(EventKind.READABLE, peer)) == readable
     assert server.closed(peer) == []  # half-close: still open for our writes
+
+
+def test_an_owner_taking_one_frame_per_readable_gets_closed_eof_after_the_last(stage) -> None:
+    """Frames then a clean EOF: an owner that takes one frame per READABLE gets
+    every frame, then CLOSED(EOF) (half_close=False: the peer is done)."""
+    server = stage.server(echo=False, take=False)
+    raw, peer = server.raw()
+    taken: list[bytes] = []
+
+    def one_per_readable(event) -> None:  # type: ignore[no-untyped-def]
+        if event.kind is EventKind.READABLE:
+            result = server.transport.resume_read(event.peer)
+            if result.status is IOStatus.OK:
+                taken.append(bytes(result.data))
+
+    server.on_event = one_per_readable
+    raw.send(b"".join(encode_frame(b"frame %d" % i) for i in range(3)))
+    raw.half_close()
+    server.close_of(peer)
+    assert taken == [b"frame 0", b"frame 1", b"frame 2"]
+    assert [e.status for e in server.closed(peer)] == [IOStatus.EOF]

@@ -166,6 +166,19 @@ def test_write_before_the_connect_finishes_would_block_then_writable_follows(ew,
     ew.run_until(lambda: bytes(server.data[server.accepted()[0]]) == b"early", timeout=5)
 
 
+def test_suspend_write_before_the_connect_finishes_means_no_writable_after_it(ew, raw):
+    """You offered bytes while connecting, then changed your mind: the transport
+    must not wake you with WRITABLE once the connect is done."""
+    server = raw()
+    client = raw(*server.t.bind())
+    peer = client.t.connect()
+    assert client.t.resume_write(b"early", peer).status is IOStatus.WOULD_BLOCK
+    client.t.suspend_write(peer)
+    ew.run_until(lambda: client.of_kind(EventKind.CONNECTED, peer), timeout=5)
+    turns(ew, 5)
+    assert client.of_kind(EventKind.WRITABLE, peer) == []
+
+
 # ----------------------------------------------------------------- bytes
 def test_bytes_flow_both_ways(ew, raw):
     server, client, speer, cpeer = connected_pair(ew, raw)
