@@ -288,3 +288,50 @@ def test_line_log_drops_and_counts_lines_a_full_pipe_cannot_take_and_never_block
         assert log.broken
         log("more")
         assert log.dropped > 0
+
+
+# ------------------------------------------------------------ descriptor limit
+def test_at_the_descriptor_limit_it_keeps_serving_and_recovers() -> None:
+    """Out of file descriptors (EMFILE on accept), the server keeps echoing for the
+    peers it has, and accepts the waiting ones once descriptors are free again.
+    (That its record of accept errors stays bounded meanwhile is pinned in
+    tests/test_close_contract.py: the last 8 errors and a count.)"""
+    import resource
+
+    limit = 40
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "barknet", "serve", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=low_limit,
+    )
+    socks: list[socket.socket] = []
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], TIMEOUT)
+        assert ready, "the server did not start"
+        host, port = proc.stdout.readline().decode().split()[-1].rsplit(":", 1)  # type: ignore[union-attr]
+        address = (host, int(port))
+        first = _connect(address)
+        socks.append(first)
+        assert _echo(first, b"before") == b"before"
+        for _ in range(limit + 10):  # more than it can hold: the rest wait in the backlog
+            socks.append(socket.create_connection(address, timeout=TIMEOUT))
+        assert _echo(first, b"at the limit") == b"at the limit"
+        assert proc.poll() is None
+        for sock in socks[1:]:
+            sock.close()
+        del socks[1:]
+        late = _connect(address)
+        socks.append(late)
+        assert _echo(late, b"after") == b"after"  # accepted once descriptors were free
+        assert _echo(first, b"still") == b"still"
+    finally:
+        for sock in socks:
+            sock.close()
+        proc.kill()
+        proc.wait(TIMEOUT)
+        proc.stdout.close()  # type: ignore[union-attr]
