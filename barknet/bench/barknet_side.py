@@ -24,8 +24,11 @@ def _serve_barknet(ready: Callable[[int], None]) -> None:
                 session = sessions[peer]
                 resume_read, recycle = server.resume_read, server.recycle
                 while (r := resume_read(peer)).status is IOStatus.OK:
-                    if not session.frame(r.data):
-                        recycle(r.data, peer)  # not echoed, so not kept: reuse its memory
+                    data = r.data
+                    if not session.frame(data) and type(data) is bytearray:
+                        # A large frame (small ones are bytes) that was not echoed, so
+                        # not kept: hand its memory back for the next one.
+                        recycle(data, peer)
             elif ev.kind is EventKind.ACCEPTED:
                 sessions[peer] = Session(lambda p: server.resume_write(p, peer))
             elif ev.kind is EventKind.CLOSED:
