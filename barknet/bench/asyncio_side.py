@@ -115,8 +115,14 @@ def _serve_asyncio(impl: str, ready: Callable[[int], None]) -> None:
 
 
 def _asyncio_client(
-    impl: str, port: int, tasks: list[list[Any]], place: Callable[[str], None]
+    impl: str,
+    port: int,
+    tasks: list[list[Any]],
+    place: Callable[[str], None],
+    ssl: Any = None,
 ) -> list[Any]:
+    """The client side of ``impl`` (streams, or the Protocol over asyncio or uvloop);
+    with ``ssl`` (a client SSLContext), the Protocol speaks TLS (the ``--tls`` rows)."""
     import asyncio
 
     loop = _new_loop(impl)
@@ -160,7 +166,7 @@ def _asyncio_client(
 
     async def protocol_task(kind: str, size: int, count: int, warm: int) -> Any:
         protocol_class = _make_protocol_class()
-        _, proto = await loop.create_connection(protocol_class, HOST, port)
+        _, proto = await loop.create_connection(protocol_class, HOST, port, ssl=ssl)
         payload = b"x" * size
         frame = HEADER.pack(size) + payload
         write = proto.transport.write

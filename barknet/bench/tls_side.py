@@ -41,19 +41,18 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
+from .asyncio_side import _asyncio_client as _asyncio_plain_or_tls
 from .asyncio_side import _make_protocol_class
 from .barknet_side import _BarknetClient
 from .common import (
     CHILD_TIMEOUT,
     COALESCE,
     FULL,
-    HEADER,
     HOST,
     MAX_FRAME,
     QUICK,
     Plan,
     Session,
-    _now,
     _pin,
     _warm_allocator,
 )
@@ -191,72 +190,10 @@ def _barknet_client(port: int, certdir: str, tasks: list[list[Any]], place: Any)
 
 
 def _asyncio_client(port: int, certdir: str, tasks: list[list[Any]], place: Any) -> list[Any]:
-    import asyncio
-
-    context = _client_context(certdir)
-    loop = asyncio.new_event_loop()
-    protocol_class = _make_protocol_class()
-
-    async def task(kind: str, size: int, count: int, warm: int) -> Any:
-        _, proto = await loop.create_connection(protocol_class, HOST, port, ssl=context)
-        frame = HEADER.pack(size) + b"x" * size
-        write = proto.transport.write
-        try:
-            if kind == "pingpong":
-                samples: list[int] = []
-                done = loop.create_future()
-                state = [0, 0]  # start of this round trip, round trips so far
-
-                def on_echo(data: bytes) -> None:
-                    t = _now()
-                    state[1] += 1
-                    if state[1] > warm:
-                        samples.append(t - state[0])
-                    if state[1] < warm + count:
-                        state[0] = _now()
-                        write(frame)
-                    elif not done.done():
-                        done.set_result(None)
-
-                proto.on_frame = on_echo
-                proto.send(b"echo")
-                state[0] = _now()
-                write(frame)
-                await done
-                return samples
-            elapsed = 0
-            for n in (warm, count):
-                finished = loop.create_future()
-                left = [n]
-
-                def pump(left: list[int] = left) -> None:
-                    while left[0] and not proto.paused:
-                        left[0] -= 1
-                        write(frame)
-
-                proto.on_frame = lambda data, f=finished: f.done() or f.set_result(data)
-                proto.on_resume = pump
-                started = _now()
-                proto.send(f"sink {n}".encode())
-                pump()
-                assert await finished == b"ok"
-                elapsed = _now() - started
-            return elapsed
-        finally:
-            proto.transport.close()
-            await proto.closed
-
-    async def all_tasks() -> list[Any]:
-        results = []
-        for kind, size, count, warm in tasks:
-            place(kind)
-            results.append(await task(kind, size, count, warm))
-        return results
-
-    try:
-        return loop.run_until_complete(all_tasks())
-    finally:
-        loop.close()
+    """The careful asyncio Protocol of the main benchmark, with ``ssl=``."""
+    return _asyncio_plain_or_tls(
+        "asyncio-protocol", port, tasks, place, ssl=_client_context(certdir)
+    )
 
 
 def _child_main(argv: Sequence[str]) -> int:
