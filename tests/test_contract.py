@@ -16,7 +16,8 @@ import pytest
 from barknet import FramedTransport
 from barknet.compress import CompressedTransport
 from barknet.interfaces import ITransport
-from barknet.testing.conformance import CONTRACT_CHECKS, Check, run_checks
+from barknet.testing.conformance import Check, run_checks
+from barknet.testing.contract import CONTRACT_CHECKS
 from barknet.testing.faults import ChunkingTransport
 from barknet.testing.trace import TracingTransport
 

@@ -15,11 +15,8 @@ import pytest
 from barknet import EventKind, EventWatcher, FramedTransport, IOStatus, TcpTransport, encode_frame
 from barknet.compress import CompressedTransport
 from barknet.interfaces import ITransport
-from barknet.testing.conformance import (
-    CONTRACT_CHECKS,
-    check_one_message_per_readable,
-    run_checks,
-)
+from barknet.testing.conformance import run_checks
+from barknet.testing.contract import CONTRACT_CHECKS, check_one_message_per_readable
 from barknet.testing.faults import ChunkingTransport
 
 

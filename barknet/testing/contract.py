@@ -1,0 +1,550 @@
+"""The interface's contract, checked on any transport: the promises beyond framing.
+
+Theory of operation
+-------------------
+These checks hold a transport, message or byte stream, to what
+:mod:`barknet.interfaces` promises: a graceful close that delivers everything
+while the peer keeps sending, half-close both ways, a loop that refuses to be
+re-entered, an fd closed and reused within one turn, no writes after
+``close(peer)``, no busy loop after a drain, and level-triggered ``READABLE``
+(one message per ``READABLE`` still gets them all). They use the same
+:class:`~barknet.testing.conformance.Check` records and runner as the framing
+suite in :mod:`barknet.testing.conformance`; ``run_checks(make,
+levels=("contract",))`` runs them, and the two marked ``also_in`` run in the
+exercise's self-check too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import socket
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import TransportClosedError
+from ..events import EventKind, IOEvent, IOStatus, Peer
+from ..interfaces import ITransport
+from ..reactor import EventWatcher
+from ..tcp import TcpTransport
+from .conformance import Check, Maker, _limits
+
+__all__ = ["CONTRACT_CHECKS"]
+
+
+# ------------------------------------------------------- the contract checks
+# These hold any transport to the interface's contract (see
+# barknet.interfaces): graceful close, half-close, a loop that refuses to be
+# re-entered, no busy loop. They run over message transports (a
+# ``max_frame_size`` attribute says so) and over byte streams alike: what
+# they compare is the bytes, joined.
+_REQUEST = b"next, please"
+
+
+def _is_message_transport(transport: ITransport) -> bool:
+    return getattr(transport, "max_frame_size", None) is not None
+
+
+class _Owner:
+    """A contract check's owner of one transport: keeps what arrived per peer,
+    whether the peer's EOF was read, and each peer's CLOSED; sends byte
+    streams to the end across WRITABLE events."""
+
+    def __init__(self, ew: EventWatcher, transport: ITransport, *, auto_read: bool = True) -> None:
+        self.ew = ew
+        self.transport = transport
+        self.messages = _is_message_transport(transport)
+        self.auto_read = auto_read
+        self.events: list[IOEvent] = []
+        self.data: dict[Peer, bytearray] = {}
+        self.eof: set[Peer] = set()
+        self.closed: dict[Peer, IOEvent] = {}
+        self.opened: list[Peer] = []
+        self.on_event: Callable[[IOEvent], None] | None = None
+        #: Reads per READABLE (None: until the status is not OK) and bytes per read.
+        self.per_readable: int | None = None
+        self.read_size: int | None = None
+        self._sending: dict[Peer, deque[tuple[memoryview, Callable[[], None] | None]]] = {}
+        transport.attach(ew, self._on_event)
+
+    def _on_event(self, event: IOEvent) -> None:
+        self.events.append(event)
+        kind, peer = event.kind, event.peer
+        if kind is EventKind.CLOSED:
+            if peer in self.closed:
+                raise AssertionError(f"CLOSED came twice for {peer}")
+            self.closed[peer] = event
+            self._sending.pop(peer, None)
+        elif kind in (EventKind.ACCEPTED, EventKind.CONNECTED):
+            self.opened.append(peer)
+            self.data.setdefault(peer, bytearray())
+        elif kind is EventKind.READABLE:
+            if self.auto_read:
+                self.read(peer)
+            else:
+                self.transport.suspend_read(peer)
+        elif kind is EventKind.WRITABLE:
+            if peer in self._sending:
+                self._push(peer)
+            else:
+                self.transport.suspend_write(peer)
+        if self.on_event is not None:
+            self.on_event(event)
+
+    def read(self, peer: Peer) -> None:
+        """Read until the status is not OK, or (``per_readable``) that many reads of
+        at most ``read_size`` bytes each, as an owner that takes one at a time."""
+        reads = 0
+        while self.per_readable is None or reads < self.per_readable:
+            reads += 1
+            result = self.transport.resume_read(peer, max_len=self.read_size)
+            if result.status is IOStatus.OK:
+                self.data.setdefault(peer, bytearray()).extend(result.data)
+                continue
+            if result.status is IOStatus.EOF:
+                self.eof.add(peer)
+            return
+
+    def send(self, peer: Peer, data: bytes, then: Callable[[], None] | None = None) -> None:
+        """Send ``data`` (one message, or the whole byte stream), then call ``then``."""
+        if self.messages:
+            self.transport.resume_write(data, peer)
+            if then is not None:
+                then()
+            return
+        queue = self._sending.setdefault(peer, deque())
+        queue.append((memoryview(data), then))
+        if len(queue) == 1:
+            self._push(peer)
+
+    def _push(self, peer: Peer) -> None:
+        queue = self._sending[peer]
+        while queue:
+            view, then = queue[0]
+            while view.nbytes:
+                result = self.transport.resume_write(view, peer)
+                view = view[result.sent :]
+                if result.status is IOStatus.ERROR:
+                    self._sending.pop(peer, None)
+                    return
+                if result.status is IOStatus.WOULD_BLOCK:
+                    queue[0] = (view, then)
+                    return
+            queue.popleft()
+            if then is not None:
+                then()
+        del self._sending[peer]
+
+    def received(self, peer: Peer) -> bytes:
+        return bytes(self.data.get(peer, b""))
+
+
+class _ContractLab:
+    """A server and clients, each an :class:`_Owner` of a transport made by ``make``
+    over TCP (with the socket buffer sizes given)."""
+
+    def __init__(
+        self,
+        make: Maker,
+        *,
+        server_kw: dict[str, Any] | None = None,
+        client_kw: dict[str, Any] | None = None,
+    ) -> None:
+        self.make = make
+        self.client_kw = client_kw or {}
+        self.ew = EventWatcher()
+        self.transports: list[ITransport] = []
+        self.closing = False
+        try:
+            self.server = self._owner(server_kw or {})
+            self.address = self.server.transport.bind()
+        except BaseException:
+            self.close()
+            raise
+
+    def _owner(self, tcp_kw: dict[str, Any], **owner_kw: Any) -> _Owner:
+        transport = self.make(TcpTransport(**tcp_kw))
+        self.transports.append(transport)
+        return _Owner(self.ew, transport, **owner_kw)
+
+    def client(self, **owner_kw: Any) -> tuple[_Owner, Peer]:
+        owner = self._owner(self.client_kw, **owner_kw)
+        return owner, owner.transport.connect(self.address)
+
+    def run_until(self, condition: Callable[[], object], what: str) -> None:
+        timeout = _limits["timeout"]
+        try:
+            self.ew.run_until(condition, timeout)
+        except TimeoutError:
+            raise AssertionError(f"gave up after {timeout:g} s waiting for {what}") from None
+
+    def close(self) -> None:
+        self.closing = True
+        for transport in self.transports:
+            transport.close()
+        if not self.ew.closed:
+            for _ in range(3):
+                self.ew.run_once(0)
+            self.ew.close()
+
+    def __enter__(self) -> _ContractLab:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _digest(data: bytes) -> str:
+    return f"{len(data)} bytes (sha1 {hashlib.sha1(data).hexdigest()[:8]})"
+
+
+def _expect_bytes(got: bytes, want: bytes, who: str) -> None:
+    if got != want:
+        raise AssertionError(f"{who} got {_digest(got)}, expected {_digest(want)}")
+
+
+def _expect_clean(event: IOEvent | None, statuses: tuple[IOStatus, ...], who: str) -> None:
+    if event is None or event.status not in statuses:
+        want = " or ".join(f"CLOSED({s.name})" for s in statuses)
+        raise AssertionError(f"{who} should end with {want}, got {event}")
+
+
+def check_close_delivers_everything_while_the_peer_keeps_sending(make: Maker) -> None:
+    """A 4 MiB reply, then close(peer), while the peer keeps sending small requests
+    and reads slowly: the peer gets every byte and a clean EOF, and the closing
+    side's CLOSED says OK (the peer's EOF came), not a reset."""
+    reply = random.Random(5).randbytes(4 * 1024 * 1024)
+    with _ContractLab(make, client_kw={"rcvbuf": 4096}) as lab:
+        server = lab.server
+
+        def on_server(event: IOEvent) -> None:
+            peer = event.peer
+            if (
+                event.kind is EventKind.READABLE
+                and server.received(peer)
+                and peer in server.opened
+            ):
+                server.opened.remove(peer)  # reply once, to the first request
+                server.transport.suspend_read(peer)  # busy replying: reads no more
+                server.send(peer, reply, then=lambda: server.transport.close(peer))
+
+        server.on_event = on_server
+        client, peer = lab.client()
+
+        def on_client(event: IOEvent) -> None:
+            if event.kind is EventKind.CONNECTED:
+                client.send(peer, _REQUEST)
+                lab.ew.call_later(0.001, keep_asking)
+            if peer in client.eof and peer not in client.closed:
+                client.transport.close(peer)  # (a framing layer may have done it already)
+
+        def keep_asking() -> None:
+            if lab.closing or peer in client.eof or peer in client.closed:
+                return
+            if not client.messages:
+                client.transport.resume_write(_REQUEST, peer)  # a short one is fine
+            else:
+                client.send(peer, _REQUEST)
+            lab.ew.call_later(0.001, keep_asking)
+
+        client.on_event = on_client
+        lab.run_until(
+            lambda: peer in client.closed and len(server.closed) == 1,
+            "both sides to close after the 4 MiB reply",
+        )
+        _expect_bytes(client.received(peer), reply, "the peer that kept sending")
+        _expect_clean(client.closed[peer], (IOStatus.OK, IOStatus.EOF), "the peer")
+        if peer not in client.eof and client.closed[peer].status is not IOStatus.EOF:
+            raise AssertionError("the peer never read a clean EOF after the reply")
+        (closed,) = server.closed.values()
+        _expect_clean(closed, (IOStatus.OK,), "the side that closed")
+
+
+def _half_close_exchange(make: Maker, *, client_first: bool) -> None:
+    ask, answer = b"question " * 1000, b"answer " * 3000
+    with _ContractLab(make) as lab:
+        server = lab.server
+        client, peer = lab.client()
+        first, second = (client, server) if client_first else (server, client)
+        late: list[BaseException] = []
+
+        def finish(owner: _Owner, p: Peer) -> None:
+            owner.transport.write_eof(p)
+            try:
+                owner.transport.resume_write(b"after write_eof", p)
+            except TransportClosedError as exc:
+                late.append(exc)
+
+        def on_first(event: IOEvent) -> None:
+            opened = EventKind.CONNECTED if first is client else EventKind.ACCEPTED
+            if event.kind is opened:
+                p = event.peer
+                first.send(p, ask, then=lambda: finish(first, p))
+
+        replied: set[Peer] = set()
+
+        def on_second(event: IOEvent) -> None:
+            p = event.peer
+            if p in second.eof and p not in replied:
+                replied.add(p)
+                # Reply on a later turn: the half-closed peer must still be open.
+                lab.ew.call_later(
+                    0.01, lambda: second.send(p, answer, then=lambda: finish(second, p))
+                )
+
+        first.on_event, second.on_event = on_first, on_second
+        lab.run_until(
+            lambda: peer in client.closed and len(server.closed) == 1,
+            "both sides to finish and close",
+        )
+        (server_peer,) = server.closed
+        _expect_bytes(second.received(peer if second is client else server_peer), ask, "reader")
+        _expect_bytes(first.received(peer if first is client else server_peer), answer, "asker")
+        for owner, p, who in ((client, peer, "the client"), (server, server_peer, "the server")):
+            if p not in owner.eof:
+                raise AssertionError(f"{who} never read the other side's EOF")
+            _expect_clean(owner.closed[p], (IOStatus.EOF,), who)
+        if len(late) != 2:
+            raise AssertionError(
+                f"resume_write after write_eof should raise TransportClosedError; "
+                f"it did {len(late)} times of 2"
+            )
+
+
+def check_half_close_client_first(make: Maker) -> None:
+    """The client sends, then write_eof; the server reads it all and the EOF, replies
+    on a later turn, then write_eof: both get everything, then CLOSED(EOF)."""
+    _half_close_exchange(make, client_first=True)
+
+
+def check_half_close_server_first(make: Maker) -> None:
+    """The same, the other way round: the server speaks first and half-closes."""
+    _half_close_exchange(make, client_first=False)
+
+
+def check_callback_that_reenters_the_loop(make: Maker) -> None:
+    """An owner whose callback runs the loop gets RuntimeError("already running"),
+    and the connection goes on as if nothing happened."""
+    payloads = [b"one", b"two" * 100, b"three" * 1000]
+    with _ContractLab(make) as lab:
+        server = lab.server
+        refused: list[str] = []
+
+        def on_server(event: IOEvent) -> None:
+            if event.kind is EventKind.READABLE and not refused:
+                for reenter in (lambda: lab.ew.run_once(0), lambda: lab.ew.run_until(bool)):
+                    try:
+                        reenter()
+                    except RuntimeError as exc:
+                        refused.append(str(exc))
+
+        server.on_event = on_server
+        client, peer = lab.client()
+        for payload in payloads:
+            client.send(peer, payload)
+        want = b"".join(payloads)
+        lab.run_until(
+            lambda: len(server.received(server.opened[0]) if server.opened else b"") >= len(want),
+            "the server to get every message",
+        )
+        _expect_bytes(server.received(server.opened[0]), want, "the server")
+        if len(refused) != 2 or not all("already running" in r for r in refused):
+            raise AssertionError(f"re-entering the loop should be refused, got {refused}")
+
+
+def check_writes_after_close_while_queued(make: Maker) -> None:
+    """close(peer) with 2 MiB still on its way, while the peer sends to us and we
+    read none of it: writes after close raise TransportClosedError, the peer gets
+    every byte and a clean EOF, and our CLOSED says OK."""
+    payload = random.Random(6).randbytes(2 * 1024 * 1024)
+    greeting = bytes(256 * 1024)  # more than we will ever read
+    with _ContractLab(make, client_kw={"sndbuf": 4096}) as lab:
+        server = lab.server
+
+        def on_server(event: IOEvent) -> None:
+            if event.kind is EventKind.ACCEPTED:
+                server.send(event.peer, greeting)
+            if event.peer in server.eof and event.peer not in server.closed:
+                server.transport.close(event.peer)  # (a framing layer may have done it)
+
+        server.on_event = on_server
+        client, peer = lab.client(auto_read=False)
+        late: list[TransportClosedError] = []
+
+        def close_then_write() -> None:
+            client.transport.close(peer)
+            try:
+                client.transport.resume_write(b"too late", peer)
+            except TransportClosedError as exc:
+                late.append(exc)
+
+        def on_client(event: IOEvent) -> None:
+            if event.kind is EventKind.CONNECTED:
+                client.send(peer, payload, then=close_then_write)
+
+        client.on_event = on_client
+        lab.run_until(
+            lambda: peer in client.closed and len(server.closed) == 1, "both sides to close"
+        )
+        (server_peer,) = server.closed
+        _expect_bytes(server.received(server_peer), payload, "the peer")
+        if server_peer not in server.eof and server.closed[server_peer].status is not IOStatus.EOF:
+            raise AssertionError("the peer never read a clean EOF")
+        _expect_clean(client.closed[peer], (IOStatus.OK,), "the side that closed")
+        if not late:
+            raise AssertionError("resume_write after close(peer) did not raise")
+
+
+def check_no_busy_loop_after_a_drain(make: Maker) -> None:
+    """After an exchange, with nothing queued and nothing to read, 50 loop turns
+    dispatch nothing: no WRITABLE, DRAINED or READABLE, no callback at all."""
+    with _ContractLab(make, client_kw={"sndbuf": 4096}) as lab:
+        server = lab.server
+        client, peer = lab.client()
+        payload = random.Random(7).randbytes(512 * 1024)  # several WRITABLE rounds
+        client.on_event = lambda e: (
+            client.send(peer, payload) if e.kind is EventKind.CONNECTED else None
+        )
+        lab.run_until(
+            lambda: server.opened and len(server.received(server.opened[0])) >= len(payload),
+            "the server to get the payload",
+        )
+        for _ in range(5):  # let what is already scheduled (DRAINED, suspends) run
+            lab.ew.run_once(0)
+        dispatched: list[str] = []
+        before_client, before_server = len(client.events), len(server.events)
+        lab.ew.tracer = lambda kind, _callback: dispatched.append(kind)
+        for _ in range(50):
+            lab.ew.run_once(0)
+        lab.ew.tracer = None
+        new = client.events[before_client:] + server.events[before_server:]
+        if new or dispatched:
+            raise AssertionError(
+                f"an idle connection kept the loop busy: {len(dispatched)} dispatches "
+                f"({sorted(set(dispatched))}) and {len(new)} events "
+                f"({sorted({e.kind.name for e in new})}) in 50 turns"
+            )
+
+
+def check_fd_closed_and_reused_within_a_turn(make: Maker) -> None:
+    """In one loop turn, peer A becomes writable and, before its turn comes, a
+    callback aborts A and starts a connect that gets A's descriptor number (to a
+    listener whose backlog is full, so it cannot finish). A's stale readiness
+    must not reach the new peer: no CONNECTED for it."""
+    stuck = socket.socket()
+    fillers: list[socket.socket] = []
+    try:
+        stuck.bind(("127.0.0.1", 0))
+        stuck.listen(0)  # one connection fills its queue; later SYNs are dropped
+        for _ in range(2):
+            filler = socket.socket()
+            fillers.append(filler)
+            filler.setblocking(False)
+            filler.connect_ex(stuck.getsockname())
+        with _ContractLab(make, client_kw={"sndbuf": 4096}) as lab:
+            server = lab.server
+            server.auto_read = False  # A's bytes pile up: A's writes block
+            client, a = lab.client()
+            lab.run_until(lambda: server.opened and a in client.opened, "peer A")
+            t = client.transport.connect(lab.address)
+            lab.run_until(lambda: len(server.opened) == 2 and t in client.opened, "peer T")
+            a_there, t_there = server.opened
+            for _ in range(64):  # whole messages, so a framing server stops reading too
+                client.send(a, bytes(16 * 1024))
+            for _ in range(5):
+                lab.ew.run_once(0.01)
+            swapped: list[Peer] = []
+
+            def on_client(event: IOEvent) -> None:
+                if event.kind is EventKind.READABLE and event.peer == t and not swapped:
+                    client.transport.abort(a)
+                    swapped.append(client.transport.connect(stuck.getsockname()))
+
+            client.on_event = on_client
+            # One action makes T readable and, right after, A writable again.
+            server.send(t_there, b"go")
+            server.read(a_there)
+            lab.run_until(lambda: bool(swapped), "T's READABLE")
+            for _ in range(10):
+                lab.ew.run_once(0.01)
+            b = swapped[0]
+            wrong = [e for e in client.events if e.peer == b and e.kind is not EventKind.CLOSED]
+            if wrong:
+                raise AssertionError(
+                    f"a connect that cannot have finished got {wrong[0].kind.name}: "
+                    "the readiness of the closed peer that had the same descriptor"
+                )
+    finally:
+        stuck.close()
+        for filler in fillers:
+            filler.close()
+
+
+def check_one_message_per_readable(make: Maker) -> None:
+    """An owner that takes exactly one message per READABLE still gets every one:
+    READABLE repeats while messages wait (a burst, then more that come later),
+    and stops once none wait (no busy loop). Over a byte stream the owner takes
+    one small read (3 bytes) per READABLE, so bytes are always left behind."""
+    burst = [b"frame %d" % i for i in range(5)]
+    later = [b"later %d" % i for i in range(3)]
+    with _ContractLab(make) as lab:
+        server = lab.server
+        server.per_readable = 1
+        if not server.messages:
+            server.read_size = 3
+        client, peer = lab.client()
+
+        def got() -> bytes:
+            return server.received(server.opened[0]) if server.opened else b""
+
+        for payload in burst:
+            client.send(peer, payload)
+        want = b"".join(burst)
+        lab.run_until(lambda: len(got()) >= len(want), f"{len(burst)} messages, one per READABLE")
+        for payload in later:
+            client.send(peer, payload)
+        want = b"".join(burst + later)
+        lab.run_until(lambda: len(got()) >= len(want), "the messages sent later, one per READABLE")
+        _expect_bytes(got(), want, "server")
+        readable = sum(e.kind is EventKind.READABLE for e in server.events)
+        for _ in range(20):
+            lab.ew.run_once(0.001)
+        idle = sum(e.kind is EventKind.READABLE for e in server.events) - readable
+        if idle:
+            raise AssertionError(f"READABLE came {idle} more times with nothing waiting")
+
+
+#: The interface's contract, for message and byte transports alike. Kept apart
+#: from :data:`CHECKS` (the framing suite the exercise grades): the exercise's
+#: transport predates half-close. ``run_checks(make, levels=("contract",))``
+#: runs them; the two marked ``also_in=("errors",)`` run in the exercise's
+#: self-check too.
+CONTRACT_CHECKS: list[Check] = [
+    Check(
+        "close delivers everything while the peer keeps sending",
+        check_close_delivers_everything_while_the_peer_keeps_sending,
+        "contract",
+    ),
+    Check("half-close, client first", check_half_close_client_first, "contract"),
+    Check("half-close, server first", check_half_close_server_first, "contract"),
+    Check("a callback that re-enters the loop", check_callback_that_reenters_the_loop, "contract"),
+    Check(
+        "writes after close(peer) while data is queued",
+        check_writes_after_close_while_queued,
+        "contract",
+        also_in=("errors",),
+    ),
+    Check(
+        "no busy loop after a drain",
+        check_no_busy_loop_after_a_drain,
+        "contract",
+        also_in=("errors",),
+    ),
+    Check(
+        "an fd closed and reused within one turn",
+        check_fd_closed_and_reused_within_a_turn,
+        "contract",
+    ),
+    Check("one message per READABLE", check_one_message_per_readable, "contract"),
+]
