@@ -3,12 +3,13 @@
 Theory of operation
 -------------------
 One function per case. Each builds a real ``FramedTransport`` server on its own
-:class:`~barknet.reactor.EventWatcher`, makes one thing go wrong on purpose (often
-with :class:`~barknet.testing.faults.RawPeer`, a plain socket that can send bytes no
-framing layer would send, half-close, or reset), runs the loop until the server has
-reacted, closes everything, and returns an :class:`Outcome`: what the server's owner
-saw, as printable lines that stay the same from run to run, plus the raw facts for
-tests.
+loop (a :class:`~barknet.testing.harness.Stage`, the harness the tests use),
+makes one thing go wrong on purpose (often with
+:class:`~barknet.testing.faults.RawPeer`, a plain socket that can send bytes no
+framing layer would send, half-close, or reset), runs the loop until the server
+has reacted, closes everything, and returns an :class:`Outcome`: what the
+server's owner saw, as printable lines that stay the same from run to run, plus
+the raw facts for tests.
 """
 
 from __future__ import annotations
@@ -28,10 +29,9 @@ from ..errors import FrameTooLargeError
 from ..events import EventKind, IOEvent, IOStatus, Peer
 from ..framed import FramedTransport
 from ..framing import HEADER_SIZE, encode_frame
-from ..interfaces import ITransport
 from ..reactor import EventWatcher
-from ..tcp import TcpTransport
 from ..testing.faults import RawPeer
+from ..testing.harness import Endpoint, Stage, framed_over_tcp
 
 __all__ = [
     "Outcome",
@@ -79,127 +79,36 @@ def _describe(event: IOEvent) -> str:
     return text
 
 
-class _Stage:
-    """An echoing ``FramedTransport`` server on a private loop, plus the clients
-    a scenario needs; :meth:`close` releases all of it."""
-
-    def __init__(self, *, echo: bool = True, **server_options: Any) -> None:
-        self.ew = EventWatcher()
-        self.echo = echo
-        self.events: list[IOEvent] = []
-        self.frames: dict[Peer, list[bytes]] = {}
-        self.transports: list[ITransport] = []
-        self.raws: list[RawPeer] = []
-        self.paused: set[Peer] = set()  # peers we stopped reading (PAUSE_WRITING)
-        self.reads = 0  # read callbacks the loop dispatched (see tracer below)
-        self.ew.tracer = self._trace
-        try:
-            tcp_options = {
-                k: server_options.pop(k) for k in ("sndbuf", "rcvbuf") if k in server_options
-            }
-            self.server = FramedTransport(TcpTransport(**tcp_options), **server_options)
-            self.transports.append(self.server)
-            self.server.attach(self.ew, self._on_server)
-            self.address = self.server.bind()
-        except BaseException:
-            self.close()
-            raise
-
-    def _trace(self, kind: str, _callback: Any) -> None:
-        if kind == "read":
-            self.reads += 1
-
-    def _on_server(self, event: IOEvent) -> None:
-        self.events.append(event)
-        kind, peer = event.kind, event.peer
-        if kind is EventKind.ACCEPTED:
-            self.frames[peer] = []
-        elif kind is EventKind.PAUSE_WRITING and self.echo:
-            self.paused.add(peer)  # its echoes pile up: stop reading it (water marks)
-            self.server.suspend_read(peer)
-        elif kind is EventKind.RESUME_WRITING:
-            self.paused.discard(peer)
-        if kind is EventKind.READABLE or kind is EventKind.RESUME_WRITING:
-            while peer not in self.paused and (r := self.server.resume_read(peer)).status is _OK:
-                self.frames[peer].append(bytes(r.data))
-                if self.echo:
-                    self.server.resume_write(r.data, peer)
-
-    # --- what scenarios ask about
-    def accepted(self) -> list[Peer]:
-        return [e.peer for e in self.events if e.kind is EventKind.ACCEPTED]
-
-    def of(self, peer: Peer) -> list[IOEvent]:
-        return [e for e in self.events if e.peer == peer]
-
-    def closed(self, peer: Peer) -> list[IOEvent]:
-        return [e for e in self.of(peer) if e.kind is EventKind.CLOSED]
-
-    def run_until(self, condition: Callable[[], bool], timeout: float = 5.0) -> None:
-        self.ew.run_until(condition, timeout)
-
-    def turns(self, n: int) -> None:
-        for _ in range(n):
-            self.ew.run_once(0.005)
-
-    # --- the cast
-    def raw(self) -> tuple[RawPeer, Peer]:
-        """A misbehaving client, and the peer the server sees for it."""
-        before = len(self.accepted())
-        raw = RawPeer(self.address)
-        self.raws.append(raw)
-        self.run_until(lambda: len(self.accepted()) > before)
-        return raw, self.accepted()[-1]
-
-    def bystander(self) -> _Bystander:
-        return _Bystander(self)
-
-    def close(self) -> None:
-        for transport in self.transports:
-            transport.close()
-        for raw in self.raws:
-            raw.close()
-        if not self.ew.closed:
-            self.turns(2)
-            self.ew.close()
-
-    def __enter__(self) -> _Stage:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+@contextlib.contextmanager
+def _staged(*, echo: bool = True, **server_options: Any) -> Iterator[tuple[Stage, Endpoint]]:
+    """A private loop and an echoing ``FramedTransport`` server on it (see
+    :class:`~barknet.testing.harness.Stage`), all closed when the block ends."""
+    with Stage() as stage:
+        yield stage, stage.server(echo=echo, **server_options)
 
 
 class _Bystander:
     """A well-behaved framed client on the same server: it checks that a fault
     on one connection leaves the others alone."""
 
-    def __init__(self, stage: _Stage) -> None:
+    def __init__(self, stage: Stage, server: Endpoint) -> None:
+        assert server.address is not None
         self.stage = stage
-        self.got: list[bytes] = []
-        self.closed: list[IOEvent] = []
-        self.transport = FramedTransport(TcpTransport(*stage.address))
-        stage.transports.append(self.transport)
-        self.transport.attach(stage.ew, self._on_event)
-        self.peer = self.transport.connect()
+        self.client = stage.client(server.address)
+        self.peer = self.client.connect()
+        self.got = self.client.frames[self.peer]
         self.say(b"before")
-
-    def _on_event(self, event: IOEvent) -> None:
-        if event.kind is EventKind.READABLE:
-            while (r := self.transport.resume_read(event.peer)).status is IOStatus.OK:
-                self.got.append(bytes(r.data))
-        elif event.kind is EventKind.CLOSED:
-            self.closed.append(event)
 
     def say(self, payload: bytes) -> None:
         count = len(self.got)
-        self.transport.resume_write(payload, self.peer)
-        self.stage.run_until(lambda: len(self.got) > count or bool(self.closed))
+        self.client.transport.resume_write(payload, self.peer)
+        self.stage.run_until(lambda: len(self.got) > count or bool(self.client.closed()))
 
     def verdict(self) -> str:
         self.say(b"after")
-        ok = self.got == [b"before", b"after"] and not self.closed
-        return "echoed before and after: yes" if ok else f"DISTURBED: {self.got} {self.closed}"
+        closed = self.client.closed()
+        ok = self.got == [b"before", b"after"] and not closed
+        return "echoed before and after: yes" if ok else f"DISTURBED: {self.got} {closed}"
 
 
 def _hex(data: bytes, limit: int = 16) -> str:
@@ -207,10 +116,10 @@ def _hex(data: bytes, limit: int = 16) -> str:
     return shown + (" ..." if len(data) > limit else "")
 
 
-def _finish(outcome: Outcome, stage: _Stage, peer: Peer, raw: RawPeer | None = None) -> None:
+def _finish(outcome: Outcome, server: Endpoint, peer: Peer, raw: RawPeer | None = None) -> None:
     """Record the faulty peer's events and its CLOSED, and what its socket saw."""
-    outcome.events = stage.of(peer)
-    closed = stage.closed(peer)
+    outcome.events = server.of(peer)
+    closed = server.closed(peer)
     outcome.facts["closed_events"] = len(closed)
     if closed:
         outcome.error = closed[0].error
@@ -222,12 +131,16 @@ def _finish(outcome: Outcome, stage: _Stage, peer: Peer, raw: RawPeer | None = N
             outcome.say(f"on the misbehaving client's side: the server {how} the connection")
 
 
-def _quiet_after_close(outcome: Outcome, stage: _Stage) -> None:
+def _quiet_after_close(outcome: Outcome, stage: Stage) -> None:
     """After CLOSED, the loop should not wake up for that socket again."""
-    before = stage.reads
-    stage.turns(10)
-    outcome.facts["reads_after_close"] = stage.reads - before
-    outcome.say(f"read callbacks in the next 10 loop turns: {stage.reads - before}")
+    reads: list[str] = []
+    stage.ew.tracer = lambda kind, _callback: reads.append(kind) if kind == "read" else None
+    try:
+        stage.turns(10)
+    finally:
+        stage.ew.tracer = None
+    outcome.facts["reads_after_close"] = len(reads)
+    outcome.say(f"read callbacks in the next 10 loop turns: {len(reads)}")
 
 
 @contextlib.contextmanager
@@ -258,16 +171,16 @@ def oversized_prefix(prefix: int = 0xFFFF_FFFF, *, max_frame_size: int = 1 * MiB
     outcome = Outcome(
         f"Case: a peer announces a {prefix}-byte frame (limit {max_frame_size} bytes)"
     )
-    with _Stage(max_frame_size=max_frame_size) as stage:
-        bystander = stage.bystander()
+    with _staged(max_frame_size=max_frame_size) as (stage, server):
+        bystander = _Bystander(stage, server)
         with _traced_memory() as memory:
-            raw, peer = stage.raw()
+            raw, peer = server.raw()
             header = struct.pack("!I", prefix)
             raw.send(header)
-            stage.run_until(lambda: bool(stage.closed(peer)))
+            stage.run_until(lambda: bool(server.closed(peer)))
         outcome.facts["peak_bytes"] = memory["peak"]
         outcome.say(f"the peer sent: {_hex(header)} ({len(header)} bytes, nothing else)")
-        _finish(outcome, stage, peer, raw)
+        _finish(outcome, server, peer, raw)
         if isinstance(outcome.error, FrameTooLargeError):
             error = outcome.error
             outcome.say(f"error fields: size={error.size} limit={error.limit}")
@@ -285,19 +198,13 @@ def oversized_send(*, max_frame_size: int = 1 * MiB) -> Outcome:
     """You try to send a payload one byte over the limit: refused at the call,
     with nothing queued and nothing written, and the connection stays usable."""
     outcome = Outcome(f"Case: you send {max_frame_size + 1} bytes (limit {max_frame_size} bytes)")
-    with _Stage(max_frame_size=max_frame_size) as stage:
-        got: list[bytes] = []
-        client = FramedTransport(TcpTransport(*stage.address), max_frame_size=max_frame_size)
-        stage.transports.append(client)
-
-        def on_client(event: IOEvent) -> None:
-            if event.kind is EventKind.READABLE:
-                while (r := client.resume_read(event.peer)).status is IOStatus.OK:
-                    got.append(bytes(r.data))
-
-        client.attach(stage.ew, on_client)
+    with _staged(max_frame_size=max_frame_size) as (stage, server):
+        assert server.address is not None
+        owner = stage.client(server.address, max_frame_size=max_frame_size)
+        client: FramedTransport = owner.transport  # type: ignore[assignment]
         peer = client.connect()
-        stage.run_until(lambda: bool(stage.accepted()))
+        got = owner.frames[peer]
+        stage.run_until(lambda: bool(server.accepted()))
         before = client.counters(peer).bytes_sent
         try:
             client.resume_write(bytes(max_frame_size + 1), peer)
@@ -331,14 +238,14 @@ def truncated_frame(part: str = "header") -> Outcome:
     else:
         raise ValueError('part is "header" or "payload"')
     outcome = Outcome(f"Case: the stream ends mid-{part}")
-    with _Stage() as stage:
-        bystander = stage.bystander()
-        raw, peer = stage.raw()
+    with _staged() as (stage, server):
+        bystander = _Bystander(stage, server)
+        raw, peer = server.raw()
         raw.send(sent)
         raw.half_close()
-        stage.run_until(lambda: bool(stage.closed(peer)))
+        stage.run_until(lambda: bool(server.closed(peer)))
         outcome.say(f"the peer sent: {_hex(sent)} ({len(sent)} bytes), then closed its side")
-        _finish(outcome, stage, peer, raw)
+        _finish(outcome, server, peer, raw)
         error = outcome.error
         if error is not None and hasattr(error, "part"):
             outcome.say(
@@ -353,15 +260,15 @@ def truncated_frame(part: str = "header") -> Outcome:
 def clean_close(frames: int = 2) -> Outcome:
     """A peer sends whole frames, then closes between frames: not an error."""
     outcome = Outcome("Case: the peer closes between frames")
-    with _Stage(echo=False) as stage:
-        raw, peer = stage.raw()
+    with _staged(echo=False) as (stage, server):
+        raw, peer = server.raw()
         raw.send(b"".join(encode_frame(f"frame {i}".encode()) for i in range(frames)))
         raw.half_close()
-        stage.run_until(lambda: bool(stage.closed(peer)))
+        stage.run_until(lambda: bool(server.closed(peer)))
         outcome.say(f"the peer sent {frames} whole frames, then closed its side")
-        outcome.say(f"frames the server's owner received: {stage.frames[peer]}")
-        _finish(outcome, stage, peer, raw)
-        outcome.facts["frames"] = list(stage.frames[peer])
+        outcome.say(f"frames the server's owner received: {server.frames[peer]}")
+        _finish(outcome, server, peer, raw)
+        outcome.facts["frames"] = list(server.frames[peer])
         _quiet_after_close(outcome, stage)
     return outcome
 
@@ -379,15 +286,16 @@ def reset_peer(
     """
     when = "while the server is writing to it" if while_writing else "after one echo"
     outcome = Outcome(f"Case: a peer resets the connection {when}")
-    with _Stage() as stage:
-        bystander = stage.bystander()
-        raw, peer = stage.raw()
+    with _staged() as (stage, server):
+        bystander = _Bystander(stage, server)
+        raw, peer = server.raw()
         if while_writing:
             big = bytes(8 * MiB)
-            stage.server.resume_write(big, peer)
-            stage.server.resume_write(big, peer)
+            transport: FramedTransport = server.transport  # type: ignore[assignment]
+            transport.resume_write(big, peer)
+            transport.resume_write(big, peer)
             stage.turns(3)
-            queued = stage.server.write_buffer_size(peer)
+            queued = transport.write_buffer_size(peer)
             outcome.facts["queued_before_reset"] = queued
             outcome.say(
                 "the server queued two 8 MiB frames for it; the peer reads nothing: "
@@ -399,11 +307,11 @@ def reset_peer(
             outcome.say("the peer sent one frame and read its echo")
         vanish(raw)
         outcome.say("then it closed with SO_LINGER 0 (a reset)")
-        stage.run_until(lambda: bool(stage.closed(peer)))
+        stage.run_until(lambda: bool(server.closed(peer)))
         stage.turns(5)
         if while_writing:
-            closed = stage.closed(peer)
-            outcome.events = stage.of(peer)
+            closed = server.closed(peer)
+            outcome.events = server.of(peer)
             outcome.facts["closed_events"] = len(closed)
             outcome.error = closed[0].error
             error = closed[0].error
@@ -414,7 +322,7 @@ def reset_peer(
                 f"{type(error).__name__} ({name})"
             )
         else:
-            _finish(outcome, stage, peer)
+            _finish(outcome, server, peer)
         outcome.say(f"CLOSED events for that peer: {outcome.facts['closed_events']}")
         outcome.say(f"another client on the same server: {bystander.verdict()}")
     return outcome
@@ -427,18 +335,13 @@ def refused_connect() -> Outcome:
     probe.bind(("127.0.0.1", 0))
     address = probe.getsockname()[:2]
     probe.close()  # the port was free a moment ago, and nobody listens on it now
-    events: list[IOEvent] = []
-    with EventWatcher() as ew:
-        client = FramedTransport(TcpTransport(*address))
-        try:
-            client.attach(ew, events.append)
-            peer = client.connect()
-            outcome.say("connect() returned a peer at once (it does not block)")
-            ew.run_until(lambda: any(e.kind is EventKind.CLOSED for e in events), 5.0)
-        finally:
-            client.close()
-    outcome.events = [e for e in events if e.peer == peer]
-    closed = [e for e in outcome.events if e.kind is EventKind.CLOSED]
+    with Stage() as stage:
+        client = stage.client(address)
+        peer = client.transport.connect()
+        outcome.say("connect() returned a peer at once (it does not block)")
+        stage.run_until(lambda: bool(client.closed(peer)))
+    outcome.events = client.of(peer)
+    closed = client.closed(peer)
     outcome.facts["closed_events"] = len(closed)
     outcome.error = closed[0].error
     outcome.say(f"then the owner got: {_describe(closed[0])}")
@@ -463,9 +366,9 @@ def stalled_peer(
         raise ValueError('mode is "stall", "drip" or "idle"')
     frame = encode_frame(bytes(range(payload)))
     outcome = Outcome(f"Case: frame_timeout={frame_timeout} s and a peer that does {mode!r}")
-    with _Stage(frame_timeout=frame_timeout, echo=False) as stage:
-        raw, peer = stage.raw()
-        got = stage.frames[peer]
+    with _staged(frame_timeout=frame_timeout, echo=False) as (stage, server):
+        raw, peer = server.raw()
+        got = server.frames[peer]
         if mode == "stall":
             raw.send(frame[: HEADER_SIZE + 5])
             outcome.say(
@@ -473,7 +376,7 @@ def stalled_peer(
                 f"then 5 of them ({HEADER_SIZE + 5} of the frame's {len(frame)} bytes, "
                 "header included), then nothing"
             )
-            stage.run_until(lambda: bool(stage.closed(peer)), timeout=frame_timeout + 5)
+            stage.run_until(lambda: bool(server.closed(peer)), timeout=frame_timeout + 5)
         elif mode == "drip":
             left = list(frame)
 
@@ -490,19 +393,19 @@ def stalled_peer(
                 f"the peer sends the rest of a {len(frame)}-byte frame one byte every {gap:g} s, "
                 f"more slowly than the {frame_timeout:g} s deadline allows for the whole frame"
             )
-            stage.run_until(lambda: bool(got) or bool(stage.closed(peer)), timeout=30)
+            stage.run_until(lambda: bool(got) or bool(server.closed(peer)), timeout=30)
         else:
             raw.send(frame)
             stage.run_until(lambda: bool(got))
             idle = 2 * frame_timeout
             stage.ew.call_later(idle, raw.send, frame)
             outcome.say(f"the peer sent a whole frame, was silent for {idle:g} s, sent another")
-            stage.run_until(lambda: len(got) == 2 or bool(stage.closed(peer)), timeout=idle + 5)
+            stage.run_until(lambda: len(got) == 2 or bool(server.closed(peer)), timeout=idle + 5)
         outcome.facts["frames"] = len(got)
-        if stage.closed(peer):
-            _finish(outcome, stage, peer, raw)
+        if server.closed(peer):
+            _finish(outcome, server, peer, raw)
         else:
-            outcome.events = stage.of(peer)
+            outcome.events = server.of(peer)
             outcome.facts["closed_events"] = 0
             outcome.say(f"frames received: {len(got)}; the connection is still open")
     return outcome
@@ -550,14 +453,10 @@ def slow_reader(
     facts.update(frames_sent=0, frames_received=0, bytes_received=0, max_queued=0)
     flow: list[tuple[str, int]] = []  # (event, bytes queued when it came)
 
-    with _Stage(echo=False, sndbuf=sndbuf, rcvbuf=rcvbuf) as stage:
-        server = stage.server
-        producer = FramedTransport(
-            TcpTransport(*stage.address, sndbuf=sndbuf, rcvbuf=rcvbuf),
-            high_water=high_water,
-            low_water=low_water,
-        )
-        stage.transports.append(producer)
+    with Stage() as stage:
+        # The server's owner is written out below (it reads slowly), so the server
+        # is a bare transport the stage closes, not a recording endpoint.
+        server: FramedTransport = stage.own(framed_over_tcp(sndbuf=sndbuf, rcvbuf=rcvbuf))
         state = {"paused": False, "naps": 0, "since_nap": 0}
 
         def payload(i: int) -> bytes:
@@ -616,21 +515,19 @@ def slow_reader(
                 take(r.data)
 
         def on_server(event: IOEvent) -> None:
-            stage.events.append(event)
             if event.kind is EventKind.READABLE:
                 if reader == "naps":
                     read_all(event.peer)
                 else:
                     one_frame(event.peer)
 
-        if callable(reader):
-            yours = reader(server, stage.ew, take)
-
-            def on_server(event: IOEvent) -> None:
-                stage.events.append(event)
-                yours(event)
-
-        server.attach(stage.ew, on_server)  # replace the stage's echoing owner
+        server.attach(stage.ew, reader(server, stage.ew, take) if callable(reader) else on_server)
+        address = server.bind()
+        producer: FramedTransport = stage.own(
+            framed_over_tcp(
+                *address, sndbuf=sndbuf, rcvbuf=rcvbuf, high_water=high_water, low_water=low_water
+            )
+        )
         producer.attach(stage.ew, on_producer)
         peer = producer.connect()
         stage.run_until(lambda: facts["bytes_received"] >= total, timeout=timeout)

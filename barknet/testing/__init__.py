@@ -11,7 +11,7 @@
 Nothing in the library (``barknet``) imports this package.
 """
 
-from .conformance import run_checks
+from .checks import run_checks
 from .faults import ChunkingTransport, RawPeer
 from .trace import LoopTrace, Trace, TracingTransport
 

@@ -19,16 +19,11 @@ from __future__ import annotations
 import hashlib
 import random
 import socket
-from collections import deque
-from collections.abc import Callable
 from typing import Any
 
 from ..errors import TransportClosedError
 from ..events import EventKind, IOEvent, IOStatus, Peer
-from ..interfaces import ITransport
-from ..reactor import EventWatcher
-from ..tcp import TcpTransport
-from .conformance import Check, Maker, _limits
+from .checks import Check, Lab, Maker, Side
 
 __all__ = ["CONTRACT_CHECKS"]
 
@@ -42,157 +37,23 @@ __all__ = ["CONTRACT_CHECKS"]
 _REQUEST = b"next, please"
 
 
-def _is_message_transport(transport: ITransport) -> bool:
-    return getattr(transport, "max_frame_size", None) is not None
+# The owners and the lab are the framing suite's (barknet.testing.checks), with
+# two differences: the server does not echo, and every owner answers the
+# wake-ups it has no use for (suspend_read, suspend_write), so a busy loop is
+# the transport's and not the owner's. Side.send finishes a byte stream across
+# WRITABLE events; Side.received joins what arrived, messages or bytes.
+_Owner = Side
 
 
-class _Owner:
-    """A contract check's owner of one transport: keeps what arrived per peer,
-    whether the peer's EOF was read, and each peer's CLOSED; sends byte
-    streams to the end across WRITABLE events."""
-
-    def __init__(self, ew: EventWatcher, transport: ITransport, *, auto_read: bool = True) -> None:
-        self.ew = ew
-        self.transport = transport
-        self.messages = _is_message_transport(transport)
-        self.auto_read = auto_read
-        self.events: list[IOEvent] = []
-        self.data: dict[Peer, bytearray] = {}
-        self.eof: set[Peer] = set()
-        self.closed: dict[Peer, IOEvent] = {}
-        self.opened: list[Peer] = []
-        self.on_event: Callable[[IOEvent], None] | None = None
-        #: Reads per READABLE (None: until the status is not OK) and bytes per read.
-        self.per_readable: int | None = None
-        self.read_size: int | None = None
-        self._sending: dict[Peer, deque[tuple[memoryview, Callable[[], None] | None]]] = {}
-        transport.attach(ew, self._on_event)
-
-    def _on_event(self, event: IOEvent) -> None:
-        self.events.append(event)
-        kind, peer = event.kind, event.peer
-        if kind is EventKind.CLOSED:
-            if peer in self.closed:
-                raise AssertionError(f"CLOSED came twice for {peer}")
-            self.closed[peer] = event
-            self._sending.pop(peer, None)
-        elif kind in (EventKind.ACCEPTED, EventKind.CONNECTED):
-            self.opened.append(peer)
-            self.data.setdefault(peer, bytearray())
-        elif kind is EventKind.READABLE:
-            if self.auto_read:
-                self.read(peer)
-            else:
-                self.transport.suspend_read(peer)
-        elif kind is EventKind.WRITABLE:
-            if peer in self._sending:
-                self._push(peer)
-            else:
-                self.transport.suspend_write(peer)
-        if self.on_event is not None:
-            self.on_event(event)
-
-    def read(self, peer: Peer) -> None:
-        """Read until the status is not OK, or (``per_readable``) that many reads of
-        at most ``read_size`` bytes each, as an owner that takes one at a time."""
-        reads = 0
-        while self.per_readable is None or reads < self.per_readable:
-            reads += 1
-            result = self.transport.resume_read(peer, max_len=self.read_size)
-            if result.status is IOStatus.OK:
-                self.data.setdefault(peer, bytearray()).extend(result.data)
-                continue
-            if result.status is IOStatus.EOF:
-                self.eof.add(peer)
-            return
-
-    def send(self, peer: Peer, data: bytes, then: Callable[[], None] | None = None) -> None:
-        """Send ``data`` (one message, or the whole byte stream), then call ``then``."""
-        if self.messages:
-            self.transport.resume_write(data, peer)
-            if then is not None:
-                then()
-            return
-        queue = self._sending.setdefault(peer, deque())
-        queue.append((memoryview(data), then))
-        if len(queue) == 1:
-            self._push(peer)
-
-    def _push(self, peer: Peer) -> None:
-        queue = self._sending[peer]
-        while queue:
-            view, then = queue[0]
-            while view.nbytes:
-                result = self.transport.resume_write(view, peer)
-                view = view[result.sent :]
-                if result.status is IOStatus.ERROR:
-                    self._sending.pop(peer, None)
-                    return
-                if result.status is IOStatus.WOULD_BLOCK:
-                    queue[0] = (view, then)
-                    return
-            queue.popleft()
-            if then is not None:
-                then()
-        del self._sending[peer]
-
-    def received(self, peer: Peer) -> bytes:
-        return bytes(self.data.get(peer, b""))
-
-
-class _ContractLab:
-    """A server and clients, each an :class:`_Owner` of a transport made by ``make``
-    over TCP (with the socket buffer sizes given)."""
-
-    def __init__(
-        self,
-        make: Maker,
-        *,
-        server_kw: dict[str, Any] | None = None,
-        client_kw: dict[str, Any] | None = None,
-    ) -> None:
-        self.make = make
-        self.client_kw = client_kw or {}
-        self.ew = EventWatcher()
-        self.transports: list[ITransport] = []
-        self.closing = False
-        try:
-            self.server = self._owner(server_kw or {})
-            self.address = self.server.transport.bind()
-        except BaseException:
-            self.close()
-            raise
-
-    def _owner(self, tcp_kw: dict[str, Any], **owner_kw: Any) -> _Owner:
-        transport = self.make(TcpTransport(**tcp_kw))
-        self.transports.append(transport)
-        return _Owner(self.ew, transport, **owner_kw)
-
-    def client(self, **owner_kw: Any) -> tuple[_Owner, Peer]:
-        owner = self._owner(self.client_kw, **owner_kw)
-        return owner, owner.transport.connect(self.address)
-
-    def run_until(self, condition: Callable[[], object], what: str) -> None:
-        timeout = _limits["timeout"]
-        try:
-            self.ew.run_until(condition, timeout)
-        except TimeoutError:
-            raise AssertionError(f"gave up after {timeout:g} s waiting for {what}") from None
-
-    def close(self) -> None:
-        self.closing = True
-        for transport in self.transports:
-            transport.close()
-        if not self.ew.closed:
-            for _ in range(3):
-                self.ew.run_once(0)
-            self.ew.close()
-
-    def __enter__(self) -> _ContractLab:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+def _ContractLab(
+    make: Maker,
+    *,
+    server_kw: dict[str, Any] | None = None,
+    client_kw: dict[str, Any] | None = None,
+) -> Lab:
+    """A server that does not echo and clients, each a quiet :class:`Side` of a
+    transport made by ``make`` over TCP (with the socket buffer sizes given)."""
+    return Lab(make, echo=False, quiet=True, server_tcp=server_kw, client_tcp=client_kw)
 
 
 def _digest(data: bytes) -> str:
@@ -369,7 +230,7 @@ def check_writes_after_close_while_queued(make: Maker) -> None:
                 server.transport.close(event.peer)  # (a framing layer may have done it)
 
         server.on_event = on_server
-        client, peer = lab.client(auto_read=False)
+        client, peer = lab.client(take=False)
         late: list[TransportClosedError] = []
 
         def close_then_write() -> None:
@@ -444,7 +305,7 @@ def check_fd_closed_and_reused_within_a_turn(make: Maker) -> None:
             filler.connect_ex(stuck.getsockname())
         with _ContractLab(make, client_kw={"sndbuf": 4096}) as lab:
             server = lab.server
-            server.auto_read = False  # A's bytes pile up: A's writes block
+            server.take = False  # A's bytes pile up: A's writes block
             client, a = lab.client()
             lab.run_until(lambda: server.opened and a in client.opened, "peer A")
             t = client.transport.connect(lab.address)

@@ -7,16 +7,33 @@ records what happened and maybe echoes, clients, and sometimes a raw socket that
 misbehaves. Written five times, each copy drifts; written once, here, a test reads
 as the behaviour it pins.
 
-* :class:`Endpoint` wraps any :class:`~barknet.interfaces.ITransport` (framed or
-  raw bytes) and records its events in order and the messages each peer sent.
-  With ``echo=True`` it sends every message back to its sender, and obeys the
-  water marks while it does (``PAUSE_WRITING``: stop reading that peer;
-  ``RESUME_WRITING``: read again), so a peer that never reads its echoes costs
-  bounded memory; with
-  ``take=False`` it leaves ``READABLE`` unanswered so a test can pull by hand.
-* :class:`Stage` owns a private :class:`~barknet.reactor.EventWatcher` and every
-  endpoint and raw peer made on it, and closes them all, in the right order,
-  whatever happened. Use it as a context manager.
+* :class:`Owner` is what a transport's owner does with its events, recorded: it
+  keeps every event in order, the messages (or byte chunks) each peer sent, the
+  peers opened, the EOFs read and each peer's one ``CLOSED`` (a second one is a
+  broken grammar and raises ``AssertionError`` at once). How it answers is set
+  by a few options, each an owner a test or a check needs:
+
+  - ``take`` (default): on ``READABLE``, read until the status is not ``OK``, or
+    ``per_readable`` reads of at most ``read_size`` bytes each, as an owner that
+    takes one message at a time does; ``take=False`` leaves the data waiting, so
+    a test can pull by hand;
+  - ``echo``: send every message back to its sender, obeying the water marks
+    while it does (``PAUSE_WRITING``: stop reading that peer; ``RESUME_WRITING``:
+    read again), so a peer that never reads its echoes costs bounded memory;
+  - ``quiet``: answer every wake-up it has no use for, as a careful owner does
+    (``READABLE`` while not taking: ``suspend_read``; ``WRITABLE`` with nothing
+    to send: ``suspend_write``), so a loop that keeps waking it is the
+    transport's fault, not the owner's.
+
+  :meth:`Owner.send` sends a whole message, or a whole byte stream across
+  ``WRITABLE`` events, then calls you back.
+* :class:`Endpoint` is an :class:`Owner` with the questions tests ask
+  (``closed(peer)``, ``of_kind(...)``, ``round_trip(...)``).
+* :class:`Stage` owns a private :class:`~barknet.reactor.EventWatcher` (or one you
+  give it), every owner made on it, and anything else handed to :meth:`Stage.own`
+  (the TCP transport under a layer, a raw socket). :meth:`Stage.close` closes them
+  all, in the order they were made, each even if an earlier one raised (a
+  transport under test may fail in ``close`` too). Use it as a context manager.
 
 Waits are bounded: :meth:`Stage.run_until` raises ``TimeoutError`` after a few
 seconds instead of hanging.
@@ -24,9 +41,9 @@ seconds instead of hanging.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from ..events import EventKind, IOEvent, IOStatus, Peer
 from ..framed import FramedTransport
@@ -35,10 +52,14 @@ from ..reactor import EventWatcher
 from ..tcp import TcpTransport
 from .faults import RawPeer
 
-__all__ = ["Endpoint", "Stage", "framed_over_tcp"]
+__all__ = ["Endpoint", "Owner", "Stage", "framed_over_tcp"]
 
 #: How long a harness wait may last before it is declared stuck.
 WAIT = 5.0
+
+
+class _Closable(Protocol):
+    def close(self) -> None: ...
 
 
 def framed_over_tcp(
@@ -55,33 +76,67 @@ def framed_over_tcp(
     )
 
 
-class Endpoint:
-    """A transport plus what happened to it: every event, and messages per peer."""
+class Owner:
+    """A transport plus what happened to it: every event, and what each peer sent."""
 
     def __init__(
-        self, ew: EventWatcher, transport: ITransport, *, echo: bool = False, take: bool = True
+        self,
+        ew: EventWatcher,
+        transport: ITransport,
+        *,
+        echo: bool = False,
+        take: bool = True,
+        per_readable: int | None = None,
+        read_size: int | None = None,
+        quiet: bool = False,
     ) -> None:
         self.ew = ew
         self.transport = transport
         self.echo = echo
         self.take = take
+        #: Reads per READABLE (None: until the status is not OK) and bytes per read.
+        self.per_readable = per_readable
+        self.read_size = read_size
+        self.quiet = quiet
         self.events: list[IOEvent] = []
+        #: What each peer sent: its messages, or the chunks of its byte stream.
         self.frames: defaultdict[Peer, list[bytes]] = defaultdict(list)
+        #: Peers in the order they were ACCEPTED or CONNECTED.
+        self.opened: list[Peer] = []
+        #: Peers whose EOF a read returned.
+        self.eof: set[Peer] = set()
+        #: Each peer's CLOSED event.
+        self.ended: dict[Peer, IOEvent] = {}
         #: Called after each event is recorded (and answered), for a test's own logic.
         self.on_event: Callable[[IOEvent], None] | None = None
         self.address: tuple[str, int] | None = None
         self.raws: list[RawPeer] = []
-        #: Peers an echoing endpoint stopped reading (PAUSE_WRITING) until RESUME_WRITING.
+        #: Peers an echoing owner stopped reading (PAUSE_WRITING) until RESUME_WRITING.
         self.paused: set[Peer] = set()
         #: The first peer :meth:`connect` opened: the one a one-connection client uses.
         self.peer: Peer | None = None
+        self._sending: dict[Peer, deque[tuple[memoryview, Callable[[], None] | None]]] = {}
         transport.attach(ew, self._on_event)
+
+    @property
+    def messages(self) -> bool:
+        """True for a message transport (it has a ``max_frame_size``), False for a
+        byte stream."""
+        return getattr(self.transport, "max_frame_size", None) is not None
 
     def _on_event(self, event: IOEvent) -> None:
         self.events.append(event)
         kind, peer = event.kind, event.peer
-        if kind is EventKind.READABLE and self.take and peer not in self.paused:
-            self._drain(peer)
+        if kind is EventKind.READABLE:
+            if self.take:
+                self.read(peer)
+            elif self.quiet:
+                self.transport.suspend_read(peer)
+        elif kind is EventKind.WRITABLE:
+            if peer in self._sending:
+                self._push(peer)
+            elif self.quiet:
+                self.transport.suspend_write(peer)
         elif kind is EventKind.PAUSE_WRITING and self.echo:
             # An echo must not read faster than its peer reads the replies: stop
             # reading this peer until the replies queued for it drain.
@@ -90,18 +145,76 @@ class Endpoint:
         elif kind is EventKind.RESUME_WRITING and self.echo and peer in self.paused:
             self.paused.discard(peer)
             if self.take:
-                self._drain(peer)  # resume_read after suspend_read reads again
+                self.read(peer)  # resume_read after suspend_read reads again
+        elif kind in (EventKind.ACCEPTED, EventKind.CONNECTED):
+            self.opened.append(peer)
         elif kind is EventKind.CLOSED:
+            if peer in self.ended:
+                raise AssertionError(f"CLOSED came twice for {peer}")
+            self.ended[peer] = event
             self.paused.discard(peer)
+            self._sending.pop(peer, None)
         if self.on_event is not None:
             self.on_event(event)
 
-    def _drain(self, peer: Peer) -> None:
-        transport = self.transport
-        while peer not in self.paused and (r := transport.resume_read(peer)).status is IOStatus.OK:
-            self.frames[peer].append(bytes(r.data))
-            if self.echo:
-                transport.resume_write(r.data, peer)
+    # --- reading and writing
+    def read(self, peer: Peer) -> None:
+        """Read what waits for ``peer`` (see ``per_readable`` and ``read_size``),
+        sending each message back if echoing; note the EOF if one comes."""
+        transport, reads = self.transport, 0
+        while peer not in self.paused and (self.per_readable is None or reads < self.per_readable):
+            reads += 1
+            # ``max_len`` only when asked for: a learner's resume_read may not take it.
+            if self.read_size is None:
+                result = transport.resume_read(peer)
+            else:
+                result = transport.resume_read(peer, max_len=self.read_size)
+            if result.status is IOStatus.OK:
+                data = bytes(result.data)
+                self.frames[peer].append(data)
+                if self.echo:
+                    transport.resume_write(data, peer)
+                continue
+            if result.status is IOStatus.EOF:
+                self.eof.add(peer)
+            return
+
+    def send(self, peer: Peer, data: bytes, then: Callable[[], None] | None = None) -> None:
+        """Send ``data`` (one message, or the whole byte stream), then call ``then``.
+
+        A message transport takes the whole message at once; a byte stream takes
+        what fits, and the rest goes out on ``WRITABLE`` events, in order."""
+        if self.messages:
+            self.transport.resume_write(data, peer)
+            if then is not None:
+                then()
+            return
+        queue = self._sending.setdefault(peer, deque())
+        queue.append((memoryview(data), then))
+        if len(queue) == 1:
+            self._push(peer)
+
+    def _push(self, peer: Peer) -> None:
+        queue = self._sending[peer]
+        while queue:
+            view, then = queue[0]
+            while view.nbytes:
+                result = self.transport.resume_write(view, peer)
+                view = view[result.sent :]
+                if result.status is IOStatus.ERROR:
+                    self._sending.pop(peer, None)
+                    return
+                if result.status is IOStatus.WOULD_BLOCK:
+                    queue[0] = (view, then)
+                    return
+            queue.popleft()
+            if then is not None:
+                then()
+        del self._sending[peer]
+
+    def received(self, peer: Peer) -> bytes:
+        """Everything ``peer`` sent so far, joined."""
+        return b"".join(self.frames.get(peer, ()))
 
     # --- set-up
     def bind(self) -> tuple[str, int]:
@@ -113,7 +226,7 @@ class Endpoint:
         peer = self.transport.connect(address) if address else self.transport.connect()
         if self.peer is None:
             self.peer = peer
-        self.ew.run_until(lambda: self.is_connected(peer) or bool(self.closed(peer)), WAIT)
+        self.ew.run_until(lambda: peer in self.opened or peer in self.ended, WAIT)
         return peer
 
     def raw(self) -> tuple[RawPeer, Peer]:
@@ -125,7 +238,20 @@ class Endpoint:
         self.ew.run_until(lambda: len(self.accepted()) > before, WAIT)
         return raw, self.accepted()[-1]
 
-    # --- traffic
+    def accepted(self) -> list[Peer]:
+        return [e.peer for e in self.events if e.kind is EventKind.ACCEPTED]
+
+    def close(self) -> None:
+        try:
+            self.transport.close()
+        finally:
+            for raw in self.raws:
+                raw.close()
+
+
+class Endpoint(Owner):
+    """An :class:`Owner` with the questions tests ask about it."""
+
     def round_trip(self, payload: bytes, peer: Peer | None = None) -> None:
         """Send one message and wait for the echo: proof that ``peer`` (by default
         :attr:`peer`) still works."""
@@ -136,7 +262,6 @@ class Endpoint:
         self.ew.run_until(lambda: len(self.frames[peer]) > before, WAIT)
         assert self.frames[peer][-1] == payload, (self.frames[peer][-1][:32], payload[:32])
 
-    # --- what tests ask about
     def of_kind(self, kind: EventKind, peer: Peer | None = None) -> list[IOEvent]:
         return [e for e in self.events if e.kind is kind and (peer is None or e.peer == peer)]
 
@@ -151,16 +276,12 @@ class Endpoint:
         self.ew.run_until(lambda: bool(self.closed(peer)), timeout)
         return self.closed(peer)[0]
 
-    def accepted(self) -> list[Peer]:
-        return [e.peer for e in self.of_kind(EventKind.ACCEPTED)]
-
     def is_connected(self, peer: Peer) -> bool:
         return bool(self.of_kind(EventKind.CONNECTED, peer))
 
-    def close(self) -> None:
-        self.transport.close()
-        for raw in self.raws:
-            raw.close()
+
+OwnerT = TypeVar("OwnerT", bound=Owner)
+ClosableT = TypeVar("ClosableT", bound=_Closable)
 
 
 class Stage:
@@ -169,15 +290,25 @@ class Stage:
     def __init__(self, ew: EventWatcher | None = None) -> None:
         self._owns_loop = ew is None
         self.ew = EventWatcher() if ew is None else ew
-        self.endpoints: list[Endpoint] = []
+        self.endpoints: list[Owner] = []
+        self.owned: list[_Closable] = []
+        #: True once :meth:`close` began: timers a test set can stop re-arming.
+        self.closing = False
 
-    def endpoint(
-        self, transport: ITransport, *, echo: bool = False, take: bool = True
-    ) -> Endpoint:
-        """Attach ``transport`` to this stage's loop, recording what it replays."""
-        made = Endpoint(self.ew, transport, echo=echo, take=take)
-        self.endpoints.append(made)
-        return made
+    def add(self, owner: OwnerT) -> OwnerT:
+        """Close ``owner`` (made on this stage's loop) with the stage."""
+        self.endpoints.append(owner)
+        return owner
+
+    def own(self, thing: ClosableT) -> ClosableT:
+        """Close ``thing`` (anything with ``close()``) with the stage, after the owners."""
+        self.owned.append(thing)
+        return thing
+
+    def endpoint(self, transport: ITransport, **options: Any) -> Endpoint:
+        """Attach ``transport`` to this stage's loop, recording what it replays
+        (``options``: those of :class:`Owner`)."""
+        return self.add(Endpoint(self.ew, transport, **options))
 
     def server(
         self, transport: ITransport | None = None, *, echo: bool = True, **options: Any
@@ -221,11 +352,24 @@ class Stage:
             self.ew.run_once(timeout)
 
     def close(self) -> None:
-        for made in self.endpoints:
-            made.close()
+        """Close every owner, then everything owned, then (if it is ours) the loop,
+        after a few turns that deliver the ``CLOSED`` events. Every step runs even
+        if an earlier one raised; the first error is raised at the end."""
+        self.closing = True
+        errors: list[BaseException] = []
+        for thing in [*self.endpoints, *self.owned]:
+            try:
+                thing.close()
+            except Exception as exc:
+                errors.append(exc)
         if self._owns_loop and not self.ew.closed:
-            self.turns(2)  # deliver the CLOSED events
-            self.ew.close()
+            try:
+                for _ in range(3):
+                    self.ew.run_once(0)
+            finally:
+                self.ew.close()
+        if errors:
+            raise errors[0]
 
     def __enter__(self) -> Stage:
         return self
