@@ -2,7 +2,7 @@
 in FramedTransport, and the accept loop's errors (bounded, nothing leaked).
 
 The end-to-end scenarios (4 MiB reply then close while the peer keeps sending,
-half-close both ways) are contract checks in barknet.testing.conformance, run against
+half-close both ways) are contract checks in barknet.testing.contract, run against
 every stack by tests/test_contract.py.
 """
 

@@ -1,4 +1,4 @@
-"""The contract checks of barknet.testing.conformance against every stack barknet ships.
+"""The contract checks of barknet.testing.contract against every stack barknet ships.
 
 Message stacks: FramedTransport, CompressedTransport over it, each directly over
 TCP, through a ChunkingTransport and through a TracingTransport. Byte stacks (the
