@@ -8,8 +8,10 @@ import socket
 
 import pytest
 
-from barknet import EventKind, encode_frame
-from barknet.testing.harness import Stage
+from barknet import EventKind, TcpTransport, encode_frame
+from barknet.events import IOEvent
+from barknet.layer import TransportLayer
+from barknet.testing.harness import Stage, framed_over_tcp
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
@@ -60,3 +62,46 @@ def test_an_echo_stops_reading_a_peer_that_never_reads_its_echoes(stage: Stage) 
         )
     finally:
         sock.close()
+
+
+class _ClosedTwice(TransportLayer):
+    """A broken layer: it replays every CLOSED twice."""
+
+    def _on_inner_event(self, event: IOEvent) -> None:
+        self._emit(event)
+        if event.kind is EventKind.CLOSED:
+            self._emit(event)
+
+
+def test_a_second_closed_for_one_peer_fails_at_once(stage: Stage) -> None:
+    """One CLOSED per peer is the grammar; every owner on the harness holds a
+    transport to it, so the tests and the checks need not each count."""
+    server = stage.server(_ClosedTwice(framed_over_tcp()))
+    assert server.address is not None
+    client = stage.connected(server.address)
+    stage.run_until(lambda: server.accepted())
+    assert client.peer is not None
+    client.transport.close(client.peer)
+    with pytest.raises(AssertionError, match="CLOSED came twice"):
+        stage.run_until(lambda: False, timeout=2)
+
+
+def test_send_finishes_a_byte_stream_across_writable_then_suspends_writing(
+    stage: Stage,
+) -> None:
+    """Over a raw byte transport a write may go out in part: send() finishes it on
+    WRITABLE, calls back once, and a quiet owner then stops WRITABLE."""
+    server = stage.endpoint(TcpTransport())
+    address = server.bind()
+    client = stage.endpoint(TcpTransport(*address, sndbuf=4096), quiet=True)
+    peer = client.connect()
+    data = bytes(range(256)) * 4096  # 1 MiB: far more than one send takes
+    done: list[bool] = []
+    client.send(peer, data, then=lambda: done.append(True))
+    stage.run_until(lambda: server.opened and len(server.received(server.opened[0])) >= len(data))
+    assert server.received(server.opened[0]) == data
+    assert done == [True]
+    assert client.of_kind(EventKind.WRITABLE, peer), "the 1 MiB went out in one call"
+    writable = len(client.of_kind(EventKind.WRITABLE, peer))
+    stage.turns(5)
+    assert len(client.of_kind(EventKind.WRITABLE, peer)) == writable
