@@ -171,6 +171,7 @@ class SendState:
         "paused",
         "queued",
         "tail",
+        "turn",
         "waiting",
     )
 
@@ -187,6 +188,7 @@ class SendState:
         self.eof = False  # write_eof() was called: pass it down once the queue is empty
         self.eof_sent = False  # ... and it was passed down
         self.flush_due = False  # (coalescing) a flush is scheduled for the end of this turn
+        self.turn = -1  # (coalescing) the loop's turn in which the last frame was written
         #: The last queued buffer when it is ours to append small frames to
         #: (None once a write has started: then it is never resized again).
         self.tail: bytearray | None = None
@@ -377,8 +379,24 @@ class FramedTransport(ITransport):
     # ---------------------------------------------------------------- events
     def _on_inner_event(self, event: IOEvent) -> None:
         kind, peer = event.kind, event.peer
-        if kind is EventKind.READABLE:
-            self._on_readable(peer)
+        if kind is EventKind.READABLE:  # the common case, handled here
+            recv = self._recv.get(peer)
+            if recv is None:
+                return
+            if recv.frames:
+                # The owner has not taken the last batch: stop reading until it
+                # does (our own READABLE keeps coming meanwhile, see _announce).
+                recv.paused_for_owner = True
+                self.inner.suspend_read(peer)
+                return
+            if recv.replay_due:
+                return  # a replay this turn serves this peer: one turn's worth, not two
+            self._pump(peer, recv)
+            if recv.frames:
+                # A callback queued now would run in this same turn, after the
+                # sockets: the peer had its turn's worth, so a replay waits for
+                # the next turn.
+                self._announce(peer, recv, next_turn=True)
         elif kind is EventKind.WRITABLE:
             self._on_writable(peer)
         elif kind is EventKind.CLOSED:
@@ -428,24 +446,6 @@ class FramedTransport(ITransport):
             self._replay(event)
 
     # ---------------------------------------------------------------- reads
-    def _on_readable(self, peer: Peer) -> None:
-        recv = self._recv.get(peer)
-        if recv is None:
-            return
-        if recv.frames:
-            # The owner has not taken the last batch: stop reading until it does
-            # (our own READABLE keeps coming meanwhile, see _announce).
-            recv.paused_for_owner = True
-            self.inner.suspend_read(peer)
-            return
-        if recv.replay_due:
-            return  # a replay this turn serves this peer: one turn's worth, not two
-        self._pump(peer, recv)
-        if recv.frames:
-            # A callback queued now would run in this same turn, after the sockets:
-            # the peer had its turn's worth, so a replay waits for the next turn.
-            self._announce(peer, recv, next_turn=True)
-
     def _announce(self, peer: Peer, recv: RecvState, *, next_turn: bool = False) -> None:
         """Tell the owner frames (or, with ``half_close``, the peer's EOF) wait; if
         some still wait after its callback (or we stopped reading for it, or a
@@ -458,7 +458,7 @@ class FramedTransport(ITransport):
             or recv.paused_for_owner
             or recv.decoder.ready
             or recv.held_error
-            or self._eof_unread(recv)
+            or (self.half_close and self._eof_unread(recv))
         ) and not recv.replay_due:
             recv.replay_due = True
             recv.replay_waits = next_turn
@@ -741,15 +741,24 @@ class FramedTransport(ITransport):
                 encode_header(size, self.max_frame_size)  # raises FrameTooLargeError
             header = _pack_header(size)  # the size is checked once, here
             if not send.buffers and not send.waiting:
-                if not self.coalesce:
-                    return self._write_now(send, peer, header, data, size)
-                if not send.flush_due:
-                    # Coalescing: the first frame of a turn leaves at once (no added
-                    # latency); frames written after it in the same turn are queued
+                first = True
+                if self.coalesce:
+                    # The first frame of a turn leaves at once (no added latency);
+                    # the frames written after it in the same turn are queued below
                     # and leave together at the turn's end.
-                    send.flush_due = True
-                    self._watcher.call_soon(self._flush_due, peer)  # type: ignore[union-attr]
-                    return self._write_now(send, peer, header, data, size)
+                    turn = self._watcher.turns  # type: ignore[union-attr]  # attached
+                    first, send.turn = send.turn != turn, turn
+                if first:
+                    # The common case: nothing waits, so offer the frame to the inner
+                    # transport now. A small payload is glued to its header (copying a
+                    # few hundred bytes is cheaper than a scatter/gather list); a
+                    # larger one goes as [header, payload], one sendmsg, no copy.
+                    wire: Any = header + data if size <= SMALL_FRAME else [header, data]
+                    result = self.inner.resume_write(wire, peer)
+                    if result.status is _OK and result.sent == HEADER_SIZE + size:
+                        send.frames_sent += 1
+                        return result
+                    return self._queue_rest(send, peer, header, data, size, result)
             if size <= SMALL_FRAME:
                 # Small frames waiting in the queue are copied into one buffer:
                 # one iovec for hundreds of frames, and less to walk once sent.
@@ -788,30 +797,23 @@ class FramedTransport(ITransport):
             self._emit(IOEvent(EventKind.PAUSE_WRITING, peer))
         return result
 
-    def _write_now(
-        self, send: SendState, peer: Peer, header: bytes, data: Any, size: int
+    def _queue_rest(
+        self,
+        send: SendState,
+        peer: Peer,
+        header: bytes,
+        data: Any,
+        size: int,
+        result: WriteResult,
     ) -> WriteResult:
-        """The common case, an empty queue: offer the frame to the inner transport
-        straight away and queue only what it did not take.
-
-        A small payload is glued to its header (copying a few hundred bytes is
-        cheaper than building a scatter/gather list); a larger one goes as
-        ``[header, payload]``, one ``sendmsg`` without a copy.
-        """
-        frame_size = HEADER_SIZE + size
-        if size <= SMALL_FRAME:
-            wire: Any = header + data
-        else:
-            wire = [header, data]
-        result = self.inner.resume_write(wire, peer)
+        """The inner transport did not take the whole frame at once (a short write,
+        WOULD_BLOCK or an error): queue what is left, or give up on a broken peer."""
         sent, status = result.sent, result.status
-        if status is IOStatus.OK and sent == frame_size:
-            send.frames_sent += 1
-            return result
         if status is IOStatus.ERROR:
             self._broken(peer, result.error)
             return result
-        # A short write or WOULD_BLOCK: queue the frame and drop what already left.
+        # Queue the frame and drop what already left.
+        frame_size = HEADER_SIZE + size
         send.buffers.append(header)
         if size:
             send.buffers.append(data)

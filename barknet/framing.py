@@ -285,53 +285,9 @@ class FrameDecoder:
                 return []
             body, self._body, self._got = self._body, None, 0
             return [body]
-        self._end += nbytes
-        return self._parse(limit)
-
-    def next_frames(self, limit: int | None = None) -> list[bytes | bytearray]:
-        """Whole frames already received but held back by an earlier ``limit``."""
-        if self.error is not None:
-            raise self.error
-        if not self.ready:
-            return []
-        return self._parse(limit)
-
-    def recycle(self, frame: bytes | bytearray | memoryview) -> None:
-        """You are done with ``frame`` (a large frame this decoder gave you): the next
-        frame of the same size may be received into it, overwriting it.
-
-        This saves the fresh memory a new body would cost, which for large frames is
-        about as expensive as receiving them. Only hand back a frame you no longer
-        read, through any name or view: the decoder trusts you. A frame you never
-        hand back is never reused. The decoder keeps one such buffer, until a frame
-        of its size arrives or the decoder goes.
-        """
-        if type(frame) is bytearray and len(frame) >= self._body_threshold:
-            self._spare = frame
-
-    def feed(self, data: Any) -> list[bytes | bytearray]:
-        """Copy ``data`` in; return every frame it completed, in order."""
-        src = memoryview(data).cast("B")
+        # The bytes went into the scratch: cut every whole frame out of it.
         frames: list[bytes | bytearray] = []
-        while src:
-            dst = self.get_buffer()
-            k = min(len(dst), len(src))
-            dst[:k] = src[:k]
-            del dst  # no view of a body left alive: it can grow in place
-            try:
-                frames += self.buffer_updated(k)
-            except FramingError:
-                if frames:  # completed by an earlier fill of the scratch: theirs first
-                    return frames
-                raise
-            if self.error is not None:
-                break  # frames before a bad header come out; the error comes next call
-            src = src[k:]
-        return frames
-
-    def _parse(self, limit: int | None = None) -> list[bytes | bytearray]:
-        frames: list[bytes | bytearray] = []
-        view, start, end = self.scratch, self._start, self._end
+        view, start, end = self.scratch, self._start, self._end + nbytes
         assert view is not None
         unpack_from, max_size = HEADER.unpack_from, self.max_frame_size
         self.ready = False
@@ -368,6 +324,47 @@ class FrameDecoder:
                 pool.free.append(view)
             start = end = 0
         self._start, self._end = start, end
+        return frames
+
+    def next_frames(self, limit: int | None = None) -> list[bytes | bytearray]:
+        """Whole frames already received but held back by an earlier ``limit``."""
+        if self.error is not None:
+            raise self.error
+        if not self.ready:
+            return []
+        return self.buffer_updated(0, limit)  # no new bytes: only cut out the frames
+
+    def recycle(self, frame: bytes | bytearray | memoryview) -> None:
+        """You are done with ``frame`` (a large frame this decoder gave you): the next
+        frame of the same size may be received into it, overwriting it.
+
+        This saves the fresh memory a new body would cost, which for large frames is
+        about as expensive as receiving them. Only hand back a frame you no longer
+        read, through any name or view: the decoder trusts you. A frame you never
+        hand back is never reused. The decoder keeps one such buffer, until a frame
+        of its size arrives or the decoder goes.
+        """
+        if type(frame) is bytearray and len(frame) >= self._body_threshold:
+            self._spare = frame
+
+    def feed(self, data: Any) -> list[bytes | bytearray]:
+        """Copy ``data`` in; return every frame it completed, in order."""
+        src = memoryview(data).cast("B")
+        frames: list[bytes | bytearray] = []
+        while src:
+            dst = self.get_buffer()
+            k = min(len(dst), len(src))
+            dst[:k] = src[:k]
+            del dst  # no view of a body left alive: it can grow in place
+            try:
+                frames += self.buffer_updated(k)
+            except FramingError:
+                if frames:  # completed by an earlier fill of the scratch: theirs first
+                    return frames
+                raise
+            if self.error is not None:
+                break  # frames before a bad header come out; the error comes next call
+            src = src[k:]
         return frames
 
     def _promote(self, view: memoryview, start: int, end: int, size: int) -> None:
