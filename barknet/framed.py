@@ -21,9 +21,11 @@ It keeps two pieces of state per peer, as the chapter does:
   ``resume_read(peer)``.
 
 * **Send state** (:class:`SendState`): the frames queued for the peer and how
-  far the first of them got. ``resume_write(payload, peer)`` queues the header
-  and the payload (no copy) and, if nothing was waiting, tries to send at
-  once. Everything queued goes out in one scatter/gather write (up to 1024
+  far the first of them got (a sans-I/O :class:`~barknet.framing.FrameQueue`,
+  the sending half of the codec), and whether the peer is paused or closing.
+  ``resume_write(payload, peer)`` tries to send the frame at once when
+  nothing waits, and otherwise queues the header and the payload (no copy).
+  Everything queued goes out in one scatter/gather write (up to 1024
   buffers, so many small frames share one system call). A short write leaves
   the rest queued; on the inner ``WRITABLE`` the queue is flushed again, and
   when it is empty this layer suspends writing and replays ``DRAINED``.
@@ -69,7 +71,6 @@ from __future__ import annotations
 
 import socket
 from collections import deque
-from itertools import islice
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .errors import BarknetError, FrameTimeoutError, FramingError, TransportClosedError
@@ -78,11 +79,13 @@ from .framing import (
     DEFAULT_MAX_FRAME_SIZE,
     HEADER,
     HEADER_SIZE,
+    SMALL_FRAME,
     FrameDecoder,
+    FrameQueue,
     ScratchPool,
     encode_header,
 )
-from .interfaces import IOV_MAX, ITransport, Replay, WriteData, nbytes
+from .interfaces import ITransport, Replay, WriteData, nbytes
 from .layer import copy_message_into
 
 if TYPE_CHECKING:
@@ -96,11 +99,6 @@ READS_PER_EVENT = 16
 FRAMES_PER_TURN = 512
 #: Free scratch buffers the transport keeps for its peers' decoders.
 SPARE_SCRATCHES = 4
-#: Payloads up to this size are joined to their header in one ``bytes`` when
-#: they can be sent at once (cheaper than a scatter/gather list).
-SMALL_FRAME = 2048
-#: Queued small frames share one buffer of up to about this size.
-TAIL_SIZE = 256 * 1024
 
 
 _OK = IOStatus.OK
@@ -154,33 +152,23 @@ class RecvState:
         self.timer: TimerHandle | None = None
 
 
-class SendState:
-    """Per-peer send state: the queued buffers, and how far the first frame got."""
+class SendState(FrameQueue):
+    """Per-peer send state: the queue of frames (a :class:`~barknet.framing.FrameQueue`),
+    and where the peer stands: waiting for WRITABLE, paused, closing."""
 
     __slots__ = (
-        "buffers",
         "closing",
         "dropped",
         "eof",
         "eof_sent",
         "flush_due",
-        "frame_sent",
-        "frame_sizes",
-        "frames_sent",
-        "offset",
         "paused",
-        "queued",
-        "tail",
         "turn",
         "waiting",
     )
 
     def __init__(self) -> None:
-        self.buffers: deque[Any] = deque()  # headers and payloads, in wire order
-        self.offset = 0  # bytes of buffers[0] already sent
-        self.frame_sizes: deque[int] = deque()  # header + payload size of each queued frame
-        self.frame_sent = 0  # bytes of the first queued frame already sent
-        self.queued = 0  # bytes still to send
+        super().__init__()
         self.waiting = False  # a write came back short: waiting for WRITABLE
         self.paused = False  # PAUSE_WRITING was replayed and not yet resumed
         self.closing = False  # close() was called: close once the queue is empty
@@ -189,10 +177,6 @@ class SendState:
         self.eof_sent = False  # ... and it was passed down
         self.flush_due = False  # (coalescing) a flush is scheduled for the end of this turn
         self.turn = -1  # (coalescing) the loop's turn in which the last frame was written
-        #: The last queued buffer when it is ours to append small frames to
-        #: (None once a write has started: then it is never resized again).
-        self.tail: bytearray | None = None
-        self.frames_sent = 0
 
 
 class PeerSnapshot(NamedTuple):
@@ -759,28 +743,11 @@ class FramedTransport(ITransport):
                         send.frames_sent += 1
                         return result
                     return self._queue_rest(send, peer, header, data, size, result)
-            if size <= SMALL_FRAME:
-                # Small frames waiting in the queue are copied into one buffer:
-                # one iovec for hundreds of frames, and less to walk once sent.
-                tail = send.tail
-                if tail is None or len(tail) >= TAIL_SIZE:
-                    tail = send.tail = bytearray()
-                    send.buffers.append(tail)
-                tail += header
-                tail += data
-            else:
-                send.tail = None  # later small frames must queue after this one
-                send.buffers.append(header)
-                send.buffers.append(data)
+            send.push(header, data, size)
         else:
-            send.tail = None
             parts = [part for part in data if nbytes(part)]
             size = sum(nbytes(part) for part in parts)
-            send.buffers.append(encode_header(size, self.max_frame_size))
-            send.buffers.extend(parts)
-        frame_size = HEADER_SIZE + size
-        send.frame_sizes.append(frame_size)
-        send.queued += frame_size
+            send.push_parts(encode_header(size, self.max_frame_size), parts, size)
         if send.waiting:
             result = _QUEUED
         elif self.coalesce:
@@ -812,15 +779,7 @@ class FramedTransport(ITransport):
         if status is IOStatus.ERROR:
             self._broken(peer, result.error)
             return result
-        # Queue the frame and drop what already left.
-        frame_size = HEADER_SIZE + size
-        send.buffers.append(header)
-        if size:
-            send.buffers.append(data)
-        send.frame_sizes.append(frame_size)
-        send.queued += frame_size
-        if sent:
-            self._advance(send, sent)
+        send.push_unsent(header, data, size, sent)
         if status is IOStatus.WOULD_BLOCK:
             send.waiting = True  # the inner transport replays WRITABLE
             result = WriteResult(sent, IOStatus.WOULD_BLOCK)
@@ -837,18 +796,13 @@ class FramedTransport(ITransport):
     def _flush(self, peer: Peer, send: SendState) -> WriteResult:
         """Write queued buffers until the queue is empty or the inner transport
         pushes back. Returns the bytes written and how it stopped."""
-        inner, buffers = self.inner, send.buffers
-        send.tail = None  # from now on the queued buffers are only read
+        inner = self.inner
         total = 0
-        while buffers:
-            if send.offset:
-                first = memoryview(buffers[0])[send.offset :]
-                iov = [first, *islice(buffers, 1, IOV_MAX)]
-            else:
-                iov = list(islice(buffers, IOV_MAX))
+        while send.buffers:
+            iov = send.iov()
             result = inner.resume_write(iov if len(iov) > 1 else iov[0], peer)
             if result.sent:
-                self._advance(send, result.sent)
+                send.advance(result.sent)
                 total += result.sent
             if result.status is IOStatus.ERROR:
                 self._broken(peer, result.error)
@@ -860,26 +814,6 @@ class FramedTransport(ITransport):
             send.waiting = False
             inner.suspend_write(peer)
         return WriteResult(total, IOStatus.OK)
-
-    @staticmethod
-    def _advance(send: SendState, sent: int) -> None:
-        """Drop ``sent`` bytes from the front of the queue, counting finished frames."""
-        send.queued -= sent
-        buffers, left = send.buffers, sent
-        while left:
-            remaining = nbytes(buffers[0]) - send.offset
-            if left < remaining:
-                send.offset += left
-                break
-            left -= remaining
-            buffers.popleft()
-            send.offset = 0
-        sizes = send.frame_sizes
-        done = send.frame_sent + sent
-        while sizes and done >= sizes[0]:
-            done -= sizes.popleft()
-            send.frames_sent += 1
-        send.frame_sent = done
 
     def _flush_due(self, peer: Peer) -> None:
         """(coalescing) End of the turn: write what this turn queued, in one go."""
