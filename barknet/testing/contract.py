@@ -261,9 +261,24 @@ def check_close_delivers_everything_while_the_peer_keeps_sending(make: Maker) ->
         _expect_clean(closed, (IOStatus.OK,), "the side that closed")
 
 
+def _half_closing(make: Maker) -> Maker:
+    """``make``, with a framing layer's own half-close switch turned on: a layer
+    that closes a peer on its EOF by default (``half_close=False``, as
+    ``FramedTransport`` and the exercise's transport do) can only be checked for
+    half-close with it on. Transports without the switch are made as they are."""
+
+    def made(inner: ITransport) -> ITransport:
+        transport = make(inner)
+        if getattr(transport, "half_close", None) is False:
+            transport.half_close = True  # type: ignore[attr-defined]
+        return transport
+
+    return made
+
+
 def _half_close_exchange(make: Maker, *, client_first: bool) -> None:
     ask, answer = b"question " * 1000, b"answer " * 3000
-    with _ContractLab(make) as lab:
+    with _ContractLab(_half_closing(make)) as lab:
         server = lab.server
         client, peer = lab.client()
         first, second = (client, server) if client_first else (server, client)
@@ -314,7 +329,8 @@ def _half_close_exchange(make: Maker, *, client_first: bool) -> None:
 
 def check_half_close_client_first(make: Maker) -> None:
     """The client sends, then write_eof; the server reads it all and the EOF, replies
-    on a later turn, then write_eof: both get everything, then CLOSED(EOF)."""
+    on a later turn, then write_eof: both get everything, then CLOSED(EOF). (A
+    framing layer's ``half_close`` switch, if it has one, is turned on.)"""
     _half_close_exchange(make, client_first=True)
 
 
