@@ -10,8 +10,9 @@ re-entered, an fd closed and reused within one turn, no writes after
 (one message per ``READABLE`` still gets them all). They use the same
 :class:`~barknet.testing.conformance.Check` records and runner as the framing
 suite in :mod:`barknet.testing.conformance`; ``run_checks(make,
-levels=("contract",))`` runs them, and the two marked ``also_in`` run in the
-exercise's self-check too.
+levels=("contract",))`` runs them, the exercise's self-check runs them with the
+framing suite (every level), and the two marked ``also_in`` run in a default
+``run_checks`` too.
 """
 
 from __future__ import annotations
@@ -532,10 +533,10 @@ def check_one_message_per_readable(make: Maker) -> None:
 
 
 #: The interface's contract, for message and byte transports alike. Kept apart
-#: from :data:`CHECKS` (the framing suite the exercise grades): the exercise's
-#: transport predates half-close. ``run_checks(make, levels=("contract",))``
-#: runs them; the two marked ``also_in=("errors",)`` run in the exercise's
-#: self-check too.
+#: from :data:`CHECKS` (the framing suite), which a byte transport cannot pass.
+#: ``run_checks(make, levels=("contract",))`` runs them; the exercise's
+#: self-check asks for every level; the two marked ``also_in=("errors",)`` run
+#: in a default ``run_checks`` too.
 CONTRACT_CHECKS: list[Check] = [
     Check(
         "close delivers everything while the peer keeps sending",
