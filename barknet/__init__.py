@@ -19,7 +19,7 @@ from .errors import (
 )
 from .events import EventKind, IOCounters, IOEvent, IOStatus, Peer, ReadResult, WriteResult
 from .framed import FramedTransport
-from .framing import DEFAULT_MAX_FRAME_SIZE, FrameDecoder, encode, encode_frame
+from .framing import DEFAULT_MAX_FRAME_SIZE, FrameDecoder, FrameQueue, encode, encode_frame
 from .interfaces import ITransport
 from .reactor import EventWatcher, TimerHandle
 from .tcp import TcpTransport
@@ -35,6 +35,7 @@ __all__ = [
     "EventKind",
     "EventWatcher",
     "FrameDecoder",
+    "FrameQueue",
     "FrameTimeoutError",
     "FrameTooLargeError",
     "FramedTransport",

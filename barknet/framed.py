@@ -21,9 +21,11 @@ It keeps two pieces of state per peer, as the chapter does:
   ``resume_read(peer)``.
 
 * **Send state** (:class:`SendState`): the frames queued for the peer and how
-  far the first of them got. ``resume_write(payload, peer)`` queues the header
-  and the payload (no copy) and, if nothing was waiting, tries to send at
-  once. Everything queued goes out in one scatter/gather write (up to 1024
+  far the first of them got (a sans-I/O :class:`~barknet.framing.FrameQueue`,
+  the sending half of the codec), and whether the peer is paused or closing.
+  ``resume_write(payload, peer)`` tries to send the frame at once when
+  nothing waits, and otherwise queues the header and the payload (no copy).
+  Everything queued goes out in one scatter/gather write (up to 1024
   buffers, so many small frames share one system call). A short write leaves
   the rest queued; on the inner ``WRITABLE`` the queue is flushed again, and
   when it is empty this layer suspends writing and replays ``DRAINED``.
@@ -69,7 +71,6 @@ from __future__ import annotations
 
 import socket
 from collections import deque
-from itertools import islice
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .errors import BarknetError, FrameTimeoutError, FramingError, TransportClosedError
@@ -78,11 +79,13 @@ from .framing import (
     DEFAULT_MAX_FRAME_SIZE,
     HEADER,
     HEADER_SIZE,
+    SMALL_FRAME,
     FrameDecoder,
+    FrameQueue,
     ScratchPool,
     encode_header,
 )
-from .interfaces import IOV_MAX, ITransport, Replay, WriteData, nbytes
+from .interfaces import ITransport, Replay, WriteData, nbytes
 from .layer import copy_message_into
 
 if TYPE_CHECKING:
@@ -96,11 +99,6 @@ READS_PER_EVENT = 16
 FRAMES_PER_TURN = 512
 #: Free scratch buffers the transport keeps for its peers' decoders.
 SPARE_SCRATCHES = 4
-#: Payloads up to this size are joined to their header in one ``bytes`` when
-#: they can be sent at once (cheaper than a scatter/gather list).
-SMALL_FRAME = 2048
-#: Queued small frames share one buffer of up to about this size.
-TAIL_SIZE = 256 * 1024
 
 
 _OK = IOStatus.OK
@@ -154,32 +152,23 @@ class RecvState:
         self.timer: TimerHandle | None = None
 
 
-class SendState:
-    """Per-peer send state: the queued buffers, and how far the first frame got."""
+class SendState(FrameQueue):
+    """Per-peer send state: the queue of frames (a :class:`~barknet.framing.FrameQueue`),
+    and where the peer stands: waiting for WRITABLE, paused, closing."""
 
     __slots__ = (
-        "buffers",
         "closing",
         "dropped",
         "eof",
         "eof_sent",
         "flush_due",
-        "frame_sent",
-        "frame_sizes",
-        "frames_sent",
-        "offset",
         "paused",
-        "queued",
-        "tail",
+        "turn",
         "waiting",
     )
 
     def __init__(self) -> None:
-        self.buffers: deque[Any] = deque()  # headers and payloads, in wire order
-        self.offset = 0  # bytes of buffers[0] already sent
-        self.frame_sizes: deque[int] = deque()  # header + payload size of each queued frame
-        self.frame_sent = 0  # bytes of the first queued frame already sent
-        self.queued = 0  # bytes still to send
+        super().__init__()
         self.waiting = False  # a write came back short: waiting for WRITABLE
         self.paused = False  # PAUSE_WRITING was replayed and not yet resumed
         self.closing = False  # close() was called: close once the queue is empty
@@ -187,10 +176,7 @@ class SendState:
         self.eof = False  # write_eof() was called: pass it down once the queue is empty
         self.eof_sent = False  # ... and it was passed down
         self.flush_due = False  # (coalescing) a flush is scheduled for the end of this turn
-        #: The last queued buffer when it is ours to append small frames to
-        #: (None once a write has started: then it is never resized again).
-        self.tail: bytearray | None = None
-        self.frames_sent = 0
+        self.turn = -1  # (coalescing) the loop's turn in which the last frame was written
 
 
 class PeerSnapshot(NamedTuple):
@@ -377,8 +363,24 @@ class FramedTransport(ITransport):
     # ---------------------------------------------------------------- events
     def _on_inner_event(self, event: IOEvent) -> None:
         kind, peer = event.kind, event.peer
-        if kind is EventKind.READABLE:
-            self._on_readable(peer)
+        if kind is EventKind.READABLE:  # the common case, handled here
+            recv = self._recv.get(peer)
+            if recv is None:
+                return
+            if recv.frames:
+                # The owner has not taken the last batch: stop reading until it
+                # does (our own READABLE keeps coming meanwhile, see _announce).
+                recv.paused_for_owner = True
+                self.inner.suspend_read(peer)
+                return
+            if recv.replay_due:
+                return  # a replay this turn serves this peer: one turn's worth, not two
+            self._pump(peer, recv)
+            if recv.frames:
+                # A callback queued now would run in this same turn, after the
+                # sockets: the peer had its turn's worth, so a replay waits for
+                # the next turn.
+                self._announce(peer, recv, next_turn=True)
         elif kind is EventKind.WRITABLE:
             self._on_writable(peer)
         elif kind is EventKind.CLOSED:
@@ -428,24 +430,6 @@ class FramedTransport(ITransport):
             self._replay(event)
 
     # ---------------------------------------------------------------- reads
-    def _on_readable(self, peer: Peer) -> None:
-        recv = self._recv.get(peer)
-        if recv is None:
-            return
-        if recv.frames:
-            # The owner has not taken the last batch: stop reading until it does
-            # (our own READABLE keeps coming meanwhile, see _announce).
-            recv.paused_for_owner = True
-            self.inner.suspend_read(peer)
-            return
-        if recv.replay_due:
-            return  # a replay this turn serves this peer: one turn's worth, not two
-        self._pump(peer, recv)
-        if recv.frames:
-            # A callback queued now would run in this same turn, after the sockets:
-            # the peer had its turn's worth, so a replay waits for the next turn.
-            self._announce(peer, recv, next_turn=True)
-
     def _announce(self, peer: Peer, recv: RecvState, *, next_turn: bool = False) -> None:
         """Tell the owner frames (or, with ``half_close``, the peer's EOF) wait; if
         some still wait after its callback (or we stopped reading for it, or a
@@ -458,7 +442,7 @@ class FramedTransport(ITransport):
             or recv.paused_for_owner
             or recv.decoder.ready
             or recv.held_error
-            or self._eof_unread(recv)
+            or (self.half_close and self._eof_unread(recv))
         ) and not recv.replay_due:
             recv.replay_due = True
             recv.replay_waits = next_turn
@@ -741,37 +725,29 @@ class FramedTransport(ITransport):
                 encode_header(size, self.max_frame_size)  # raises FrameTooLargeError
             header = _pack_header(size)  # the size is checked once, here
             if not send.buffers and not send.waiting:
-                if not self.coalesce:
-                    return self._write_now(send, peer, header, data, size)
-                if not send.flush_due:
-                    # Coalescing: the first frame of a turn leaves at once (no added
-                    # latency); frames written after it in the same turn are queued
+                first = True
+                if self.coalesce:
+                    # The first frame of a turn leaves at once (no added latency);
+                    # the frames written after it in the same turn are queued below
                     # and leave together at the turn's end.
-                    send.flush_due = True
-                    self._watcher.call_soon(self._flush_due, peer)  # type: ignore[union-attr]
-                    return self._write_now(send, peer, header, data, size)
-            if size <= SMALL_FRAME:
-                # Small frames waiting in the queue are copied into one buffer:
-                # one iovec for hundreds of frames, and less to walk once sent.
-                tail = send.tail
-                if tail is None or len(tail) >= TAIL_SIZE:
-                    tail = send.tail = bytearray()
-                    send.buffers.append(tail)
-                tail += header
-                tail += data
-            else:
-                send.tail = None  # later small frames must queue after this one
-                send.buffers.append(header)
-                send.buffers.append(data)
+                    turn = self._watcher.turns  # type: ignore[union-attr]  # attached
+                    first, send.turn = send.turn != turn, turn
+                if first:
+                    # The common case: nothing waits, so offer the frame to the inner
+                    # transport now. A small payload is glued to its header (copying a
+                    # few hundred bytes is cheaper than a scatter/gather list); a
+                    # larger one goes as [header, payload], one sendmsg, no copy.
+                    wire: Any = header + data if size <= SMALL_FRAME else [header, data]
+                    result = self.inner.resume_write(wire, peer)
+                    if result.status is _OK and result.sent == HEADER_SIZE + size:
+                        send.frames_sent += 1
+                        return result
+                    return self._queue_rest(send, peer, header, data, size, result)
+            send.push(header, data, size)
         else:
-            send.tail = None
             parts = [part for part in data if nbytes(part)]
             size = sum(nbytes(part) for part in parts)
-            send.buffers.append(encode_header(size, self.max_frame_size))
-            send.buffers.extend(parts)
-        frame_size = HEADER_SIZE + size
-        send.frame_sizes.append(frame_size)
-        send.queued += frame_size
+            send.push_parts(encode_header(size, self.max_frame_size), parts, size)
         if send.waiting:
             result = _QUEUED
         elif self.coalesce:
@@ -788,37 +764,22 @@ class FramedTransport(ITransport):
             self._emit(IOEvent(EventKind.PAUSE_WRITING, peer))
         return result
 
-    def _write_now(
-        self, send: SendState, peer: Peer, header: bytes, data: Any, size: int
+    def _queue_rest(
+        self,
+        send: SendState,
+        peer: Peer,
+        header: bytes,
+        data: Any,
+        size: int,
+        result: WriteResult,
     ) -> WriteResult:
-        """The common case, an empty queue: offer the frame to the inner transport
-        straight away and queue only what it did not take.
-
-        A small payload is glued to its header (copying a few hundred bytes is
-        cheaper than building a scatter/gather list); a larger one goes as
-        ``[header, payload]``, one ``sendmsg`` without a copy.
-        """
-        frame_size = HEADER_SIZE + size
-        if size <= SMALL_FRAME:
-            wire: Any = header + data
-        else:
-            wire = [header, data]
-        result = self.inner.resume_write(wire, peer)
+        """The inner transport did not take the whole frame at once (a short write,
+        WOULD_BLOCK or an error): queue what is left, or give up on a broken peer."""
         sent, status = result.sent, result.status
-        if status is IOStatus.OK and sent == frame_size:
-            send.frames_sent += 1
-            return result
         if status is IOStatus.ERROR:
             self._broken(peer, result.error)
             return result
-        # A short write or WOULD_BLOCK: queue the frame and drop what already left.
-        send.buffers.append(header)
-        if size:
-            send.buffers.append(data)
-        send.frame_sizes.append(frame_size)
-        send.queued += frame_size
-        if sent:
-            self._advance(send, sent)
+        send.push_unsent(header, data, size, sent)
         if status is IOStatus.WOULD_BLOCK:
             send.waiting = True  # the inner transport replays WRITABLE
             result = WriteResult(sent, IOStatus.WOULD_BLOCK)
@@ -835,18 +796,13 @@ class FramedTransport(ITransport):
     def _flush(self, peer: Peer, send: SendState) -> WriteResult:
         """Write queued buffers until the queue is empty or the inner transport
         pushes back. Returns the bytes written and how it stopped."""
-        inner, buffers = self.inner, send.buffers
-        send.tail = None  # from now on the queued buffers are only read
+        inner = self.inner
         total = 0
-        while buffers:
-            if send.offset:
-                first = memoryview(buffers[0])[send.offset :]
-                iov = [first, *islice(buffers, 1, IOV_MAX)]
-            else:
-                iov = list(islice(buffers, IOV_MAX))
+        while send.buffers:
+            iov = send.iov()
             result = inner.resume_write(iov if len(iov) > 1 else iov[0], peer)
             if result.sent:
-                self._advance(send, result.sent)
+                send.advance(result.sent)
                 total += result.sent
             if result.status is IOStatus.ERROR:
                 self._broken(peer, result.error)
@@ -858,26 +814,6 @@ class FramedTransport(ITransport):
             send.waiting = False
             inner.suspend_write(peer)
         return WriteResult(total, IOStatus.OK)
-
-    @staticmethod
-    def _advance(send: SendState, sent: int) -> None:
-        """Drop ``sent`` bytes from the front of the queue, counting finished frames."""
-        send.queued -= sent
-        buffers, left = send.buffers, sent
-        while left:
-            remaining = nbytes(buffers[0]) - send.offset
-            if left < remaining:
-                send.offset += left
-                break
-            left -= remaining
-            buffers.popleft()
-            send.offset = 0
-        sizes = send.frame_sizes
-        done = send.frame_sent + sent
-        while sizes and done >= sizes[0]:
-            done -= sizes.popleft()
-            send.frames_sent += 1
-        send.frame_sent = done
 
     def _flush_due(self, peer: Peer) -> None:
         """(coalescing) End of the turn: write what this turn queued, in one go."""

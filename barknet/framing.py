@@ -57,10 +57,12 @@ again, and you must ask before you read more.
 from __future__ import annotations
 
 import struct
+from collections import deque
+from itertools import islice
 from typing import Any, NamedTuple
 
 from .errors import FrameTooLargeError, FramingError, TruncatedFrameError
-from .interfaces import nbytes
+from .interfaces import IOV_MAX, nbytes
 
 __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
@@ -68,6 +70,7 @@ __all__ = [
     "HEADER_SIZE",
     "DecoderState",
     "FrameDecoder",
+    "FrameQueue",
     "ScratchPool",
     "encode",
     "encode_frame",
@@ -80,6 +83,11 @@ DEFAULT_MAX_FRAME_SIZE = 8 * 1024 * 1024
 _MAX_ENCODABLE = 0xFFFF_FFFF
 #: A body starts this large (or as large as what already arrived) and doubles.
 FIRST_BODY_SIZE = 4096
+#: Payloads up to this size are copied next to their header (cheaper than one
+#: more buffer for the kernel to walk); larger ones are queued and sent as they are.
+SMALL_FRAME = 2048
+#: Queued small frames share one buffer of up to about this size.
+TAIL_SIZE = 256 * 1024
 
 
 def encode_header(size: int, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> bytes:
@@ -98,6 +106,99 @@ def encode_frame(payload: Any, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> 
     """Header and payload joined into one ``bytes`` (handy for tests and hex views)."""
     header, body = encode(payload, max_frame_size)
     return header + bytes(body)
+
+
+class FrameQueue:
+    """Frames waiting to be sent, in wire order, and how far the first one got.
+
+    The sending half of the codec, sans I/O like :class:`FrameDecoder`: a
+    transport queues frames with :meth:`push`, asks :meth:`iov` what to write
+    next, writes what the socket takes and reports it with :meth:`advance`.
+    The queue drops what left, remembers where the first buffer was cut, and
+    counts the frames that left whole, however the writes split them.
+
+    Buffers are queued, not copied: a payload stays the object you passed
+    (``sendmsg`` gathers header and payload without joining them), except
+    that small frames (up to :data:`SMALL_FRAME`) are copied, header and
+    payload, into one shared ``bytearray``: a thousand 64-byte frames are then
+    one buffer for the kernel, not two thousand.
+    """
+
+    __slots__ = ("buffers", "frame_sent", "frame_sizes", "frames_sent", "offset", "queued", "tail")
+
+    def __init__(self) -> None:
+        self.buffers: deque[Any] = deque()  # headers and payloads, in wire order
+        self.offset = 0  # bytes of buffers[0] already sent
+        self.frame_sizes: deque[int] = deque()  # header + payload size of each queued frame
+        self.frame_sent = 0  # bytes of the first queued frame already sent
+        self.queued = 0  # bytes still to send
+        self.frames_sent = 0  # frames that left whole (counted here, or by the transport)
+        #: The last buffer, while small frames may still be appended to it (None once
+        #: :meth:`iov` handed it out: a buffer being sent is never resized).
+        self.tail: bytearray | None = None
+
+    def push(self, header: bytes, data: Any, size: int) -> None:
+        """Queue one frame: ``header`` and its ``size``-byte payload ``data``."""
+        if size <= SMALL_FRAME:
+            tail = self.tail
+            if tail is None or len(tail) >= TAIL_SIZE:
+                tail = self.tail = bytearray()
+                self.buffers.append(tail)
+            tail += header
+            tail += data
+        else:
+            self.tail = None  # later small frames must queue after this one
+            self.buffers.append(header)
+            self.buffers.append(data)
+        self.frame_sizes.append(HEADER_SIZE + size)
+        self.queued += HEADER_SIZE + size
+
+    def push_parts(self, header: bytes, parts: list[Any], size: int) -> None:
+        """Queue one frame whose payload is ``parts`` (``size`` bytes in all), uncopied."""
+        self.tail = None
+        self.buffers.append(header)
+        self.buffers.extend(parts)
+        self.frame_sizes.append(HEADER_SIZE + size)
+        self.queued += HEADER_SIZE + size
+
+    def push_unsent(self, header: bytes, data: Any, size: int, sent: int) -> None:
+        """Queue the rest of a frame of which a write already took ``sent`` bytes."""
+        self.tail = None
+        self.buffers.append(header)
+        if size:
+            self.buffers.append(data)
+        self.frame_sizes.append(HEADER_SIZE + size)
+        self.queued += HEADER_SIZE + size
+        if sent:
+            self.advance(sent)
+
+    def iov(self) -> list[Any]:
+        """What to write next: up to :data:`~barknet.interfaces.IOV_MAX` buffers
+        from the front (the first one cut where the last write stopped)."""
+        self.tail = None  # from now on the queued buffers are only read
+        buffers = self.buffers
+        if self.offset:
+            return [memoryview(buffers[0])[self.offset :], *islice(buffers, 1, IOV_MAX)]
+        return list(islice(buffers, IOV_MAX))
+
+    def advance(self, sent: int) -> None:
+        """``sent`` bytes from the front left: drop them, count the finished frames."""
+        self.queued -= sent
+        buffers, left = self.buffers, sent
+        while left:
+            remaining = nbytes(buffers[0]) - self.offset
+            if left < remaining:
+                self.offset += left
+                break
+            left -= remaining
+            buffers.popleft()
+            self.offset = 0
+        sizes = self.frame_sizes
+        done = self.frame_sent + sent
+        while sizes and done >= sizes[0]:
+            done -= sizes.popleft()
+            self.frames_sent += 1
+        self.frame_sent = done
 
 
 class ScratchPool:
@@ -285,53 +386,9 @@ class FrameDecoder:
                 return []
             body, self._body, self._got = self._body, None, 0
             return [body]
-        self._end += nbytes
-        return self._parse(limit)
-
-    def next_frames(self, limit: int | None = None) -> list[bytes | bytearray]:
-        """Whole frames already received but held back by an earlier ``limit``."""
-        if self.error is not None:
-            raise self.error
-        if not self.ready:
-            return []
-        return self._parse(limit)
-
-    def recycle(self, frame: bytes | bytearray | memoryview) -> None:
-        """You are done with ``frame`` (a large frame this decoder gave you): the next
-        frame of the same size may be received into it, overwriting it.
-
-        This saves the fresh memory a new body would cost, which for large frames is
-        about as expensive as receiving them. Only hand back a frame you no longer
-        read, through any name or view: the decoder trusts you. A frame you never
-        hand back is never reused. The decoder keeps one such buffer, until a frame
-        of its size arrives or the decoder goes.
-        """
-        if type(frame) is bytearray and len(frame) >= self._body_threshold:
-            self._spare = frame
-
-    def feed(self, data: Any) -> list[bytes | bytearray]:
-        """Copy ``data`` in; return every frame it completed, in order."""
-        src = memoryview(data).cast("B")
+        # The bytes went into the scratch: cut every whole frame out of it.
         frames: list[bytes | bytearray] = []
-        while src:
-            dst = self.get_buffer()
-            k = min(len(dst), len(src))
-            dst[:k] = src[:k]
-            del dst  # no view of a body left alive: it can grow in place
-            try:
-                frames += self.buffer_updated(k)
-            except FramingError:
-                if frames:  # completed by an earlier fill of the scratch: theirs first
-                    return frames
-                raise
-            if self.error is not None:
-                break  # frames before a bad header come out; the error comes next call
-            src = src[k:]
-        return frames
-
-    def _parse(self, limit: int | None = None) -> list[bytes | bytearray]:
-        frames: list[bytes | bytearray] = []
-        view, start, end = self.scratch, self._start, self._end
+        view, start, end = self.scratch, self._start, self._end + nbytes
         assert view is not None
         unpack_from, max_size = HEADER.unpack_from, self.max_frame_size
         self.ready = False
@@ -368,6 +425,47 @@ class FrameDecoder:
                 pool.free.append(view)
             start = end = 0
         self._start, self._end = start, end
+        return frames
+
+    def next_frames(self, limit: int | None = None) -> list[bytes | bytearray]:
+        """Whole frames already received but held back by an earlier ``limit``."""
+        if self.error is not None:
+            raise self.error
+        if not self.ready:
+            return []
+        return self.buffer_updated(0, limit)  # no new bytes: only cut out the frames
+
+    def recycle(self, frame: bytes | bytearray | memoryview) -> None:
+        """You are done with ``frame`` (a large frame this decoder gave you): the next
+        frame of the same size may be received into it, overwriting it.
+
+        This saves the fresh memory a new body would cost, which for large frames is
+        about as expensive as receiving them. Only hand back a frame you no longer
+        read, through any name or view: the decoder trusts you. A frame you never
+        hand back is never reused. The decoder keeps one such buffer, until a frame
+        of its size arrives or the decoder goes.
+        """
+        if type(frame) is bytearray and len(frame) >= self._body_threshold:
+            self._spare = frame
+
+    def feed(self, data: Any) -> list[bytes | bytearray]:
+        """Copy ``data`` in; return every frame it completed, in order."""
+        src = memoryview(data).cast("B")
+        frames: list[bytes | bytearray] = []
+        while src:
+            dst = self.get_buffer()
+            k = min(len(dst), len(src))
+            dst[:k] = src[:k]
+            del dst  # no view of a body left alive: it can grow in place
+            try:
+                frames += self.buffer_updated(k)
+            except FramingError:
+                if frames:  # completed by an earlier fill of the scratch: theirs first
+                    return frames
+                raise
+            if self.error is not None:
+                break  # frames before a bad header come out; the error comes next call
+            src = src[k:]
         return frames
 
     def _promote(self, view: memoryview, start: int, end: int, size: int) -> None:

@@ -103,9 +103,9 @@ class ITransport(ABC):
     """A non-blocking byte or message transport for one or many peers.
 
     ``adopt``, ``address``, ``peers`` and ``write_eof`` are part of the
-    interface but not abstract, so a transport written before they existed
-    (the exercise's) still instantiates; it fails the contract checks that
-    need them with ``NotImplementedError``.
+    interface but not abstract, so a transport that does without some of them
+    (a first attempt in a notebook, say) still instantiates; it fails the
+    contract checks that need them with ``NotImplementedError``.
     """
 
     @abstractmethod

@@ -143,6 +143,9 @@ class EventWatcher:
         self._wake_w.setblocking(False)
         self._woken = False
         self.tracer: Callable[[str, Any], None] | None = None
+        #: Turns made so far. A transport compares it to tell "written in this
+        #: turn" from "written in an earlier one" without scheduling anything.
+        self.turns = 0
         self.watch_read(self._wake_r.fileno(), self._drain_wakeup)
 
     # ----------------------------------------------------------- descriptors
@@ -233,24 +236,29 @@ class EventWatcher:
         Raises ``RuntimeError`` if the loop is already running (you called it
         from a callback, or from another thread while the loop runs).
         """
+        previous = self._start_running()
+        try:
+            self._turn(timeout)
+        finally:
+            self._stop_running(previous)
+
+    def _start_running(self) -> int | None:
+        """Mark the loop as running on this thread; return the thread it had before.
+
+        ``run`` and ``run_until`` do this once for all their turns, not once per
+        turn: each turn is then one call, :meth:`_turn`.
+        """
         if self._running or self._closed:
             self._refuse_to_run()
         self._running = True
         # Say which thread runs the loop *before* looking at the ready queue, so a
-        # call_soon from another thread either is seen here or wakes the poll.
+        # call_soon from another thread either is seen there or wakes the poll.
         previous, self._thread_id = self._thread_id, threading.get_ident()
-        try:
-            if self._ready:
-                timeout = 0.0
-            elif self._timers:
-                self._drop_cancelled_timers()
-                if self._timers:
-                    until_timer = max(0.0, self._timers[0][0] - time.monotonic())
-                    timeout = until_timer if timeout is None else min(timeout, until_timer)
-            self._turn(None if timeout is None else timeout * _TIMEOUT_SCALE)
-        finally:
-            self._thread_id = previous
-            self._running = False
+        return previous
+
+    def _stop_running(self, previous: int | None) -> None:
+        self._thread_id = previous
+        self._running = False
 
     def _refuse_to_run(self) -> None:
         self._check_open()
@@ -264,6 +272,18 @@ class EventWatcher:
             self._refuse_to_run()
 
     def _turn(self, timeout: float | None) -> None:
+        self.turns += 1
+        # 0. How long may we sleep? Not at all if callbacks wait; at most until
+        # the nearest timer.
+        if self._ready:
+            timeout = 0.0
+        elif self._timers:
+            self._drop_cancelled_timers()
+            if self._timers:
+                until_timer = max(0.0, self._timers[0][0] - time.monotonic())
+                timeout = until_timer if timeout is None else min(timeout, until_timer)
+        if timeout is not None:
+            timeout *= _TIMEOUT_SCALE
         # 1. Ask the kernel, and take the registrations current *now*: a callback
         # below may close fd N and a new socket may get number N within this turn.
         registrations = self._registrations
@@ -322,9 +342,12 @@ class EventWatcher:
         then makes no turn and returns at once. A callback that closes the
         watcher also ends ``run()``.
         """
-        self._check_not_running()
-        while not self._stopping and not self._closed:
-            self.run_once()
+        previous = self._start_running()
+        try:
+            while not self._stopping and not self._closed:
+                self._turn(None)
+        finally:
+            self._stop_running(previous)
         self._stopping = False
 
     def run_until(self, predicate: Callable[[], object], timeout: float = 10.0) -> None:
@@ -335,18 +358,21 @@ class EventWatcher:
         :meth:`run`: it ends the wait with ``RuntimeError``, unless the condition
         already holds (then the stop stays pending for the next run).
         """
-        self._check_not_running()
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if self._closed:
-                raise RuntimeError("the loop was closed before the condition was met")
-            if self._stopping:
-                self._stopping = False
-                raise RuntimeError("loop stopped before the condition was met")
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"condition not met within {timeout:g} s")
-            self.run_once(min(left, 0.1))
+        previous = self._start_running()
+        try:
+            deadline = time.monotonic() + timeout
+            while not predicate():
+                if self._closed:
+                    raise RuntimeError("the loop was closed before the condition was met")
+                if self._stopping:
+                    self._stopping = False
+                    raise RuntimeError("loop stopped before the condition was met")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"condition not met within {timeout:g} s")
+                self._turn(min(left, 0.1))
+        finally:
+            self._stop_running(previous)
 
     def stop(self) -> None:
         """Make :meth:`run` return after the current turn. Safe from any thread,

@@ -15,7 +15,9 @@ alerts, ``close_notify``) appears in ``outgoing``, and this layer writes it
 down. OpenSSL is then a sans-I/O codec, like the frame decoder, so a chunking
 or tracing transport can sit under TLS and the same partial I/O rules apply.
 
-For the owner above, it is a *byte* transport, like TCP:
+The per-peer state (OpenSSL, the two buffers, what is held) is a sans-I/O
+:class:`~barknet.tls_session.TlsSession`; this module moves its bytes and
+replays the events. For the owner above, it is a *byte* transport, like TCP:
 
 * **Handshake first.** An accepted peer is a server-side session, a peer from
   ``connect`` a client-side one (verification on, ``server_hostname`` from the
@@ -32,15 +34,22 @@ For the owner above, it is a *byte* transport, like TCP:
   but not yet read are announced again (level-triggered ``READABLE``) on the
   next turn until you read them or suspend reading; a half record waiting for
   its rest is not announced, so nothing spins.
-* **Writes** encrypt what you give at once and write the records down. This
-  layer holds at most about ``cipher_limit`` bytes of ciphertext the transport
-  below has not taken; beyond that ``resume_write`` accepts only part of your
-  data (``WOULD_BLOCK``), and ``WRITABLE`` follows when the ciphertext drained.
-  Plaintext you could not hand over stays with you (a framing layer queues it
-  under its own water marks), so the memory of a peer that does not read is
-  bounded by those marks plus ``cipher_limit``. A write that OpenSSL answers
-  with ``SSLWantReadError`` (it must read something from the peer first) waits
-  for the next ciphertext from the peer, then ``WRITABLE`` comes.
+* **Writes** and **water marks.** What this layer holds for a peer is counted
+  as one number, ``write_buffer_size(peer)``: plaintext you handed over that
+  OpenSSL cannot encrypt yet (during the handshake, or while it must read
+  before it writes; kept as a copy) **plus** ciphertext the transport below has
+  not taken yet. ``resume_write`` encrypts and sends at once while that number
+  is at most ``high_water`` (64 KiB by default); the call that takes it over
+  the mark replays ``PAUSE_WRITING``, and from there on takes nothing
+  (``WOULD_BLOCK``, the rest stays yours). Once the transport below took enough
+  to bring it down to ``low_water`` (``high_water // 4``), ``RESUME_WRITING``
+  comes, then ``WRITABLE`` if a write was refused. One call takes at most one
+  record (16 KiB) past ``high_water``, so a peer that does not read costs at
+  most ``high_water`` + 16 KiB + record overhead here, whatever you offer. A
+  layer above that queues (``FramedTransport``) keeps what was refused under
+  its own water marks and replays only its own ``PAUSE``/``RESUME_WRITING``
+  (it drops this layer's): you see one signal, and a slow reader costs its
+  ``high_water`` + one frame + this layer's bound.
 * **Ends.** ``write_eof(peer)`` sends ``close_notify`` and then, once it left,
   half-closes the transport below. ``close(peer)`` sends ``close_notify``,
   waits for the ciphertext to leave and closes the peer below. The peer's
@@ -60,99 +69,24 @@ beyond what your context asks for.
 from __future__ import annotations
 
 import ssl
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
-from .errors import BarknetError, TlsError, TransportClosedError
+from .errors import BarknetError, TransportClosedError
 from .events import EventKind, IOEvent, IOStatus, Peer, ReadResult, WriteResult
 from .interfaces import ITransport, WriteData
 from .layer import TransportLayer
+from .tls_session import RECORD_SIZE, TlsSession, local_error, tls_error
 
-if TYPE_CHECKING:
-    from .reactor import TimerHandle
+__all__ = ["HIGH_WATER", "TlsTransport"]
 
-__all__ = ["CIPHER_LIMIT", "TlsTransport"]
-
-#: Ciphertext held per peer (not yet taken by the transport below) before
-#: ``resume_write`` stops accepting plaintext.
-CIPHER_LIMIT = 64 * 1024
+#: Bytes held per peer (plaintext not yet encrypted + ciphertext not yet taken
+#: below) above which the owner gets ``PAUSE_WRITING`` and writes are refused.
+HIGH_WATER = 64 * 1024
 #: Bytes asked of the transport below per read, and of OpenSSL per plain read.
 READ_SIZE = 64 * 1024
 
 _WOULD_BLOCK_READ = ReadResult(b"", IOStatus.WOULD_BLOCK)
 _WOULD_BLOCK_WRITE = WriteResult(0, IOStatus.WOULD_BLOCK)
-
-
-class _Session:
-    """Per-peer TLS state: the OpenSSL object, its two memory BIOs, and flags."""
-
-    __slots__ = (
-        "cipher",
-        "closing",
-        "eof_down",
-        "eof_read",
-        "error",
-        "gone",
-        "goodbye_lost",
-        "got_close_notify",
-        "handshaking",
-        "incoming",
-        "inner_eof",
-        "inner_waiting",
-        "kick_due",
-        "notify_sent",
-        "outgoing",
-        "peer",
-        "pulled_short",
-        "readable",
-        "reading",
-        "server_side",
-        "sslobj",
-        "timer",
-        "want_write",
-        "write_eof",
-        "write_wants_read",
-    )
-
-    def __init__(self, peer: Peer, server_side: bool) -> None:
-        self.peer = peer
-        self.server_side = server_side
-        self.incoming = ssl.MemoryBIO()
-        self.outgoing = ssl.MemoryBIO()
-        self.sslobj: ssl.SSLObject | None = None
-        self.timer: TimerHandle | None = None  # the handshake deadline
-        self.readable = IOEvent(EventKind.READABLE, peer)
-        self.handshaking = True
-        self.cipher = bytearray()  # ciphertext the transport below has not taken yet
-        self.inner_waiting = False  # the transport below owes us a WRITABLE
-        self.want_write = False  # the owner was told WOULD_BLOCK: it wants WRITABLE
-        self.write_wants_read = False  # OpenSSL must read before it can write
-        self.reading = True  # the owner has not suspended reading
-        self.pulled_short = False  # (within one read) the last pull got less than asked
-        self.kick_due = False  # a level-triggered READABLE is scheduled
-        self.got_close_notify = False  # the peer ended its side in TLS
-        self.inner_eof = False  # the transport below reported EOF
-        self.eof_read = False  # the owner has read our EOF
-        self.write_eof = False  # the owner called write_eof (maybe before the handshake)
-        self.notify_sent = False  # our close_notify is in ``cipher`` or gone
-        self.eof_down = False  # inner.write_eof was called
-        self.closing = False  # the owner called close(peer)
-        self.error: BarknetError | None = None
-        self.gone = False  # the transport below dropped the peer (its CLOSED is coming)
-        self.goodbye_lost = False  # it broke on our close_notify, after the peer's
-
-
-def _tls_error(peer: Peer, stage: str, exc: BaseException) -> TlsError:
-    reason = getattr(exc, "reason", None) or type(exc).__name__
-    verify = getattr(exc, "verify_message", None)
-    detail = f" ({verify})" if verify else ""
-    error = TlsError(
-        f"TLS {stage} with {peer} failed: {reason}{detail}",
-        peer=peer,
-        reason=reason,
-        verify_message=verify,
-    )
-    error.__cause__ = exc
-    return error
 
 
 class TlsTransport(TransportLayer):
@@ -172,6 +106,11 @@ class TlsTransport(TransportLayer):
     ``server_hostname`` is the name checked against the server's certificate
     and sent as SNI; by default the host ``connect`` dials (an IP address is
     checked against the certificate's IP entries).
+
+    ``high_water`` and ``low_water`` (default ``high_water // 4``) are the
+    write water marks, as in :class:`~barknet.framed.FramedTransport`, over
+    the bytes this layer holds for a peer: plaintext not yet encrypted plus
+    ciphertext not yet taken by the transport below (``write_buffer_size``).
     """
 
     def __init__(
@@ -182,19 +121,21 @@ class TlsTransport(TransportLayer):
         server_side: bool | None = None,
         server_hostname: str | None = None,
         client_context: ssl.SSLContext | None = None,
-        cipher_limit: int = CIPHER_LIMIT,
+        high_water: int = HIGH_WATER,
+        low_water: int | None = None,
         handshake_timeout: float | None = 60.0,
     ) -> None:
         super().__init__(inner)
-        if cipher_limit < 1:
-            raise ValueError("cipher_limit must be at least 1 byte")
+        self.high_water = high_water
+        self.low_water = high_water // 4 if low_water is None else low_water
+        if not 0 <= self.low_water <= self.high_water:
+            raise ValueError("need 0 <= low_water <= high_water")
         self.context = context
         self.client_context = client_context
         self.server_side = server_side
         self.server_hostname = server_hostname
-        self.cipher_limit = cipher_limit
         self.handshake_timeout = handshake_timeout
-        self._sessions: dict[Peer, _Session] = {}
+        self._sessions: dict[Peer, TlsSession] = {}
         self._scratch = bytearray(READ_SIZE)
 
     # ------------------------------------------------------------ lifecycle
@@ -223,7 +164,7 @@ class TlsTransport(TransportLayer):
         return peer
 
     def _open(self, peer: Peer, server_side: bool, hostname: str | None, *, start: bool) -> None:
-        session = _Session(peer, server_side)
+        session = TlsSession(peer, server_side)
         self._sessions[peer] = session
         try:
             if server_side:
@@ -232,14 +173,9 @@ class TlsTransport(TransportLayer):
                 context = self.context
             else:
                 context = self.client_context or self.context or ssl.create_default_context()
-            session.sslobj = context.wrap_bio(
-                session.incoming,
-                session.outgoing,
-                server_side=server_side,
-                server_hostname=None if server_side else hostname,
-            )
+            session.wrap(context, hostname)
         except (ssl.SSLError, ValueError) as exc:
-            self._fail(session, _tls_error(peer, "setup", exc))
+            self._fail(session, tls_error(peer, "setup", exc))
             return
         if self.handshake_timeout is not None:
             session.timer = self._watcher.call_later(  # type: ignore[union-attr]
@@ -260,12 +196,10 @@ class TlsTransport(TransportLayer):
         session.closing = True
         if session.error is not None:
             return  # already closing below; CLOSED is on its way
-        if session.handshaking:
+        if session.handshaking and not session.plain:
             self.inner.close(peer)
             return
-        self._send_close_notify(session)
-        if session.error is None and not session.cipher:
-            self.inner.close(peer)
+        self._goodbye(session)  # (still handshaking: once it is done)
 
     def write_eof(self, peer: Peer) -> None:
         """Send ``close_notify`` ("I am done sending, I still read"), then, once the
@@ -274,24 +208,23 @@ class TlsTransport(TransportLayer):
         if session.write_eof or session.error is not None:
             return
         session.write_eof = True
-        if not session.handshaking:
-            self._send_close_notify(session)
-            if not session.cipher:  # else once the transport below took it all
-                self._after_drained(session)
+        self._goodbye(session)
 
-    def _send_close_notify(self, session: _Session) -> None:
-        if session.notify_sent:
+    def _goodbye(self, session: TlsSession) -> None:
+        """After ``close`` or ``write_eof``: our ``close_notify`` goes out behind
+        every byte you wrote (so not before the handshake and the plaintext that
+        waits for it), then the close or half-close below once it all left."""
+        if not (session.closing or session.write_eof):
             return
-        session.notify_sent = True
-        try:
-            session.sslobj.unwrap()  # type: ignore[union-attr]
-        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
-            pass  # it sent ours and would wait for theirs: we do not wait here
-        except ssl.SSLError:
-            pass  # a session that cannot say goodbye still closes
-        self._send_cipher(session)
+        if session.handshaking or session.plain or session.error is not None:
+            return  # called again once the plaintext is encrypted
+        if not session.notify_sent:
+            session.say_goodbye()
+            self._send_cipher(session)
+        if session.error is None and not session.cipher:  # else once it was taken
+            self._after_drained(session)
 
-    def _after_drained(self, session: _Session) -> None:
+    def _after_drained(self, session: TlsSession) -> None:
         """Our ciphertext all left: finish a close or a half-close that waited for it."""
         peer = session.peer
         if session.closing:
@@ -304,11 +237,11 @@ class TlsTransport(TransportLayer):
                 write_eof(peer)
         self._close_if_both_ended(session)
 
-    def _close_if_both_ended(self, session: _Session) -> None:
+    def _close_if_both_ended(self, session: TlsSession) -> None:
         if session.eof_down and session.eof_read and session.error is None:
             self.inner.close(session.peer)  # CLOSED(EOF) follows
 
-    def _fail(self, session: _Session, error: BarknetError) -> None:
+    def _fail(self, session: TlsSession, error: BarknetError) -> None:
         """Give up on the peer: send what OpenSSL wrote (an alert), then close below."""
         if session.error is None:
             session.error = error
@@ -316,7 +249,7 @@ class TlsTransport(TransportLayer):
         if not session.gone:
             self.inner.close(session.peer)
 
-    def _dropped(self, session: _Session, error: BarknetError | None) -> None:
+    def _dropped(self, session: TlsSession, error: BarknetError | None) -> None:
         """The transport below reported the peer broken and dropped it."""
         session.gone = True
         if session.got_close_notify and session.notify_sent:
@@ -365,47 +298,41 @@ class TlsTransport(TransportLayer):
         else:
             self._emit(event)
 
-    def _handshake_deadline(self, session: _Session) -> None:
+    def _handshake_deadline(self, session: TlsSession) -> None:
         session.timer = None
         if self._sessions.get(session.peer) is session and session.handshaking:
-            error = TlsError(
-                f"{session.peer} did not finish the TLS handshake within "
-                f"{self.handshake_timeout:g} s",
-                peer=session.peer,
-                reason="HANDSHAKE_TIMEOUT",
+            self._fail(
+                session, local_error(session.peer, "HANDSHAKE_TIMEOUT", self.handshake_timeout)
             )
-            self._fail(session, error)
 
-    def _handshake(self, session: _Session) -> None:
+    def _handshake(self, session: TlsSession) -> None:
         try:
             session.sslobj.do_handshake()  # type: ignore[union-attr]
         except ssl.SSLWantReadError:
             self._send_cipher(session)
             return
         except (ssl.SSLError, ValueError) as exc:
-            self._fail(session, _tls_error(session.peer, "handshake", exc))
+            self._fail(session, tls_error(session.peer, "handshake", exc))
             return
         session.handshaking = False
         if session.timer is not None:
             session.timer.cancel()
             session.timer = None
+        self._encrypt_plain(session)  # what you wrote during the handshake goes first
         self._send_cipher(session)
         if session.error is not None:
             return
         peer = session.peer
+        closing = session.closing  # (closed during the handshake, after writing)
         kind = EventKind.ACCEPTED if session.server_side else EventKind.CONNECTED
         self._emit(IOEvent(kind, peer))
-        if self._sessions.get(peer) is not session or session.closing:
+        if self._sessions.get(peer) is not session or (session.closing and not closing):
             return
-        if session.write_eof:
-            self._send_close_notify(session)
-            if not session.cipher:
-                self._after_drained(session)
-        if session.want_write and not session.cipher:
-            self._emit(IOEvent(EventKind.WRITABLE, peer))
+        self._goodbye(session)
+        self._flow(session)
         self._kick(session)  # application data may have come with the last flight
 
-    def _pull(self, session: _Session) -> IOStatus:
+    def _pull(self, session: TlsSession) -> IOStatus:
         """Read one chunk of ciphertext from below into OpenSSL's incoming BIO."""
         try:
             result = self.inner.resume_read(session.peer, self._scratch)
@@ -422,7 +349,7 @@ class TlsTransport(TransportLayer):
             self._dropped(session, result.error)
         return status
 
-    def _on_readable(self, session: _Session) -> None:
+    def _on_readable(self, session: TlsSession) -> None:
         if session.handshaking:
             # One chunk at a time: the handshake is a few kilobytes, and bytes past
             # it are the owner's, to be read when the owner asks.
@@ -431,12 +358,7 @@ class TlsTransport(TransportLayer):
                 if status is IOStatus.OK:
                     self._handshake(session)
                 elif status is IOStatus.EOF:
-                    error = TlsError(
-                        f"{session.peer} closed the connection during the TLS handshake",
-                        peer=session.peer,
-                        reason="EOF_IN_HANDSHAKE",
-                    )
-                    self._fail(session, error)
+                    self._fail(session, local_error(session.peer, "EOF_IN_HANDSHAKE"))
                     return
                 else:
                     return
@@ -444,12 +366,11 @@ class TlsTransport(TransportLayer):
         if session.error is not None:
             return
         if session.write_wants_read:
-            # OpenSSL had to read before it could write: feed it, then let the
-            # owner try again.
+            # OpenSSL had to read before it could write: feed it, then send
+            # the plaintext that waited.
             if self._pull(session) is IOStatus.OK:
                 session.write_wants_read = False
-                if session.want_write:
-                    self._emit(IOEvent(EventKind.WRITABLE, session.peer))
+                self._writable_again(session)
             if self._sessions.get(session.peer) is not session:
                 return
         if not session.reading:
@@ -458,40 +379,42 @@ class TlsTransport(TransportLayer):
         self._emit(session.readable)
         self._kick(session)
 
-    def _waiting(self, session: _Session) -> bool:
-        """Is something here for the owner to read (level-triggered READABLE)?
-
-        Decrypted bytes, ciphertext not yet shown to OpenSSL, or an unread EOF.
-        Half a record is not: when OpenSSL answers "want read" it has taken all
-        of ``incoming`` into its own buffer, so nothing here looks readable
-        until more ciphertext arrives (and the socket below says so).
-        """
-        if session.got_close_notify:
-            return not session.eof_read
-        return bool(session.sslobj.pending() or session.incoming.pending)  # type: ignore[union-attr]
-
-    def _kick(self, session: _Session) -> None:
-        if session.kick_due or not session.reading or not self._waiting(session):
+    def _kick(self, session: TlsSession) -> None:
+        if session.kick_due or not session.reading or not session.waiting():
             return
         session.kick_due = True
         self._watcher.call_soon(self._replay_readable, session)  # type: ignore[union-attr]
 
-    def _replay_readable(self, session: _Session) -> None:
+    def _replay_readable(self, session: TlsSession) -> None:
         session.kick_due = False
         if self._sessions.get(session.peer) is not session or session.error is not None:
             return
-        if session.reading and self._waiting(session):
+        if session.reading and session.waiting():
             self._emit(session.readable)
             self._kick(session)
 
-    def _on_writable(self, session: _Session) -> None:
-        if not self._send_cipher(session):
+    def _on_writable(self, session: TlsSession) -> None:
+        drained = self._send_cipher(session)
+        if session.notify_sent:  # our close_notify is out or on its way
+            if drained:
+                self._after_drained(session)
             return
-        if session.closing or session.notify_sent:
-            self._after_drained(session)
+        if not session.closing:  # (closed during the handshake: _handshake goes on)
+            self._flow(session)
+
+    def _flow(self, session: TlsSession) -> None:
+        """Bytes left: at ``low_water``, ``RESUME_WRITING`` if paused, then
+        ``WRITABLE`` if a write of yours was refused."""
+        if session.held > self.low_water or session.error is not None:
             return
-        if session.want_write and not session.handshaking and not session.write_wants_read:
-            self._emit(IOEvent(EventKind.WRITABLE, session.peer))
+        peer = session.peer
+        if session.paused:
+            session.paused = False
+            self._emit(IOEvent(EventKind.RESUME_WRITING, peer))
+            if self._sessions.get(peer) is not session:
+                return
+        if session.want_write and session.can_encrypt and not session.closing:
+            self._emit(IOEvent(EventKind.WRITABLE, peer))
 
     # ---------------------------------------------------------------- reads
     def resume_read(
@@ -534,17 +457,12 @@ class TlsTransport(TransportLayer):
         if session.got_close_notify:
             return self._read_eof(session)
         if session.inner_eof:
-            error = TlsError(
-                f"{peer} closed the connection without close_notify: the stream may "
-                "have been cut short (truncation)",
-                peer=peer,
-                reason="TRUNCATED",
-            )
+            error = local_error(peer, "TRUNCATED")
             self._fail(session, error)
             return ReadResult(b"", IOStatus.ERROR, error)
         return _WOULD_BLOCK_READ
 
-    def _decrypt_into(self, session: _Session, view: memoryview) -> int:
+    def _decrypt_into(self, session: TlsSession, view: memoryview) -> int:
         sslobj = session.sslobj
         assert sslobj is not None
         got, room = 0, len(view)
@@ -567,7 +485,7 @@ class TlsTransport(TransportLayer):
             except ssl.SSLZeroReturnError:
                 n = 0  # their close_notify, once ours went out too
             except ssl.SSLError as exc:
-                self._fail(session, _tls_error(session.peer, "read", exc))
+                self._fail(session, tls_error(session.peer, "read", exc))
                 break
             if n == 0:  # Python's read answers the peer's close_notify with 0 bytes
                 session.got_close_notify = True
@@ -579,7 +497,7 @@ class TlsTransport(TransportLayer):
             got += n
         return got
 
-    def _feed(self, session: _Session) -> bool:
+    def _feed(self, session: TlsSession) -> bool:
         """OpenSSL needs the rest of a record: pull a chunk from below. False if
         none came (would block, EOF, or broken)."""
         if session.inner_eof or session.error is not None:
@@ -588,15 +506,19 @@ class TlsTransport(TransportLayer):
             return False
         if session.write_wants_read:
             session.write_wants_read = False
-            if session.want_write:
-                self._watcher.call_soon(self._writable_again, session)  # type: ignore[union-attr]
+            self._watcher.call_soon(self._writable_again, session)  # type: ignore[union-attr]
         return True
 
-    def _writable_again(self, session: _Session) -> None:
-        if self._sessions.get(session.peer) is session and session.want_write:
-            self._on_writable(session)
+    def _writable_again(self, session: TlsSession) -> None:
+        """OpenSSL read what it needed: encrypt and send what waited for it."""
+        if self._sessions.get(session.peer) is not session or session.error is not None:
+            return
+        self._encrypt_plain(session)
+        self._send_cipher(session)
+        self._goodbye(session)
+        self._flow(session)
 
-    def _read_eof(self, session: _Session) -> ReadResult:
+    def _read_eof(self, session: TlsSession) -> ReadResult:
         session.eof_read = True
         self._close_if_both_ended(session)
         return ReadResult(b"", IOStatus.EOF)
@@ -610,64 +532,91 @@ class TlsTransport(TransportLayer):
 
     # --------------------------------------------------------------- writes
     def resume_write(self, data: WriteData, peer: Peer) -> WriteResult:
-        """Encrypt as much of ``data`` as this layer may hold and send the records.
+        """Take ``data`` while this layer holds at most ``high_water`` bytes for
+        ``peer``, encrypt it and send the records.
 
-        ``sent`` counts *plaintext* bytes taken; they are yours to forget. Less
-        than you offered (``WOULD_BLOCK``) means the ciphertext before it has not
-        left yet, or the handshake is still running: ``WRITABLE`` follows.
+        ``sent`` counts *plaintext* bytes taken; they are yours to forget (what
+        OpenSSL cannot encrypt yet, during the handshake, waits here as a copy).
+        The call that takes the held bytes over ``high_water`` replays
+        ``PAUSE_WRITING``; past the mark nothing more is taken (``WOULD_BLOCK``,
+        the rest stays yours), and once the transport below took enough to bring
+        the held bytes down to ``low_water``, ``RESUME_WRITING`` and then
+        ``WRITABLE`` follow.
         """
         session = self._session(peer)
         if session.error is not None:
             return WriteResult(0, IOStatus.ERROR, session.error)
         if session.closing or session.write_eof:
             raise TransportClosedError(f"{peer} is closed for writing (close or write_eof)")
-        if session.handshaking or session.write_wants_read:
-            session.want_write = True
-            return _WOULD_BLOCK_WRITE
-        sslobj = session.sslobj
-        assert sslobj is not None
         buffers = [data] if isinstance(data, (bytes, bytearray, memoryview)) else data
-        taken = 0
+        taken, refused = 0, False
         for buffer in buffers:
             view = memoryview(buffer).cast("B")
-            position, size = 0, len(view)
-            while position < size:
-                room = self.cipher_limit - len(session.cipher) - session.outgoing.pending
-                if room <= 0:
-                    if not self._send_cipher(session) and session.error is not None:
-                        return WriteResult(taken, IOStatus.ERROR, session.error)
-                    room = self.cipher_limit - len(session.cipher)
-                    if room <= 0:
-                        session.want_write = True
-                        return WriteResult(taken, IOStatus.WOULD_BLOCK)
-                try:
-                    written = sslobj.write(view[position : position + room])
-                except ssl.SSLWantReadError:
-                    if self._pull(session) is IOStatus.OK:
-                        continue  # fed it what it wanted: try again
-                    session.write_wants_read = True
-                    session.want_write = True
-                    self._send_cipher(session)
-                    status = IOStatus.ERROR if session.error is not None else IOStatus.WOULD_BLOCK
-                    return WriteResult(taken, status, session.error)
-                except ssl.SSLError as exc:
-                    self._fail(session, _tls_error(peer, "write", exc))
-                    return WriteResult(taken, IOStatus.ERROR, session.error)
-                position += written
-                taken += written
+            got = self._take(session, view)
+            taken += got
+            if got < len(view):
+                refused = True
+                break
         self._send_cipher(session)
         if session.error is not None:
             return WriteResult(taken, IOStatus.ERROR, session.error)
-        return WriteResult(taken, IOStatus.OK)
+        if refused:
+            session.want_write = True
+        if session.held > self.high_water and not session.paused:
+            session.paused = True
+            self._emit(IOEvent(EventKind.PAUSE_WRITING, peer))
+        return WriteResult(taken, IOStatus.WOULD_BLOCK if refused else IOStatus.OK)
 
-    def _send_cipher(self, session: _Session) -> bool:
+    def _take(self, session: TlsSession, view: memoryview) -> int:
+        """Encrypt (or, if OpenSSL cannot yet, copy) ``view`` while at most
+        ``high_water`` bytes are held; returns how many bytes were taken."""
+        sslobj = session.sslobj
+        assert sslobj is not None
+        position, size = 0, len(view)
+        while position < size and session.error is None:
+            held = session.held
+            if held > self.high_water:
+                self._send_cipher(session)  # room, if the transport below takes some
+                held = session.held
+                if held > self.high_water or session.error is not None:
+                    break
+            # Enough to cross the high-water mark (so one write can fill this
+            # layer), and at least one whole record.
+            piece = view[position : position + max(self.high_water + 1 - held, RECORD_SIZE)]
+            if not session.can_encrypt:
+                session.plain += piece
+                position += len(piece)
+                continue
+            try:
+                position += sslobj.write(piece)
+            except ssl.SSLWantReadError:
+                if self._pull(session) is not IOStatus.OK:
+                    session.write_wants_read = True  # the rest waits as plaintext
+            except ssl.SSLError as exc:
+                self._fail(session, tls_error(session.peer, "write", exc))
+        return position
+
+    def _encrypt_plain(self, session: TlsSession) -> None:
+        """Encrypt the plaintext that waited for the handshake or for a read."""
+        while session.plain and session.error is None:
+            if session.handshaking or session.write_wants_read:
+                return
+            try:
+                session.encrypt_plain()
+            except ssl.SSLWantReadError:
+                if self._pull(session) is not IOStatus.OK:
+                    session.write_wants_read = True
+            except ssl.SSLError as exc:
+                self._fail(session, tls_error(session.peer, "write", exc))
+
+    def _send_cipher(self, session: TlsSession) -> bool:
         try:
             return self._write_cipher(session)
         except TransportClosedError:  # the whole stack below was closed; CLOSED follows
             session.gone = True
             return False
 
-    def _write_cipher(self, session: _Session) -> bool:
+    def _write_cipher(self, session: TlsSession) -> bool:
         """Write OpenSSL's output and what is left of earlier records down.
 
         Returns True when nothing is left here. Leftovers wait for the transport
@@ -704,7 +653,7 @@ class TlsTransport(TransportLayer):
         self._inner_done_writing(session)
         return True
 
-    def _inner_done_writing(self, session: _Session) -> None:
+    def _inner_done_writing(self, session: TlsSession) -> None:
         if session.inner_waiting:
             session.inner_waiting = False
             if not session.gone:
@@ -715,7 +664,7 @@ class TlsTransport(TransportLayer):
         self._session(peer).want_write = False
 
     # ------------------------------------------------------------ inspection
-    def _session(self, peer: Peer) -> _Session:
+    def _session(self, peer: Peer) -> TlsSession:
         session = self._sessions.get(peer)
         if session is None:
             raise TransportClosedError(
@@ -729,26 +678,19 @@ class TlsTransport(TransportLayer):
         return [p for p, s in self._sessions.items() if not s.handshaking]
 
     def write_buffer_size(self, peer: Peer) -> int:
-        """Ciphertext bytes held for ``peer``, not yet taken by the transport below."""
+        """Bytes held for ``peer`` and compared with the water marks: plaintext
+        not yet encrypted plus ciphertext not yet taken by the transport below."""
         session = self._sessions.get(peer)
-        return 0 if session is None else len(session.cipher) + session.outgoing.pending
+        return 0 if session is None else session.held
 
     def cipher_info(self, peer: Peer) -> dict[str, Any]:
         """What was negotiated with ``peer``: version, cipher, and the peer's certificate."""
-        sslobj = self._session(peer).sslobj
-        assert sslobj is not None
-        cipher = sslobj.cipher()
-        return {
-            "version": sslobj.version(),
-            "cipher": cipher[0] if cipher else None,
-            "server_hostname": sslobj.server_hostname,
-            "peer_certificate": sslobj.getpeercert(),
-        }
+        return self._session(peer).info()
 
     def __repr__(self) -> str:
         handshaking = sum(s.handshaking for s in self._sessions.values())
-        queued = sum(len(s.cipher) for s in self._sessions.values())
+        held = sum(s.held for s in self._sessions.values())
         return (
             f"<TlsTransport over {self.inner!r}, {len(self._sessions)} sessions "
-            f"({handshaking} handshaking), {queued} ciphertext bytes queued>"
+            f"({handshaking} handshaking), {held} bytes held>"
         )

@@ -30,11 +30,27 @@ from barknet.course.exercise import (
     strip_solutions,
 )
 from barknet.testing.conformance import checks_for, run_checks
+from barknet.testing.contract import CONTRACT_CHECKS
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 EXERCISE = NOTEBOOKS / "06_exercise_framing.ipynb"
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
+
+#: The levels the notebook's self-check runs: every check there is (a test below
+#: reads them in the notebook's cell).
+LEVELS = ("core", "errors", "contract")
+#: The interface's promises beyond framing (issue #9), one contract check each.
+CONTRACT = [
+    "close delivers everything while the peer keeps sending",
+    "half-close, client first",
+    "half-close, server first",
+    "a callback that re-enters the loop",
+    "writes after close(peer) while data is queued",
+    "no busy loop after a drain",
+    "an fd closed and reused within one turn",
+    "one message per READABLE",
+]
 
 
 def _source(cell: dict[str, Any]) -> str:
@@ -200,23 +216,50 @@ def _definitions(notebook: dict[str, Any]) -> dict[str, Any]:
     return namespace
 
 
+def _self_check_cell(notebook: dict[str, Any]) -> str:
+    (cell,) = [
+        _source(c)
+        for c in notebook["cells"]
+        if c["cell_type"] == "code" and _source(c).startswith("report = run_checks(")
+    ]
+    return cell
+
+
+@pytest.mark.parametrize("path", [REFERENCE, EXERCISE], ids=["reference", "blank"])
+def test_the_notebooks_self_check_runs_the_contract_checks_too(path: Path) -> None:
+    cell = _self_check_cell(json.loads(path.read_text(encoding="utf-8")))
+    assert "MyFramedTransport" in cell and f"levels={LEVELS!r}".replace("'", '"') in cell, cell
+    graded = [check.name for check in checks_for(LEVELS)]
+    assert [check.name for check in CONTRACT_CHECKS] == CONTRACT
+    assert set(CONTRACT) <= set(graded)
+
+
 def test_self_check_passes_on_the_reference_solution() -> None:
     namespace = _definitions(json.loads(REFERENCE.read_text(encoding="utf-8")))
     transport_class = namespace["MyFramedTransport"]
-    report = run_checks(lambda inner: transport_class(inner))
+    report = run_checks(lambda inner: transport_class(inner), levels=LEVELS, budget=120)
     assert report.passed, str(report)
-    # Every check the exercise asks for ("contract" checks go beyond it).
-    assert len(report.results) == len(checks_for())
+    # Every check there is ran, in order: the framing suite, then the contract.
+    assert [r.check.name for r in report.results] == [c.name for c in checks_for(LEVELS)]
+    results = {r.check.name: r for r in report.results}
+    for name in CONTRACT:
+        result = results[name]
+        assert result.check.level == "contract" and result.ran and result.passed, str(result)
 
 
 def test_self_check_fails_on_the_blank_notebook() -> None:
     namespace = _definitions(json.loads(EXERCISE.read_text(encoding="utf-8")))
     transport_class = namespace["MyFramedTransport"]
-    report = run_checks(lambda inner: transport_class(inner), timeout=1.0)
+    report = run_checks(lambda inner: transport_class(inner), levels=LEVELS, timeout=1.0)
     assert not report.passed
     core = [r for r in report.results if r.check.level == "core"]
     assert core and all(not r.passed for r in core)
     for result in core:
+        assert "NotImplementedError: your code here" in result.message, str(report)
+    # The contract checks fail too, for the same reason: no frame can be sent yet.
+    contract = [r for r in report.results if r.check.level == "contract"]
+    assert [r.check.name for r in contract] == CONTRACT
+    for result in contract:
         assert "NotImplementedError: your code here" in result.message, str(report)
 
 

@@ -702,55 +702,196 @@ def test_write_eof_reaches_the_transport_below_only_after_every_record(
 
 
 # ------------------------------------------------------------------------ backpressure
-def test_write_to_a_peer_that_does_not_read_holds_at_most_the_cipher_limit(
-    ew, tls_server, tls_client
-) -> None:
-    server = tls_server(framed=False, echo=False, rcvbuf=4096)
-    server.on_event = lambda e: (
-        e.kind is EventKind.ACCEPTED and server.transport.suspend_read(e.peer)  # type: ignore[func-returns-value]
-    )
-    client = tls_client(framed=False, sndbuf=4096, cipher_limit=32 * 1024)
-    peer = client.transport.connect(server.address)
-    ew.run_until(lambda: client.of(EventKind.CONNECTED), timeout=10)
-    offered = bytes(8 * 1024 * 1024)
-    result = client.transport.resume_write(offered, peer)
-    assert result.status is IOStatus.WOULD_BLOCK
-    assert result.sent < 1024 * 1024
-    held = client.transport.write_buffer_size(peer)  # type: ignore[attr-defined]
-    assert 0 < held <= 32 * 1024 + 1024  # the limit plus one record's overhead
-    for _ in range(50):
-        ew.run_once(0.001)
-    again = client.transport.resume_write(offered, peer)
-    assert again.sent == 0 or client.transport.write_buffer_size(peer) <= 33 * 1024  # type: ignore[attr-defined]
+HIGH, LOW = 64 * 1024, 16 * 1024
+#: What TlsTransport may hold past the mark: one record of plaintext, plus the
+#: overhead of the records (about 22 bytes each) and a close_notify.
+BOUND = HIGH + 16 * 1024 + 1024
 
 
-def test_slow_reader_costs_bounded_memory_through_framing_and_tls(
+class _SlowReaderRun:
+    """A raw TLS client that writes 4 KiB chunks to a server that stops reading,
+    obeying PAUSE/RESUME_WRITING and WOULD_BLOCK, then lets the server read.
+
+    It records, from outside, what the owner sees: the flow events with the
+    bytes held (``write_buffer_size``) when each came, the bytes held before
+    the write that brought the pause, the most ever held, and the memory the
+    process grew while the producer kept trying.
+    """
+
+    def __init__(self, ew: EventWatcher, server: Side, client: Side, *, early: bool) -> None:
+        self.ew, self.server, self.client = ew, server, client
+        self.flow: list[tuple[EventKind, int]] = []
+        self.held_before_pause: int | None = None
+        self.most_held = 0
+        self.offered = b"".join(struct.pack(">I", i) * 1024 for i in range(64))  # 256 KiB
+        self.position = 0
+        self.blocked = False
+        self.peer = client.transport.connect(server.address)
+        client.on_event = self._on_client
+        if not early:  # else write while the handshake still runs
+            ew.run_until(lambda: client.of(EventKind.CONNECTED), timeout=10)
+
+    @property
+    def tls(self) -> Any:
+        return self.client.transport
+
+    @property
+    def paused(self) -> bool:
+        return bool(self.flow) and self.flow[-1][0] is EventKind.PAUSE_WRITING
+
+    def _on_client(self, event: IOEvent) -> None:
+        if event.kind in (EventKind.PAUSE_WRITING, EventKind.RESUME_WRITING):
+            self.flow.append((event.kind, self.tls.write_buffer_size(event.peer)))
+        if event.kind is EventKind.WRITABLE:
+            self.blocked = False
+            self.produce()
+        elif event.kind is EventKind.RESUME_WRITING:
+            self.produce()
+
+    def produce(self) -> None:
+        while not self.paused and not self.blocked and self.position < len(self.offered):
+            before = self.tls.write_buffer_size(self.peer)
+            chunk = self.offered[self.position : self.position + 4096]
+            pauses = len(self.flow)
+            result = self.tls.resume_write(chunk, self.peer)
+            self.position += result.sent
+            self.blocked = result.status is IOStatus.WOULD_BLOCK
+            if len(self.flow) > pauses and self.held_before_pause is None:
+                self.held_before_pause = before
+            self.most_held = max(self.most_held, self.tls.write_buffer_size(self.peer))
+
+    def stall(self, turns: int) -> int:
+        """Keep trying to write for ``turns`` loop turns; returns the memory grown."""
+        tracemalloc.start()
+        try:
+            baseline = tracemalloc.get_traced_memory()[0]
+            for _ in range(turns):
+                self.produce()
+                self.ew.run_once(0.001)
+                self.most_held = max(self.most_held, self.tls.write_buffer_size(self.peer))
+            return tracemalloc.get_traced_memory()[1] - baseline
+        finally:
+            tracemalloc.stop()
+
+    def let_the_server_read(self) -> bytes:
+        (server_peer,) = [e.peer for e in self.server.of(EventKind.ACCEPTED)]
+        got = self.server.data.setdefault(server_peer, [])
+        while (r := self.server.transport.resume_read(server_peer)).status is IOStatus.OK:
+            got.append(bytes(r.data))  # from here on READABLE does it
+        self.ew.run_until(
+            lambda: sum(map(len, got)) == len(self.offered) or self.client.closed(), 20
+        )
+        return b"".join(got)
+
+
+@pytest.fixture
+def slow_reader(ew, tls_server, tls_client) -> Callable[..., _SlowReaderRun]:
+    def make(*, early: bool = False) -> _SlowReaderRun:
+        server = tls_server(framed=False, echo=False, rcvbuf=4096)
+        server.on_event = lambda e: (
+            e.kind is EventKind.ACCEPTED and server.transport.suspend_read(e.peer)  # type: ignore[func-returns-value]
+        )
+        client = tls_client(framed=False, sndbuf=4096, high_water=HIGH, low_water=LOW)
+        return _SlowReaderRun(ew, server, client, early=early)
+
+    return make
+
+
+def _check_pause_resume_and_bound(run: _SlowReaderRun) -> None:
+    """PAUSE_WRITING once the bytes held cross high water, never more than one
+    record past it, RESUME_WRITING at low water, and every byte arrives."""
+    run.produce()
+    grown = run.stall(100)
+    assert run.flow and run.flow[0][0] is EventKind.PAUSE_WRITING, "no PAUSE_WRITING came"
+    assert run.flow[0][1] > HIGH  # PAUSE came once the held bytes crossed the mark ...
+    assert run.held_before_pause is not None and run.held_before_pause <= HIGH  # ... not before
+    assert run.most_held <= BOUND, f"held {run.most_held} bytes for a peer that does not read"
+    assert run.position < len(run.offered)  # the rest stayed with the producer
+    assert grown < 2 * BOUND, f"{grown} bytes grew for a reader that never reads"
+    received = run.let_the_server_read()
+    assert received == run.offered
+    kinds = [kind for kind, _ in run.flow]
+    assert kinds[:2] == [EventKind.PAUSE_WRITING, EventKind.RESUME_WRITING], run.flow
+    assert kinds == [EventKind.PAUSE_WRITING, EventKind.RESUME_WRITING] * (len(kinds) // 2)
+    assert all(held <= LOW for kind, held in run.flow if kind is EventKind.RESUME_WRITING)
+    assert run.most_held <= BOUND
+
+
+def test_ciphertext_the_socket_has_not_taken_counts_against_the_water_marks(
+    slow_reader,
+) -> None:
+    """After the handshake everything you write is encrypted at once: what a
+    slow reader makes this layer hold is ciphertext."""
+    run = slow_reader()
+    _check_pause_resume_and_bound(run)
+
+
+def test_plaintext_waiting_for_the_handshake_counts_against_the_water_marks(
+    slow_reader,
+) -> None:
+    """Written before the handshake ended: the bytes wait as plaintext (a copy),
+    count as held, and go out in order once the handshake is done."""
+    run = slow_reader(early=True)
+    run.produce()
+    assert not run.client.of(EventKind.CONNECTED)  # still handshaking ...
+    assert run.flow and run.flow[0][0] is EventKind.PAUSE_WRITING  # ... and paused
+    assert run.flow[0][1] > HIGH
+    _check_pause_resume_and_bound(run)
+
+
+@pytest.mark.parametrize("counts", ["only plaintext", "only ciphertext"])
+def test_an_implementation_that_counts_half_of_what_it_holds_fails_these_checks(
+    slow_reader, monkeypatch, counts: str
+) -> None:
+    """The checks above can fail: with ``held`` counting only the plaintext, a
+    slow reader never pauses the writer and everything offered piles up here;
+    counting only ciphertext, writes during the handshake are never refused."""
+    from barknet.tls_session import TlsSession
+
+    if counts == "only plaintext":
+        monkeypatch.setattr(TlsSession, "held", property(lambda s: len(s.plain)))
+        run = slow_reader()
+    else:
+        monkeypatch.setattr(
+            TlsSession, "held", property(lambda s: len(s.cipher) + s.outgoing.pending)
+        )
+        run = slow_reader(early=True)
+    with pytest.raises(AssertionError):
+        _check_pause_resume_and_bound(run)
+
+
+def test_framing_over_tls_gives_one_pause_resume_signal_and_bounded_memory(
     ew, tls_server, tls_client
 ) -> None:
-    """A producer that obeys PAUSE/RESUME_WRITING and a server that never reads:
-    the memory that grows is the framing queue (water marks) plus the TLS cipher
-    limit, however long the producer keeps trying."""
+    """FramedTransport over TlsTransport, a producer that obeys PAUSE/RESUME_WRITING
+    and a server that stops reading. The owner sees the framing layer's signal
+    only (TLS's own is not passed up): PAUSE and RESUME alternate, and what grows
+    is the framing queue (its water marks) plus what TLS may hold (BOUND), however
+    long the producer keeps trying. Once the server reads, RESUME_WRITING comes
+    and every frame arrives."""
     server = tls_server(echo=False, rcvbuf=8192)
     server.on_event = lambda e: (
         e.kind is EventKind.ACCEPTED and server.transport.suspend_read(e.peer)  # type: ignore[func-returns-value]
     )
-    client = tls_client(sndbuf=8192)
-    peer = client.transport.connect(server.address)
+    client = tls_client(sndbuf=8192, high_water=HIGH, low_water=LOW)
+    framed, tls = client.transport, client.transport.inner  # type: ignore[attr-defined]
+    peer = framed.connect(server.address)
     ew.run_until(lambda: client.of(EventKind.CONNECTED), timeout=10)
-    paused = [False]
-    frames_written = [0]
-    chunk = bytes(16 * 1024)
+    flow: list[EventKind] = []
+    frames: list[bytes] = []
+    most = {"framed": 0, "tls": 0}
 
     def produce() -> None:
-        while not paused[0] and frames_written[0] < 4000:
-            client.transport.resume_write(chunk, peer)
-            frames_written[0] += 1
+        while not (flow and flow[-1] is EventKind.PAUSE_WRITING) and len(frames) < 400:
+            frames.append(struct.pack(">I", len(frames)) * 4096)  # 16 KiB frames
+            framed.resume_write(frames[-1], peer)
+            most["framed"] = max(most["framed"], framed.write_buffer_size(peer))
+            most["tls"] = max(most["tls"], tls.write_buffer_size(peer))
 
     def on_client(event: IOEvent) -> None:
-        if event.kind is EventKind.PAUSE_WRITING:
-            paused[0] = True
-        elif event.kind is EventKind.RESUME_WRITING:
-            paused[0] = False
+        if event.kind in (EventKind.PAUSE_WRITING, EventKind.RESUME_WRITING):
+            flow.append(event.kind)
+        if event.kind is EventKind.RESUME_WRITING:
             produce()
 
     client.on_event = on_client
@@ -764,10 +905,21 @@ def test_slow_reader_costs_bounded_memory_through_framing_and_tls(
         grown = tracemalloc.get_traced_memory()[1] - baseline
     finally:
         tracemalloc.stop()
-    assert paused[0]
-    assert frames_written[0] < 200  # the producer was held back, not 4000 frames queued
-    # 64 KiB high water + one frame + 64 KiB of ciphertext + bookkeeping.
+    assert flow == [EventKind.PAUSE_WRITING]
+    assert len(frames) < 20  # the producer was held back, not 400 frames queued
+    assert most["tls"] <= BOUND
+    assert most["framed"] <= 64 * 1024 + 4 + 16 * 1024  # its high water + one frame
+    # Framing's high water + one frame + BOUND, plus bookkeeping.
     assert grown < 512 * 1024, f"{grown} bytes grew for a reader that never reads"
+    (server_peer,) = [e.peer for e in server.of(EventKind.ACCEPTED)]
+    got = server.data.setdefault(server_peer, [])
+    while (r := server.transport.resume_read(server_peer)).status is IOStatus.OK:
+        got.append(bytes(r.data))
+    ew.run_until(lambda: len(got) == len(frames) == 400, timeout=20)
+    assert got == frames
+    assert flow[:2] == [EventKind.PAUSE_WRITING, EventKind.RESUME_WRITING]
+    assert flow == [EventKind.PAUSE_WRITING, EventKind.RESUME_WRITING] * (len(flow) // 2)
+    assert most["tls"] <= BOUND
 
 
 # ---------------------------------------------------------- SSLWantReadError during writes
@@ -801,7 +953,8 @@ def test_write_that_must_read_first_waits_for_the_peer_then_goes_out(
 
     session.sslobj = WantsToReadOnce(session.sslobj)
     result = client.transport.resume_write(b"held back", peer)
-    assert result.status is IOStatus.WOULD_BLOCK and result.sent == 0
+    assert result == (4 + 9, IOStatus.OK, None)  # taken: the frame waits as plaintext
+    assert tls.write_buffer_size(peer) == 4 + 9
     for _ in range(5):
         ew.run_once(0.01)
     (server_peer,) = [e.peer for e in server.of(EventKind.ACCEPTED)]

@@ -62,3 +62,41 @@ def test_verification_failure_reaches_both_owners_as_one_closed(
     assert client_says in text
     assert f"server owner saw: CLOSED\n    TlsError, reason {server_says}" in text
     assert "Peer#" not in text and "127.0.0.1:" not in text
+
+
+def test_records_in_pieces_shows_which_reads_brought_each_record() -> None:
+    text = tls_lab.records_in_pieces(size=40_000, max_read=4096)
+    assert text == tls_lab.records_in_pieces(size=40_000, max_read=4096)  # for nbval
+    lines = text.splitlines()
+    # The 4-byte prefix (its own buffer from FramedTransport) in a record of its own,
+    # then the payload in records of at most 16 KiB of plaintext (+ 17 bytes each).
+    assert lines[0] == "one 40,000-byte frame left the client as 4 records (40,092 bytes):"
+    assert "17 03 03 00 15 | .. 21 bytes" in lines[1]
+    assert lines[2] == "  2 × 17 03 03 40 11 | .. 16401 bytes: application_data"
+    assert "in 10 reads:" in text  # 40,092 bytes, 4 KiB at a time
+    assert "record 2 (16,406 bytes): reads 1-5" in text
+    assert "record 4 (7,254 bytes): reads 9-10" in text
+    assert lines[-1] == "the owner got one frame of 40,000 bytes, intact"
+
+
+@pytest.mark.parametrize(("size", "max_read"), [(16, 256), (65536, 65536), (2048, 1024)])
+def test_records_in_pieces_reads_add_up_to_the_records(size: int, max_read: int) -> None:
+    text = tls_lab.records_in_pieces(size=size, max_read=max_read)
+    total = int(re.search(r"\(([\d,]+) bytes\):", text).group(1).replace(",", ""))  # type: ignore[union-attr]
+    reads = int(re.search(r"in (\d+) reads?:", text).group(1))  # type: ignore[union-attr]
+    assert reads == -(-total // max_read)  # every read but the last one full
+    spans = re.findall(r"record \d+ \(([\d,]+) bytes\)", text)
+    assert sum(int(s.replace(",", "")) for s in spans) == total
+    assert text.endswith(f"one frame of {size:,} bytes, intact")
+
+
+def test_records_widget_reruns_the_experiment_when_a_slider_moves(capsys) -> None:
+    pytest.importorskip("ipywidgets")
+    box = tls_lab.records_widget(size=1024, max_read=256)
+    size, max_read = box.children[:2]
+    assert "size=1024 B, max_read=256 B" in capsys.readouterr().out
+    size.value = 4096
+    out = capsys.readouterr().out
+    assert "size=4096 B, max_read=256 B" in out and "one 4,096-byte frame" in out
+    max_read.value = 1024
+    assert "in 5 reads:" in capsys.readouterr().out  # 4,096 + 4 + 22 bytes, 1 KiB a time

@@ -89,8 +89,8 @@ bottom, running the cell below each part to try it, then run the self-check at t
 lets the rest run.
 
 Only the parts that teach framing are left to you. The rest of the transport (attaching to the
-loop, binding, connecting, passing events along, closing) is written out, so you can read it
-and see where your parts plug in.
+loop, binding, connecting, passing events along, closing, half-closing, and saying `READABLE`
+again while frames wait) is written out, so you can read it and see where your parts plug in.
 """
 
 # A relative link to a sibling notebook: ](03_partial_io.ipynb) or ](05_x.ipynb#part).

@@ -42,6 +42,7 @@ from ..tcp import TcpTransport
 from ..testing.faults import ChunkingTransport
 from ..testing.trace import Trace, TracingTransport
 from ..tls import TlsTransport
+from .common import human_size, wait_readable_bytes
 
 __all__ = [
     "chunked_records",
@@ -49,6 +50,8 @@ __all__ = [
     "handshake_timeline",
     "lab_contexts",
     "record_summary",
+    "records_in_pieces",
+    "records_widget",
     "verification_failure",
 ]
 
@@ -266,6 +269,103 @@ def chunked_records(max_read: int = 7, payload: bytes = b"one frame, many reads"
             f"the owner got one frame of {len(got)} bytes: {got!r}",
         ]
     )
+
+
+def records_in_pieces(size: int = 40_000, max_read: int = 4096) -> str:
+    """One frame of ``size`` bytes: which records it became, and which of the
+    server's reads (at most ``max_read`` bytes each, a ``ChunkingTransport``
+    under the server's TLS layer) brought each record.
+
+    The server does not read until every record sits in its socket, so the
+    reads are the same on every run: each takes ``max_read`` bytes, the last one
+    what is left. A record is decrypted only once its last piece arrived.
+    """
+    with _Pair(server_inner=lambda inner: ChunkingTransport(inner, max_read=max_read)) as pair:
+        pair.run_until(lambda: any(e.kind is EventKind.ACCEPTED for e in pair.events["server"]))
+        (server_peer,) = [e.peer for e in pair.events["server"] if e.kind is EventKind.ACCEPTED]
+        for _ in range(5):  # let the session tickets arrive and be read
+            pair.ew.run_once(0.01)
+        pair.server.suspend_read(server_peer)
+        start = len(pair.trace.records)
+        payload = bytes(i % 251 for i in range(size))
+        pair.client.resume_write(payload, pair.peer)
+        tls: Any = pair.client.inner
+        pair.run_until(
+            lambda: (
+                not (pair.client.write_buffer_size(pair.peer) or tls.write_buffer_size(pair.peer))
+            )
+        )
+        sent = b"".join(data for side, data in pair.writes(start) if side == "client")
+        wait_readable_bytes(pair.tcps[0].socket_of(server_peer), len(sent))
+        again = pair.server.resume_read(server_peer)  # read again
+        if again.status is IOStatus.OK:  # the frame came at once
+            pair.frames["server"].append(bytes(again.data))
+        pair.run_until(lambda: bool(pair.frames["server"]))
+        reads = [
+            r.returned
+            for r in pair.trace.records[start:]
+            if r.side == "server" and r.direction == "in" and r.returned
+        ]
+        intact = pair.frames["server"] == [payload]
+    records = record_summary(sent)
+    sizes = [5 + int(line.split(".. ")[1].split(" ")[0]) for line in records]
+    lines = [
+        f"one {size:,}-byte frame left the client as {len(records)} "
+        f"record{'s' if len(records) > 1 else ''} ({len(sent):,} bytes):"
+    ]
+    lines += _grouped([f"  {line}" for line in records])
+    lines.append(
+        f"the server's TLS layer read them {human_size(max_read)} at a time, "
+        f"in {len(reads)} read{'s' if len(reads) > 1 else ''}:"
+    )
+    ends = [sum(reads[: i + 1]) for i in range(len(reads))]
+    at = 0
+    spans = []
+    for number, record in enumerate(sizes, 1):
+        first = next(i for i, end in enumerate(ends, 1) if end > at)
+        last = next(i for i, end in enumerate(ends, 1) if end >= at + record)
+        where = f"read {first}" if first == last else f"reads {first}-{last}"
+        spans.append(f"  record {number} ({record:,} bytes): {where}")
+        at += record
+    lines += spans
+    lines.append(f"the owner got one frame of {size:,} bytes, {'intact' if intact else 'DAMAGED'}")
+    return "\n".join(lines)
+
+
+def _grouped(lines: list[str]) -> list[str]:
+    """Runs of the same line as one line with a count ("4 × ...")."""
+    out: list[tuple[int, str]] = []
+    for line in lines:
+        if out and out[-1][1] == line:
+            out[-1] = (out[-1][0] + 1, line)
+        else:
+            out.append((1, line))
+    return [line if n == 1 else f"  {n} × {line.strip()}" for n, line in out]
+
+
+def records_widget(size: int = 32 * 1024, max_read: int = 4096) -> Any:
+    """Sliders for the frame size (16 B - 64 KiB) and the server's read size
+    (256 B - 64 KiB) over :func:`records_in_pieces`."""
+    import ipywidgets as widgets
+
+    from .common import size_slider
+
+    controls = {
+        "size": size_slider("frame size", 16, 64 * 1024, size),
+        "max_read": size_slider("server reads at most", 256, 64 * 1024, max_read),
+    }
+    out = widgets.Output()
+
+    def update(_change: Any = None) -> None:
+        with out:
+            out.clear_output(wait=True)
+            print(f"size={controls['size'].value} B, max_read={controls['max_read'].value} B")
+            print(records_in_pieces(controls["size"].value, controls["max_read"].value))
+
+    for control in controls.values():
+        control.observe(update, names="value")
+    update()
+    return widgets.VBox([*controls.values(), out])
 
 
 def verification_failure(case: str = "wrong hostname") -> str:

@@ -10,8 +10,9 @@ re-entered, an fd closed and reused within one turn, no writes after
 (one message per ``READABLE`` still gets them all). They use the same
 :class:`~barknet.testing.conformance.Check` records and runner as the framing
 suite in :mod:`barknet.testing.conformance`; ``run_checks(make,
-levels=("contract",))`` runs them, and the two marked ``also_in`` run in the
-exercise's self-check too.
+levels=("contract",))`` runs them, the exercise's self-check runs them with the
+framing suite (every level), and the two marked ``also_in`` run in a default
+``run_checks`` too.
 """
 
 from __future__ import annotations
@@ -122,9 +123,24 @@ def check_close_delivers_everything_while_the_peer_keeps_sending(make: Maker) ->
         _expect_clean(closed, (IOStatus.OK,), "the side that closed")
 
 
+def _half_closing(make: Maker) -> Maker:
+    """``make``, with a framing layer's own half-close switch turned on: a layer
+    that closes a peer on its EOF by default (``half_close=False``, as
+    ``FramedTransport`` and the exercise's transport do) can only be checked for
+    half-close with it on. Transports without the switch are made as they are."""
+
+    def made(inner: ITransport) -> ITransport:
+        transport = make(inner)
+        if getattr(transport, "half_close", None) is False:
+            transport.half_close = True  # type: ignore[attr-defined]
+        return transport
+
+    return made
+
+
 def _half_close_exchange(make: Maker, *, client_first: bool) -> None:
     ask, answer = b"question " * 1000, b"answer " * 3000
-    with _ContractLab(make) as lab:
+    with _ContractLab(_half_closing(make)) as lab:
         server = lab.server
         client, peer = lab.client()
         first, second = (client, server) if client_first else (server, client)
@@ -175,7 +191,8 @@ def _half_close_exchange(make: Maker, *, client_first: bool) -> None:
 
 def check_half_close_client_first(make: Maker) -> None:
     """The client sends, then write_eof; the server reads it all and the EOF, replies
-    on a later turn, then write_eof: both get everything, then CLOSED(EOF)."""
+    on a later turn, then write_eof: both get everything, then CLOSED(EOF). (A
+    framing layer's ``half_close`` switch, if it has one, is turned on.)"""
     _half_close_exchange(make, client_first=True)
 
 
@@ -377,10 +394,10 @@ def check_one_message_per_readable(make: Maker) -> None:
 
 
 #: The interface's contract, for message and byte transports alike. Kept apart
-#: from :data:`CHECKS` (the framing suite the exercise grades): the exercise's
-#: transport predates half-close. ``run_checks(make, levels=("contract",))``
-#: runs them; the two marked ``also_in=("errors",)`` run in the exercise's
-#: self-check too.
+#: from :data:`CHECKS` (the framing suite), which a byte transport cannot pass.
+#: ``run_checks(make, levels=("contract",))`` runs them; the exercise's
+#: self-check asks for every level; the two marked ``also_in=("errors",)`` run
+#: in a default ``run_checks`` too.
 CONTRACT_CHECKS: list[Check] = [
     Check(
         "close delivers everything while the peer keeps sending",

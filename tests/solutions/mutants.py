@@ -2,7 +2,9 @@
 
 A mutant is the reference solution (``06_exercise_framing.ipynb`` next to this
 file) with a few exact text replacements: the mistakes learners really make,
-several of which passed every check before the suite learned to look for them.
+several of which passed every check before the suite learned to look for them,
+and breaks of the plumbing the exercise gives them that an owner would feel
+(those prove the contract checks run against the learner's transport).
 ``tests/test_exercise_mutants.py`` applies each one, runs the self-check, and
 asserts that the named check fails with a message that says why.
 """
@@ -77,6 +79,31 @@ MUTANTS = [
         caught_by="writes after close(peer) while data is queued",
         # the "too late" frame was queued and sent after the 2 MiB: 8 bytes too many
         says="the peer got 2097160 bytes",
+    ),
+    Mutant(
+        "READABLE said once per batch (the given plumbing not level-triggered)",
+        (
+            (
+                "        if self._news(peer, recv):\n            self._announce_later(peer)\n",
+                "        if False:  # never said again\n            pass\n",
+            ),
+        ),
+        caught_by="one message per READABLE",
+        says="one per READABLE",
+    ),
+    Mutant(
+        "close(peer) in the given plumbing drops the queued frames",
+        (
+            (
+                "        self._paused.add(peer)  # and announce nothing more\n"
+                "        if not send.pending:\n",
+                "        self._paused.add(peer)  # and announce nothing more\n"
+                "        if True:  # queued or not\n",
+            ),
+        ),
+        caught_by="close delivers everything while the peer keeps sending",
+        # the 4 MiB reply is one frame: cut short, not one whole frame arrives
+        says="the peer that kept sending got 0 bytes",
     ),
 ]
 
