@@ -8,7 +8,7 @@ while the peer keeps sending, half-close both ways, a loop that refuses to be
 re-entered, an fd closed and reused within one turn, no writes after
 ``close(peer)``, no busy loop after a drain, and level-triggered ``READABLE``
 (one message per ``READABLE`` still gets them all). They use the same
-:class:`~barknet.testing.conformance.Check` records and runner as the framing
+:class:`~barknet.testing.checks.Check` records, lab and runner as the framing
 suite in :mod:`barknet.testing.conformance`; ``run_checks(make,
 levels=("contract",))`` runs them, the exercise's self-check runs them with the
 framing suite (every level), and the two marked ``also_in`` run in a default
@@ -24,6 +24,7 @@ from typing import Any
 
 from ..errors import TransportClosedError
 from ..events import EventKind, IOEvent, IOStatus, Peer
+from ..interfaces import ITransport
 from .checks import Check, Lab, Maker, Side
 
 __all__ = ["CONTRACT_CHECKS"]
