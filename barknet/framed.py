@@ -76,6 +76,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from .errors import BarknetError, FrameTimeoutError, FramingError, TransportClosedError
 from .events import EventKind, IOCounters, IOEvent, IOStatus, Peer, ReadResult, WriteResult
 from .framing import (
+    DEFAULT_BUFFER_SIZE,
     DEFAULT_MAX_FRAME_SIZE,
     HEADER,
     HEADER_SIZE,
@@ -94,7 +95,7 @@ if TYPE_CHECKING:
 __all__ = ["FramedTransport", "RecvState", "SendState"]
 
 #: Reads per inner READABLE before letting other peers have a turn.
-READS_PER_EVENT = 16
+READS_PER_EVENT = 4
 #: Frames of one peer handed to the owner per turn of the loop, at most.
 FRAMES_PER_TURN = 512
 #: Free scratch buffers the transport keeps for its peers' decoders.
@@ -227,7 +228,7 @@ class FramedTransport(ITransport):
         frame_timeout: float | None = None,
         high_water: int = 64 * 1024,
         low_water: int | None = None,
-        buffer_size: int = 64 * 1024,
+        buffer_size: int = DEFAULT_BUFFER_SIZE,
         coalesce: bool = False,
         half_close: bool = False,
     ) -> None:

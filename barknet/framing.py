@@ -12,7 +12,7 @@ hand both to one ``sendmsg`` call without first gluing them into a new buffer.
 
 Decoding is a small state machine over two kinds of buffer:
 
-* A **scratch** ``bytearray`` (64 KiB by default) that receives whatever
+* A **scratch** ``bytearray`` (256 KiB by default) that receives whatever
   arrives. Complete small frames are copied out of it; a partial frame left at
   its end is moved to the front only when the tail runs out of room, and a
   partial frame is at most half the scratch, so every byte is copied a bounded
@@ -81,6 +81,9 @@ HEADER = struct.Struct("!I")  # network byte order, unsigned 32-bit
 HEADER_SIZE = HEADER.size
 DEFAULT_MAX_FRAME_SIZE = 8 * 1024 * 1024
 _MAX_ENCODABLE = 0xFFFF_FFFF
+#: The scratch that bytes are read into: as much as asyncio reads in one call, so
+#: that a 64 KiB frame arrives in one read and is cut out of it with one copy.
+DEFAULT_BUFFER_SIZE = 256 * 1024
 #: A body starts this large (or as large as what already arrived) and doubles.
 FIRST_BODY_SIZE = 4096
 #: Payloads up to this size are copied next to their header (cheaper than one
@@ -213,7 +216,7 @@ class ScratchPool:
 
     __slots__ = ("free", "keep", "size")
 
-    def __init__(self, size: int = 64 * 1024, keep: int = 4) -> None:
+    def __init__(self, size: int = DEFAULT_BUFFER_SIZE, keep: int = 4) -> None:
         if size < 64:
             raise ValueError("buffer_size must be at least 64 bytes")
         self.size = size
@@ -273,7 +276,7 @@ class FrameDecoder:
         self,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         *,
-        buffer_size: int = 64 * 1024,
+        buffer_size: int = DEFAULT_BUFFER_SIZE,
         peer: Any = None,
         pool: ScratchPool | None = None,
     ) -> None:
@@ -296,6 +299,8 @@ class FrameDecoder:
         self._halvings = 0  # the body is the frame's size halved this often (see _grow)
         self._spare: bytearray | None = None  # a body the owner handed back (recycle)
         self._got = 0  # bytes of the body received so far
+        #: The last frame had a body of its own: read the next header alone (see get_buffer).
+        self._header_alone = False
         #: The framing error that stopped this stream, if any: every later call
         #: raises it again. (A plain attribute: it is read once per read.)
         self.error: FramingError | None = None
@@ -333,8 +338,13 @@ class FrameDecoder:
                 view[: len(head)] = head
                 self.bytes_copied += len(head)
                 self._end, self._head = len(head), b""
-                return view[self._end :]
-            return view
+            if self._header_alone:
+                # The last frame had a body of its own, and a peer that sends one
+                # large frame tends to send more: take the next header alone, so
+                # that the payload goes straight into its body (one more small
+                # read, instead of copying the start of the payload out of here).
+                return view[self._end : HEADER_SIZE]
+            return view[self._end :] if head else view
         cap = len(view)
         if self._start and cap - self._end < cap // 4:
             # Move the partial frame to the front. It is at most half the
@@ -385,8 +395,10 @@ class FrameDecoder:
             if self._got < self._size:
                 return []
             body, self._body, self._got = self._body, None, 0
+            self._header_alone = True
             return [body]
         # The bytes went into the scratch: cut every whole frame out of it.
+        self._header_alone = False  # (if this was the header read alone, it is in)
         frames: list[bytes | bytearray] = []
         view, start, end = self.scratch, self._start, self._end + nbytes
         assert view is not None
@@ -494,7 +506,7 @@ class FrameDecoder:
 
         A peer that stops in the middle of a small frame then costs what it sent
         (a partial header: up to 3 bytes; a partial payload: a body that grows as
-        the rest arrives), not a 64 KiB scratch. Call it when a read would block;
+        the rest arrives), not a whole scratch. Call it when a read would block;
         each byte is still copied a bounded number of times (a partial payload
         moves to its body once, a partial header at most three times).
         """
