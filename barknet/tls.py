@@ -509,6 +509,10 @@ class TlsTransport(TransportLayer):
             self._watcher.call_soon(self._writable_again, session)  # type: ignore[union-attr]
         return True
 
+    def _writable_due(self, session: TlsSession) -> None:
+        session.writable_due = False
+        self._writable_again(session)
+
     def _writable_again(self, session: TlsSession) -> None:
         """OpenSSL read what it needed: encrypt and send what waited for it."""
         if self._sessions.get(session.peer) is not session or session.error is not None:
@@ -562,6 +566,12 @@ class TlsTransport(TransportLayer):
             return WriteResult(taken, IOStatus.ERROR, session.error)
         if refused:
             session.want_write = True
+            if not session.inner_waiting and not session.writable_due:
+                # The transport below took every record after we refused (its
+                # socket drained in between), so it will not replay WRITABLE for
+                # us: say it ourselves, on the next turn, or the owner waits forever.
+                session.writable_due = True
+                self._watcher.call_soon(self._writable_due, session)  # type: ignore[union-attr]
         if session.held > self.high_water and not session.paused:
             session.paused = True
             self._emit(IOEvent(EventKind.PAUSE_WRITING, peer))

@@ -107,6 +107,7 @@ class TlsSession:
         "sslobj",
         "timer",
         "want_write",
+        "writable_due",
         "write_eof",
         "write_wants_read",
     )
@@ -129,6 +130,7 @@ class TlsSession:
         self.reading = True  # the owner has not suspended reading
         self.pulled_short = False  # (within one read) the last pull got less than asked
         self.kick_due = False  # a level-triggered READABLE is scheduled
+        self.writable_due = False  # a WRITABLE of our own is scheduled (see resume_write)
         self.got_close_notify = False  # the peer ended its side in TLS
         self.inner_eof = False  # the transport below reported EOF
         self.eof_read = False  # the owner has read our EOF

@@ -35,6 +35,7 @@ from barknet import (
     TcpTransport,
     TransportClosedError,
     TruncatedFrameError,
+    WriteResult,
     encode_frame,
 )
 from barknet.errors import ConnectionBrokenError, TlsError
@@ -963,6 +964,45 @@ def test_write_that_must_read_first_waits_for_the_peer_then_goes_out(
     ew.run_until(lambda: server.data.get(server_peer), timeout=10)
     assert server.data[server_peer] == [b"held back"]
     assert client.data[peer] == [b"the peer speaks"]
+
+
+class _RefusesOnce(ChunkingTransport):
+    """Passes writes through, except the first one after ``refuse_next()``, which it
+    answers with WOULD_BLOCK, as a socket that was full for a moment would."""
+
+    def __init__(self, inner: ITransport) -> None:
+        super().__init__(inner)
+        self.refusing = False
+
+    def refuse_next(self) -> None:
+        self.refusing = True
+
+    def resume_write(self, data: Any, peer: Peer) -> WriteResult:
+        if self.refusing:
+            self.refusing = False
+            return WriteResult(0, IOStatus.WOULD_BLOCK)
+        return super().resume_write(data, peer)
+
+
+def test_a_refused_write_gets_writable_even_when_the_records_then_all_left_at_once(
+    ew, tls_server, sides, client_ctx
+) -> None:
+    """The race behind a benchmark that hung: TlsTransport fills past high_water, the
+    transport below refuses once, so the owner's write is refused; then, in the same
+    call, the transport below takes every record. Nothing is left below to replay
+    WRITABLE, so TlsTransport must say it itself, or the owner waits forever."""
+    server = tls_server(framed=False, echo=False)
+    below = _RefusesOnce(TcpTransport())
+    client = sides(TlsTransport(below, client_ctx))
+    peer = client.transport.connect(server.address)
+    ew.run_until(lambda: client.of(EventKind.CONNECTED), timeout=10)
+    below.refuse_next()
+    result = client.transport.resume_write(b"x" * (4 * HIGH), peer)
+    assert result.status is IOStatus.WOULD_BLOCK and 0 < result.sent < 4 * HIGH
+    assert client.transport.write_buffer_size(peer) == 0  # everything it held left
+    ew.run_until(lambda: client.of(EventKind.WRITABLE, peer), timeout=5)
+    rest = client.transport.resume_write(b"x" * (4 * HIGH - result.sent), peer)
+    assert rest.status is IOStatus.OK or client.of(EventKind.WRITABLE, peer)
 
 
 # ----------------------------------------------------------------- negative cases
