@@ -81,6 +81,7 @@ HEADER = struct.Struct("!I")  # network byte order, unsigned 32-bit
 HEADER_SIZE = HEADER.size
 DEFAULT_MAX_FRAME_SIZE = 8 * 1024 * 1024
 _MAX_ENCODABLE = 0xFFFF_FFFF
+_NO_LIMIT = 1 << 62  # "no limit" on frames per call, as a number the loop can compare
 #: The scratch that bytes are read into: as much as asyncio reads in one call, so
 #: that a 64 KiB frame arrives in one read and is cut out of it with one copy.
 DEFAULT_BUFFER_SIZE = 256 * 1024
@@ -400,17 +401,22 @@ class FrameDecoder:
         # The bytes went into the scratch: cut every whole frame out of it.
         self._header_alone = False  # (if this was the header read alone, it is in)
         frames: list[bytes | bytearray] = []
+        append = frames.append
         view, start, end = self.scratch, self._start, self._end + nbytes
         assert view is not None
         unpack_from, max_size = HEADER.unpack_from, self.max_frame_size
+        if limit is None:
+            limit = _NO_LIMIT
+        copied = 0  # added to bytes_copied once, not once per frame
         self.ready = False
         while end - start >= HEADER_SIZE:
-            if limit is not None and len(frames) >= limit:
+            if len(frames) >= limit:
                 self.ready = True  # maybe more whole frames: next_frames() takes them
                 break
             (size,) = unpack_from(view, start)
             if size > max_size:
                 self._start, self._end = start, end
+                self.bytes_copied += copied
                 self.error = FrameTooLargeError(size, max_size, peer=self.peer)
                 if frames:
                     # The good frames before the bad header are the peer's too:
@@ -419,8 +425,8 @@ class FrameDecoder:
                 raise self.error
             stop = start + HEADER_SIZE + size
             if stop <= end:
-                frames.append(bytes(view[start + HEADER_SIZE : stop]))
-                self.bytes_copied += size
+                append(bytes(view[start + HEADER_SIZE : stop]))
+                copied += size
                 start = stop
                 continue
             if size >= self._body_threshold:
@@ -437,6 +443,7 @@ class FrameDecoder:
                 pool.free.append(view)
             start = end = 0
         self._start, self._end = start, end
+        self.bytes_copied += copied
         return frames
 
     def next_frames(self, limit: int | None = None) -> list[bytes | bytearray]:

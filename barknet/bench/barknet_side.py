@@ -22,8 +22,8 @@ def _serve_barknet(ready: Callable[[int], None]) -> None:
             peer = ev.peer
             if ev.kind is EventKind.READABLE:
                 session = sessions[peer]
-                resume_read, recycle = server.resume_read, server.recycle
-                while (r := resume_read(peer)).status is IOStatus.OK:
+                resume_read, recycle, ok = server.resume_read, server.recycle, IOStatus.OK
+                while (r := resume_read(peer)).status is ok:
                     data = r.data
                     if not session.frame(data) and type(data) is bytearray:
                         # A large frame (small ones are bytes) that was not echoed, so
