@@ -16,8 +16,9 @@ water marks: on ``PAUSE_WRITING`` (more than ``high_water`` bytes of replies
 queued for that peer, because it does not read them) it stops reading that
 peer, and on ``RESUME_WRITING`` it reads again; a client that sends and never
 reads is slowed down by its own full socket buffers, not stored in our memory.
-Replies are coalesced (``coalesce=True``): a burst of frames read in one turn
-leaves in one system call. ``--frame-timeout`` closes a peer that starts a
+Replies are coalesced (``coalesce=True``): of a burst of frames read in one
+turn, the first reply leaves at once and the rest together at the turn's end,
+in one system call. ``--frame-timeout`` closes a peer that starts a
 frame and stalls; ``--idle-timeout`` closes a peer that does nothing at all.
 
 Logging cannot stop the server either: lines go to stderr through a bounded

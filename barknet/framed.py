@@ -24,7 +24,9 @@ It keeps two pieces of state per peer, as the chapter does:
   far the first of them got (a sans-I/O :class:`~barknet.framing.FrameQueue`,
   the sending half of the codec), and whether the peer is paused or closing.
   ``resume_write(payload, peer)`` tries to send the frame at once when
-  nothing waits, and otherwise queues the header and the payload (no copy).
+  nothing waits, and otherwise queues it: a small one copied, with its
+  header, into a buffer shared by the small frames queued with it; a large
+  one as its header and your payload itself (no copy).
   Everything queued goes out in one scatter/gather write (up to 1024
   buffers, so many small frames share one system call). A short write leaves
   the rest queued; on the inner ``WRITABLE`` the queue is flushed again, and

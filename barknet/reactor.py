@@ -2,7 +2,8 @@
 
 Theory of operation
 -------------------
-Each turn of the loop (:meth:`EventWatcher.run_once`) does three things:
+Each turn of the loop (one :meth:`EventWatcher.run_once`; ``run`` and
+``run_until`` make turn after turn) does three things:
 
 1. Ask the kernel which watched file descriptors are ready (``epoll`` on
    Linux, ``poll`` elsewhere), sleeping no longer than the nearest timer allows

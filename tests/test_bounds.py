@@ -144,7 +144,7 @@ def test_idle_connections_cost_a_small_bounded_amount_each(server) -> None:
 
     cost = _traced(connect_and_talk)
     per_connection = cost / n
-    # No 64 KiB scratch per connection (the scratches went back to a shared pool of
+    # No 256 KiB scratch per connection (the scratches went back to a shared pool of
     # at most 4): what is left is the sockets and the per-peer state (4.5 KiB measured,
     # counting the test's own client socket and records).
     assert per_connection < 8 * KiB, f"{per_connection:.0f} bytes per idle connection"
@@ -233,7 +233,7 @@ def test_100_peers_stopping_mid_way_through_small_frames_cost_about_their_bytes(
             sock = s.raw()
             socks.append(sock)
             # Believable headers: half stop inside a 30,000-byte payload (under half
-            # the 64 KiB scratch), half inside the header itself.
+            # the 256 KiB scratch), half inside the header itself.
             sock.sendall(encode_header(30_000) + b"x" * 10 if i % 2 else b"\0\0")
             s.ew.run_once(0)  # accept as they come (the listen backlog is finite)
         s.ew.run_until(

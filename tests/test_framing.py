@@ -235,8 +235,8 @@ def test_eof_mid_header_reports_how_many_header_bytes_arrived(k):
 
 @pytest.mark.parametrize(("size", "received"), [(1000, 0), (1000, 10), (100_000, 50_000)])
 def test_eof_mid_payload_reports_how_many_payload_bytes_arrived(size, received):
-    # 100_000 bytes is over half the scratch: it takes the exact-size body path.
-    decoder = FrameDecoder()
+    # With a 64 KiB scratch, 100_000 bytes is over half of it: it takes the body path.
+    decoder = FrameDecoder(buffer_size=64 * KiB)
     decoder.feed(encode_frame(bytes(size))[: HEADER_SIZE + received])
     with pytest.raises(TruncatedFrameError) as info:
         decoder.eof()
@@ -305,7 +305,7 @@ def test_byte_at_a_time_copying_stays_linear():
     "sizes",
     [
         [i % 97 for i in range(5000)],  # many small frames
-        [32_000, 17, 31_000, 5] * 20,  # just under half the scratch: the most moves
+        [32_000, 17, 31_000, 5] * 20,  # just under half the 64 KiB scratch: the most moves
         [32_767] * 40,
     ],
     ids=["small", "near-threshold-mixed", "threshold-minus-one"],
@@ -314,7 +314,7 @@ def test_random_chunk_copying_stays_linear(sizes):
     frames = payloads(sizes, seed=4)
     wire = stream_of(frames)
     rng = random.Random(5)
-    decoder = FrameDecoder()
+    decoder = FrameDecoder(buffer_size=64 * KiB)  # the sizes above are tuned to its half
     got: list[bytes | bytearray] = []
     pos = 0
     while pos < len(wire):

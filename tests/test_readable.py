@@ -1,6 +1,6 @@
 """Level-triggered READABLE: an owner that takes one message per READABLE gets them all.
 
-The conformance check runs against FramedTransport directly, through a
+The contract check (barknet.testing.contract) runs against FramedTransport directly, through a
 ChunkingTransport, and with CompressedTransport over it; the other tests pin
 what the interface promises around it (no busy loop, no extra work for an owner
 that drains until WOULD_BLOCK, suspend_read stops the replays).

@@ -151,13 +151,13 @@ def test_idle_connections_cost_the_server_a_small_bounded_amount_each() -> None:
         finally:
             for sock in socks:
                 sock.close()
-        # No 64 KiB scratch per connection: a few KiB of Python state each.
+        # No 256 KiB scratch per connection: a few KiB of Python state each.
         assert grown / n < 16 * KiB, f"{grown / n:.0f} bytes of server RSS per idle connection"
 
 
 # ---------------------------------------------------------------- fairness
 def test_a_peer_streaming_empty_frames_does_not_hold_up_another_peers_echo() -> None:
-    count = 20_000  # 80 KB of empty frames: two reads of the server's scratch
+    count = 20_000  # 80 KB of empty frames: 40 turns' worth at 512 frames per turn
     with _serve() as (_proc, address), _connect(address) as flood, _connect(address) as polite:
         assert _echo(polite, b"warm") == b"warm"
         flood.sendall(_frame(b"") * count)

@@ -8,8 +8,9 @@ measurement are the same implementation, in **two separate processes**, so the
 GIL never serialises them and each side's costs are its own. Compared are
 barknet's :class:`~barknet.framed.FramedTransport`; raw blocking sockets
 (``sendall`` and ``recv_into`` with the 4-byte header, one reused buffer: the
-practical floor for Python); asyncio streams (``readexactly``); a careful
-asyncio ``Protocol``; and, when they are installed (``pip install
+practical floor for Python); a careful hand-written ``selectors`` loop (the
+pure-Python floor the layers are measured against); asyncio streams
+(``readexactly``); a careful asyncio ``Protocol``; and, when they are installed (``pip install
 barknet[bench]``), uvloop running that same ``Protocol`` and Twisted's
 ``Int32StringReceiver``.
 
@@ -46,9 +47,11 @@ rather than sinking one. Each figure is the median over repetitions, and each
 is also given as a ratio to raw blocking sockets measured in the same run.
 
 The package holds one module per implementation compared (``raw_sockets``,
-``barknet_side``, ``asyncio_side``, ``twisted_side``), what they share
-(``common``), the process orchestration and statistics (``runner``) and the
-table and command line (``report``).
+``selectors_side``, ``barknet_side``, ``asyncio_side``, ``twisted_side``), the
+TLS rows (``tls_side``), what they share (``common``), the process
+orchestration and statistics (``runner``), the table and command line
+(``report``), and the in-process cost of each layer (``layers``, behind
+``benchmarks/layer_costs.py``).
 """
 
 from .common import FULL, IMPLS, QUICK, Plan, Session

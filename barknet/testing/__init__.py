@@ -5,9 +5,11 @@
   framing layer would, half-closes, or resets);
 * :mod:`~barknet.testing.trace`: :class:`TracingTransport` and :class:`LoopTrace`,
   which record every call and dispatch, with text, hex and plot renderings;
-* :mod:`~barknet.testing.harness`: :class:`~barknet.testing.harness.Stage` and
-  :class:`~barknet.testing.harness.Endpoint`, the one harness the tests, the
-  checks and notebook 08 drive transports with;
+* :mod:`~barknet.testing.harness`: :class:`~barknet.testing.harness.Owner` (the
+  one piece of code that reacts to a transport's events),
+  :class:`~barknet.testing.harness.Endpoint` and
+  :class:`~barknet.testing.harness.Stage`, the one harness the tests, the checks
+  and notebook 08 drive transports with;
 * :mod:`~barknet.testing.conformance`: one suite of checks that every framing
   transport must pass, and :mod:`~barknet.testing.contract`, the interface's
   promises beyond framing; both run with :func:`run_checks`, from

@@ -266,9 +266,9 @@ class Lab:
 class Check:
     name: str
     run: Callable[[Maker], None]
-    #: "core" checks cover what the chapter's exercise asks; "errors" the error
-    #: cases; "contract" the interface's promises beyond the exercise (run_checks
-    #: leaves those out unless asked).
+    #: "core" checks cover the framing the chapter's exercise asks for; "errors"
+    #: the error cases; "contract" the interface's promises beyond framing
+    #: (run_checks leaves those out unless asked; the exercise asks for them).
     level: str
     #: True when the check talks to the transport with plain sockets that send or
     #: expect payloads exactly as given, in the 4-byte length-prefix format. A stack
@@ -277,7 +277,7 @@ class Check:
     plain_wire: bool = False
     #: Other levels the check also belongs to. Two contract checks are mistakes a
     #: framing layer makes too (a busy loop after a drain, writes accepted after
-    #: close), so the exercise's self-check (levels "core" and "errors") runs them.
+    #: close), so a run of levels "core" and "errors" alone includes them.
     also_in: tuple[str, ...] = ()
 
     @property
