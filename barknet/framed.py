@@ -72,11 +72,11 @@ wait for you, ``CLOSED`` waits until you took them.
 from __future__ import annotations
 
 import socket
-from collections import deque
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from .errors import BarknetError, FrameTimeoutError, FramingError, TransportClosedError
 from .events import EventKind, IOCounters, IOEvent, IOStatus, Peer, ReadResult, WriteResult
+from .framed_state import PeerSnapshot, RecvState, SendState
 from .framing import (
     DEFAULT_BUFFER_SIZE,
     DEFAULT_MAX_FRAME_SIZE,
@@ -84,7 +84,6 @@ from .framing import (
     HEADER_SIZE,
     SMALL_FRAME,
     FrameDecoder,
-    FrameQueue,
     ScratchPool,
     encode_header,
 )
@@ -92,9 +91,9 @@ from .interfaces import ITransport, Replay, WriteData, nbytes
 from .layer import copy_message_into
 
 if TYPE_CHECKING:
-    from .reactor import EventWatcher, TimerHandle
+    from .reactor import EventWatcher
 
-__all__ = ["FramedTransport", "RecvState", "SendState"]
+__all__ = ["FramedTransport", "PeerSnapshot", "RecvState", "SendState"]
 
 #: Reads per inner READABLE before letting other peers have a turn.
 READS_PER_EVENT = 4
@@ -113,86 +112,6 @@ _tuple_new = tuple.__new__
 #: Answers that carry nothing but their status, made once (they are immutable).
 _QUEUED = WriteResult(0, IOStatus.WOULD_BLOCK)
 _NOTHING_YET = ReadResult(b"", IOStatus.WOULD_BLOCK)
-
-
-class RecvState:
-    """Per-peer receive state: the partial frame, and frames waiting for the owner."""
-
-    __slots__ = (
-        "decoder",
-        "eof",
-        "eof_taken",
-        "error",
-        "frames",
-        "frames_received",
-        "held_error",
-        "inner_closed",
-        "last_progress",
-        "paused_by_owner",
-        "paused_for_owner",
-        "readable",
-        "replay_due",
-        "replay_waits",
-        "timer",
-    )
-
-    def __init__(self, decoder: FrameDecoder, readable: IOEvent) -> None:
-        self.decoder = decoder
-        self.readable = readable  # this peer's READABLE event, made once (it is immutable)
-        self.frames: deque[bytes | bytearray] = deque()
-        self.eof = False  # the peer ended cleanly between frames
-        self.eof_taken = False  # resume_read told the owner EOF
-        self.inner_closed = False  # the inner transport closed the peer (CLOSED came)
-        self.error: BarknetError | None = None  # a framing error, or broken below
-        self.paused_by_owner = False  # suspend_read() was called
-        self.paused_for_owner = False  # we stopped reading until the owner takes frames
-        self.replay_due = False  # _replay_readable is scheduled for the next turn
-        self.replay_waits = False  # ... and must skip the turn it was scheduled in
-        #: A framing error found behind whole frames: reported once the owner took them.
-        self.held_error: FramingError | None = None
-        self.frames_received = 0
-        self.last_progress = 0.0
-        self.timer: TimerHandle | None = None
-
-
-class SendState(FrameQueue):
-    """Per-peer send state: the queue of frames (a :class:`~barknet.framing.FrameQueue`),
-    and where the peer stands: waiting for WRITABLE, paused, closing."""
-
-    __slots__ = (
-        "closing",
-        "dropped",
-        "eof",
-        "eof_sent",
-        "flush_due",
-        "paused",
-        "turn",
-        "waiting",
-    )
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.waiting = False  # a write came back short: waiting for WRITABLE
-        self.paused = False  # PAUSE_WRITING was replayed and not yet resumed
-        self.closing = False  # close() was called: close once the queue is empty
-        self.dropped = False  # the inner transport dropped the peer (abort, or broken)
-        self.eof = False  # write_eof() was called: pass it down once the queue is empty
-        self.eof_sent = False  # ... and it was passed down
-        self.flush_due = False  # (coalescing) a flush is scheduled for the end of this turn
-        self.turn = -1  # (coalescing) the loop's turn in which the last frame was written
-
-
-class PeerSnapshot(NamedTuple):
-    """A picture of one peer's framing state, for notebooks and debugging."""
-
-    recv_part: str  # "idle", "header" or "payload"
-    recv_received: int
-    recv_expected: int
-    frames_waiting: int  # decoded, not yet taken by the owner
-    send_queued_bytes: int
-    send_queued_frames: int
-    send_frame_size: int  # header + payload of the frame being sent (0: none)
-    send_frame_sent: int  # how far it got
 
 
 class FramedTransport(ITransport):
@@ -873,17 +792,7 @@ class FramedTransport(ITransport):
         recv, send = self._recv.get(peer), self._send.get(peer)
         if recv is None or send is None:
             raise TransportClosedError(f"{peer} is closed", peer=peer)
-        part, received, expected = recv.decoder.state
-        return PeerSnapshot(
-            part,
-            received,
-            expected,
-            len(recv.frames),
-            send.queued,
-            len(send.frame_sizes),
-            send.frame_sizes[0] if send.frame_sizes else 0,
-            send.frame_sent,
-        )
+        return PeerSnapshot.of(recv, send)
 
     def counters(self, peer: Peer | None = None) -> IOCounters:
         counters = self.inner.counters(peer)
