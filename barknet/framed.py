@@ -72,6 +72,7 @@ wait for you, ``CLOSED`` waits until you took them.
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from .errors import BarknetError, FrameTimeoutError, FramingError, TransportClosedError
@@ -87,7 +88,7 @@ from .framing import (
     ScratchPool,
     encode_header,
 )
-from .interfaces import ITransport, Replay, WriteData, nbytes
+from .interfaces import Buffer, ITransport, Replay, WriteData, nbytes
 from .layer import copy_message_into
 
 if TYPE_CHECKING:
@@ -522,22 +523,8 @@ class FramedTransport(ITransport):
             raise TransportClosedError(
                 f"{peer} is closed (or never belonged to {self!r})", peer=peer
             )
-        gone = recv.error is not None or recv.inner_closed  # nothing more to read below
-        if recv.paused_by_owner and not self._send[peer].closing and not gone:
-            recv.paused_by_owner = False
-            if not recv.frames and recv.held_error is None:
-                recv.paused_for_owner = False
-                self._pump(peer, recv)
-            waiting = recv.frames or recv.paused_for_owner or recv.held_error is not None
-            if waiting and not recv.replay_due:
-                # Level-triggered: what this call leaves behind is announced next turn.
-                recv.replay_due = True
-                self._watcher.call_soon(self._replay_readable, peer)  # type: ignore[union-attr]
-        if not recv.frames and recv.paused_for_owner and recv.held_error is None and not gone:
-            # We stopped reading while frames waited; the owner took them all: read
-            # again now rather than only on the next turn.
-            recv.paused_for_owner = False
-            self._pump(peer, recv)
+        if recv.paused_by_owner or (recv.paused_for_owner and not recv.frames):
+            self._read_again(peer, recv)
         if recv.frames:
             frame = recv.frames.popleft()
             if not recv.frames and recv.eof:
@@ -554,6 +541,55 @@ class FramedTransport(ITransport):
                     self._watcher.call_soon(self._finish_if_done, peer)  # type: ignore[union-attr]
             return ReadResult(b"", IOStatus.EOF)
         return _NOTHING_YET
+
+    def read_frames(self, peer: Peer, limit: int | None = None) -> list[bytes | bytearray]:
+        """Take every whole frame from ``peer`` that is already here (at most
+        ``limit``), in order; ``[]`` when none is.
+
+        The batch form of ``resume_read``, for an owner that handles many small
+        frames: one call hands over what one read decoded, where a
+        ``resume_read`` loop pays a call and a result per frame (for 64-byte
+        frames that is most of the server's time). It never reports the end:
+        once it returns ``[]``, ``resume_read`` says why (``WOULD_BLOCK``,
+        ``EOF`` or ``ERROR``). Everything else is as with ``resume_read``:
+        ``READABLE`` repeats while frames wait, and after ``suspend_read`` this
+        call reads again.
+        """
+        recv = self._recv.get(peer)
+        if recv is None:
+            raise TransportClosedError(
+                f"{peer} is closed (or never belonged to {self!r})", peer=peer
+            )
+        frames = recv.frames
+        if recv.paused_by_owner or (recv.paused_for_owner and not frames):
+            self._read_again(peer, recv)
+        if limit is None or limit >= len(frames):
+            taken = list(frames)
+            frames.clear()
+        else:
+            taken = [frames.popleft() for _ in range(limit)]
+        if taken and not frames and recv.eof:
+            self._watcher.call_soon(self._finish_if_done, peer)  # type: ignore[union-attr]
+        return taken
+
+    def _read_again(self, peer: Peer, recv: RecvState) -> None:
+        """A read from an owner who had stopped reading (``suspend_read``), or
+        for whom we had (frames waited; it has now taken them all): read again
+        now, rather than on the next turn."""
+        gone = recv.error is not None or recv.inner_closed  # nothing more to read below
+        if recv.paused_by_owner and not self._send[peer].closing and not gone:
+            recv.paused_by_owner = False
+            if not recv.frames and recv.held_error is None:
+                recv.paused_for_owner = False
+                self._pump(peer, recv)
+            waiting = recv.frames or recv.paused_for_owner or recv.held_error is not None
+            if waiting and not recv.replay_due:
+                # Level-triggered: what this call leaves behind is announced next turn.
+                recv.replay_due = True
+                self._watcher.call_soon(self._replay_readable, peer)  # type: ignore[union-attr]
+        if not recv.frames and recv.paused_for_owner and recv.held_error is None and not gone:
+            recv.paused_for_owner = False
+            self._pump(peer, recv)
 
     def recycle(self, frame: bytes | bytearray | memoryview, peer: Peer) -> None:
         """You are done with ``frame``, a large frame ``peer`` sent you: the next
@@ -670,6 +706,46 @@ class FramedTransport(ITransport):
             parts = [part for part in data if nbytes(part)]
             size = sum(nbytes(part) for part in parts)
             send.push_parts(encode_header(size, self.max_frame_size), parts, size)
+        return self._queued(send, peer)
+
+    def write_frames(self, frames: Iterable[Buffer], peer: Peer) -> WriteResult:
+        """Queue each buffer of ``frames`` as one frame, in order, and send what fits.
+
+        The batch form of ``resume_write``, for an owner that has many small
+        frames at once: one call queues them all (each small one copied with
+        its header into the shared buffer, as ``resume_write`` would), where a
+        loop pays the per-call checks once per frame. All or nothing: if one
+        payload is over ``max_frame_size``, ``FrameTooLargeError`` is raised and
+        none is queued. The result is the one ``resume_write`` gives for a
+        queued frame (``WOULD_BLOCK`` while sending waits for the socket, or
+        for the end of the turn with ``coalesce``), and ``PAUSE_WRITING`` comes
+        the same way, once the queue is past ``high_water``.
+        """
+        payloads = [
+            (data, data.nbytes if type(data) is memoryview else len(data)) for data in frames
+        ]
+        limit = min(self.max_frame_size, _MAX_HEADER)
+        for _, size in payloads:
+            if size > limit:
+                encode_header(size, self.max_frame_size)  # raises FrameTooLargeError
+        send = self._send.get(peer)
+        if send is None or send.closing or send.eof:
+            what = "you called write_eof" if send is not None and send.eof else "is closed"
+            raise TransportClosedError(f"{peer} {what}; the frames were not sent", peer=peer)
+        broken = self._recv[peer].error
+        if broken is not None:  # the peer is gone; its CLOSED event is on the way
+            return WriteResult(0, IOStatus.ERROR, broken)
+        if not payloads:
+            return _QUEUED if send.buffers else WriteResult(0, IOStatus.OK)
+        push = send.push
+        for data, size in payloads:
+            push(_pack_header(size), data, size)
+        return self._queued(send, peer)
+
+    def _queued(self, send: SendState, peer: Peer) -> WriteResult:
+        """Frames were queued: send them now, or at the end of the turn
+        (``coalesce``), or when the socket allows; pause the owner past
+        ``high_water``."""
         if send.waiting:
             result = _QUEUED
         elif self.coalesce:

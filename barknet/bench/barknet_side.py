@@ -7,10 +7,14 @@ from typing import Any
 
 from .common import CHILD_TIMEOUT, COALESCE, HOST, MAX_FRAME, Session, _now
 
+#: The bulk sender queues at most this many frames, or bytes, per call (a
+#: batch may overshoot ``high_water`` by that much before PAUSE_WRITING).
+BATCH, BATCH_BYTES = 256, 16 * 1024
+
 
 # ----------------------------------------------------------------- barknet
 def _serve_barknet(ready: Callable[[int], None]) -> None:
-    from barknet import EventKind, EventWatcher, FramedTransport, IOStatus, TcpTransport
+    from barknet import EventKind, EventWatcher, FramedTransport, TcpTransport
 
     with EventWatcher() as ew:
         server = FramedTransport(
@@ -21,14 +25,15 @@ def _serve_barknet(ready: Callable[[int], None]) -> None:
         def on_event(ev: Any) -> None:
             peer = ev.peer
             if ev.kind is EventKind.READABLE:
-                session = sessions[peer]
-                resume_read, recycle, ok = server.resume_read, server.recycle, IOStatus.OK
-                while (r := resume_read(peer)).status is ok:
-                    data = r.data
-                    if not session.frame(data) and type(data) is bytearray:
-                        # A large frame (small ones are bytes) that was not echoed, so
-                        # not kept: hand its memory back for the next one.
-                        recycle(data, peer)
+                # Frames in batches (read_frames), not one resume_read call each;
+                # the peer's end, if any, comes as CLOSED: nothing else to ask.
+                session, read_frames = sessions[peer], server.read_frames
+                while frames := read_frames(peer):
+                    for data in frames:
+                        if not session.frame(data) and type(data) is bytearray:
+                            # A large frame (small ones are bytes) that was not echoed,
+                            # so not kept: hand its memory back for the next one.
+                            server.recycle(data, peer)
             elif ev.kind is EventKind.ACCEPTED:
                 sessions[peer] = Session(lambda p: server.resume_write(p, peer))
             elif ev.kind is EventKind.CLOSED:
@@ -43,9 +48,9 @@ class _BarknetClient:
     """One connection's client side over ``FramedTransport``: ping-pong or bulk."""
 
     def __init__(self, ew: Any, port: int, size: int) -> None:
-        from barknet import EventKind, FramedTransport, IOStatus, TcpTransport
+        from barknet import EventKind, FramedTransport, TcpTransport
 
-        self.kinds, self.ok = EventKind, IOStatus.OK
+        self.kinds = EventKind
         self.ew = ew
         self.transport = FramedTransport(
             TcpTransport(HOST, port), max_frame_size=MAX_FRAME, coalesce=COALESCE
@@ -62,9 +67,10 @@ class _BarknetClient:
     def on_event(self, ev: Any) -> None:
         kind, kinds = ev.kind, self.kinds
         if kind is kinds.READABLE:
-            read, on_frame, ok = self.transport.resume_read, self.on_frame, self.ok
-            while (r := read(ev.peer)).status is ok:
-                on_frame(r.data)
+            read_frames, on_frame = self.transport.read_frames, self.on_frame
+            while frames := read_frames(ev.peer):
+                for data in frames:
+                    on_frame(data)
         elif kind is kinds.PAUSE_WRITING:
             self.paused = True
         elif kind is kinds.RESUME_WRITING:
@@ -108,10 +114,14 @@ class _BarknetClient:
         return _now() - t0
 
     def pump(self) -> None:
-        write, payload, peer = self.transport.resume_write, self.payload, self.peer
+        # Small frames in batches (write_frames: one call queues a batch; the
+        # PAUSE_WRITING a batch causes stops the next one).
+        write_frames, payload, peer = self.transport.write_frames, self.payload, self.peer
+        batch = max(1, min(BATCH, BATCH_BYTES // (len(payload) + 4)))
         while self.left and not self.paused:
-            self.left -= 1
-            write(payload, peer)
+            k = min(batch, self.left)
+            self.left -= k
+            write_frames([payload] * k, peer)
 
     def close(self) -> None:
         self.transport.close()
