@@ -18,7 +18,9 @@ It keeps two pieces of state per peer, as the chapter does:
   body that grows as its bytes arrive), until a read comes back short or would
   block, or :data:`FRAMES_PER_TURN` frames are waiting. When frames are ready
   the owner gets ``READABLE`` and pulls them one by one with
-  ``resume_read(peer)``.
+  ``resume_read(peer)``, or all at once with ``read_frames(peer)`` (a list:
+  one call per batch, where many small frames make the per-call cost the
+  largest one).
 
 * **Send state** (:class:`SendState`): the frames queued for the peer and how
   far the first of them got (a sans-I/O :class:`~barknet.framing.FrameQueue`,
@@ -27,6 +29,7 @@ It keeps two pieces of state per peer, as the chapter does:
   nothing waits, and otherwise queues it: a small one copied, with its
   header, into a buffer shared by the small frames queued with it; a large
   one as its header and your payload itself (no copy).
+  ``write_frames(payloads, peer)`` queues a batch with one call.
   Everything queued goes out in one scatter/gather write (up to 1024
   buffers, so many small frames share one system call). A short write leaves
   the rest queued; on the inner ``WRITABLE`` the queue is flushed again, and
@@ -706,7 +709,7 @@ class FramedTransport(ITransport):
             parts = [part for part in data if nbytes(part)]
             size = sum(nbytes(part) for part in parts)
             send.push_parts(encode_header(size, self.max_frame_size), parts, size)
-        return self._queued(send, peer)
+        return self._queued(send, peer, not self.coalesce)
 
     def write_frames(self, frames: Iterable[Buffer], peer: Peer) -> WriteResult:
         """Queue each buffer of ``frames`` as one frame, in order, and send what fits.
@@ -716,10 +719,11 @@ class FramedTransport(ITransport):
         its header into the shared buffer, as ``resume_write`` would), where a
         loop pays the per-call checks once per frame. All or nothing: if one
         payload is over ``max_frame_size``, ``FrameTooLargeError`` is raised and
-        none is queued. The result is the one ``resume_write`` gives for a
-        queued frame (``WOULD_BLOCK`` while sending waits for the socket, or
-        for the end of the turn with ``coalesce``), and ``PAUSE_WRITING`` comes
-        the same way, once the queue is past ``high_water``.
+        none is queued. Otherwise as ``resume_write``: what fits leaves at
+        once (with ``coalesce``, only the first write of a turn; later ones
+        leave together at the turn's end), the rest waits for the socket
+        (``WOULD_BLOCK``), and ``PAUSE_WRITING`` comes once the queue is past
+        ``high_water``.
         """
         payloads = [
             (data, data.nbytes if type(data) is memoryview else len(data)) for data in frames
@@ -736,19 +740,27 @@ class FramedTransport(ITransport):
         if broken is not None:  # the peer is gone; its CLOSED event is on the way
             return WriteResult(0, IOStatus.ERROR, broken)
         if not payloads:
-            return _QUEUED if send.buffers else WriteResult(0, IOStatus.OK)
+            return WriteResult(0, IOStatus.OK)
+        now = True
+        if self.coalesce:
+            # As with resume_write: the first write of a turn leaves at once, later
+            # ones wait for the turn's end and leave together.
+            now = False
+            if not send.buffers and not send.waiting:
+                turn = self._watcher.turns  # type: ignore[union-attr]  # attached
+                now, send.turn = send.turn != turn, turn
         push = send.push
         for data, size in payloads:
             push(_pack_header(size), data, size)
-        return self._queued(send, peer)
+        return self._queued(send, peer, now)
 
-    def _queued(self, send: SendState, peer: Peer) -> WriteResult:
-        """Frames were queued: send them now, or at the end of the turn
+    def _queued(self, send: SendState, peer: Peer, now: bool) -> WriteResult:
+        """Frames were queued: send them ``now``, or else at the end of the turn
         (``coalesce``), or when the socket allows; pause the owner past
         ``high_water``."""
         if send.waiting:
             result = _QUEUED
-        elif self.coalesce:
+        elif not now:
             if not send.flush_due:
                 send.flush_due = True
                 self._watcher.call_soon(self._flush_due, peer)  # type: ignore[union-attr]

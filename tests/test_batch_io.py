@@ -228,6 +228,21 @@ def test_write_frames_sends_each_buffer_as_one_frame_in_order(ew, pair, coalesce
     assert received(other, ew, len(payloads)) == [bytes(p) for p in payloads]
 
 
+def test_with_coalesce_the_first_batch_of_a_turn_leaves_at_once_and_later_ones_at_its_end(
+    ew, pair
+) -> None:
+    owner, peer, other = pair(coalesce=True)
+    transport = owner.transport
+    transport.write_frames([b"first", b"batch"], peer)
+    first = encode_frame(b"first") + encode_frame(b"batch")
+    assert other.recv(100) == first  # in the kernel already: no loop turn needed
+    transport.write_frames([b"second"], peer)
+    with pytest.raises(BlockingIOError):
+        other.recv(100)  # waits for the end of the turn
+    ew.run_once(0)
+    assert other.recv(100) == encode_frame(b"second")
+
+
 def test_small_frames_written_as_a_batch_share_one_system_call(ew, pair) -> None:
     owner, peer, other = pair()
     transport = owner.transport
