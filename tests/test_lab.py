@@ -220,6 +220,30 @@ def test_an_untraced_echo_run_still_checks_every_frame_and_feeds_the_throughput_
     assert len(course.plot_throughput(results).axes) == 2
 
 
+def test_small_frames_arrive_intact_whichever_loop_reads_them() -> None:
+    one_by_one, batches = course.small_frames_lab(count=5000, size=64)
+    assert (one_by_one.how, batches.how) == ("take_one_by_one", "take_in_batches")
+    assert one_by_one.intact == batches.intact == 5000
+    # A call per frame (and one more per READABLE that finds nothing) against a
+    # call per read's worth: the client's batches are 256 frames each.
+    assert one_by_one.calls > 5000
+    assert batches.calls < 5000 // 10
+    assert "5000/5000 frames intact" in batches.line() and "frames per call" in batches.line()
+
+
+def test_small_frames_lab_counts_a_frame_with_other_bytes_as_not_intact(monkeypatch) -> None:
+    from barknet.course import live_lab
+
+    real = live_lab.take_in_batches
+
+    def corrupting(transport, peer, handle):  # hands over each frame with its first byte changed
+        return real(transport, peer, lambda frame: handle(b"!" + bytes(frame)[1:]))
+
+    corrupting.__name__ = "corrupting"
+    run = live_lab._stream(corrupting, 300, 64)
+    assert run.frames == 300 and run.intact == 0
+
+
 def test_a_stored_benchmark_is_summarised_without_its_numbers_and_plotted(tmp_path) -> None:
     import json
 

@@ -52,6 +52,7 @@ from .framing_lab import (
 )
 from .live_lab import (
     EchoResult,
+    SmallFrames,
     benchmark_command,
     benchmark_summary,
     benchmark_widget,
@@ -63,6 +64,9 @@ from .live_lab import (
     plot_echo,
     plot_throughput,
     run_benchmark,
+    small_frames_lab,
+    take_in_batches,
+    take_one_by_one,
     throughput_sweep,
 )
 from .partial_io_lab import (
@@ -81,6 +85,7 @@ __all__ = [
     "EchoResult",
     "NagleResult",
     "PartialIOResult",
+    "SmallFrames",
     "ThreadCost",
     "benchmark_command",
     "benchmark_summary",
@@ -112,6 +117,9 @@ __all__ = [
     "powers_of_two",
     "reactor_tour",
     "run_benchmark",
+    "small_frames_lab",
+    "take_in_batches",
+    "take_one_by_one",
     "thread_cost_summary",
     "thread_per_connection",
     "throughput_sweep",

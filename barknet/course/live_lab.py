@@ -30,6 +30,7 @@ from .common import (
 
 __all__ = [
     "EchoResult",
+    "SmallFrames",
     "benchmark_command",
     "benchmark_summary",
     "benchmark_widget",
@@ -41,6 +42,9 @@ __all__ = [
     "plot_echo",
     "plot_throughput",
     "run_benchmark",
+    "small_frames_lab",
+    "take_in_batches",
+    "take_one_by_one",
     "throughput_sweep",
 ]
 
@@ -239,6 +243,101 @@ def plot_throughput(results: Sequence[EchoResult]) -> Any:
         ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     return fig
+
+
+# ------------------------------------------- 07: many small frames, one call each?
+def take_one_by_one(transport: FramedTransport, peer: Peer, handle: Callable[[Any], None]) -> int:
+    """On READABLE: ask for each frame with its own ``resume_read`` call, until
+    the status says there is none; return the calls made."""
+    calls = 1
+    while (result := transport.resume_read(peer)).status is IOStatus.OK:
+        handle(result.data)
+        calls += 1
+    return calls
+
+
+def take_in_batches(transport: FramedTransport, peer: Peer, handle: Callable[[Any], None]) -> int:
+    """On READABLE: take every frame that is here with one ``read_frames`` call,
+    until a call returns none; return the calls made."""
+    calls = 1
+    while frames := transport.read_frames(peer):
+        for frame in frames:
+            handle(frame)
+        calls += 1
+    return calls
+
+
+@dataclass
+class SmallFrames:
+    """One run of :func:`small_frames_lab`: how the server took ``frames`` frames."""
+
+    how: str  # the name of the reading loop
+    frames: int
+    intact: int  # frames of the right size and content
+    calls: int  # read calls the server's loop made
+    elapsed: float  # seconds, from the connect to the last frame
+
+    def line(self) -> str:
+        return (
+            f"{self.how:<16} {self.intact}/{self.frames} frames intact, "
+            f"{self.frames / self.calls:.1f} frames per call, "
+            f"{self.elapsed / self.frames * 1e6:.2f} µs per frame"
+        )
+
+
+def small_frames_lab(count: int = 50_000, size: int = 64) -> list[SmallFrames]:
+    """A client streams ``count`` frames of ``size`` bytes to a server on loopback,
+    once for each reading loop (:func:`take_one_by_one`, :func:`take_in_batches`).
+
+    The client queues its frames in batches (``write_frames``) and obeys the water
+    marks, so what differs between the two runs is only how the server reads.
+    """
+    return [_stream(loop, count, size) for loop in (take_one_by_one, take_in_batches)]
+
+
+def _stream(
+    loop: Callable[[FramedTransport, Peer, Callable[[Any], None]], int], count: int, size: int
+) -> SmallFrames:
+    payload = bytes(range(256)) * (size // 256) + bytes(range(size % 256))
+    got, intact, calls = [0], [0], [0]
+    left, paused = [count], [False]
+
+    def handle(frame: Any) -> None:
+        got[0] += 1
+        intact[0] += frame == payload
+
+    with EventWatcher() as ew:
+        server = FramedTransport(TcpTransport(), coalesce=True)
+        client = FramedTransport(TcpTransport(), coalesce=True)
+        with closing(client, server):
+
+            def on_server(ev: IOEvent) -> None:
+                if ev.kind is EventKind.READABLE:
+                    calls[0] += loop(server, ev.peer, handle)
+
+            def pump(peer: Peer) -> None:
+                while left[0] and not paused[0]:
+                    batch = min(256, left[0])
+                    left[0] -= batch
+                    client.write_frames([payload] * batch, peer)
+
+            def on_client(ev: IOEvent) -> None:
+                if ev.kind is EventKind.CONNECTED:
+                    pump(ev.peer)
+                elif ev.kind is EventKind.PAUSE_WRITING:
+                    paused[0] = True
+                elif ev.kind is EventKind.RESUME_WRITING:
+                    paused[0] = False
+                    pump(ev.peer)
+
+            server.attach(ew, on_server)
+            client.attach(ew, on_client)
+            address = server.bind()
+            start = time.perf_counter()
+            client.connect(address)
+            ew.run_until(lambda: got[0] == count, timeout=60)
+            elapsed = time.perf_counter() - start
+    return SmallFrames(loop.__name__, count, intact[0], calls[0], elapsed)
 
 
 # --------------------------------------------------- 07: the stored benchmark
