@@ -550,14 +550,21 @@ class FramedTransport(ITransport):
         ``limit``), in order; ``[]`` when none is.
 
         The batch form of ``resume_read``, for an owner that handles many small
-        frames: one call hands over what one read decoded, where a
-        ``resume_read`` loop pays a call and a result per frame (for 64-byte
-        frames that is most of the server's time). It never reports the end:
-        once it returns ``[]``, ``resume_read`` says why (``WOULD_BLOCK``,
-        ``EOF`` or ``ERROR``). Everything else is as with ``resume_read``:
+        frames: one call hands over the frames this turn's reads decoded (at
+        most ``FRAMES_PER_TURN``), where a ``resume_read`` loop pays a call and
+        a result per frame, a large part of the cost of a 64-byte frame.
+
+        It never reports the end: once it returns ``[]``, ask ``resume_read``
+        why (``WOULD_BLOCK``, ``EOF``, or ``ERROR`` for a broken peer; a
+        framing error found behind the frames you took closes the peer with
+        ``CLOSED(ERROR)`` instead). With ``half_close`` the peer's EOF is news
+        that only ``resume_read`` delivers: ``READABLE`` repeats until you
+        take it there. Everything else is as with ``resume_read``:
         ``READABLE`` repeats while frames wait, and after ``suspend_read`` this
-        call reads again.
+        call reads again. ``limit`` below 1 is a ``ValueError``.
         """
+        if limit is not None and limit < 1:
+            raise ValueError(f"limit must be at least 1, or None for all (got {limit})")
         recv = self._recv.get(peer)
         if recv is None:
             raise TransportClosedError(
@@ -717,25 +724,33 @@ class FramedTransport(ITransport):
         The batch form of ``resume_write``, for an owner that has many small
         frames at once: one call queues them all (each small one copied with
         its header into the shared buffer, as ``resume_write`` would), where a
-        loop pays the per-call checks once per frame. All or nothing: if one
-        payload is over ``max_frame_size``, ``FrameTooLargeError`` is raised and
-        none is queued. Otherwise as ``resume_write``: what fits leaves at
+        loop pays the per-call checks once per frame. Each payload is one
+        bytes-like buffer (a frame in several parts goes through
+        ``resume_write``). All or nothing: if one payload is over
+        ``max_frame_size`` (``FrameTooLargeError``) or not a buffer
+        (``TypeError``), none is queued. Otherwise as ``resume_write``: what fits leaves at
         once (with ``coalesce``, only the first write of a turn; later ones
         leave together at the turn's end), the rest waits for the socket
         (``WOULD_BLOCK``), and ``PAUSE_WRITING`` comes once the queue is past
         ``high_water``.
         """
-        payloads = [
-            (data, data.nbytes if type(data) is memoryview else len(data)) for data in frames
-        ]
-        limit = min(self.max_frame_size, _MAX_HEADER)
-        for _, size in payloads:
-            if size > limit:
-                encode_header(size, self.max_frame_size)  # raises FrameTooLargeError
         send = self._send.get(peer)
         if send is None or send.closing or send.eof:
             what = "you called write_eof" if send is not None and send.eof else "is closed"
             raise TransportClosedError(f"{peer} {what}; the frames were not sent", peer=peer)
+        # Every payload is checked before any is queued: all or nothing.
+        payloads = []
+        limit = min(self.max_frame_size, _MAX_HEADER)
+        for data in frames:
+            if not isinstance(data, (bytes, bytearray, memoryview)):
+                raise TypeError(
+                    "write_frames takes one bytes-like payload per frame, not "
+                    f"{type(data).__name__} (a frame in several parts: resume_write)"
+                )
+            size = data.nbytes if type(data) is memoryview else len(data)
+            if size > limit:
+                encode_header(size, self.max_frame_size)  # raises FrameTooLargeError
+            payloads.append((data, size))
         broken = self._recv[peer].error
         if broken is not None:  # the peer is gone; its CLOSED event is on the way
             return WriteResult(0, IOStatus.ERROR, broken)
