@@ -10,6 +10,7 @@ import matplotlib
 import pytest
 
 from barknet import course, encode_frame
+from barknet.framed import FRAMES_PER_TURN
 
 matplotlib.use("Agg")
 pytestmark = pytest.mark.usefixtures("no_leaks")
@@ -224,14 +225,19 @@ def test_small_frames_arrive_intact_whichever_loop_reads_them() -> None:
     one_by_one, batches = course.small_frames_lab(count=5000, size=64)
     assert (one_by_one.how, batches.how) == ("take_one_by_one", "take_in_batches")
     assert one_by_one.intact == batches.intact == 5000
-    # A call per frame (and one more per READABLE that finds nothing) against a
-    # call per read's worth: the client's batches are 256 frames each.
-    assert one_by_one.calls > 5000
-    assert batches.calls < 5000 // 10
-    assert "5000/5000 frames intact" in batches.line() and "frames per call" in batches.line()
+    # One call per frame, plus the one per READABLE that finds nothing ...
+    assert one_by_one.fruitful == 5000
+    assert one_by_one.calls == 5000 + one_by_one.readables
+    # ... against one call per turn's worth of frames: at most FRAMES_PER_TURN
+    # each (the fairness budget), and far more than one.
+    assert -(-5000 // FRAMES_PER_TURN) <= batches.fruitful <= 5000 // 100
+    assert batches.calls == batches.fruitful + batches.readables
+    line = batches.line()
+    assert "5000/5000 frames intact" in line
+    assert f"{batches.fruitful} calls found frames, {5000 / batches.fruitful:.1f} each" in line
 
 
-def test_small_frames_lab_counts_a_frame_with_other_bytes_as_not_intact(monkeypatch) -> None:
+def test_small_frames_lab_counts_a_frame_with_other_bytes_as_not_intact() -> None:
     from barknet.course import live_lab
 
     real = live_lab.take_in_batches
