@@ -50,3 +50,80 @@ def test_the_readme_benchmark_table_shows_the_stored_run() -> None:
         )
         found = [line for line in readme if line.startswith(f"| {label} |")]
         assert found == [expected], f"README row {label!r} is not the stored run"
+
+
+def _stored() -> dict[tuple[str, str, int], dict]:
+    records = json.loads((ROOT / "benchmarks" / "results.json").read_text(encoding="utf-8"))
+    return {(r["impl"], r["metric"], r["size_bytes"]): r for r in records}
+
+
+def test_the_readme_calls_row_shows_the_stored_count() -> None:
+    by_key = _stored()
+    cells = ["–"] * len(IMPLS)
+    for impl in ("selectors", "barknet"):
+        cells[IMPLS.index(impl)] = f"{by_key[(impl, 'python_calls', 16)]['value']:g}"
+    expected = "| Python calls per 16 B round trip (both sides) | " + " | ".join(cells) + " |"
+    readme = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    assert [line for line in readme if line.startswith("| Python calls")] == [expected]
+
+
+def test_the_prose_under_the_table_quotes_the_stored_run() -> None:
+    """The ratios and ranges the paragraph under the table states, recomputed from
+    the stored run: a new run with old prose fails here."""
+    by_key = _stored()
+
+    def value(impl: str, metric: str, size: int) -> float:
+        return by_key[(impl, metric, size)]["value"]
+
+    def gbs(impl: str, size: int) -> str:
+        reps = by_key[(impl, "bulk_MBps", size)]["reps"]
+        return f"{min(reps) / 1000:.1f}–{max(reps) / 1000:.1f}"
+
+    p50 = "pingpong_p50_us"
+    reps16 = by_key[("barknet", p50, 16)]["reps"]
+
+    def ratio(metric: str, size: int, other: str) -> float:
+        return value("barknet", metric, size) / value(other, metric, size)
+
+    big, mid = gbs("barknet", 16 << 20), gbs("barknet", 1 << 20)
+    phrases = [
+        f"{big} GB/s over the repetitions against raw's {gbs('raw', 16 << 20)}",
+        f"{mid} GB/s against {gbs('raw', 1 << 20)}",
+        f"gets {ratio('frames_per_s', 64, 'selectors'):.2f}× the careful `selectors` loop",
+        f"round trip is {ratio(p50, 16, 'asyncio-protocol'):.1f}× an asyncio `Protocol`",
+        f"and {ratio(p50, 16, 'selectors'):.1f}× the careful",
+        f"at 64 KiB it is {ratio(p50, 65536, 'asyncio-protocol'):.2f}×",
+        f"but {value('barknet', 'python_calls', 16):g} Python calls per echoed message",
+        f"against the loop's {value('selectors', 'python_calls', 16):g}",
+        f"between {min(reps16):.1f} and {max(reps16):.1f} µs",
+    ]
+    prose = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    missing = [phrase for phrase in phrases if phrase not in prose]
+    assert not missing, f"README prose does not match the stored run: {missing}"
+
+
+def test_the_spread_in_benchmarks_readme_is_the_stored_runs() -> None:
+    by_key = _stored()
+
+    def spread(impl: str, metric: str, size: int, scale: float, unit: str) -> str:
+        reps = [rep / scale for rep in by_key[(impl, metric, size)]["reps"]]
+        low, high = (
+            (f"{min(reps):.2f}M", f"{max(reps):.2f}M")
+            if unit == "M"
+            else (
+                f"{min(reps):.1f}",
+                f"{max(reps):.1f} {unit}",
+            )
+        )
+        return f"between {low} and {high}"
+
+    phrases = [
+        spread("raw", "pingpong_p50_us", 16, 1, "µs"),
+        "barknet's " + spread("barknet", "pingpong_p50_us", 16, 1, "µs"),
+        "barknet's 64 B frames/s " + spread("barknet", "frames_per_s", 64, 1e6, "M"),
+        "the careful loop's " + spread("selectors", "frames_per_s", 64, 1e6, "M"),
+        "raw 16 MiB " + spread("raw", "bulk_MBps", 16 << 20, 1e3, "GB/s"),
+    ]
+    text = " ".join((ROOT / "benchmarks" / "README.md").read_text(encoding="utf-8").split())
+    missing = [phrase for phrase in phrases if phrase not in text]
+    assert not missing, f"benchmarks/README.md does not match the stored run: {missing}"
