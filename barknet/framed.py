@@ -728,11 +728,11 @@ class FramedTransport(ITransport):
         bytes-like buffer (a frame in several parts goes through
         ``resume_write``). All or nothing: if one payload is over
         ``max_frame_size`` (``FrameTooLargeError``) or not a buffer
-        (``TypeError``), none is queued. Otherwise as ``resume_write``: what fits leaves at
-        once (with ``coalesce``, only the first write of a turn; later ones
-        leave together at the turn's end), the rest waits for the socket
-        (``WOULD_BLOCK``), and ``PAUSE_WRITING`` comes once the queue is past
-        ``high_water``.
+        (``TypeError``), none is queued. Otherwise as ``resume_write``: what
+        fits leaves at once (with ``coalesce``, only the first write of a turn;
+        later ones leave together at the turn's end), the rest waits for the
+        socket (``WOULD_BLOCK``), and ``PAUSE_WRITING`` comes once the queue is
+        past ``high_water``.
         """
         send = self._send.get(peer)
         if send is None or send.closing or send.eof:
