@@ -127,3 +127,47 @@ def test_the_spread_in_benchmarks_readme_is_the_stored_runs() -> None:
     text = " ".join((ROOT / "benchmarks" / "README.md").read_text(encoding="utf-8").split())
     missing = [phrase for phrase in phrases if phrase not in text]
     assert not missing, f"benchmarks/README.md does not match the stored run: {missing}"
+
+
+def _pairs_tables() -> list[dict[tuple[str, str], str]]:
+    """benchmarks/pairs.txt as printed: one table per interpreter of the servers."""
+    tables: list[dict[tuple[str, str], str]] = []
+    clients: list[str] = []
+    for line in (ROOT / "benchmarks" / "pairs.txt").read_text(encoding="utf-8").splitlines():
+        if line.startswith("server \\ client"):
+            clients = line.split()[3:]
+            tables.append({})
+        elif tables and line.split() and line.split()[0] in clients:
+            server, *cells = line.split()
+            tables[-1].update({(server, c): cell for c, cell in zip(clients, cells, strict=True)})
+    return tables
+
+
+def test_the_readme_quotes_the_stored_pairs_run() -> None:
+    """The paragraph on which side costs what quotes benchmarks/pairs.txt: a new
+    run with old prose fails here."""
+    text = (ROOT / "benchmarks" / "pairs.txt").read_text(encoding="utf-8")
+    same, other = _pairs_tables()
+    machine = text.splitlines()[1]
+    assert "Intel(R) Xeon(R)" in machine and "Python 3.11.7, 2026-12-06" in machine
+    assert "servers on /root/.pyenv/versions/3.12.1/bin/python" in text
+    phrases = [
+        "(2026-12-06, on a 2 vCPU Intel Xeon VM",
+        f"barknet's server answers in {same['barknet', 'raw']} µs, the `Protocol`'s in "
+        f"{same['asyncio-protocol', 'raw']} and the careful loop's in {same['selectors', 'raw']}",
+        f"barknet's client takes {same['raw', 'barknet']} µs and the `Protocol`'s "
+        f"{same['raw', 'asyncio-protocol']}",
+        f"together take {same['barknet', 'barknet']} µs, and {other['barknet', 'barknet']} when",
+        f"(the `Protocol`'s pair too: {same['asyncio-protocol', 'asyncio-protocol']} and "
+        f"{other['asyncio-protocol', 'asyncio-protocol']})",
+    ]
+    prose = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    missing = [phrase for phrase in phrases if phrase not in prose]
+    assert not missing, f"README prose does not match benchmarks/pairs.txt: {missing}"
+
+    # "A pair costs more than its two sides", and barknet's pair the most.
+    def excess(impl: str) -> float:
+        sides = float(same[impl, "raw"]) + float(same["raw", impl]) - float(same["raw", "raw"])
+        return float(same[impl, impl]) - sides
+
+    assert excess("barknet") > max(excess("asyncio-protocol"), excess("selectors")) > 0

@@ -94,11 +94,18 @@ def _child_main(argv: Sequence[str]) -> int:
 class _Server:
     """A server child: started pinned, its port read from its first line."""
 
-    def __init__(self, impl: str, cpus: Sequence[int]) -> None:
+    def __init__(self, impl: str, cpus: Sequence[int], python: str | None = None) -> None:
+        # Another interpreter (``python``) finds this barknet through PYTHONPATH.
+        env = None
+        if python is not None:
+            root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+            env = {**os.environ, "PYTHONPATH": root}
+        where = ",".join(map(str, cpus))
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "barknet.bench", "server", impl, ",".join(map(str, cpus))],
+            [python or sys.executable, "-m", "barknet.bench", "server", impl, where],
             stdout=subprocess.PIPE,
             text=True,
+            env=env,
         )
         line = self.proc.stdout.readline()  # type: ignore[union-attr]
         if not line.strip():
