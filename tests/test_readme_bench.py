@@ -144,30 +144,59 @@ def _pairs_tables() -> list[dict[tuple[str, str], str]]:
 
 
 def test_the_readme_quotes_the_stored_pairs_run() -> None:
-    """The paragraph on which side costs what quotes benchmarks/pairs.txt: a new
-    run with old prose fails here."""
+    """The paragraph on which side costs what quotes benchmarks/pairs.txt, and its
+    sums are the table's: a new run with old prose fails here."""
     text = (ROOT / "benchmarks" / "pairs.txt").read_text(encoding="utf-8")
+    lines = text.splitlines()
     same, other = _pairs_tables()
-    machine = text.splitlines()[1]
-    assert "Intel(R) Xeon(R)" in machine and "Python 3.11.7, 2026-12-06" in machine
-    assert "servers on /root/.pyenv/versions/3.12.1/bin/python" in text
+    # How the run was made, as the README and benchmarks/README.md tell it.
+    assert "median of 5 x" in lines[0]
+    assert "Intel(R) Xeon(R)" in lines[1] and "Python 3.11.7, 2026-12-06" in lines[1]
+    assert "(Python 3.11.7, the clients' interpreter)" in lines[2]
+    assert any(line.endswith("(Python 3.12.1)") for line in lines)
+
+    def cell(table: dict[tuple[str, str], str], server: str, client: str) -> float:
+        return float(table[server, client])
+
+    # What each table's last line printed: a pair's time beyond its sides' (from the
+    # unrounded medians, so recomputing it from the rounded cells may differ by 0.1).
+    printed = []
+    for line in (ln for ln in lines if ln.startswith("more than its sides: ")):
+        words = line.removeprefix("more than its sides: ").split(", ")
+        printed.append({w.split()[0]: w.split()[1] for w in words})
+    assert len(printed) == 2
+
+    def excess(table: int, impl: str) -> str:
+        return printed[table][impl].lstrip("+").replace("-", "−")
+
+    for table, cells in enumerate((same, other)):
+        for impl in ("selectors", "barknet", "asyncio-protocol"):
+            sides = cell(cells, impl, "raw") + cell(cells, "raw", impl) - cell(cells, "raw", "raw")
+            assert abs(float(printed[table][impl]) - (cell(cells, impl, impl) - sides)) < 0.15
+
+    predicted = cell(same, "barknet", "raw") + cell(same, "raw", "barknet")
+    predicted -= cell(same, "raw", "raw")
     phrases = [
         "(2026-12-06, on a 2 vCPU Intel Xeon VM",
-        f"barknet's server answers in {same['barknet', 'raw']} µs, the `Protocol`'s in "
-        f"{same['asyncio-protocol', 'raw']} and the careful loop's in {same['selectors', 'raw']}",
-        f"barknet's client takes {same['raw', 'barknet']} µs and the `Protocol`'s "
-        f"{same['raw', 'asyncio-protocol']}",
-        f"together take {same['barknet', 'barknet']} µs, and {other['barknet', 'barknet']} when",
-        f"(the `Protocol`'s pair too: {same['asyncio-protocol', 'asyncio-protocol']} and "
-        f"{other['asyncio-protocol', 'asyncio-protocol']})",
+        "clients on CPython 3.11.7, servers on 3.11.7 and then 3.12.1, medians of 5)",
+        f"a round trip takes {same['barknet', 'raw']} µs against barknet's server, "
+        f"{same['asyncio-protocol', 'raw']} against the `Protocol`'s and "
+        f"{same['selectors', 'raw']} against the careful loop's",
+        f"{same['raw', 'barknet']} µs from barknet's client and "
+        f"{same['raw', 'asyncio-protocol']} from the `Protocol`'s",
+        f"about {same['barknet', 'raw']} + {same['raw', 'barknet']} − {same['raw', 'raw']} = "
+        f"{predicted:.1f} µs; they take {same['barknet', 'barknet']}, "
+        f"{excess(0, 'barknet')} more than their sides",
+        f"(the `Protocol`'s pair {excess(0, 'asyncio-protocol')} more, "
+        f"the careful loop's {excess(0, 'selectors')})",
+        f"barknet's pair is {excess(1, 'barknet')} µs over its sides and the others' "
+        f"{excess(1, 'asyncio-protocol')} and {excess(1, 'selectors')}",
     ]
     prose = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
     missing = [phrase for phrase in phrases if phrase not in prose]
     assert not missing, f"README prose does not match benchmarks/pairs.txt: {missing}"
-
-    # "A pair costs more than its two sides", and barknet's pair the most.
-    def excess(impl: str) -> float:
-        sides = float(same[impl, "raw"]) + float(same["raw", impl]) - float(same["raw", "raw"])
-        return float(same[impl, impl]) - sides
-
-    assert excess("barknet") > max(excess("asyncio-protocol"), excess("selectors")) > 0
+    # What the README and benchmarks/README.md conclude from them.
+    for table in (0, 1):
+        others = (printed[table]["asyncio-protocol"], printed[table]["selectors"])
+        assert float(printed[table]["barknet"]) > max(map(float, others))
+    assert 0 < float(printed[1]["barknet"]) < float(printed[0]["barknet"])

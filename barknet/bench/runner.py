@@ -99,7 +99,8 @@ class _Server:
         env = None
         if python is not None:
             root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-            env = {**os.environ, "PYTHONPATH": root}
+            paths = [root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
         where = ",".join(map(str, cpus))
         self.proc = subprocess.Popen(
             [python or sys.executable, "-m", "barknet.bench", "server", impl, where],
@@ -108,9 +109,9 @@ class _Server:
             env=env,
         )
         line = self.proc.stdout.readline()  # type: ignore[union-attr]
-        if not line.strip():
+        if not line.strip().isdigit():  # it died, or printed something else first
             self.close()
-            raise RuntimeError(f"the {impl} server did not start")
+            raise RuntimeError(f"the {impl} server did not start (it said {line[:80]!r})")
         self.port = int(line)
 
     def close(self) -> None:
