@@ -86,10 +86,12 @@ from .framing import (
     DEFAULT_MAX_FRAME_SIZE,
     HEADER,
     HEADER_SIZE,
+    MAX_ENCODABLE,
     SMALL_FRAME,
     FrameDecoder,
     ScratchPool,
     encode_header,
+    sized_payloads,
 )
 from .interfaces import Buffer, ITransport, Replay, WriteData, nbytes
 from .layer import copy_message_into
@@ -109,7 +111,6 @@ SPARE_SCRATCHES = 4
 
 _OK = IOStatus.OK
 _pack_header = HEADER.pack
-_MAX_HEADER = 0xFFFF_FFFF
 #: Building a result with tuple.__new__ skips the Python-level __new__ that
 #: NamedTuple generates: worth it only on the per-frame paths.
 _tuple_new = tuple.__new__
@@ -682,14 +683,13 @@ class FramedTransport(ITransport):
         """
         send = self._send.get(peer)
         if send is None or send.closing or send.eof:
-            what = "you called write_eof" if send is not None and send.eof else "is closed"
-            raise TransportClosedError(f"{peer} {what}; the frame was not sent", peer=peer)
+            raise self._refusal(peer, send, "the frame was")
         broken = self._recv[peer].error
         if broken is not None:  # the peer is gone; its CLOSED event is on the way
             return WriteResult(0, IOStatus.ERROR, broken)
         if isinstance(data, (bytes, bytearray, memoryview)):
             size = data.nbytes if type(data) is memoryview else len(data)
-            if size > self.max_frame_size or size > _MAX_HEADER:
+            if size > self.max_frame_size or size > MAX_ENCODABLE:
                 encode_header(size, self.max_frame_size)  # raises FrameTooLargeError
             header = _pack_header(size)  # the size is checked once, here
             if not send.buffers and not send.waiting:
@@ -736,21 +736,8 @@ class FramedTransport(ITransport):
         """
         send = self._send.get(peer)
         if send is None or send.closing or send.eof:
-            what = "you called write_eof" if send is not None and send.eof else "is closed"
-            raise TransportClosedError(f"{peer} {what}; the frames were not sent", peer=peer)
-        # Every payload is checked before any is queued: all or nothing.
-        payloads = []
-        limit = min(self.max_frame_size, _MAX_HEADER)
-        for data in frames:
-            if not isinstance(data, (bytes, bytearray, memoryview)):
-                raise TypeError(
-                    "write_frames takes one bytes-like payload per frame, not "
-                    f"{type(data).__name__} (a frame in several parts: resume_write)"
-                )
-            size = data.nbytes if type(data) is memoryview else len(data)
-            if size > limit:
-                encode_header(size, self.max_frame_size)  # raises FrameTooLargeError
-            payloads.append((data, size))
+            raise self._refusal(peer, send, "the frames were")
+        payloads = sized_payloads(frames, self.max_frame_size)  # all checked, or it raises
         broken = self._recv[peer].error
         if broken is not None:  # the peer is gone; its CLOSED event is on the way
             return WriteResult(0, IOStatus.ERROR, broken)
@@ -768,6 +755,12 @@ class FramedTransport(ITransport):
         for data, size in payloads:
             push(_pack_header(size), data, size)
         return self._queued(send, peer, now)
+
+    @staticmethod
+    def _refusal(peer: Peer, send: SendState | None, what: str) -> TransportClosedError:
+        """Why a write to ``peer`` was refused: it is closed, or you ended your side."""
+        why = "you called write_eof" if send is not None and send.eof else "is closed"
+        return TransportClosedError(f"{peer} {why}; {what} not sent", peer=peer)
 
     def _queued(self, send: SendState, peer: Peer, now: bool) -> WriteResult:
         """Frames were queued: send them ``now``, or else at the end of the turn

@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import struct
 from collections import deque
+from collections.abc import Iterable
 from itertools import islice
 from typing import Any, NamedTuple
 
@@ -80,7 +81,8 @@ __all__ = [
 HEADER = struct.Struct("!I")  # network byte order, unsigned 32-bit
 HEADER_SIZE = HEADER.size
 DEFAULT_MAX_FRAME_SIZE = 8 * 1024 * 1024
-_MAX_ENCODABLE = 0xFFFF_FFFF
+#: The largest size a 4-byte header can announce.
+MAX_ENCODABLE = 0xFFFF_FFFF
 _NO_LIMIT = 1 << 62  # "no limit" on frames per call, as a number the loop can compare
 #: The scratch that bytes are read into: as much as asyncio reads in one call, so
 #: that a 64 KiB frame arrives in one read and is cut out of it with one copy.
@@ -96,9 +98,31 @@ TAIL_SIZE = 256 * 1024
 
 def encode_header(size: int, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> bytes:
     """The 4-byte prefix for a payload of ``size`` bytes; refuses oversized payloads."""
-    if size > max_frame_size or size > _MAX_ENCODABLE:
-        raise FrameTooLargeError(size, min(max_frame_size, _MAX_ENCODABLE), sending=True)
+    if size > max_frame_size or size > MAX_ENCODABLE:
+        raise FrameTooLargeError(size, min(max_frame_size, MAX_ENCODABLE), sending=True)
     return HEADER.pack(size)
+
+
+def sized_payloads(
+    frames: Iterable[Any], max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
+) -> list[tuple[Any, int]]:
+    """Each payload of ``frames`` with its size, every one checked before any is sent:
+    a batch of frames goes out whole or not at all, never with a header and no body.
+    ``TypeError`` for a payload that is not one bytes-like buffer, ``FrameTooLargeError``
+    for one over the limit."""
+    payloads = []
+    limit = min(max_frame_size, MAX_ENCODABLE)
+    for data in frames:
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(
+                "write_frames takes one bytes-like payload per frame, not "
+                f"{type(data).__name__} (a frame in several parts: resume_write)"
+            )
+        size = data.nbytes if type(data) is memoryview else len(data)
+        if size > limit:
+            encode_header(size, max_frame_size)  # raises FrameTooLargeError
+        payloads.append((data, size))
+    return payloads
 
 
 def encode(payload: Any, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> tuple[bytes, Any]:
