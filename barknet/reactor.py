@@ -316,6 +316,8 @@ class EventWatcher:
                 handle = heapq.heappop(self._timers)[2]
                 if not handle.cancelled:
                     self._ready.append((self._fire_timer, (handle,)))
+        if not self._ready:
+            return  # the usual turn of a busy server: nothing was scheduled
         for _ in range(len(self._ready)):
             if self._closed:  # a callback closed the loop: the turn ends here
                 return

@@ -414,7 +414,7 @@ class TcpTransport(ITransport):
         counters = conn.counters
         try:
             if isinstance(data, (bytes, bytearray, memoryview)):
-                asked = len(data) if not isinstance(data, memoryview) else data.nbytes
+                asked = data.nbytes if type(data) is memoryview else len(data)
                 if asked == 0:
                     return WriteResult(0, IOStatus.OK)
                 counters.send_calls += 1
