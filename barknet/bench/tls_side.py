@@ -148,25 +148,18 @@ class _BarknetTlsClient(_BarknetClient):
     """The benchmark's barknet client, with TLS under the framing layer."""
 
     def __init__(self, ew: Any, port: int, size: int, context: ssl.SSLContext) -> None:
-        # The base class's __init__ with one line changed (the transport it makes).
-        from .. import EventKind, FramedTransport, IOStatus, TcpTransport
+        self.context = context
+        super().__init__(ew, port, size)
+
+    def make_transport(self, port: int) -> Any:
+        from .. import FramedTransport, TcpTransport
         from ..tls import TlsTransport
 
-        self.kinds, self.ok = EventKind, IOStatus.OK
-        self.ew = ew
-        self.transport = FramedTransport(
-            TlsTransport(TcpTransport(HOST, port), context),
+        return FramedTransport(
+            TlsTransport(TcpTransport(HOST, port), self.context),
             max_frame_size=MAX_FRAME,
             coalesce=COALESCE,
         )
-        self.transport.attach(ew, self.on_event)
-        self.peer = self.transport.connect()
-        self.payload = b"x" * size
-        self.paused = self.done = False
-        self.on_frame: Callable[[Any], None] = self.finish
-        self.left = 0
-        self.samples: list[int] = []
-        self.t0 = self.count = self.warm = self.round_trips = 0
 
 
 def _barknet_client(port: int, certdir: str, tasks: list[list[Any]], place: Any) -> list[Any]:
