@@ -591,8 +591,12 @@ class TlsTransport(TransportLayer):
                 if held > self.high_water or session.error is not None:
                     break
             # Enough to cross the high-water mark (so one write can fill this
-            # layer), and at least one whole record.
-            piece = view[position : position + max(self.high_water + 1 - held, RECORD_SIZE)]
+            # layer), in whole records: OpenSSL makes one record per 16 KiB of a
+            # write, so a piece that ended mid-record would cut the record there
+            # and send the rest of it as a record of its own (22 bytes more, and
+            # a record count a reader could not predict from the frame's size).
+            wanted = max(self.high_water + 1 - held, RECORD_SIZE)
+            piece = view[position : position + -(-wanted // RECORD_SIZE) * RECORD_SIZE]
             if not session.can_encrypt:
                 session.plain += piece
                 position += len(piece)

@@ -90,6 +90,18 @@ def test_records_in_pieces_reads_add_up_to_the_records(size: int, max_read: int)
     assert text.endswith(f"one frame of {size:,} bytes, intact")
 
 
+@pytest.mark.parametrize("size", [2**k for k in range(4, 17)])  # every size on the slider
+def test_record_count_follows_the_rule_notebook_09_gives_at_every_slider_size(size: int) -> None:
+    # Notebook 09's answer: up to 2 KiB, one record (prefix glued to the payload);
+    # from 4 KiB on, the prefix alone, then one record per 16 KiB of payload. A TLS
+    # layer that cut the payload at its high-water mark instead of at whole records
+    # sent a 64 KiB frame as 6 records (the last 25 bytes in one of their own).
+    text = tls_lab.records_in_pieces(size=size, max_read=65536)
+    records = int(re.search(r"as (\d+) records?", text).group(1))  # type: ignore[union-attr]
+    expected = 1 if size <= 2048 else 1 + -(-size // 16384)
+    assert records == expected, text
+
+
 def test_records_widget_reruns_the_experiment_when_a_slider_moves(capsys) -> None:
     pytest.importorskip("ipywidgets")
     box = tls_lab.records_widget(size=1024, max_read=256)
