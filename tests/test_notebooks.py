@@ -108,3 +108,30 @@ def test_every_notebook_is_listed_in_the_readme() -> None:
 def test_the_live_experiments_are_covered_by_the_browser_tests() -> None:
     found = {p.name for p in notebooks_with_widgets(ROOT / "notebooks")}
     assert {"03_partial_io.ipynb", "07_live_lab.ipynb"} <= found, found
+
+
+#: How a notebook asks the learner something before it shows the answer.
+PROMPT = re.compile(r"\*\*(Think first|Try it)[^*]*\*\*")
+ANSWER = "<summary>Answer"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [*NOTEBOOKS, ROOT / "tests" / "solutions" / "06_exercise_framing.ipynb"],
+    ids=lambda p: f"{p.parent.name}/{p.stem}",
+)
+def test_every_folded_answer_answers_a_question_asked_before_it(path: Path) -> None:
+    # An answer with no question before it means the question was lost (it once
+    # was, from notebook 06, with the rules its self-check grades) or never written.
+    asked = False
+    notebook = json.loads(path.read_text())
+    for number, cell in enumerate(notebook["cells"]):
+        if cell["cell_type"] != "markdown":
+            continue
+        text = source(cell)
+        marks = [(m.start(), "prompt") for m in PROMPT.finditer(text)]
+        marks += [(m.start(), "answer") for m in re.finditer(re.escape(ANSWER), text)]
+        for _, kind in sorted(marks):
+            if kind == "answer":
+                assert asked, f"{path.name}, cell {number}: an answer to no question"
+            asked = kind == "prompt"

@@ -69,6 +69,9 @@ __all__ = [
 ]
 
 BEGIN = "### BEGIN SOLUTION"
+#: How to replace a copy that exists, from the repository root (``make exercises``
+#: passes no options through, so the hint names the module itself).
+FORCE_COMMAND = ".venv/bin/python -m barknet.course.exercise --force"
 END = "### END SOLUTION"
 PLACEHOLDER = 'raise NotImplementedError("your code here")'
 
@@ -280,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no notebook in {args.source} is an exercise", file=sys.stderr)
         return 1
     for target, what in results.items():
-        note = " (exists: pass --force to replace it)" if what == "kept" else ""
+        note = f" (exists; to start over, losing it: {FORCE_COMMAND})" if what == "kept" else ""
         print(f"{what}: {target}{note}")
     return 0
 
