@@ -175,7 +175,7 @@ class BigFrame:
                 f"sent one frame with a {self.size}-byte payload",
                 f"the owner got: {self.frame_type} of {self.frame_len} bytes",
                 f"same bytes as sent: {yes(self.intact)}",
-                f"received into one bytearray of exactly {self.size} bytes: {one}",
+                f"received into one bytearray of exactly {self.size} bytes: {yes(one)}",
                 f"it took more than one recv: {yes(self.recv_calls > 1)}",
                 "bytes the decoder copied inside itself: under "
                 f"{self.scratch // KiB} KiB (only what came in with the header): "
