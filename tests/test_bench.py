@@ -128,3 +128,33 @@ def test_session_answers_the_three_commands() -> None:
     assert session.frame(bytearray(1000)) and int(sent[-1]) >= 0
     assert not session.frame(b"echo")
     assert session.frame(b"hello") and sent[-1] == b"hello"
+
+
+def test_layer_costs_explains_itself_and_refuses_a_bad_count(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from barknet.bench import layers
+
+    with pytest.raises(SystemExit) as help_exit:
+        layers.main(["layer_costs.py", "--help"])
+    assert help_exit.value.code == 0
+    assert "round_trips" in capsys.readouterr().out
+    for bad in ("0", "many"):
+        with pytest.raises(SystemExit) as bad_exit:
+            layers.main(["layer_costs.py", bad])
+        assert bad_exit.value.code == 2
+        assert "round_trips" in capsys.readouterr().err
+
+
+def test_the_readme_names_every_module_of_the_bench_package() -> None:
+    from pathlib import Path
+
+    root = Path(bench.__file__).resolve().parent
+    row = next(
+        line
+        for line in (root.parent.parent / "README.md").read_text(encoding="utf-8").splitlines()
+        if line.startswith("| `barknet/bench/` |")
+    )
+    modules = {p.stem for p in root.glob("*.py") if not p.stem.startswith("__")}
+    missing = {m for m in modules if f"`{m}`" not in row}
+    assert not missing, f"README's barknet/bench/ row leaves out {sorted(missing)}"
