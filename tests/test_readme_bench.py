@@ -86,7 +86,18 @@ def test_the_prose_under_the_table_quotes_the_stored_run() -> None:
         return value("barknet", metric, size) / value(other, metric, size)
 
     big, mid = gbs("barknet", 16 << 20), gbs("barknet", 1 << 20)
+    machine = by_key[("raw", p50, 16)]["machine"]
+    cpu = " ".join(w for w in machine["cpu_model"].replace("(R)", "").split() if w != "Processor")
+    sel16 = by_key[("selectors", p50, 16)]["reps"]
+    fast, slow = [r for r in sel16 if r < 18], [r for r in sel16 if r >= 18]
     phrases = [
+        f"on a {machine['cpus']} vCPU {cpu} VM",
+        f"CPython {machine['python']}, uvloop {machine['uvloop_version']}",
+        f"fell into two groups, {min(fast):.1f}–{max(fast):.1f} µs and "
+        f"{min(slow):.1f}–{max(slow):.1f} µs ({len(slow)} of {len(sel16)} in the slow one, "
+        f"so its median is {value('selectors', p50, 16):.1f})",
+        f"gets {value('barknet', 'bulk_MBps', 1 << 20) / value('raw', 'bulk_MBps', 1 << 20):.2f}× "
+        "raw at the median",
         f"{big} GB/s over the repetitions against raw's {gbs('raw', 16 << 20)}",
         f"{mid} GB/s against {gbs('raw', 1 << 20)}",
         f"gets {ratio('frames_per_s', 64, 'selectors'):.2f}× the careful `selectors` loop",
@@ -177,7 +188,7 @@ def test_the_readme_quotes_the_stored_pairs_run() -> None:
     predicted = cell(same, "barknet", "raw") + cell(same, "raw", "barknet")
     predicted -= cell(same, "raw", "raw")
     phrases = [
-        "(2026-12-06, on a 2 vCPU Intel Xeon VM",
+        "(2026-12-06, the machine above;",  # the table's run was made on it too
         "clients on CPython 3.11.7, servers on 3.11.7 and then 3.12.1, medians of 5)",
         f"a round trip takes {same['barknet', 'raw']} µs against barknet's server, "
         f"{same['asyncio-protocol', 'raw']} against the `Protocol`'s and "
@@ -200,3 +211,14 @@ def test_the_readme_quotes_the_stored_pairs_run() -> None:
         others = (printed[table]["asyncio-protocol"], printed[table]["selectors"])
         assert float(printed[table]["barknet"]) > max(map(float, others))
     assert 0 < float(printed[1]["barknet"]) < float(printed[0]["barknet"])
+
+
+def test_notebook_07_quotes_the_stored_runs_small_message_ratio() -> None:
+    ratio = _stored()[("barknet", "pingpong_p50_us", 16)]["ratio_to_raw"]
+    notebook = json.loads((ROOT / "notebooks" / "07_live_lab.ipynb").read_text(encoding="utf-8"))
+    prose = " ".join(
+        " ".join("".join(cell["source"]).split())
+        for cell in notebook["cells"]
+        if cell["cell_type"] == "markdown"
+    )
+    assert f"(barknet at ×{ratio:.1f} raw in the stored run" in prose
