@@ -158,3 +158,17 @@ def test_the_readme_names_every_module_of_the_bench_package() -> None:
     modules = {p.stem for p in root.glob("*.py") if not p.stem.startswith("__")}
     missing = {m for m in modules if f"`{m}`" not in row}
     assert not missing, f"README's barknet/bench/ row leaves out {sorted(missing)}"
+
+
+def test_the_readme_names_every_script_in_benchmarks() -> None:
+    from pathlib import Path
+
+    root = Path(bench.__file__).resolve().parent.parent.parent
+    row = next(
+        line
+        for line in (root / "README.md").read_text(encoding="utf-8").splitlines()
+        if line.startswith("| `benchmarks/` |")
+    )
+    scripts = {p.name for p in (root / "benchmarks").glob("*.py")}
+    missing = {name for name in scripts if f"`{name}`" not in row}
+    assert not missing, f"README's benchmarks/ row leaves out {sorted(missing)}"

@@ -222,3 +222,45 @@ def test_notebook_07_quotes_the_stored_runs_small_message_ratio() -> None:
         if cell["cell_type"] == "markdown"
     )
     assert f"(barknet at ×{ratio:.1f} raw in the stored run" in prose
+
+
+def _sharing_lines() -> dict[str, list[tuple[float, float, str]]]:
+    """benchmarks/sharing.txt: per implementation, (p50, CPU per round trip, busy) by line."""
+    by_impl: dict[str, list[tuple[float, float, str]]] = {}
+    for line in (ROOT / "benchmarks" / "sharing.txt").read_text(encoding="utf-8").splitlines():
+        words = line.split()
+        if len(words) > 8 and words[1] == "p50" and words[4] == "CPU":
+            busy = line.split("busy ")[1].split()[0]
+            by_impl.setdefault(words[0], []).append((float(words[2]), float(words[5]), busy))
+    return by_impl
+
+
+def test_the_readmes_quote_the_stored_sharing_run() -> None:
+    runs = _sharing_lines()
+    assert set(runs) == {"raw", "selectors", "barknet", "asyncio-protocol"}
+    assert all(len(lines) == 6 for lines in runs.values())
+    # "busy 100% on every line": the CPU never waited, so a round trip is CPU time.
+    assert {busy for lines in runs.values() for _, _, busy in lines} <= {"100%", "101%", "99%"}
+    # The Protocol's repetitions, split where its CPU per round trip jumps the most.
+    cpus = sorted(cpu for _, cpu, _ in runs["asyncio-protocol"])
+    cut = max(range(len(cpus) - 1), key=lambda k: cpus[k + 1] / cpus[k]) + 1
+    fast = cpus[:cut]
+    slow = [line for line in runs["asyncio-protocol"] if line[1] >= cpus[cut]]
+    assert len(slow) == 1
+    barknet = [p50 for p50, _, _ in runs["barknet"]]
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    for phrase in [
+        "(the machine above, 6 repetitions)",
+        "busy 100% on every line",
+        f"went from {fast[0]:.1f}–{fast[-1]:.1f} µs in {len(fast)} repetitions to "
+        f"{slow[0][1]:.1f} µs in 1 (p50 {slow[0][0]:.1f} µs)",
+        f"barknet's p50 stayed within {min(barknet):.1f}–{max(barknet):.1f} µs",
+    ]:
+        assert phrase in readme, phrase
+    notes = " ".join((ROOT / "benchmarks" / "README.md").read_text(encoding="utf-8").split())
+    for phrase in [
+        "`sharing.txt` is one run of `sharing.py --repetitions 6`",
+        f"the asyncio `Protocol` needed {slow[0][1]:.1f} µs in one repetition and "
+        f"{fast[0]:.1f}–{fast[-1]:.1f} µs in the others",
+    ]:
+        assert phrase in notes, phrase

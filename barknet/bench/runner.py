@@ -83,7 +83,15 @@ def _child_main(argv: Sequence[str]) -> int:
         _pin(0, client_cpus)
         _pin(spec["server_pid"], server_cpus)
 
+    probe_path = spec.get("probe_path")
+    if probe_path:  # how the two processes shared the CPU over the tasks (sharing.py)
+        from .sharing import snapshot
+
+        before = snapshot(spec["server_pid"])
     results = _client(impl, spec["port"], spec["tasks"], place)
+    if probe_path:
+        with open(probe_path, "w") as f:
+            json.dump({"before": before, "after": snapshot(spec["server_pid"])}, f)
     # Into a file, not stdout: once a uvloop loop has existed in this process, a
     # long write into a pipe arrives cut at 64 KiB (seen with uvloop 0.23).
     with open(spec["result_path"], "w") as f:
