@@ -64,7 +64,9 @@ def test_a_tiny_real_run_reads_both_processes_around_its_round_trips() -> None:
     # Both processes ran during the round trips, and took turns: each round trip
     # puts each of them to sleep or switches it out at least about once.
     assert s.client_cpu_us > 0 and s.server_cpu_us > 0
-    assert 0 < s.busy <= 1.5
+    # Pinned to one CPU before the first reading: at most that CPU's time (a
+    # reading taken before the pinning once gave 1.77, the other CPU's time too).
+    assert 0 < s.busy <= 1.1
     assert s.client_waited + s.client_preempted > 0.5
     assert s.server_waited + s.server_preempted > 0.5
 

@@ -118,6 +118,23 @@ def _version_of(python: str) -> str:
     return found.stdout.strip()
 
 
+def checked_arguments(
+    parser: argparse.ArgumentParser, option: str, names: str, round_trips: int, repetitions: int
+) -> list[str]:
+    """The implementations named in ``names`` (comma-separated), once the counts
+    and names are known to be good; otherwise the parser's usage error, before
+    anything is measured."""
+    sides = [side for side in names.split(",") if side]
+    unknown = sorted(set(sides) - set(SIDES))
+    if unknown:
+        parser.error(f"unknown implementations: {', '.join(unknown)}")
+    if not sides or len(set(sides)) != len(sides):
+        parser.error(f"{option} needs at least one implementation, each named once")
+    if round_trips < 1 or repetitions < 1:
+        parser.error("--round-trips and --repetitions must be at least 1")
+    return sides
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="benchmarks/pairs.py", description=__doc__)
     parser.add_argument("--round-trips", type=int, default=20000)
@@ -125,14 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--server-python", help="also run the servers on this interpreter")
     parser.add_argument("--sides", default=",".join(SIDES), help="comma-separated")
     args = parser.parse_args(argv)
-    sides = [side for side in args.sides.split(",") if side]
-    unknown = sorted(set(sides) - set(SIDES))
-    if unknown:
-        parser.error(f"unknown implementations: {', '.join(unknown)}")
-    if not sides or len(set(sides)) != len(sides):
-        parser.error("--sides needs at least one implementation, each named once")
-    if args.round_trips < 1 or args.repetitions < 1:
-        parser.error("--round-trips and --repetitions must be at least 1")
+    sides = checked_arguments(parser, "--sides", args.sides, args.round_trips, args.repetitions)
     pythons: list[str | None] = [None]
     labels = [f"{sys.executable} (Python {platform.python_version()}, the clients' interpreter)"]
     if args.server_python:

@@ -15,14 +15,16 @@ tends to keep to one way for a whole run, and the two ways do not cost the same.
 
 For each implementation (its own server and client), this runs a 16-byte
 ping-pong per repetition, implementations interleaved, and prints per round
-trip: the p50, the CPU time both processes used (``/proc/PID/schedstat``), what
+trip: the p50, the CPU time both processes used (the server's from
+``/proc/PID/schedstat``, the client's own from its CPU clock), what
 share of the wall time that was (``busy``; under 100% means the CPU was idle
 part of the time), and each side's switches, voluntary ("waited") and
-involuntary ("preempted") (``/proc/PID/status``). The counters are read by the
-client just before its connection opens and just after its last round trip, so
-they include the warm-up (a tenth of the round trips) and the connect, not the
-start of the processes. Each line is one repetition: compare the lines of one
-implementation with each other to see whether it ran one way or two.
+involuntary ("preempted") (``/proc/PID/status``). The client reads the counters
+once both processes are pinned, just before its connection opens, and again
+after its last round trip, so they include the warm-up (a tenth of the round
+trips) and the connect, not the start of the processes (which may run on the
+other CPU before they are pinned). Each line is one repetition: compare the
+lines of one implementation with each other to see whether it ran one way or two.
 """
 
 from __future__ import annotations
@@ -37,8 +39,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-SIDES = ("raw", "selectors", "barknet", "asyncio-protocol")
-SIZE = 16
+from .pairs import SIDES, SIZE, _cpu, checked_arguments
 
 
 def _read(path: str) -> str:
@@ -54,6 +55,10 @@ def snapshot(server_pid: int) -> dict[str, int]:
         return cpu_and_switches(_read(f"/proc/{pid}/schedstat"), _read(f"/proc/{pid}/status"))
 
     client, server = of("self"), of(str(server_pid))
+    # schedstat's figure for a task that is running is as of its last tick or
+    # switch (up to a few ms behind); the server is waiting while we read, so its
+    # figure is current, and ours comes from the clock that is.
+    client["cpu_ns"] = time.process_time_ns()
     now = time.monotonic_ns()
     return {
         **{f"client_{k}": v for k, v in client.items()},
@@ -126,13 +131,6 @@ def per_round_trip(
     )
 
 
-def _cpu() -> int:
-    try:
-        return min(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return 0
-
-
 def measure_one(impl: str, round_trips: int) -> Sharing:
     """One ping-pong of ``impl``'s server and client, both on one CPU."""
     from .runner import _percentile, _run_client, _Server
@@ -165,14 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repetitions", type=int, default=4)
     parser.add_argument("--round-trips", type=int, default=40000)
     args = parser.parse_args(argv)
-    impls = [impl for impl in args.impls.split(",") if impl]
-    unknown = sorted(set(impls) - set(SIDES))
-    if unknown:
-        parser.error(f"unknown implementations: {', '.join(unknown)}")
-    if not impls or len(set(impls)) != len(impls):
-        parser.error("--impls needs at least one implementation, each named once")
-    if args.round_trips < 1 or args.repetitions < 1:
-        parser.error("--round-trips and --repetitions must be at least 1")
+    impls = checked_arguments(parser, "--impls", args.impls, args.round_trips, args.repetitions)
     if not os.path.exists("/proc/self/schedstat"):
         parser.error("this needs Linux's /proc/PID/schedstat")
     print(
