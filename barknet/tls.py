@@ -592,9 +592,9 @@ class TlsTransport(TransportLayer):
                     break
             # Enough to cross the high-water mark (so one write can fill this
             # layer), in whole records: OpenSSL makes one record per 16 KiB of a
-            # write, so a piece that ended mid-record would cut the record there
-            # and send the rest of it as a record of its own (22 bytes more, and
-            # a record count a reader could not predict from the frame's size).
+            # write, so a piece that ended mid-record would cut a record short
+            # and send its rest as a record of its own (one more record's
+            # overhead, 22 bytes in TLS 1.3). Still at most one record past the mark.
             wanted = max(self.high_water + 1 - held, RECORD_SIZE)
             piece = view[position : position + -(-wanted // RECORD_SIZE) * RECORD_SIZE]
             if not session.can_encrypt:

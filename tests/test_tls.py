@@ -1282,3 +1282,21 @@ def test_serve_with_tls_echoes_over_tls_and_stops_on_sigterm(pem_files, client_c
         _reap(process)
     assert process.returncode == 0, err
     assert "TlsError" in err and "WRONG_VERSION_NUMBER" in err
+
+
+@pytest.mark.parametrize("early", [False, True], ids=["after the handshake", "during it"])
+def test_one_large_write_to_a_peer_that_does_not_read_takes_at_most_the_bound(
+    slow_reader, early: bool
+) -> None:
+    """One resume_write of 1 MiB: the layer takes whole records up to the mark and
+    one record past it at most, and refuses the rest (the producer keeps it)."""
+    run = slow_reader(early=early)
+    big = bytes(1 << 20)
+    result = run.tls.resume_write(big, run.peer)
+    assert 0 < result.sent < len(big)
+    assert result.status is IOStatus.WOULD_BLOCK
+    held = run.tls.write_buffer_size(run.peer)
+    assert HIGH < held <= BOUND, held
+    for _ in range(20):  # nothing reads: what is held stays bounded as the loop turns
+        run.ew.run_once(0.005)
+        assert run.tls.write_buffer_size(run.peer) <= BOUND
