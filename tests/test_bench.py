@@ -172,3 +172,16 @@ def test_the_readme_names_every_script_in_benchmarks() -> None:
     scripts = {p.name for p in (root / "benchmarks").glob("*.py")}
     missing = {name for name in scripts if f"`{name}`" not in row}
     assert not missing, f"README's benchmarks/ row leaves out {sorted(missing)}"
+
+
+def test_layer_costs_prints_each_layer_then_the_asyncio_protocol_to_compare(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from barknet.bench import layers
+
+    assert layers.main(["layer_costs.py", "30"]) == 0
+    rows = capsys.readouterr().out.splitlines()[1:]
+    names = [row.split("  ")[1].strip() for row in rows]
+    assert names == [*layers.STACKS, *layers.COMPARED]
+    # Each program really echoes: a count of Python calls per round trip, not zero.
+    assert all(float(row.split()[-3]) > 0 for row in rows)

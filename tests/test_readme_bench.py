@@ -264,7 +264,7 @@ def test_the_readmes_quote_the_stored_sharing_run() -> None:
     readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
     for phrase in [
         "(the machine above, 6 repetitions)",
-        "busy 99–100% on every line",
+        "busy 99–100% of the time on every line",
         f"barknet's pair needed {fast} of CPU per round trip in {n_fast} repetitions and "
         f"{slow} in {n_slow}, the careful loop's {loop_fast} in {n_loop_fast} and "
         f"{loop_slow} in {n_loop_slow}, the asyncio `Protocol`'s {protocol} in all {n_protocol}.",
@@ -291,3 +291,20 @@ def test_the_readmes_quote_the_stored_sharing_run() -> None:
         f"{loop_slow} in {n_loop_slow}.",
     ]:
         assert phrase in notes, phrase
+
+
+def test_the_readme_quotes_the_stored_tls_run() -> None:
+    rows = {}
+    for line in (ROOT / "benchmarks" / "tls.txt").read_text(encoding="utf-8").splitlines():
+        if line.startswith(("round trip p50 16 B", "bulk 16 MiB")):
+            words = line.split()
+            rows[words[0]] = (float(words[-3]), words[-2], float(words[-1]))
+    (ours, ratio, theirs), (bulk_ours, bulk_ratio, bulk_theirs) = rows["round"], rows["bulk"]
+    prose = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    for phrase in [
+        "stored as `benchmarks/tls.txt`",
+        f"round trip p50 for 16 B {ours:.1f} µs against {theirs:.1f} µs ({ratio}, slower)",
+        f"bulk with 16 MiB frames {bulk_ours:.0f} MB/s against {bulk_theirs:.0f} MB/s "
+        f"({bulk_ratio}, faster)",
+    ]:
+        assert phrase in prose, phrase

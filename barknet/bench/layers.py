@@ -196,6 +196,62 @@ def framed_transport(n: int) -> float:
     return spent
 
 
+def asyncio_protocol(n: int) -> float:
+    """For comparison, not a layer of barknet: the same echo between two asyncio
+    ``Protocol`` objects (framing done in ``data_received``, as the bench's
+    asyncio server does), on one asyncio loop, timed the same way."""
+    import asyncio
+
+    count = [0]
+
+    class Echo(asyncio.Protocol):
+        def __init__(self, echo: bool, done: asyncio.Future[None]) -> None:
+            self.echo, self.done, self.buffer = echo, done, bytearray()
+            self.transport: Any = None
+
+        def connection_made(self, transport: Any) -> None:
+            self.transport = transport
+            transport.get_extra_info("socket").setsockopt(
+                socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
+            )
+
+        def data_received(self, data: bytes) -> None:
+            buffer = self.buffer
+            buffer += data
+            start = 0
+            while len(buffer) - start >= 4:
+                (size,) = HEADER.unpack_from(buffer, start)
+                stop = start + 4 + size
+                if stop > len(buffer):
+                    break
+                frame = bytes(buffer[start + 4 : stop])
+                start = stop
+                if not self.echo:
+                    count[0] += 1
+                    if count[0] >= n:
+                        self.done.set_result(None)
+                        return
+                self.transport.write(HEADER.pack(size) + frame)
+            del buffer[:start]
+
+    async def run() -> float:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        server = await loop.create_server(lambda: Echo(True, done), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        transport, _ = await loop.create_connection(lambda: Echo(False, done), "127.0.0.1", port)
+        started = time.process_time()
+        transport.write(HEADER.pack(len(PAYLOAD)) + PAYLOAD)
+        await done
+        spent = time.process_time() - started
+        transport.close()
+        server.close()
+        await server.wait_closed()
+        return spent
+
+    return asyncio.run(run())
+
+
 def calls_per_round_trip(program: Callable[[int], float], n: int = 400) -> float:
     """Python function calls per round trip of ``program`` (both sides together).
 
@@ -228,6 +284,8 @@ STACKS: dict[str, Callable[[int], float]] = {
     "+ TcpTransport": tcp_transport,
     "+ FramedTransport": framed_transport,
 }
+#: Printed after the stacks, as the figure they are compared with.
+COMPARED: dict[str, Callable[[int], float]] = {"asyncio Protocol (compare)": asyncio_protocol}
 
 
 def main(argv: list[str]) -> int:
@@ -252,6 +310,10 @@ def main(argv: list[str]) -> int:
         calls = calls_per_round_trip(program)
         print(f"  {name:<26} {micros:6.1f} µs{added:<9} {calls:5.1f} Python calls")
         previous = micros
+    for name, program in COMPARED.items():
+        micros = min(program(n) for _ in range(5)) / n * 1e6
+        calls = calls_per_round_trip(program)
+        print(f"  {name:<26} {micros:6.1f} µs{'':<9} {calls:5.1f} Python calls")
     return 0
 
 

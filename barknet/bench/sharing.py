@@ -21,8 +21,8 @@ share of the wall time that was (``busy``; under 100% means the CPU was idle
 part of the time), and each side's switches, voluntary ("waited") and
 involuntary ("preempted") (``/proc/PID/status``). The client reads the counters
 once both processes are pinned, just before its connection opens, and again
-after its last round trip, so they include the warm-up (a tenth of the round
-trips) and the connect, not the start of the processes (which may run on the
+once it has closed it, so they include the warm-up (a tenth of the round trips),
+the connect and the close, not the start of the processes (which may run on the
 other CPU before they are pinned). Each line is one repetition: compare the
 lines of one implementation with each other to see whether it ran one way or two.
 """
