@@ -28,10 +28,10 @@ def _serve_barknet(ready: Callable[[int], None]) -> None:
             peer = ev.peer
             if ev.kind is readable:
                 # Frames in batches (read_frames), not one resume_read call each.
-                # One call takes all that this turn decoded; if more wait after
-                # this callback, READABLE comes again (it is level-triggered), so
-                # there is no need to ask again until it comes back empty. The
-                # peer's end, if any, comes as CLOSED: nothing else to ask.
+                # One call takes all that this turn decoded, and READABLE is
+                # level-triggered (it comes again while frames wait), so one call
+                # per READABLE is enough: a second would only find the list empty.
+                # The peer's end, if any, comes as CLOSED: nothing else to ask.
                 session = sessions[peer]
                 for data in server.read_frames(peer):
                     if not session.frame(data) and type(data) is bytearray:
