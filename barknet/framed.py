@@ -741,9 +741,9 @@ class FramedTransport(ITransport):
         if send is None or send.closing or send.eof:
             raise self._refusal(peer, send, "the frames were")
         payloads = sized_payloads(frames, self.max_frame_size)  # all checked, or it raises
-        broken = self._recv[peer].error
-        if broken is not None:  # the peer is gone; its CLOSED event is on the way
-            return WriteResult(0, IOStatus.ERROR, broken)
+        if send.dropped and self._recv[peer].error is not None:
+            # The peer broke (every error marks it dropped); CLOSED is on the way.
+            return WriteResult(0, IOStatus.ERROR, self._recv[peer].error)
         if not payloads:
             return WriteResult(0, IOStatus.OK)
         now = True

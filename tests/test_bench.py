@@ -185,3 +185,38 @@ def test_layer_costs_prints_each_layer_then_the_asyncio_protocol_to_compare(
     assert names == [*layers.STACKS, *layers.COMPARED]
     # Each program really echoes: a count of Python calls per round trip, not zero.
     assert all(float(row.split()[-3]) > 0 for row in rows)
+
+
+def test_the_readme_quotes_the_python_calls_layer_costs_counts() -> None:
+    # Calls do not depend on the machine (the README says so), so the counts it
+    # quotes for each row of layer_costs.py must be what the programs count now.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from barknet.bench import layers
+
+    readme = (Path(bench.__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    start = readme.index("Where the small-message time goes:")
+    prose = " ".join(readme[start : readme.index("\n\n", start)].split())
+    expected = {
+        "`selectors` loop": layers.selectors_loop,
+        "`EventWatcher`": layers.reactor_callbacks,
+        "frames by hand": layers.tcp_transport,
+        "`FramedTransport(TcpTransport())`": layers.framed_transport,
+        "asyncio `Protocol`s on one asyncio loop": layers.asyncio_protocol,
+    }
+    # Counted in a fresh interpreter: under pytest, its own hooks add calls to
+    # what sys.setprofile sees (the selectors loop counts 8.8 here, 8.0 alone).
+    code = (
+        "from barknet.bench import layers\n"
+        f"for name in {[p.__name__ for p in expected.values()]!r}:\n"
+        "    print(layers.calls_per_round_trip(getattr(layers, name)))\n"
+    )
+    counted = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    ).stdout.split()
+    for (words, _program), calls in zip(expected.items(), map(float, counted), strict=True):
+        after = prose[prose.index(words) :]
+        quoted = after[: after.index(" calls")].split()[-1]
+        assert float(quoted) == calls, (words, quoted, calls)

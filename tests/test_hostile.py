@@ -454,6 +454,8 @@ def test_calls_on_a_peer_found_broken_return_errors_until_its_closed_event(ew, s
     assert isinstance(first.error, ConnectionBrokenError)
     again = transport.resume_write(b"y", peer)
     assert (again.status, again.error) == (IOStatus.ERROR, first.error)
+    batch = transport.write_frames([b"z", b"w"], peer)  # the batch form answers the same
+    assert (batch.status, batch.sent, batch.error) == (IOStatus.ERROR, 0, first.error)
     assert transport.resume_read(peer).status is IOStatus.ERROR
     transport.suspend_read(peer)
     transport.close(peer)  # closing a broken peer is allowed, and quiet

@@ -80,20 +80,17 @@ def _child_main(argv: Sequence[str]) -> int:
 
     probe_path = spec.get("probe_path")  # how the two shared the CPU (sharing.py)
     probe: dict[str, Any] = {}
+    from .sharing import snapshot
 
     def place(kind: str) -> None:
         client_cpus, server_cpus = placement[kind]
         _pin(0, client_cpus)
         _pin(spec["server_pid"], server_cpus)
         if probe_path:  # from here on both run where the task wants them
-            from .sharing import snapshot
-
             probe["before"] = snapshot(spec["server_pid"])
 
     results = _client(impl, spec["port"], spec["tasks"], place)
     if probe_path:
-        from .sharing import snapshot
-
         with open(probe_path, "w") as f:
             json.dump({**probe, "after": snapshot(spec["server_pid"])}, f)
     # Into a file, not stdout: once a uvloop loop has existed in this process, a
