@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 from typing import Any
 
 import pytest
@@ -187,11 +188,15 @@ def test_layer_costs_prints_each_layer_then_the_asyncio_protocol_to_compare(
     assert all(float(row.split()[-3]) > 0 for row in rows)
 
 
+@pytest.mark.skipif(
+    sys.version_info[:2] != (3, 11),
+    reason="the README quotes counts made on CPython 3.11 (3.13's selectors loop makes 6)",
+)
 def test_the_readme_quotes_the_python_calls_layer_costs_counts() -> None:
-    # Calls do not depend on the machine (the README says so), so the counts it
-    # quotes for each row of layer_costs.py must be what the programs count now.
+    # Calls do not depend on the machine, only on the Python version (the README
+    # says so), so the counts it quotes for each row of layer_costs.py must be
+    # what the programs count now, on the README's interpreter.
     import subprocess
-    import sys
     from pathlib import Path
 
     from barknet.bench import layers
@@ -219,4 +224,6 @@ def test_the_readme_quotes_the_python_calls_layer_costs_counts() -> None:
     for (words, _program), calls in zip(expected.items(), map(float, counted), strict=True):
         after = prose[prose.index(words) :]
         quoted = after[: after.index(" calls")].split()[-1]
-        assert float(quoted) == calls, (words, quoted, calls)
+        # Within a twentieth: asyncio now and then makes a call of its own (25.01
+        # was seen once), while a cold count (8.9) or a changed figure is far off.
+        assert abs(float(quoted) - calls) < 0.05, (words, quoted, calls)
