@@ -112,7 +112,8 @@ SPARE_SCRATCHES = 4
 #: Enum members the per-message paths compare against, looked up once: on
 #: CPython 3.10 and 3.11 ``EventKind.READABLE`` goes through the enum
 #: metaclass's ``__getattr__`` hook, about 60 ns a time (a global is 3 ns).
-_OK, _READABLE = IOStatus.OK, EventKind.READABLE
+_OK, _WOULD_BLOCK, _EOF, _ERROR = IOStatus.OK, IOStatus.WOULD_BLOCK, IOStatus.EOF, IOStatus.ERROR
+_READABLE, _WRITABLE = EventKind.READABLE, EventKind.WRITABLE
 _pack_header = HEADER.pack
 #: Building a result with tuple.__new__ skips the Python-level __new__ that
 #: NamedTuple generates: worth it only on the per-frame paths.
@@ -292,7 +293,7 @@ class FramedTransport(ITransport):
 
     # ---------------------------------------------------------------- events
     def _on_inner_event(self, event: IOEvent) -> None:
-        kind, peer = event.kind, event.peer
+        kind, peer, _, _ = event  # (unpacking a tuple is cheaper than two attributes)
         if kind is _READABLE:  # the common case, handled here
             recv = self._recv.get(peer)
             if recv is None:
@@ -311,7 +312,7 @@ class FramedTransport(ITransport):
                 # sockets: the peer had its turn's worth, so a replay waits for
                 # the next turn.
                 self._announce(peer, recv, next_turn=True)
-        elif kind is EventKind.WRITABLE:
+        elif kind is _WRITABLE:
             self._on_writable(peer)
         elif kind is EventKind.CLOSED:
             self._on_closed(event)
@@ -432,12 +433,12 @@ class FramedTransport(ITransport):
             if room <= 0:
                 break
             buffer = decoder.get_buffer()
-            result = inner.resume_read(peer, buffer)
-            status, got, read_error = result.status, len(result.data), result.error
+            data, status, read_error = inner.resume_read(peer, buffer)
+            got = len(data)
             short = got < len(buffer)
             # Let go of the views of the decoder's memory before it is asked for
             # more: a large frame's body can then grow in place.
-            del buffer, result
+            del buffer, data
             if status is _OK:
                 progressed = True
                 try:
@@ -457,7 +458,7 @@ class FramedTransport(ITransport):
                     if decoder.scratch is not None:
                         decoder.release()
                     break
-            elif status is IOStatus.EOF:
+            elif status is _EOF:
                 try:
                     decoder.eof()
                 except FramingError as error:
@@ -467,7 +468,7 @@ class FramedTransport(ITransport):
                 self._watcher.call_soon(self._finish_if_done, peer)  # type: ignore[union-attr]
                 break
             else:  # WOULD_BLOCK, or ERROR (the inner transport closes the peer)
-                if status is IOStatus.ERROR:
+                if status is _ERROR:
                     self._broken(peer, read_error)
                 else:
                     decoder.release()  # nothing more for now: give the scratch back
@@ -710,7 +711,8 @@ class FramedTransport(ITransport):
                     # larger one goes as [header, payload], one sendmsg, no copy.
                     wire: Any = header + data if size <= SMALL_FRAME else [header, data]
                     result = self.inner.resume_write(wire, peer)
-                    if result.status is _OK and result.sent == HEADER_SIZE + size:
+                    sent, status, _ = result
+                    if status is _OK and sent == HEADER_SIZE + size:
                         send.frames_sent += 1
                         return result
                     return self._queue_rest(send, peer, header, data, size, result)
@@ -778,7 +780,7 @@ class FramedTransport(ITransport):
             result = _QUEUED
         else:
             result = self._flush(peer, send)
-            if result.status is IOStatus.OK:
+            if result.status is _OK:
                 return result
         if send.queued > self.high_water and not send.paused:
             send.paused = True
@@ -796,18 +798,18 @@ class FramedTransport(ITransport):
     ) -> WriteResult:
         """The inner transport did not take the whole frame at once (a short write,
         WOULD_BLOCK or an error): queue what is left, or give up on a broken peer."""
-        sent, status = result.sent, result.status
-        if status is IOStatus.ERROR:
-            self._broken(peer, result.error)
+        sent, status, error = result
+        if status is _ERROR:
+            self._broken(peer, error)
             return result
         send.push_unsent(header, data, size, sent)
-        if status is IOStatus.WOULD_BLOCK:
+        if status is _WOULD_BLOCK:
             send.waiting = True  # the inner transport replays WRITABLE
-            result = WriteResult(sent, IOStatus.WOULD_BLOCK)
+            result = WriteResult(sent, _WOULD_BLOCK)
         else:  # OK yet short (a transport that does not promise WRITABLE): go on
             more = self._flush(peer, send)
             result = WriteResult(sent + more.sent, more.status, more.error)
-            if more.status is not IOStatus.WOULD_BLOCK:
+            if more.status is not _WOULD_BLOCK:
                 return result
         if send.queued > self.high_water and not send.paused:
             send.paused = True
@@ -825,16 +827,16 @@ class FramedTransport(ITransport):
             if result.sent:
                 send.advance(result.sent)
                 total += result.sent
-            if result.status is IOStatus.ERROR:
+            if result.status is _ERROR:
                 self._broken(peer, result.error)
-                return WriteResult(total, IOStatus.ERROR, result.error)
-            if result.status is IOStatus.WOULD_BLOCK:
+                return WriteResult(total, _ERROR, result.error)
+            if result.status is _WOULD_BLOCK:
                 send.waiting = True  # the inner transport replays WRITABLE
-                return WriteResult(total, IOStatus.WOULD_BLOCK)
+                return WriteResult(total, _WOULD_BLOCK)
         if send.waiting:
             send.waiting = False
             inner.suspend_write(peer)
-        return WriteResult(total, IOStatus.OK)
+        return WriteResult(total, _OK)
 
     def _flush_due(self, peer: Peer) -> None:
         """(coalescing) End of the turn: write what this turn queued, in one go."""
@@ -854,14 +856,14 @@ class FramedTransport(ITransport):
             self.inner.suspend_write(peer)
             return
         result = self._flush(peer, send)
-        if result.status is IOStatus.ERROR:
+        if result.status is _ERROR:
             return
         if send.paused and send.queued <= self.low_water:
             send.paused = False
             self._emit(IOEvent(EventKind.RESUME_WRITING, peer))
         # The owner may have queued more from RESUME_WRITING: then it is not drained
         # (and a pending graceful close must wait for that too).
-        if result.status is IOStatus.OK and peer in self._send and not send.buffers:
+        if result.status is _OK and peer in self._send and not send.buffers:
             self._emit(IOEvent(EventKind.DRAINED, peer))
             if peer not in self._send:
                 return

@@ -80,6 +80,7 @@ __all__ = [
 
 HEADER = struct.Struct("!I")  # network byte order, unsigned 32-bit
 HEADER_SIZE = HEADER.size
+_unpack_header = HEADER.unpack_from  # (size,) of the header at an offset, read in place
 DEFAULT_MAX_FRAME_SIZE = 8 * 1024 * 1024
 #: The largest size a 4-byte header can announce.
 MAX_ENCODABLE = 0xFFFF_FFFF
@@ -246,9 +247,11 @@ class ScratchPool:
             raise ValueError("buffer_size must be at least 64 bytes")
         self.size = size
         self.keep = keep
-        #: The scratches no decoder holds (decoders pop and append here directly:
-        #: this runs on every read, where a method call is a measurable cost).
-        self.free: list[memoryview] = []
+        #: The scratches no decoder holds. A deque with ``maxlen`` keeps at most
+        #: ``keep`` of them by itself (one appended to a full deque pushes the
+        #: oldest out), so giving one back is a single ``append``: decoders pop
+        #: and append here directly, on every read.
+        self.free: deque[memoryview] = deque(maxlen=keep)
 
     def take(self) -> memoryview:
         """A scratch (a view of a ``bytearray`` of ``size`` bytes) whose bytes are yours."""
@@ -257,8 +260,7 @@ class ScratchPool:
 
     def give(self, scratch: memoryview) -> None:
         """You are done with ``scratch``: another decoder may fill it from now on."""
-        if len(self.free) < self.keep:
-            self.free.append(scratch)
+        self.free.append(scratch)
 
 
 class DecoderState(NamedTuple):
@@ -355,9 +357,10 @@ class FrameDecoder:
             return memoryview(body)[got:]
         view = self.scratch
         if view is None:
+            # (With no scratch held, _start and _end are 0: whoever gave the
+            # last one back set them so.)
             free = self._pool.free
             view = self.scratch = free.pop() if free else self._pool.take()
-            self._start = self._end = 0
             head = self._head  # a partial header set aside by release()
             if head:
                 view[: len(head)] = head
@@ -428,7 +431,7 @@ class FrameDecoder:
         append = frames.append
         view, start, end = self.scratch, self._start, self._end + nbytes
         assert view is not None
-        unpack_from, max_size = HEADER.unpack_from, self.max_frame_size
+        max_size = self.max_frame_size
         if limit is None:
             limit = _NO_LIMIT
         copied = 0  # added to bytes_copied once, not once per frame
@@ -437,7 +440,7 @@ class FrameDecoder:
             if len(frames) >= limit:
                 self.ready = True  # maybe more whole frames: next_frames() takes them
                 break
-            (size,) = unpack_from(view, start)
+            (size,) = _unpack_header(view, start)
             if size > max_size:
                 self._start, self._end = start, end
                 self.bytes_copied += copied
@@ -448,25 +451,23 @@ class FrameDecoder:
                     return frames
                 raise self.error
             stop = start + HEADER_SIZE + size
-            if stop <= end:
-                append(bytes(view[start + HEADER_SIZE : stop]))
-                copied += size
-                start = stop
-                continue
-            if size >= self._body_threshold:
-                # Too big for the scratch: move the part that already arrived (less
-                # than the scratch) to a body of its own, which grows as the rest comes.
-                self._promote(view, start, end, size)
-                start = end = 0
-            break
+            if stop > end:  # the rest of this frame has not arrived yet
+                if size >= self._body_threshold:
+                    # Too big for the scratch: move the part that already arrived (less
+                    # than the scratch) to a body of its own, which grows as the rest comes.
+                    self._promote(view, start, end, size)
+                    start = end = 0
+                break
+            append(bytes(view[start + HEADER_SIZE : stop]))
+            copied += size
+            start = stop
         if start == end:
             # Nothing left in the scratch: let another decoder use it meanwhile.
             self.scratch = None
-            pool = self._pool
-            if len(pool.free) < pool.keep:
-                pool.free.append(view)
-            start = end = 0
-        self._start, self._end = start, end
+            self._pool.free.append(view)  # (the pool's deque keeps at most `keep`)
+            self._start = self._end = 0
+        else:
+            self._start, self._end = start, end
         self.bytes_copied += copied
         return frames
 

@@ -76,12 +76,17 @@ __all__ = ["ACCEPT_ERRORS_KEPT", "TcpTransport"]
 
 _SEND_FLAGS = getattr(socket, "MSG_NOSIGNAL", 0)  # EPIPE as an error, never SIGPIPE
 _AGAIN = (BlockingIOError, InterruptedError)
-_OK = IOStatus.OK
+#: Looked up once: on CPython 3.10 and 3.11 ``IOStatus.OK`` goes through the
+#: enum metaclass's ``__getattr__`` hook each time (see barknet.framed).
+_OK, _WOULD_BLOCK = IOStatus.OK, IOStatus.WOULD_BLOCK
 #: The results of a read or write that moved bytes are built with tuple.__new__,
 #: which skips the Python-level __new__ NamedTuple generates: one Python call
 #: less per read and per write (2 of the 36 per echoed message, measured with
 #: benchmarks/layer_costs.py). Everywhere else the results are built plainly.
 _tuple_new = tuple.__new__
+#: Answers that carry nothing but their status, made once (they are immutable).
+_NOTHING_YET = ReadResult(b"", IOStatus.WOULD_BLOCK)
+_NOTHING_SENT = WriteResult(0, IOStatus.WOULD_BLOCK)
 #: How many of the latest ``accept`` errors a transport keeps (it counts them all).
 ACCEPT_ERRORS_KEPT = 8
 #: Reads per readiness event while discarding a closed peer's bytes.
@@ -377,7 +382,7 @@ class TcpTransport(ITransport):
                 data = view[:got]
         except _AGAIN:
             counters.recv_eagain += 1
-            return ReadResult(b"", IOStatus.WOULD_BLOCK)
+            return _NOTHING_YET
         except OSError as exc:
             error = self._broken(conn, "recv", exc)
             return ReadResult(b"", IOStatus.ERROR, error)
@@ -429,7 +434,7 @@ class TcpTransport(ITransport):
         except _AGAIN:
             counters.send_eagain += 1
             self._arm_write(conn)
-            return WriteResult(0, IOStatus.WOULD_BLOCK)
+            return _NOTHING_SENT
         except OSError as exc:
             error = self._broken(conn, "send", exc)
             return WriteResult(0, IOStatus.ERROR, error)
@@ -437,16 +442,16 @@ class TcpTransport(ITransport):
         if sent < asked:
             counters.short_sends += 1
             self._arm_write(conn)
-            return WriteResult(sent, IOStatus.WOULD_BLOCK)
+            return WriteResult(sent, _WOULD_BLOCK)
         return _tuple_new(WriteResult, (sent, _OK, None))  # = WriteResult(sent, OK)
 
     def _arm_write(self, conn: _Conn) -> None:
         if not conn.writing:
             conn.writing = True
-            peer = conn.peer
-            self._watcher.watch_write(  # type: ignore[union-attr]
-                conn.fd, lambda: self._emit(IOEvent(EventKind.WRITABLE, peer))
-            )
+            # The peer's WRITABLE event is made once per arming (it is immutable),
+            # not once per wake-up, and bound to _emit as READABLE is to the owner.
+            event = IOEvent(EventKind.WRITABLE, conn.peer)
+            self._watcher.watch_write(conn.fd, partial(self._emit, event))  # type: ignore[union-attr]
 
     def suspend_write(self, peer: Peer) -> None:
         conn = self._conn(peer)

@@ -18,6 +18,7 @@ from barknet.framing import (
     HEADER_SIZE,
     DecoderState,
     FrameDecoder,
+    ScratchPool,
     encode,
     encode_frame,
     encode_header,
@@ -366,6 +367,28 @@ def test_any_chunking_yields_the_same_frames_in_order(
 def test_buffer_size_below_64_is_refused():
     with pytest.raises(ValueError, match="at least 64"):
         FrameDecoder(buffer_size=63)
+
+
+def test_a_shared_pool_keeps_at_most_keep_free_scratches_however_many_come_back() -> None:
+    pool = ScratchPool(1024, keep=2)
+    decoders = [FrameDecoder(buffer_size=1024, pool=pool) for _ in range(6)]
+    wire = encode_frame(b"hello")
+    for decoder in decoders:  # each holds a scratch: its frame is half here
+        room = decoder.get_buffer()
+        room[:3] = wire[:3]
+        del room
+        assert decoder.buffer_updated(3) == []
+        assert decoder.scratch is not None
+    assert len(pool.free) == 0
+    for decoder in decoders:  # each finishes its frame and gives its scratch back
+        room = decoder.get_buffer()
+        room[: len(wire) - 3] = wire[3:]
+        del room
+        assert decoder.buffer_updated(len(wire) - 3) == [b"hello"]
+        assert decoder.scratch is None
+    assert len(pool.free) == 2  # the other 4 (4 KiB here, 1 MiB at the default size) go
+    reused = {id(view) for view in pool.free}
+    assert id(FrameDecoder(buffer_size=1024, pool=pool).get_buffer()) in reused
 
 
 def test_next_frames_with_nothing_held_back_is_an_empty_list() -> None:
