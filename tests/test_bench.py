@@ -184,8 +184,21 @@ def test_layer_costs_prints_each_layer_then_the_asyncio_protocol_to_compare(
     rows = capsys.readouterr().out.splitlines()[1:]
     names = [row.split("  ")[1].strip() for row in rows]
     assert names == [*layers.STACKS, *layers.COMPARED]
-    # Each program really echoes: a count of Python calls per round trip, not zero.
-    assert all(float(row.split()[-3]) > 0 for row in rows)
+    # Each program really echoes: counts of calls and opcodes per round trip, not zero.
+    for row in rows:
+        *_, calls, python, called, opcodes, unit = row.split()
+        assert (python, called, unit) == ("Python", "calls", "opcodes")
+        assert float(calls) > 0 and float(opcodes) > 0
+
+
+def test_the_bare_stack_echoes_and_saves_what_the_guarantees_cost() -> None:
+    from barknet.bench import layers
+
+    assert layers.bare_stack(50) >= 0  # 50 echoes came back, or it would not return
+    full = layers.opcodes_per_round_trip(layers.framed_transport, n=50)
+    bare = layers.opcodes_per_round_trip(layers.bare_stack, n=50)
+    # The same classes minus the checks, counters and bookkeeping of every message.
+    assert 0 < bare < 0.8 * full, (bare, full)
 
 
 @pytest.mark.skipif(

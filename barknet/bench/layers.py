@@ -17,10 +17,20 @@ The difference between two rows is what the added layer costs. Each row is the
 best of five runs, so other work on the machine inflates it as little as
 possible; compare rows from the same run.
 
-:func:`calls_per_round_trip` counts instead of timing: the Python-level function
-calls one round trip costs (both sides), seen through ``sys.setprofile``. A count
-does not depend on the machine or its load, so a regression shows up as a number
-(``python -m barknet bench`` prints it, and a test can pin it).
+Two more lines follow, to compare with, not layers: the same echo between two
+asyncio ``Protocol`` objects, and the same echo over a *bare* stack: barknet's
+classes with the per-message paths cut down to the system calls and the
+framing (:class:`BareTcpTransport`, :class:`BareFramedTransport`). The bare
+stack keeps none of the guarantees (level-triggered ``READABLE``, fairness
+limits, queueing and flow control, counters, closing states, errors), so the
+distance from it to the full stack is what those guarantees cost per message.
+
+:func:`calls_per_round_trip` and :func:`opcodes_per_round_trip` count instead of
+timing: the Python function calls, and the bytecode instructions, that one round
+trip costs (both sides), seen through ``sys.setprofile`` and ``sys.settrace``.
+A count does not depend on the machine or its load, only on the Python version,
+so a regression shows up as a number (``python -m barknet bench`` prints the
+calls, and a test pins both).
 """
 
 from __future__ import annotations
@@ -33,7 +43,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .. import EventKind, EventWatcher, FramedTransport, IOEvent, IOStatus, TcpTransport
+from .. import (
+    EventKind,
+    EventWatcher,
+    FramedTransport,
+    IOEvent,
+    IOStatus,
+    Peer,
+    ReadResult,
+    TcpTransport,
+    WriteResult,
+)
 
 HEADER = struct.Struct("!I")
 PAYLOAD = b"x" * 16
@@ -170,6 +190,12 @@ def tcp_transport(n: int) -> float:
 
 
 def framed_transport(n: int) -> float:
+    return _framed_echo(n, lambda address: FramedTransport(TcpTransport(*address)))
+
+
+def _framed_echo(n: int, make: Callable[[tuple[str, int]], FramedTransport]) -> float:
+    """The 16-byte echo between two framed stacks that ``make(address)`` builds
+    (client and server on one loop): CPU seconds until ``n`` echoes came back."""
     count = [0]
 
     def owner(
@@ -189,16 +215,89 @@ def framed_transport(n: int) -> float:
         return on_event
 
     with EventWatcher() as ew:
-        server = FramedTransport(TcpTransport())
+        server = make(("127.0.0.1", 0))
         server.attach(ew, owner(server, True, ew.stop))
-        client = FramedTransport(TcpTransport(*server.bind()))
+        client = make(server.bind())
         client.attach(ew, owner(client, False, ew.stop))
         peer = client.connect()
+        ew.run_until(lambda: bool(server.peers), timeout=5)  # connected (a bare write needs it)
         client.resume_write(PAYLOAD, peer)
         spent = _cpu_running(ew)
         client.close()
         server.close()
     return spent
+
+
+#: As barknet builds its results on the per-message paths (see barknet.tcp), so that
+#: the bare stack saves what the guarantees cost and nothing else.
+_tuple_new = tuple.__new__
+_NOTHING_YET = ReadResult(b"", IOStatus.WOULD_BLOCK)
+
+
+class BareTcpTransport(TcpTransport):
+    """``TcpTransport`` with reading and writing cut down to the system call: no
+    state checks, no counters, no would-block, EOF or error handling. Not a
+    transport to use (the first EAGAIN or short write breaks it): the distance
+    from it to the real one is what those cost."""
+
+    def resume_read(
+        self,
+        peer: Peer,
+        buffer: bytearray | memoryview | None = None,
+        offset: int = 0,
+        max_len: int | None = None,
+    ) -> ReadResult:
+        assert buffer is not None
+        got = self._conns[peer].sock.recv_into(buffer)
+        return _tuple_new(ReadResult, (buffer[:got], OK, None))  # as TcpTransport builds it
+
+    def resume_write(self, data: Any, peer: Peer) -> WriteResult:
+        sent = self._conns[peer].sock.send(data)
+        return _tuple_new(WriteResult, (sent, OK, None))
+
+
+class BareFramedTransport(FramedTransport):
+    """``FramedTransport`` with the per-message paths cut down to the framing:
+    one read per event into the decoder (which still joins partial frames), all
+    the frames for the owner at once, every write assumed to leave whole. No
+    level-triggered ``READABLE``, no fairness limits, no queue or flow control,
+    no counters, no closing states, no errors. Not a transport to use either:
+    it is the floor under the guarantees, for :func:`bare_stack` to measure."""
+
+    def _on_inner_event(self, event: IOEvent) -> None:
+        kind, peer, _, _ = event
+        if kind is not READABLE:
+            super()._on_inner_event(event)
+            return
+        recv = self._recv[peer]
+        decoder = recv.decoder
+        buffer = decoder.get_buffer()
+        data, _, _ = self.inner.resume_read(peer, buffer)
+        got = len(data)
+        del buffer, data  # no view of the decoder's memory left behind
+        recv.frames.extend(decoder.buffer_updated(got))
+        self._replay(recv.readable)  # type: ignore[misc]  # attached
+
+    def resume_read(
+        self,
+        peer: Peer,
+        buffer: bytearray | memoryview | None = None,
+        offset: int = 0,
+        max_len: int | None = None,
+    ) -> ReadResult:
+        frames = self._recv[peer].frames
+        if frames:
+            return _tuple_new(ReadResult, (frames.popleft(), OK, None))
+        return _NOTHING_YET
+
+    def resume_write(self, data: Any, peer: Peer) -> WriteResult:
+        return self.inner.resume_write(HEADER.pack(len(data)) + data, peer)
+
+
+def bare_stack(n: int) -> float:
+    """For comparison, not a layer: the echo of :func:`framed_transport`, same
+    owners, over :class:`BareFramedTransport` on :class:`BareTcpTransport`."""
+    return _framed_echo(n, lambda address: BareFramedTransport(BareTcpTransport(*address)))
 
 
 def asyncio_protocol(n: int) -> float:
@@ -279,6 +378,39 @@ def calls_per_round_trip(program: Callable[[int], float], n: int = 400) -> float
     return (count(2 * n) - count(n)) / n
 
 
+def opcodes_per_round_trip(program: Callable[[int], float], n: int = 200) -> float:
+    """Bytecode instructions per round trip of ``program`` (both sides together),
+    counted as :func:`calls_per_round_trip` counts calls (two runs, the difference).
+
+    The Python work without the C under it (system calls, copying, allocating):
+    two programs whose counts differ by a third do about a third less of the
+    interpreter's work, on any machine.
+    """
+
+    def count(rounds: int) -> int:
+        executed = [0]
+
+        def per_opcode(_frame: Any, event: str, _arg: Any) -> Any:
+            if event == "opcode":
+                executed[0] += 1
+            return per_opcode
+
+        def per_frame(frame: Any, _event: str, _arg: Any) -> Any:
+            frame.f_trace_opcodes = True
+            frame.f_trace_lines = False
+            return per_opcode
+
+        sys.settrace(per_frame)
+        try:
+            program(rounds)
+        finally:
+            sys.settrace(None)
+        return executed[0]
+
+    program(n)  # not counted: one-time work, as in calls_per_round_trip
+    return (count(2 * n) - count(n)) / n
+
+
 STACKS: dict[str, Callable[[int], float]] = {
     "careful selectors loop": selectors_loop,
     "+ EventWatcher (reactor)": reactor_callbacks,
@@ -286,7 +418,10 @@ STACKS: dict[str, Callable[[int], float]] = {
     "+ FramedTransport": framed_transport,
 }
 #: Printed after the stacks, as the figure they are compared with.
-COMPARED: dict[str, Callable[[int], float]] = {"asyncio Protocol (compare)": asyncio_protocol}
+COMPARED: dict[str, Callable[[int], float]] = {
+    "asyncio Protocol (compare)": asyncio_protocol,
+    "bare stack (compare)": bare_stack,
+}
 
 
 def main(argv: list[str]) -> int:
@@ -305,16 +440,18 @@ def main(argv: list[str]) -> int:
         parser.error("round_trips must be at least 1")
     print(f"per 16-byte round trip, both sides in one process, CPU time best of 5 x {n}")
     previous = None
-    for name, program in STACKS.items():
+    for name, program in [*STACKS.items(), *COMPARED.items()]:
         micros = min(program(n) for _ in range(5)) / n * 1e6
-        added = "" if previous is None else f"  (+{micros - previous:.1f})"
+        added = ""
+        if name in STACKS:
+            added = "" if previous is None else f"  (+{micros - previous:.1f})"
+            previous = micros
         calls = calls_per_round_trip(program)
-        print(f"  {name:<26} {micros:6.1f} µs{added:<9} {calls:5.1f} Python calls")
-        previous = micros
-    for name, program in COMPARED.items():
-        micros = min(program(n) for _ in range(5)) / n * 1e6
-        calls = calls_per_round_trip(program)
-        print(f"  {name:<26} {micros:6.1f} µs{'':<9} {calls:5.1f} Python calls")
+        opcodes = opcodes_per_round_trip(program)
+        print(
+            f"  {name:<26} {micros:6.1f} µs{added:<9} {calls:5.1f} Python calls"
+            f" {opcodes:7.0f} opcodes"
+        )
     return 0
 
 
