@@ -583,7 +583,7 @@ class FramedTransport(ITransport):
             frames.clear()
         else:
             taken = [frames.popleft() for _ in range(limit)]
-        if taken and not frames and recv.eof:
+        if recv.eof and taken and not frames:
             self._watcher.call_soon(self._finish_if_done, peer)  # type: ignore[union-attr]
         return taken
 
