@@ -205,10 +205,10 @@ def test_the_bare_stack_echoes_and_saves_what_the_guarantees_cost() -> None:
     sys.version_info[:2] != (3, 11),
     reason="the README quotes counts made on CPython 3.11 (3.13's selectors loop makes 6)",
 )
-def test_the_readme_quotes_the_python_calls_layer_costs_counts() -> None:
-    # Calls do not depend on the machine, only on the Python version (the README
-    # says so), so the counts it quotes for each row of layer_costs.py must be
-    # what the programs count now, on the README's interpreter.
+def test_the_readme_quotes_the_calls_and_opcodes_layer_costs_counts() -> None:
+    # Calls and opcodes do not depend on the machine, only on the Python version
+    # (the README says so), so the counts it quotes for each line of layer_costs.py
+    # must be what the programs count now, on the README's interpreter.
     import subprocess
     from pathlib import Path
 
@@ -217,26 +217,35 @@ def test_the_readme_quotes_the_python_calls_layer_costs_counts() -> None:
     readme = (Path(bench.__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     start = readme.index("Where the small-message time goes:")
     prose = " ".join(readme[start : readme.index("\n\n", start)].split())
+    # The words after which each program's figures are quoted ("N calls and M opcodes").
     expected = {
         "`selectors` loop": layers.selectors_loop,
         "`EventWatcher`": layers.reactor_callbacks,
         "frames by hand": layers.tcp_transport,
         "`FramedTransport(TcpTransport())`": layers.framed_transport,
         "asyncio `Protocol`s on one asyncio loop": layers.asyncio_protocol,
+        "closing states, errors)": layers.bare_stack,
     }
     # Counted in a fresh interpreter: under pytest, its own hooks add calls to
     # what sys.setprofile sees (the selectors loop counts 8.8 here, 8.0 alone).
     code = (
         "from barknet.bench import layers\n"
         f"for name in {[p.__name__ for p in expected.values()]!r}:\n"
-        "    print(layers.calls_per_round_trip(getattr(layers, name)))\n"
+        "    program = getattr(layers, name)\n"
+        "    print(layers.calls_per_round_trip(program), layers.opcodes_per_round_trip(program))\n"
     )
     counted = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
-    ).stdout.split()
-    for (words, _program), calls in zip(expected.items(), map(float, counted), strict=True):
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=180
+    ).stdout.splitlines()
+    for (words, _program), line in zip(expected.items(), counted, strict=True):
+        calls, opcodes = map(float, line.split())
         after = prose[prose.index(words) :]
-        quoted = after[: after.index(" calls")].split()[-1]
-        # Within a twentieth: asyncio now and then makes a call of its own (25.01
-        # was seen once), while a cold count (8.9) or a changed figure is far off.
-        assert abs(float(quoted) - calls) < 0.05, (words, quoted, calls)
+        figures = after[: after.index(" opcodes")].split()
+        quoted_calls, quoted_opcodes = float(figures[-4]), float(figures[-1])
+        assert figures[-3:-1] == ["calls", "and"], (words, figures[-4:])
+        # Calls within a fifth ("about 20" for the bare stack, which makes 19.9 to
+        # 20.03; asyncio now and then makes a call of its own, 25.01 was seen once),
+        # opcodes within a thousandth: a cold count (8.9 calls) or a changed figure
+        # is far off either way.
+        assert abs(quoted_calls - calls) < 0.2, (words, quoted_calls, calls)
+        assert abs(quoted_opcodes - opcodes) <= opcodes / 1000, (words, quoted_opcodes, opcodes)
