@@ -240,18 +240,24 @@ class ScratchPool:
     pool keeps at most ``keep`` free scratches and lets the rest go.
     """
 
-    __slots__ = ("free", "keep", "size")
+    __slots__ = ("free", "size")
 
     def __init__(self, size: int = DEFAULT_BUFFER_SIZE, keep: int = 4) -> None:
         if size < 64:
             raise ValueError("buffer_size must be at least 64 bytes")
+        if keep < 0:
+            raise ValueError("keep must be 0 or more")
         self.size = size
-        self.keep = keep
         #: The scratches no decoder holds. A deque with ``maxlen`` keeps at most
         #: ``keep`` of them by itself (one appended to a full deque pushes the
         #: oldest out), so giving one back is a single ``append``: decoders pop
         #: and append here directly, on every read.
         self.free: deque[memoryview] = deque(maxlen=keep)
+
+    @property
+    def keep(self) -> int:
+        """How many free scratches the pool keeps at most (fixed when it is made)."""
+        return self.free.maxlen or 0
 
     def take(self) -> memoryview:
         """A scratch (a view of a ``bytearray`` of ``size`` bytes) whose bytes are yours."""

@@ -81,8 +81,8 @@ _AGAIN = (BlockingIOError, InterruptedError)
 _OK, _WOULD_BLOCK = IOStatus.OK, IOStatus.WOULD_BLOCK
 #: The results of a read or write that moved bytes are built with tuple.__new__,
 #: which skips the Python-level __new__ NamedTuple generates: one Python call
-#: less per read and per write (2 of the 36 per echoed message, measured with
-#: benchmarks/layer_costs.py). Everywhere else the results are built plainly.
+#: less per read and per write (benchmarks/layer_costs.py counts the calls).
+#: Everywhere else the results are built plainly.
 _tuple_new = tuple.__new__
 #: Answers that carry nothing but their status, made once (they are immutable).
 _NOTHING_YET = ReadResult(b"", IOStatus.WOULD_BLOCK)

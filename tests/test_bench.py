@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import sys
 from typing import Any
 
 import pytest
 
-from barknet import bench
+from barknet import EventKind, bench
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
@@ -191,23 +192,46 @@ def test_layer_costs_prints_each_layer_then_the_asyncio_protocol_to_compare(
         assert float(calls) > 0 and float(opcodes) > 0
 
 
-def test_the_bare_stack_echoes_and_saves_what_the_guarantees_cost() -> None:
+def test_the_bare_stack_echoes_each_frame_and_saves_what_the_guarantees_cost() -> None:
+    from barknet import EventWatcher
     from barknet.bench import layers
 
-    assert layers.bare_stack(50) >= 0  # 50 echoes came back, or it would not return
+    echoed: list[bytes] = []
+    with EventWatcher() as ew:
+        server = layers.BareFramedTransport(layers.BareTcpTransport())
+
+        def echo(ev: Any) -> None:
+            for frame in _frames(server, ev):
+                server.resume_write(frame, ev.peer)
+
+        server.attach(ew, echo)
+        client = layers.BareFramedTransport(layers.BareTcpTransport(*server.bind()))
+        client.attach(ew, lambda ev: echoed.extend(_frames(client, ev)))
+        peer = client.connect()
+        ew.run_until(lambda: bool(server.peers), timeout=5)
+        for payload in (b"one", b"", b"x" * 1000):
+            client.resume_write(payload, peer)
+            ew.run_until(lambda: len(echoed) == 1, timeout=5)
+            assert echoed.pop() == payload
+        client.close()
+        server.close()
     full = layers.opcodes_per_round_trip(layers.framed_transport, n=50)
     bare = layers.opcodes_per_round_trip(layers.bare_stack, n=50)
-    # A count, not a timing: the same again (settrace on 3.12 once gave the careful
-    # loop -311 under pytest: it misses instructions of code it has seen).
-    assert layers.opcodes_per_round_trip(layers.selectors_loop) > 0
-    assert layers.opcodes_per_round_trip(layers.framed_transport, n=50) == full
     # The same classes minus the checks, counters and bookkeeping of every message.
     assert 0 < bare < 0.8 * full, (bare, full)
+    # A count, not a timing: the same again (settrace on 3.12 once gave the careful
+    # loop -311 under pytest: it counted nothing in the first traced run).
+    assert layers.opcodes_per_round_trip(layers.selectors_loop) > 0
+    assert layers.opcodes_per_round_trip(layers.framed_transport, n=50) == full
+
+
+def _frames(transport: Any, event: Any) -> list[Any]:
+    return transport.read_frames(event.peer) if event.kind is EventKind.READABLE else []
 
 
 @pytest.mark.skipif(
-    sys.version_info[:2] != (3, 11),
-    reason="the README quotes counts made on CPython 3.11 (3.13's selectors loop makes 6)",
+    sys.version_info[:3] != (3, 11, 7),
+    reason="the README quotes counts made on CPython 3.11.7 (3.13's selectors loop makes 6)",
 )
 def test_the_readme_quotes_the_calls_and_opcodes_layer_costs_counts() -> None:
     # Calls and opcodes do not depend on the machine, only on the Python version
@@ -228,7 +252,7 @@ def test_the_readme_quotes_the_calls_and_opcodes_layer_costs_counts() -> None:
         "frames by hand": layers.tcp_transport,
         "`FramedTransport(TcpTransport())`": layers.framed_transport,
         "asyncio `Protocol`s on one asyncio loop": layers.asyncio_protocol,
-        "closing states, errors)": layers.bare_stack,
+        "*bare stack*": layers.bare_stack,
     }
     # Counted in a fresh interpreter: under pytest, its own hooks add calls to
     # what sys.setprofile sees (the selectors loop counts 8.8 here, 8.0 alone).
@@ -241,15 +265,15 @@ def test_the_readme_quotes_the_calls_and_opcodes_layer_costs_counts() -> None:
     counted = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=180
     ).stdout.splitlines()
+    quote = re.compile(r"(about )?([\d.]+) calls and ([\d.]+) opcodes")
     for (words, _program), line in zip(expected.items(), counted, strict=True):
         calls, opcodes = map(float, line.split())
-        after = prose[prose.index(words) :]
-        figures = after[: after.index(" opcodes")].split()
-        quoted_calls, quoted_opcodes = float(figures[-4]), float(figures[-1])
-        assert figures[-3:-1] == ["calls", "and"], (words, figures[-4:])
-        # Calls within a fifth ("about 20" for the bare stack, which makes 19.9 to
-        # 20.03; asyncio now and then makes a call of its own, 25.01 was seen once),
-        # opcodes within a thousandth: a cold count (8.9 calls) or a changed figure
-        # is far off either way.
-        assert abs(quoted_calls - calls) < 0.2, (words, quoted_calls, calls)
-        assert abs(quoted_opcodes - opcodes) <= opcodes / 1000, (words, quoted_opcodes, opcodes)
+        found = quote.search(prose, prose.index(words))
+        assert found, f"no 'N calls and M opcodes' after {words!r}"
+        about, quoted_calls, quoted_opcodes = found.group(1), *map(float, found.group(2, 3))
+        # Calls within a twentieth (asyncio now and then makes a call of its own,
+        # 25.01 was seen once), or a fifth where the README says "about" (the bare
+        # stack makes 19.9 to 20.06); opcodes within 2 (asyncio counts 890.0 to
+        # 890.4). A cold count (8.9 calls) or a changed figure is far off either way.
+        assert abs(quoted_calls - calls) < (0.2 if about else 0.05), (words, quoted_calls, calls)
+        assert abs(quoted_opcodes - opcodes) <= 2, (words, quoted_opcodes, opcodes)

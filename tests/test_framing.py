@@ -373,22 +373,33 @@ def test_a_shared_pool_keeps_at_most_keep_free_scratches_however_many_come_back(
     pool = ScratchPool(1024, keep=2)
     decoders = [FrameDecoder(buffer_size=1024, pool=pool) for _ in range(6)]
     wire = encode_frame(b"hello")
-    for decoder in decoders:  # each holds a scratch: its frame is half here
+
+    def fill(decoder: FrameDecoder, data: bytes) -> list[bytes | bytearray]:
         room = decoder.get_buffer()
-        room[:3] = wire[:3]
+        room[: len(data)] = data
         del room
-        assert decoder.buffer_updated(3) == []
+        return decoder.buffer_updated(len(data))
+
+    for decoder in decoders:  # each holds a scratch: its frame is half here
+        assert fill(decoder, wire[:3]) == []
         assert decoder.scratch is not None
     assert len(pool.free) == 0
-    for decoder in decoders:  # each finishes its frame and gives its scratch back
-        room = decoder.get_buffer()
-        room[: len(wire) - 3] = wire[3:]
-        del room
-        assert decoder.buffer_updated(len(wire) - 3) == [b"hello"]
+    for decoder in decoders[:3]:  # nothing more for now: set the 3 header bytes aside
+        decoder.release()
         assert decoder.scratch is None
-    assert len(pool.free) == 2  # the other 4 (4 KiB here, 1 MiB at the default size) go
+    assert len(pool.free) == 2  # given back by release(); the third one goes
+    for decoder in decoders[3:]:  # these finish their frames and give their scratch back
+        assert fill(decoder, wire[3:]) == [b"hello"]
+        assert decoder.scratch is None
+    assert len(pool.free) == 2  # still 2: the others (4 KiB here, 1 MiB at the default) go
+    for decoder in decoders[:3]:  # the released ones pick up where they were
+        assert fill(decoder, wire[3:]) == [b"hello"]
+    assert len(pool.free) == 2
     reused = {id(view) for view in pool.free}
     assert id(FrameDecoder(buffer_size=1024, pool=pool).get_buffer()) in reused
+    assert pool.keep == 2
+    with pytest.raises(ValueError, match="keep"):
+        ScratchPool(1024, keep=-1)
 
 
 def test_next_frames_with_nothing_held_back_is_an_empty_list() -> None:
