@@ -64,6 +64,24 @@ def test_every_server_answers_every_client_on_each_interpreter(
     assert [line.split()[3] for line in started[1:]] == ["raw", "raw", "barknet", "barknet"]
 
 
+def test_the_bare_stack_is_a_side_for_round_trips_only(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from barknet.bench.barknet_side import _barknet_client
+
+    # Not among the default sides, but --sides takes it, and it pairs with any other.
+    assert "barknet-bare" not in pairs.SIDES
+    sides = ["raw", "barknet-bare"]
+    argv = ["--round-trips", "30", "--repetitions", "1", "--sides", ",".join(sides)]
+    assert pairs.main(argv) == 0
+    table = _matrix(capsys.readouterr().out.splitlines()[3:6], sides)
+    assert set(table) == {(s, c) for s in sides for c in sides}
+    assert all(p50 > 0 for p50 in table.values())
+    # Its writes must leave whole, so it refuses bulk transfers before connecting.
+    with pytest.raises(ValueError, match="only round trips"):
+        _barknet_client(9, [["bulk", 64, 10, 1]], lambda kind: None, bare=True)
+
+
 class _FakeServer:
     """Stands in for a server process: records where it was asked to run."""
 

@@ -140,11 +140,12 @@ def test_the_spread_in_benchmarks_readme_is_the_stored_runs() -> None:
     assert not missing, f"benchmarks/README.md does not match the stored run: {missing}"
 
 
-def _pairs_tables() -> list[dict[tuple[str, str], str]]:
-    """benchmarks/pairs.txt as printed: one table per interpreter of the servers."""
+def _pairs_tables(name: str = "pairs.txt") -> list[dict[tuple[str, str], str]]:
+    """A stored run of pairs.py as printed: one table per interpreter of the servers
+    (or per run, for two runs in one file)."""
     tables: list[dict[tuple[str, str], str]] = []
     clients: list[str] = []
-    for line in (ROOT / "benchmarks" / "pairs.txt").read_text(encoding="utf-8").splitlines():
+    for line in (ROOT / "benchmarks" / name).read_text(encoding="utf-8").splitlines():
         if line.startswith("server \\ client"):
             clients = line.split()[3:]
             tables.append({})
@@ -308,3 +309,30 @@ def test_the_readme_quotes_the_stored_tls_run() -> None:
         f"({bulk_ratio}, faster)",
     ]:
         assert phrase in prose, phrase
+
+
+def test_benchmarks_readme_quotes_the_stored_bare_pairs_runs() -> None:
+    """The paragraph on the bare stack in two processes quotes benchmarks/pairs-bare.txt."""
+    lines = (ROOT / "benchmarks" / "pairs-bare.txt").read_text(encoding="utf-8").splitlines()
+    first, second = _pairs_tables("pairs-bare.txt")
+    assert "--round-trips 5000 --repetitions 5 --sides raw,barknet,barknet-bare" in lines[0]
+    assert sum("AMD EPYC, Python 3.11.7, 2026-12-06" in line for line in lines) == 2
+
+    def both(server: str, client: str) -> str:
+        return f"{first[server, client]} and {second[server, client]}"
+
+    phrases = [
+        "two runs in a row of `pairs.py --round-trips 5000 --repetitions 5 --sides "
+        "raw,barknet,barknet-bare,asyncio-protocol` on 2026-12-06, on a 2 vCPU AMD EPYC VM",
+        f"own pair took {both('asyncio-protocol', 'asyncio-protocol')} µs",
+        f"barknet {both('barknet', 'barknet')} µs, the bare stack "
+        f"{both('barknet-bare', 'barknet-bare')}, the `Protocol` "
+        f"{both('asyncio-protocol', 'asyncio-protocol')}",
+        f"the bare server took {both('barknet-bare', 'raw')} µs, the `Protocol`'s "
+        f"{both('asyncio-protocol', 'raw')}, barknet's {both('barknet', 'raw')}",
+        f"the bare client {both('raw', 'barknet-bare')} µs, the `Protocol`'s "
+        f"{both('raw', 'asyncio-protocol')}, barknet's {both('raw', 'barknet')}",
+    ]
+    prose = " ".join((ROOT / "benchmarks" / "README.md").read_text(encoding="utf-8").split())
+    missing = [phrase for phrase in phrases if phrase not in prose]
+    assert not missing, f"benchmarks/README.md does not match pairs-bare.txt: {missing}"

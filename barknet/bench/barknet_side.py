@@ -13,13 +13,26 @@ BATCH, BATCH_BYTES = 256, 16 * 1024
 
 
 # ----------------------------------------------------------------- barknet
-def _serve_barknet(ready: Callable[[int], None]) -> None:
-    from barknet import EventKind, EventWatcher, FramedTransport, TcpTransport
+def _stack(bare: bool) -> tuple[Any, Any]:
+    """The framed and TCP classes: barknet's own, or (``bare``, the
+    ``barknet-bare`` side of ``benchmarks/pairs.py``) the bare stack of
+    :mod:`barknet.bench.layers`, which keeps none of the guarantees and serves
+    only round trips (its writes must leave whole)."""
+    if bare:
+        from .layers import BareFramedTransport, BareTcpTransport
 
+        return BareFramedTransport, BareTcpTransport
+    from barknet import FramedTransport, TcpTransport
+
+    return FramedTransport, TcpTransport
+
+
+def _serve_barknet(ready: Callable[[int], None], bare: bool = False) -> None:
+    from barknet import EventKind, EventWatcher
+
+    framed, tcp = _stack(bare)
     with EventWatcher() as ew:
-        server = FramedTransport(
-            TcpTransport(HOST, 0), max_frame_size=MAX_FRAME, coalesce=COALESCE
-        )
+        server = framed(tcp(HOST, 0), max_frame_size=MAX_FRAME, coalesce=COALESCE)
         sessions: dict[Any, Session] = {}
         # Looked up once: on CPython 3.10/3.11 EventKind.READABLE costs an enum hook call.
         readable = EventKind.READABLE
@@ -51,15 +64,19 @@ def _serve_barknet(ready: Callable[[int], None]) -> None:
 class _BarknetClient:
     """One connection's client side over ``FramedTransport``: ping-pong or bulk."""
 
-    def __init__(self, ew: Any, port: int, size: int) -> None:
+    def __init__(self, ew: Any, port: int, size: int, bare: bool = False) -> None:
         from barknet import EventKind
 
         self.kinds = EventKind
         self.readable = EventKind.READABLE  # looked up once, as in the server
         self.ew = ew
+        self.bare = bare
         self.transport = self.make_transport(port)
         self.transport.attach(ew, self.on_event)
         self.peer = self.transport.connect()
+        if bare:  # the bare stack cannot queue a write made before the connection is up
+            conn = self.transport.inner._conns[self.peer]
+            ew.run_until(lambda: not conn.connecting, timeout=CHILD_TIMEOUT)
         self.payload = b"x" * size
         self.paused = self.done = False
         self.on_frame: Callable[[Any], None] = self.finish
@@ -68,11 +85,8 @@ class _BarknetClient:
         self.t0 = self.count = self.warm = self.round_trips = 0
 
     def make_transport(self, port: int) -> Any:
-        from barknet import FramedTransport, TcpTransport
-
-        return FramedTransport(
-            TcpTransport(HOST, port), max_frame_size=MAX_FRAME, coalesce=COALESCE
-        )
+        framed, tcp = _stack(self.bare)
+        return framed(tcp(HOST, port), max_frame_size=MAX_FRAME, coalesce=COALESCE)
 
     def on_event(self, ev: Any) -> None:
         kind, kinds = ev.kind, self.kinds
@@ -137,14 +151,18 @@ class _BarknetClient:
         self.ew.run_once(0)
 
 
-def _barknet_client(port: int, tasks: list[list[Any]], place: Callable[[str], None]) -> list[Any]:
+def _barknet_client(
+    port: int, tasks: list[list[Any]], place: Callable[[str], None], bare: bool = False
+) -> list[Any]:
     from barknet import EventWatcher
 
     results: list[Any] = []
     with EventWatcher() as ew:
         for kind, size, count, warm in tasks:
+            if bare and kind != "pingpong":
+                raise ValueError("the bare stack serves only round trips (pingpong)")
             place(kind)
-            client = _BarknetClient(ew, port, size)
+            client = _BarknetClient(ew, port, size, bare)
             try:
                 if kind == "pingpong":
                     results.append(client.pingpong(count, warm))

@@ -16,6 +16,11 @@ implementation (its server with its own client, the bench's figure) takes beyond
 what its two sides predict: its server with the raw client, plus its client with
 the raw server, minus the raw pair.
 
+``--sides`` picks the implementations; besides the four above it takes
+``barknet-bare``, barknet's classes with every guarantee left out (the bare
+stack of ``benchmarks/layer_costs.py``), so the table shows what the guarantees
+cost in the two-process setting the bench measures.
+
 ``--server-python`` measures a second table with the servers on another
 interpreter (say a different CPython version; the servers need only the standard
 library), interleaved with the first, so the two tables can be compared cell by
@@ -37,6 +42,10 @@ from .runner import _percentile, _run_client, _Server, machine_info
 
 #: The implementations paired here: all need only the standard library and barknet.
 SIDES = ("raw", "selectors", "barknet", "asyncio-protocol")
+#: Sides ``--sides`` also accepts: ``barknet-bare`` is barknet's stack with the
+#: per-message paths cut down to the system calls and the framing (the bare stack
+#: of ``benchmarks/layer_costs.py``), to measure what the guarantees cost here.
+EXTRA_SIDES = ("barknet-bare",)
 SIZE = 16
 Pair = tuple[str, str]  # (server, client)
 
@@ -125,7 +134,7 @@ def checked_arguments(
     and names are known to be good; otherwise the parser's usage error, before
     anything is measured."""
     sides = [side for side in names.split(",") if side]
-    unknown = sorted(set(sides) - set(SIDES))
+    unknown = sorted(set(sides) - set(SIDES) - set(EXTRA_SIDES))
     if unknown:
         parser.error(f"unknown implementations: {', '.join(unknown)}")
     if not sides or len(set(sides)) != len(sides):
@@ -140,7 +149,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--round-trips", type=int, default=20000)
     parser.add_argument("--repetitions", type=int, default=3)
     parser.add_argument("--server-python", help="also run the servers on this interpreter")
-    parser.add_argument("--sides", default=",".join(SIDES), help="comma-separated")
+    parser.add_argument(
+        "--sides",
+        default=",".join(SIDES),
+        help=f"comma-separated (default: all of these; also {', '.join(EXTRA_SIDES)})",
+    )
     args = parser.parse_args(argv)
     sides = checked_arguments(parser, "--sides", args.sides, args.round_trips, args.repetitions)
     pythons: list[str | None] = [None]

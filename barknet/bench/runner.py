@@ -43,6 +43,8 @@ def _serve(impl: str, ready: Callable[[int], None]) -> None:
         serve_selectors(ready)
     elif impl == "barknet":
         _serve_barknet(ready)
+    elif impl == "barknet-bare":  # benchmarks/pairs.py only: what the guarantees cost
+        _serve_barknet(ready, bare=True)
     elif impl == "twisted":
         _serve_twisted(ready)
     else:
@@ -58,6 +60,8 @@ def _client(
         return selectors_client(port, tasks, place)
     if impl == "barknet":
         return _barknet_client(port, tasks, place)
+    if impl == "barknet-bare":
+        return _barknet_client(port, tasks, place, bare=True)
     if impl == "twisted":
         return _twisted_client(port, tasks, place)
     return _asyncio_client(impl, port, tasks, place)
