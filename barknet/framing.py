@@ -553,7 +553,7 @@ class FrameDecoder:
             return
         start, end = self._start, self._end
         if end - start >= HEADER_SIZE:
-            (size,) = HEADER.unpack_from(view, start)
+            (size,) = _unpack_header(view, start)
             self._promote(view, start, end, size)
             self._head = b""
         else:
@@ -589,7 +589,7 @@ class FrameDecoder:
         if pending < HEADER_SIZE:
             return DecoderState("header", pending, HEADER_SIZE)
         assert self.scratch is not None
-        (size,) = HEADER.unpack_from(self.scratch, self._start)
+        (size,) = _unpack_header(self.scratch, self._start)
         return DecoderState("payload", pending - HEADER_SIZE, size)
 
     @property

@@ -8,6 +8,7 @@ how the table reads. None asserts a duration.
 
 from __future__ import annotations
 
+import socket
 import sys
 from pathlib import Path
 from typing import Any, ClassVar
@@ -77,9 +78,17 @@ def test_the_bare_stack_is_a_side_for_round_trips_only(
     table = _matrix(capsys.readouterr().out.splitlines()[3:6], sides)
     assert set(table) == {(s, c) for s in sides for c in sides}
     assert all(p50 > 0 for p50 in table.values())
-    # Its writes must leave whole, so it refuses bulk transfers before connecting.
+    # Its writes must leave whole, so it refuses bulk transfers before connecting,
+    # and its client is connected before it returns (no write can wait for that).
     with pytest.raises(ValueError, match="only round trips"):
         _barknet_client(9, [["bulk", 64, 10, 1]], lambda kind: None, bare=True)
+    from barknet import EventWatcher
+    from barknet.bench.barknet_side import _BarknetClient
+
+    with socket.create_server(("127.0.0.1", 0)) as listener, EventWatcher() as ew:
+        client = _BarknetClient(ew, listener.getsockname()[1], 16, bare=True)
+        assert client.connected
+        client.close()
 
 
 class _FakeServer:

@@ -71,12 +71,12 @@ class _BarknetClient:
         self.readable = EventKind.READABLE  # looked up once, as in the server
         self.ew = ew
         self.bare = bare
+        self.connected = False
         self.transport = self.make_transport(port)
         self.transport.attach(ew, self.on_event)
         self.peer = self.transport.connect()
         if bare:  # the bare stack cannot queue a write made before the connection is up
-            conn = self.transport.inner._conns[self.peer]
-            ew.run_until(lambda: not conn.connecting, timeout=CHILD_TIMEOUT)
+            ew.run_until(lambda: self.connected, timeout=CHILD_TIMEOUT)
         self.payload = b"x" * size
         self.paused = self.done = False
         self.on_frame: Callable[[Any], None] = self.finish
@@ -99,6 +99,8 @@ class _BarknetClient:
         elif kind is kinds.RESUME_WRITING:
             self.paused = False
             self.pump()
+        elif kind is kinds.CONNECTED:
+            self.connected = True
         elif kind is kinds.CLOSED and ev.error is not None:
             raise ev.error
 
