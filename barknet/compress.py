@@ -86,6 +86,10 @@ class CompressedTransport(TransportLayer):
             max_frame_size = getattr(inner, "max_frame_size", DEFAULT_MAX_FRAME_SIZE + 1) - 1
         self.max_frame_size = max_frame_size
         self._errors: dict[Peer, FramingError] = {}
+        #: A message the owner's buffer had no room for (BufferError): it is
+        #: already inflated and gone from below, so it waits here, first in line.
+        self._unread: dict[Peer, bytes] = {}
+        self._reminding: set[Peer] = set()  # a READABLE for _unread is scheduled
         #: Payload bytes before and after compression, over every message sent.
         self.bytes_in = 0
         self.bytes_out = 0
@@ -93,6 +97,7 @@ class CompressedTransport(TransportLayer):
     # ------------------------------------------------------------ delegation
     def _on_inner_event(self, event: IOEvent) -> None:
         if event.kind is EventKind.CLOSED:
+            self._unread.pop(event.peer, None)
             error = self._errors.pop(event.peer, None)
             if error is not None:
                 event = IOEvent(EventKind.CLOSED, event.peer, IOStatus.ERROR, error)
@@ -131,18 +136,47 @@ class CompressedTransport(TransportLayer):
         error = self._errors.get(peer)
         if error is not None:
             return ReadResult(b"", IOStatus.ERROR, error)
-        result = self.inner.resume_read(peer)
-        if result.status is not IOStatus.OK:
-            return result
-        try:
-            message = self._unpack(memoryview(result.data), peer)
-        except FramingError as exc:
-            self._errors[peer] = exc
-            self.inner.abort(peer)  # a peer that breaks the rules is not waited for
-            return ReadResult(b"", IOStatus.ERROR, exc)
+        message = self._unread.pop(peer, None)
+        if message is None:
+            result = self.inner.resume_read(peer)
+            if result.status is not IOStatus.OK:
+                return result
+            try:
+                message = self._unpack(memoryview(result.data), peer)
+            except FramingError as exc:
+                self._errors[peer] = exc
+                self.inner.abort(peer)  # a peer that breaks the rules is not waited for
+                return ReadResult(b"", IOStatus.ERROR, exc)
         if buffer is None:
             return ReadResult(message, IOStatus.OK)
-        return copy_message_into(message, buffer, offset, max_len)
+        try:
+            return copy_message_into(message, buffer, offset, max_len)
+        except BufferError:
+            # Refused, not lost: the next read gets it, and READABLE says so
+            # (the layer below no longer counts it as waiting).
+            self._unread[peer] = message
+            self._remind(peer)
+            raise
+
+    def suspend_read(self, peer: Peer | None = None) -> None:
+        self._reminding.difference_update(self._unread if peer is None else [peer])
+        self.inner.suspend_read(peer)
+
+    def _remind(self, peer: Peer) -> None:
+        if peer not in self._reminding:
+            self._reminding.add(peer)
+            self._watcher.call_soon(self._readable_again, peer)  # type: ignore[union-attr]
+
+    def _readable_again(self, peer: Peer) -> None:
+        """Level-triggered READABLE for a refused message: once a turn until it is
+        read, or reading is suspended (a later ``resume_read`` returns it)."""
+        if peer not in self._reminding:
+            return  # suspended meanwhile
+        self._reminding.discard(peer)
+        if peer in self._unread:
+            self._emit(IOEvent(EventKind.READABLE, peer))
+            if peer in self._unread:
+                self._remind(peer)
 
     def _unpack(self, frame: memoryview, peer: Peer) -> bytes:
         if not frame.nbytes:

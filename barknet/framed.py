@@ -534,12 +534,18 @@ class FramedTransport(ITransport):
         if recv.paused_by_owner or (recv.paused_for_owner and not recv.frames):
             self._read_again(peer, recv)
         if recv.frames:
-            frame = recv.frames.popleft()
+            frame = recv.frames[0]
+            result = (
+                ReadResult(frame, IOStatus.OK)
+                if buffer is None
+                # Copied before it leaves the queue: a frame that does not fit
+                # (BufferError) stays first in line for a bigger buffer.
+                else copy_message_into(frame, buffer, offset, max_len)
+            )
+            recv.frames.popleft()
             if not recv.frames and recv.eof:
                 self._watcher.call_soon(self._finish_if_done, peer)  # type: ignore[union-attr]
-            if buffer is None:
-                return ReadResult(frame, IOStatus.OK)
-            return copy_message_into(frame, buffer, offset, max_len)
+            return result
         if recv.error is not None:
             return ReadResult(b"", IOStatus.ERROR, recv.error)
         if recv.eof:

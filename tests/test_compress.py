@@ -209,3 +209,47 @@ def test_reads_after_a_bad_message_say_error_until_closed_comes(ew) -> None:
     finally:
         theirs.close()
         transport.close()
+
+
+@pytest.mark.parametrize("then", ["waits for READABLE", "suspends, then reads"])
+def test_a_message_refused_for_a_small_buffer_is_the_next_one_read(ew, then) -> None:
+    """BufferError refuses a read without losing the message: it is the next
+    one read, READABLE keeps saying it waits, and suspend_read quiets that."""
+    mine, theirs = socket.socketpair()
+    transport = CompressedTransport(FramedTransport(TcpTransport()))
+    try:
+        log: list = []
+
+        def owner(event) -> None:
+            if event.kind is not EventKind.READABLE:
+                return
+            room = bytearray(100 if log else 10)
+            try:  # one read per READABLE
+                result = transport.resume_read(event.peer, room)
+            except BufferError:
+                log.append("refused")
+                if then == "suspends, then reads":
+                    transport.suspend_read(event.peer)
+                return
+            if result.status is IOStatus.OK:
+                log.append(bytes(result.data))
+
+        transport.attach(ew, owner)
+        peer = transport.adopt(mine)
+        # One message only: nothing below still waits to announce it again.
+        theirs.sendall(encode_frame(bytes((STORED,)) + b"A" * 50))
+        if then == "waits for READABLE":
+            ew.run_until(lambda: len(log) == 2, timeout=5)
+            assert log == ["refused", b"A" * 50]
+        else:
+            ew.run_until(lambda: log == ["refused"], timeout=5)
+            for _ in range(5):
+                ew.run_once(0)
+            assert log == ["refused"]  # suspended: no READABLE for the held message
+            assert transport.resume_read(peer).data == b"A" * 50
+        for _ in range(5):
+            ew.run_once(0)
+        assert transport.resume_read(peer).status is IOStatus.WOULD_BLOCK
+    finally:
+        theirs.close()
+        transport.close()

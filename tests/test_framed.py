@@ -443,6 +443,22 @@ def test_resume_read_copies_a_frame_into_the_callers_buffer(ew, adopted):
 
 
 @pytest.mark.parametrize("adopted", [False], indirect=True, ids=["by-hand"])
+def test_a_frame_refused_for_a_small_buffer_is_still_the_next_to_read(ew, adopted):
+    """BufferError refuses the read; it does not consume the frame: the owner
+    can retry with room enough (or without a buffer) and loses nothing."""
+    endpoint, peer, other = adopted
+    t = endpoint.transport
+    other.send(encode_frame(b"A" * 100) + encode_frame(b"B"))
+    ew.run_until(lambda: endpoint.of_kind(EventKind.READABLE, peer), timeout=5)
+    with pytest.raises(BufferError, match="a 100-byte message does not fit in 10 bytes"):
+        t.resume_read(peer, bytearray(10))
+    bigger = bytearray(100)
+    assert bytes(t.resume_read(peer, bigger).data) == b"A" * 100
+    assert t.resume_read(peer).data == b"B"
+    assert t.resume_read(peer).status is IOStatus.WOULD_BLOCK
+
+
+@pytest.mark.parametrize("adopted", [False], indirect=True, ids=["by-hand"])
 def test_suspend_read_stops_readable_until_the_owner_resumes(ew, adopted):
     endpoint, peer, other = adopted
     t = endpoint.transport
