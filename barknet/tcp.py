@@ -164,6 +164,9 @@ class TcpTransport(ITransport):
         self._listener: socket.socket | None = None
         self._conns: dict[Peer, _Conn] = {}
         self._closed_totals = IOCounters()
+        #: Peers that broke, until their CLOSED(ERROR) is delivered: calls for
+        #: them meanwhile answer with the error (see _fail), they do not raise.
+        self._broken_peers: dict[Peer, ConnectionBrokenError] = {}
         self._closed = False
         #: The latest errors ``accept`` (or configuring an accepted socket) hit,
         #: e.g. out of file descriptors; at most ``ACCEPT_ERRORS_KEPT`` of them,
@@ -354,6 +357,9 @@ class TcpTransport(ITransport):
     ) -> ReadResult:
         conn = self._conns.get(peer)
         if conn is None or conn.closing:
+            error = self._broken_peers.get(peer)
+            if error is not None:
+                return ReadResult(b"", IOStatus.ERROR, error)
             conn = self._conn(peer)  # raises TransportClosedError
         if conn.eof:
             return ReadResult(b"", IOStatus.EOF)
@@ -398,6 +404,8 @@ class TcpTransport(ITransport):
         return _tuple_new(ReadResult, (data, _OK, None))  # = ReadResult(data, OK)
 
     def suspend_read(self, peer: Peer | None = None) -> None:
+        if peer in self._broken_peers:
+            return  # nothing is watched for it any more
         conns = self._conns.values() if peer is None else [self._conn(peer)]
         for conn in conns:
             if conn.reading:
@@ -408,6 +416,9 @@ class TcpTransport(ITransport):
     def resume_write(self, data: WriteData, peer: Peer) -> WriteResult:
         conn = self._conns.get(peer)
         if conn is None or conn.closing or conn.eof_sent:
+            error = self._broken_peers.get(peer)
+            if error is not None:
+                return WriteResult(0, IOStatus.ERROR, error)
             conn = self._conn(peer)  # raises TransportClosedError
             if conn.eof_sent:
                 raise TransportClosedError(
@@ -454,6 +465,8 @@ class TcpTransport(ITransport):
             self._watcher.watch_write(conn.fd, partial(self._emit, event))  # type: ignore[union-attr]
 
     def suspend_write(self, peer: Peer) -> None:
+        if peer in self._broken_peers:
+            return  # nothing is watched for it any more
         conn = self._conn(peer)
         conn.want_write = False
         if conn.writing:
@@ -465,6 +478,8 @@ class TcpTransport(ITransport):
         """Shut down the write side (``SHUT_WR``): the peer reads EOF after what
         the kernel still holds for it. You keep reading; once you read the peer's
         EOF too, the socket is closed and ``CLOSED(EOF)`` follows."""
+        if peer in self._broken_peers:
+            return  # it broke: nothing more goes either way, and CLOSED is on its way
         conn = self._conn(peer)
         if conn.eof_sent:
             return
@@ -564,6 +579,12 @@ class TcpTransport(ITransport):
         return error
 
     def _fail(self, conn: _Conn, error: ConnectionBrokenError) -> None:
+        """The peer broke: its socket goes now, its CLOSED(ERROR) on the next turn.
+        Until then your calls for it return this error (an owner may still be
+        in the middle of a callback about it), except after your own close(peer):
+        from there on they raise, as for any peer you closed."""
+        if not conn.closing and self._conns.get(conn.peer) is conn:
+            self._broken_peers[conn.peer] = error
         self._drop(conn, IOEvent(EventKind.CLOSED, conn.peer, IOStatus.ERROR, error))
 
     def _drop(self, conn: _Conn, event: IOEvent) -> None:
@@ -577,7 +598,13 @@ class TcpTransport(ITransport):
         conn.sock.close()
         self._closed_totals.add(conn.counters)
         if watcher is not None and not watcher.closed and self._replay is not None:
-            watcher.call_soon(self._replay, event)
+            watcher.call_soon(self._deliver_closed, event)
+        else:
+            self._broken_peers.pop(conn.peer, None)  # no CLOSED will be delivered
+
+    def _deliver_closed(self, event: IOEvent) -> None:
+        self._broken_peers.pop(event.peer, None)  # the peer is unknown from here on
+        self._emit(event)
 
     def _emit(self, event: IOEvent) -> None:
         if self._replay is not None:

@@ -292,6 +292,37 @@ def test_reset_by_peer_on_write_gives_error_status_and_one_closed_event(ew, raw)
     assert (closed.status, closed.error) == (IOStatus.ERROR, w.error)
 
 
+def test_calls_on_a_broken_peer_answer_its_error_until_closed_then_raise(ew, raw):
+    """Between the error and its CLOSED, the owner may still be handling the
+    peer: its calls get the error as a status (as on every layer), not an
+    exception; once CLOSED came the peer is unknown, and they raise."""
+    server, client, speer, cpeer = connected_pair(ew, raw, auto_read=False)
+    reset(server.t.socket_of(speer))
+    server.t.abort(speer)
+    ew.run_until(lambda: client.of_kind(EventKind.READABLE, cpeer), timeout=5)
+    first = client.t.resume_read(cpeer)
+    assert first.status is IOStatus.ERROR
+    assert client.of_kind(EventKind.CLOSED, cpeer) == []  # it comes on the next turn
+    again = client.t.resume_read(cpeer)
+    assert (again.status, again.error) == (IOStatus.ERROR, first.error)
+    write = client.t.resume_write(b"x", cpeer)
+    assert (write.status, write.sent, write.error) == (IOStatus.ERROR, 0, first.error)
+    client.t.suspend_read(cpeer)  # quiet: nothing is watched for it any more
+    client.t.suspend_write(cpeer)
+    client.t.write_eof(cpeer)
+    client.t.close(cpeer)
+    ew.run_until(lambda: client.of_kind(EventKind.CLOSED, cpeer), timeout=5)
+    turns(ew)
+    assert client.of_kind(EventKind.CLOSED, cpeer) == [
+        IOEvent(EventKind.CLOSED, cpeer, IOStatus.ERROR, first.error)
+    ]
+    for call in (client.t.resume_read, client.t.suspend_read, client.t.write_eof):
+        with pytest.raises(TransportClosedError):
+            call(cpeer)
+    with pytest.raises(TransportClosedError):
+        client.t.resume_write(b"x", cpeer)
+
+
 def test_using_a_peer_you_closed_raises_transport_closed(ew, raw):
     server, client, speer, cpeer = connected_pair(ew, raw)
     client.t.close(cpeer)
