@@ -406,15 +406,16 @@ class FramedTransport(ITransport):
                 return
             recv.paused_for_owner = False
             try:
-                self._pump(peer, recv)  # reads again, and resumes the inner transport
+                self._pump(peer, recv, resumed=True)  # reads again, resumes the inner transport
             except TransportClosedError:
                 return  # the whole transport was closed this turn: CLOSED is on its way
         if recv.frames:
             self._announce(peer, recv)
 
-    def _pump(self, peer: Peer, recv: RecvState) -> None:
+    def _pump(self, peer: Peer, recv: RecvState, *, resumed: bool = False) -> None:
         """Read from the inner transport into the decoder until it runs dry, or
-        until a turn's worth of frames waits for the owner."""
+        until a turn's worth of frames waits for the owner. ``resumed``: we had
+        stopped reading, so the ``frame_timeout`` clock starts again from now."""
         decoder, inner, frames = recv.decoder, self.inner, recv.frames
         progressed = False
         if decoder.ready:  # whole frames held back last turn: those first
@@ -473,7 +474,7 @@ class FramedTransport(ITransport):
                 else:
                     decoder.release()  # nothing more for now: give the scratch back
                 break
-        if self.frame_timeout is not None and progressed:
+        if self.frame_timeout is not None and (progressed or resumed):
             self._watch_deadline(peer, recv)
 
     def _hold(self, peer: Peer, recv: RecvState, error: FramingError) -> None:
@@ -602,7 +603,7 @@ class FramedTransport(ITransport):
             recv.paused_by_owner = False
             if not recv.frames and recv.held_error is None:
                 recv.paused_for_owner = False
-                self._pump(peer, recv)
+                self._pump(peer, recv, resumed=True)
             waiting = recv.frames or recv.paused_for_owner or recv.held_error is not None
             if waiting and not recv.replay_due:
                 # Level-triggered: what this call leaves behind is announced next turn.
@@ -610,7 +611,7 @@ class FramedTransport(ITransport):
                 self._watcher.call_soon(self._replay_readable, peer)  # type: ignore[union-attr]
         if not recv.frames and recv.paused_for_owner and recv.held_error is None and not gone:
             recv.paused_for_owner = False
-            self._pump(peer, recv)
+            self._pump(peer, recv, resumed=True)
 
     def recycle(self, frame: bytes | bytearray | memoryview, peer: Peer) -> None:
         """You are done with ``frame``, a large frame ``peer`` sent you: the next
@@ -669,9 +670,8 @@ class FramedTransport(ITransport):
         if recv.paused_by_owner or recv.paused_for_owner or recv.decoder.ready:
             # We are not reading (the owner asked, or must take frames first): the
             # rest of the frame may be waiting in our own buffers. Not the peer's
-            # fault, so the clock starts again, and runs once we read again.
-            recv.last_progress = watcher.time()
-            recv.timer = watcher.call_later(timeout, self._deadline, peer)
+            # fault, so the clock stops here, and starts afresh when we read again
+            # (_pump, resumed): time paused never counts.
             return
         left = recv.last_progress + timeout - watcher.time()
         if left > 0:  # bytes arrived since the timer was set: wait for the rest

@@ -498,6 +498,25 @@ def test_frame_timeout_still_catches_a_stall_after_reading_resumes(ew, stage):
     assert isinstance(error, FrameTimeoutError) and error.received == 14
 
 
+def test_frame_timeout_counts_from_when_reading_resumed_not_from_before_the_pause(ew, stage):
+    # The pause outlasts the timeout: the peer still gets the whole timeout of
+    # reading in silence after we resume, not what was left before the pause.
+    server = stage.server(frame_timeout=0.1)
+    _raw, peer = _half_a_frame_then_suspend(ew, server)
+    resumed: list[tuple[float, IOStatus]] = []
+
+    def resume() -> None:  # a timer, so the pause ends between two deadlines
+        resumed.append((ew.time(), server.transport.resume_read(peer).status))
+
+    ew.call_later(0.15, resume)
+    closed_at: list[float] = []
+    ew.run_until(lambda: bool(server.closed(peer)) and not closed_at.append(ew.time()), timeout=5)
+    assert isinstance(server.close_of(peer).error, FrameTimeoutError)
+    ((resumed_at, status),) = resumed
+    assert status is IOStatus.WOULD_BLOCK
+    assert closed_at[0] - resumed_at >= 0.1
+
+
 def test_frame_timeout_does_not_blame_a_peer_whose_frames_wait_for_us(ew, stage):
     server = stage.server(frame_timeout=0.1)
     server.take = False  # the owner is busy: decoded frames wait, so reading stops
