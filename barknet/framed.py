@@ -62,7 +62,11 @@ whether TCP delivered the bad header with those frames or later.
 
 Ending a conversation. ``close(peer)`` refuses new frames at once, sends the
 queued ones, then closes through the inner transport, which closes gracefully
-(lingering until the peer's EOF; see :mod:`barknet.tcp`). ``write_eof(peer)``
+(lingering until the peer's EOF; see :mod:`barknet.tcp`). A peer that does not
+read could keep the queue from ever leaving, so that wait is bounded too: after
+``linger_timeout`` seconds the peer is aborted, ``CLOSED(ERROR,
+LingerTimeoutError)``. Meanwhile what the peer sends is read and dropped, so a
+peer that finishes writing before it reads is not stuck behind us. ``write_eof(peer)``
 refuses new frames too, and passes the half-close down once the queue drained.
 A peer that ends cleanly between frames: with ``half_close=False`` (the
 default) the peer is closed once you took its frames and the queue drained,
@@ -78,7 +82,13 @@ import socket
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from .errors import BarknetError, FrameTimeoutError, FramingError, TransportClosedError
+from .errors import (
+    BarknetError,
+    FrameTimeoutError,
+    FramingError,
+    LingerTimeoutError,
+    TransportClosedError,
+)
 from .events import EventKind, IOCounters, IOEvent, IOStatus, Peer, ReadResult, WriteResult
 from .framed_state import PeerSnapshot, RecvState, SendState
 from .framing import (
@@ -107,6 +117,9 @@ READS_PER_EVENT = 4
 FRAMES_PER_TURN = 512
 #: Free scratch buffers the transport keeps for its peers' decoders.
 SPARE_SCRATCHES = 4
+#: How long close(peer) waits for queued frames when the inner transport has no
+#: ``linger_timeout`` of its own (TcpTransport's default too).
+DEFAULT_LINGER_TIMEOUT = 5.0
 
 
 #: Enum members the per-message paths compare against, looked up once: on
@@ -148,6 +161,10 @@ class FramedTransport(ITransport):
     ``half_close`` says what the peer's EOF means (see the module docstring):
     False closes the peer once you took its frames, True leaves it open for
     your writes until your ``write_eof`` or ``close``.
+
+    ``linger_timeout`` bounds how long ``close(peer)`` waits for queued frames
+    to leave; None takes the inner transport's ``linger_timeout`` (5 s if it
+    has none), so one setting bounds every stage of a close.
     """
 
     def __init__(
@@ -161,8 +178,12 @@ class FramedTransport(ITransport):
         buffer_size: int = DEFAULT_BUFFER_SIZE,
         coalesce: bool = False,
         half_close: bool = False,
+        linger_timeout: float | None = None,
     ) -> None:
         self.inner = inner
+        if linger_timeout is None:
+            linger_timeout = getattr(inner, "linger_timeout", DEFAULT_LINGER_TIMEOUT)
+        self.linger_timeout: float = linger_timeout
         self.half_close = half_close
         self.coalesce = coalesce
         self.max_frame_size = max_frame_size
@@ -233,11 +254,39 @@ class FramedTransport(ITransport):
             if recv.inner_closed and recv.error is None:
                 self._finish(peer, IOEvent(EventKind.CLOSED, peer, IOStatus.OK))
             return
-        if not recv.paused_by_owner:
-            recv.paused_by_owner = True
-            self.inner.suspend_read(peer)
+        recv.frames.clear()  # yours no more: from close(peer) on, reads raise
         if not send.buffers:
+            if not recv.paused_by_owner:
+                recv.paused_by_owner = True
+                self.inner.suspend_read(peer)
             self.inner.close(peer)
+            return
+        # Frames wait to go: bounded, and the peer is read (and ignored) meanwhile.
+        recv.paused_by_owner = recv.discarding = True
+        send.linger_timer = self._watcher.call_later(  # type: ignore[union-attr]
+            self.linger_timeout, self._linger_expired, peer
+        )
+        self._discard(peer, recv)
+
+    def _discard(self, peer: Peer, recv: RecvState) -> None:
+        """Closing, queue not yet sent: read what the peer sends and drop it,
+        until the inner transport would block (it then says READABLE again)."""
+        for _ in range(READS_PER_EVENT):
+            data, status, error = self.inner.resume_read(peer)
+            if status is _OK:
+                recv.discarded += len(data)
+                continue
+            if status is _ERROR:
+                self._broken(peer, error)  # CLOSED(ERROR) follows
+            return  # WOULD_BLOCK, or EOF (the inner transport stops reading)
+
+    def _linger_expired(self, peer: Peer) -> None:
+        send = self._send.get(peer)
+        if send is None or not send.buffers or send.dropped:
+            return
+        send.linger_timer = None
+        discarded = self._recv[peer].discarded
+        self._abort(peer, LingerTimeoutError(self.linger_timeout, discarded, peer=peer))
 
     def write_eof(self, peer: Peer) -> None:
         """Send no more frames to ``peer`` (those queued still go), then half-close
@@ -285,8 +334,9 @@ class FramedTransport(ITransport):
             recv.error = error
         self._dropped(peer)
 
-    def _abort(self, peer: Peer, error: FramingError) -> None:
-        """The peer broke the framing rules: close it now, report ``error``."""
+    def _abort(self, peer: Peer, error: BarknetError) -> None:
+        """The peer broke the rules (framing, or would not take a close): close
+        it now, report ``error``."""
         self._recv[peer].error = error
         self._dropped(peer)
         self.inner.abort(peer)
@@ -297,6 +347,9 @@ class FramedTransport(ITransport):
         if kind is _READABLE:  # the common case, handled here
             recv = self._recv.get(peer)
             if recv is None:
+                return
+            if recv.discarding:
+                self._discard(peer, recv)
                 return
             if recv.frames:
                 # The owner has not taken the last batch: stop reading until it
@@ -348,6 +401,8 @@ class FramedTransport(ITransport):
         send = self._send.pop(peer)
         if recv.timer is not None:
             recv.timer.cancel()
+        if send.linger_timer is not None:
+            send.linger_timer.cancel()
         self._frames_sent_closed += send.frames_sent
         self._frames_received_closed += recv.frames_received
         if recv.error is not None:
@@ -528,7 +583,7 @@ class FramedTransport(ITransport):
             if not frames and recv.eof:
                 self._watcher.call_soon(self._finish_if_done, peer)  # type: ignore[union-attr]
             return _tuple_new(ReadResult, (frame, _OK, None))  # = ReadResult(frame, OK)
-        if recv is None:
+        if recv is None or self._send[peer].closing:
             raise TransportClosedError(
                 f"{peer} is closed (or never belonged to {self!r})", peer=peer
             )
@@ -874,6 +929,9 @@ class FramedTransport(ITransport):
             if peer not in self._send:
                 return
             if send.closing:
+                if send.linger_timer is not None:
+                    send.linger_timer.cancel()
+                    send.linger_timer = None
                 self.inner.close(peer)
             elif send.eof:
                 self._send_eof(peer, send)

@@ -30,6 +30,8 @@ class RecvState:
 
     __slots__ = (
         "decoder",
+        "discarded",
+        "discarding",
         "eof",
         "eof_taken",
         "error",
@@ -61,6 +63,11 @@ class RecvState:
         #: A framing error found behind whole frames: reported once the owner took them.
         self.held_error: FramingError | None = None
         self.frames_received = 0
+        #: After close(peer), while queued frames still go out: what the peer sends
+        #: is read and dropped (so a peer that writes before it reads is not stuck
+        #: behind us), and counted for the LingerTimeoutError.
+        self.discarding = False
+        self.discarded = 0
         self.last_progress = 0.0
         self.timer: TimerHandle | None = None
 
@@ -75,6 +82,7 @@ class SendState(FrameQueue):
         "eof",
         "eof_sent",
         "flush_due",
+        "linger_timer",
         "paused",
         "turn",
         "waiting",
@@ -90,6 +98,7 @@ class SendState(FrameQueue):
         self.eof_sent = False  # ... and it was passed down
         self.flush_due = False  # (coalescing) a flush is scheduled for the end of this turn
         self.turn = -1  # (coalescing) the loop's turn in which the last frame was written
+        self.linger_timer: TimerHandle | None = None  # close(peer) waits this long for the queue
 
 
 class PeerSnapshot(NamedTuple):

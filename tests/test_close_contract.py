@@ -298,3 +298,65 @@ def test_close_with_frames_waiting_after_both_sides_sent_eof_closes_at_once(stag
     server.transport.close(peer)
     stage.turns(3)
     assert [e.status for e in server.closed(peer)] == [IOStatus.OK]
+
+
+@pytest.mark.parametrize("framed_pair", [{"linger_timeout": 0.2}], indirect=True)
+def test_close_gives_up_on_a_peer_that_never_takes_the_queued_frames(ew, framed_pair):
+    """close(peer) is bounded even when the queue cannot leave: after
+    linger_timeout the peer is aborted and CLOSED says why."""
+    endpoint, peer, other = framed_pair
+    t = endpoint.transport
+    t.resume_write(bytes(4 * 1024 * 1024), peer)  # far more than a socket pair holds
+    other.send(b"a request we will never read")
+    t.close(peer)
+    ew.run_until(lambda: endpoint.closed(peer), timeout=5)
+    (closed,) = endpoint.closed(peer)
+    assert closed.status is IOStatus.ERROR
+    assert isinstance(closed.error, LingerTimeoutError)
+    assert closed.error.timeout == 0.2
+    assert closed.error.discarded == len(b"a request we will never read")
+    assert t.peers == []
+
+
+def test_close_bounds_its_wait_by_the_inner_transports_linger_timeout(ew) -> None:
+    assert FramedTransport(TcpTransport(linger_timeout=0.7)).linger_timeout == 0.7
+    assert FramedTransport(TcpTransport(), linger_timeout=2).linger_timeout == 2
+    assert FramedTransport(TcpTransport()).linger_timeout == TcpTransport().linger_timeout
+
+
+def test_a_peer_that_writes_before_it_reads_still_gets_the_reply_after_close(ew, framed_pair):
+    """While close(peer) waits for the queue, what the peer sends is read and
+    dropped: a peer that reads only once its own long write is done would
+    otherwise be stuck behind us, and we behind it."""
+    endpoint, peer, other = framed_pair
+    t = endpoint.transport
+    reply = encode_frame(bytes(2 * 1024 * 1024))
+    t.resume_write(reply[4:], peer)
+    t.close(peer)
+    request = bytes(4 * 1024 * 1024)  # the peer's write: more than the socket pair holds
+    sent = 0
+    give_up = ew.time() + 5  # (a linger_timeout's worth: stuck, the test fails, not hangs)
+    while sent < len(request) and ew.time() < give_up:  # it writes all before reading
+        with contextlib.suppress(BlockingIOError):
+            sent += other.send(request[sent : sent + 65536])
+        ew.run_once(0.001)
+    assert sent == len(request), "the peer's write got stuck behind our close"
+    got = bytearray()
+    while not endpoint.closed(peer) and ew.time() < give_up:
+        ew.run_once(0.001)
+        got += drain(other)[0]
+        if len(got) == len(reply):
+            other.shutdown(socket.SHUT_WR)  # done: end our side, the close can finish
+    got += drain(other)[0]
+    assert got == reply
+    assert [e.status for e in endpoint.closed(peer)] == [IOStatus.OK]
+
+
+def test_frames_that_arrived_are_not_readable_after_close(ew, framed_pair):
+    endpoint, peer, other = framed_pair
+    endpoint.take = False  # the owner leaves them waiting
+    other.send(encode_frame(b"one") + encode_frame(b"two"))
+    ew.run_until(lambda: endpoint.transport.snapshot(peer).frames_waiting == 2, timeout=5)
+    endpoint.transport.close(peer)
+    with pytest.raises(TransportClosedError):
+        endpoint.transport.resume_read(peer)

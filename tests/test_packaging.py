@@ -222,6 +222,10 @@ LONG_MODULES = {
         "one peer's state (the state classes are in framed_state.py, the codec in framing.py)"
     ),
     "barknet/tls.py": "TlsTransport: handshake, records both ways, close_notify",
+    "barknet/tcp.py": (
+        "TcpTransport: connect, accept and its errors, reads, writes, the lingering close "
+        "and a broken peer's last turn, each on the one per-socket state (_Conn)"
+    ),
 }
 ABOUT_600 = 630
 
