@@ -315,8 +315,10 @@ class FramedTransport(ITransport):
             return
         self._dropped(peer)
         send = self._send.get(peer)
-        if send is not None:
-            send.closing = True  # you closed it: writes raise from now on
+        if send is not None and recv is not None:
+            send.closing = True  # you closed it: reads and writes raise from now on
+            recv.paused_by_owner = True
+            recv.frames.clear()
         self.inner.abort(peer)
 
     def _dropped(self, peer: Peer) -> None:
@@ -583,11 +585,15 @@ class FramedTransport(ITransport):
             if not frames and recv.eof:
                 self._watcher.call_soon(self._finish_if_done, peer)  # type: ignore[union-attr]
             return _tuple_new(ReadResult, (frame, _OK, None))  # = ReadResult(frame, OK)
-        if recv is None or self._send[peer].closing:
+        if recv is None:
             raise TransportClosedError(
                 f"{peer} is closed (or never belonged to {self!r})", peer=peer
             )
         if recv.paused_by_owner or (recv.paused_for_owner and not recv.frames):
+            if self._send[peer].closing and not recv.eof:
+                # close and abort pause reading too. (After the peer's EOF this
+                # layer may close the peer itself: reads then keep saying EOF.)
+                raise TransportClosedError(f"you closed {peer}", peer=peer)
             self._read_again(peer, recv)
         if recv.frames:
             frame = recv.frames[0]

@@ -56,10 +56,12 @@ A raw ``TcpTransport`` never closes on the peer's EOF alone; a
 ``FramedTransport`` does so by default once its queue drained (``half_close=False``).
 
 Graceful close: ``close(peer)`` sends what is queued, shuts down the write
-side, then reads and discards until the peer's EOF (at most ``linger_timeout``
-seconds) before closing the socket, so pipelined bytes you never read cannot
-make the kernel reset the connection and destroy your last reply. ``CLOSED``
-follows and tells the truth: ``OK`` if the peer's EOF arrived, ``ERROR`` with a
+side, then reads and discards until the peer's EOF before closing the socket,
+so pipelined bytes you never read cannot make the kernel reset the connection
+and destroy your last reply. Each wait is bounded by ``linger_timeout``
+seconds: the queue's (a peer that does not read never takes it; what it sends
+meanwhile is discarded too) and the EOF's. ``CLOSED`` follows and tells the
+truth: ``OK`` if the peer's EOF arrived, ``ERROR`` with a
 ``ConnectionBrokenError`` if it reset, or a ``LingerTimeoutError`` if it never
 finished. From ``close(peer)`` on, I/O calls for the peer raise
 ``TransportClosedError``. ``close()`` with no argument closes everything at once.
