@@ -19,7 +19,8 @@ moved n > 0 bytes                      ``OK`` (n smaller than asked: a short I/O
 ``EAGAIN`` / ``EWOULDBLOCK``           ``WOULD_BLOCK``; the fd is watched for you
 ``recv`` returned ``b""``              ``EOF``; read interest is dropped
 ``ECONNRESET``, ``EPIPE``, ...         ``ERROR`` with a ``ConnectionBrokenError``,
-                                       the peer is closed, ``CLOSED`` follows
+                                       the peer is closed, ``CLOSED`` follows;
+                                       until it does, calls answer that ``ERROR``
 connect finished with ``SO_ERROR``     ``CLOSED(ERROR, ConnectFailedError)``
 =====================================  =========================================
 
