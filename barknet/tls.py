@@ -32,8 +32,10 @@ replays the events. For the owner above, it is a *byte* transport, like TCP:
   until your buffer is full or the transport below would block. A slow reader
   therefore leaves ciphertext in the kernel, not here. Bytes already pulled in
   but not yet read are announced again (level-triggered ``READABLE``) on the
-  next turn until you read them or suspend reading; a half record waiting for
-  its rest is not announced, so nothing spins.
+  next turn until you read them or suspend reading, and so is an end already
+  seen below (the read that returned the last bytes often finds the EOF too, and
+  the socket will not say so twice); a half record waiting for its rest is not
+  announced, so nothing spins.
 * **Writes** and **water marks.** What this layer holds for a peer is counted
   as one number, ``write_buffer_size(peer)``: plaintext you handed over that
   OpenSSL cannot encrypt yet (during the handshake, or while it must read
@@ -345,6 +347,10 @@ class TlsTransport(TransportLayer):
             session.pulled_short = len(result.data) < len(self._scratch)
         elif status is IOStatus.EOF:
             session.inner_eof = True
+            if not session.handshaking:
+                # The end waits for the owner now (it may have come with data,
+                # or during a write): say so, since below will not again.
+                self._kick(session)
         elif status is IOStatus.ERROR:
             self._dropped(session, result.error)
         return status

