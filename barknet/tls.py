@@ -206,7 +206,7 @@ class TlsTransport(TransportLayer):
     def write_eof(self, peer: Peer) -> None:
         """Send ``close_notify`` ("I am done sending, I still read"), then, once the
         records before it left, half-close the transport below if it can."""
-        session = self._session(peer)
+        session = self._open_session(peer)
         if session.write_eof or session.error is not None:
             return
         session.write_eof = True
@@ -379,14 +379,14 @@ class TlsTransport(TransportLayer):
                 self._writable_again(session)
             if self._sessions.get(session.peer) is not session:
                 return
-        if not session.reading:
+        if not session.reading or session.closing:  # (closed: yours no more)
             self.inner.suspend_read(session.peer)
             return
         self._emit(session.readable)
         self._kick(session)
 
     def _kick(self, session: TlsSession) -> None:
-        if session.kick_due or not session.reading or not session.waiting():
+        if session.kick_due or not session.reading or session.closing or not session.waiting():
             return
         session.kick_due = True
         self._watcher.call_soon(self._replay_readable, session)  # type: ignore[union-attr]
@@ -395,7 +395,7 @@ class TlsTransport(TransportLayer):
         session.kick_due = False
         if self._sessions.get(session.peer) is not session or session.error is not None:
             return
-        if session.reading and session.waiting():
+        if session.reading and not session.closing and session.waiting():
             self._emit(session.readable)
             self._kick(session)
 
@@ -436,7 +436,7 @@ class TlsTransport(TransportLayer):
         ``EOF`` means the peer sent ``close_notify``. A peer that closed without
         it gets ``ERROR`` with ``TlsError(reason="TRUNCATED")`` and is closed.
         """
-        session = self._session(peer)
+        session = self._open_session(peer)
         if session.error is not None:
             return ReadResult(b"", IOStatus.ERROR, session.error)
         if session.handshaking:
@@ -534,7 +534,7 @@ class TlsTransport(TransportLayer):
         return ReadResult(b"", IOStatus.EOF)
 
     def suspend_read(self, peer: Peer | None = None) -> None:
-        sessions = list(self._sessions.values()) if peer is None else [self._session(peer)]
+        sessions = list(self._sessions.values()) if peer is None else [self._open_session(peer)]
         for session in sessions:
             session.reading = False
         if peer is None or not self._sessions[peer].gone:
@@ -553,11 +553,13 @@ class TlsTransport(TransportLayer):
         the held bytes down to ``low_water``, ``RESUME_WRITING`` and then
         ``WRITABLE`` follow.
         """
-        session = self._session(peer)
+        session = self._open_session(peer)
         if session.error is not None:
             return WriteResult(0, IOStatus.ERROR, session.error)
-        if session.closing or session.write_eof:
-            raise TransportClosedError(f"{peer} is closed for writing (close or write_eof)")
+        if session.write_eof:
+            raise TransportClosedError(
+                f"you called write_eof({peer}): nothing more can be sent", peer=peer
+            )
         buffers = [data] if isinstance(data, (bytes, bytearray, memoryview)) else data
         taken, refused = 0, False
         for buffer in buffers:
@@ -681,7 +683,7 @@ class TlsTransport(TransportLayer):
 
     def suspend_write(self, peer: Peer) -> None:
         """Stop replaying ``WRITABLE``; records already encrypted still leave."""
-        self._session(peer).want_write = False
+        self._open_session(peer).want_write = False
 
     # ------------------------------------------------------------ inspection
     def _session(self, peer: Peer) -> TlsSession:
@@ -692,10 +694,18 @@ class TlsTransport(TransportLayer):
             )
         return session
 
+    def _open_session(self, peer: Peer) -> TlsSession:
+        """The session of a peer you may still do I/O with: from ``close(peer)`` on,
+        I/O calls raise ``TransportClosedError``, as on every transport."""
+        session = self._session(peer)
+        if session.closing:
+            raise TransportClosedError(f"you called close({peer}): it is closed", peer=peer)
+        return session
+
     @property
     def peers(self) -> list[Peer]:
-        """The peers whose handshake finished and that are still open."""
-        return [p for p, s in self._sessions.items() if not s.handshaking]
+        """The peers whose handshake finished and that you have not closed."""
+        return [p for p, s in self._sessions.items() if not (s.handshaking or s.closing)]
 
     def write_buffer_size(self, peer: Peer) -> int:
         """Bytes held for ``peer`` and compared with the water marks: plaintext

@@ -26,7 +26,9 @@ from barknet import (
     FramedTransport,
     IOEvent,
     IOStatus,
+    Peer,
     TcpTransport,
+    TransportClosedError,
 )
 from barknet.errors import TlsError
 from barknet.interfaces import ITransport
@@ -184,3 +186,71 @@ def test_truncation_right_behind_the_last_data_is_reported_however_the_owner_rea
     assert closed.status is IOStatus.ERROR, closed
     assert isinstance(closed.error, TlsError) and closed.error.reason == "TRUNCATED"
     del sock
+
+
+# ------------------------------------------------------------- 3. after close(peer)
+def _tls_pair(
+    ew: EventWatcher,
+    closing: Callable[[Any], Any],
+    server_ctx: ssl.SSLContext,
+    client_ctx: ssl.SSLContext,
+    server_owner: Callable[[ITransport, IOEvent], None],
+    client_owner: Callable[[ITransport, IOEvent], None],
+    *,
+    server_tcp: dict[str, Any] | None = None,
+    client_tcp: dict[str, Any] | None = None,
+) -> tuple[TlsTransport, TlsTransport, Peer]:
+    server = TlsTransport(TcpTransport(**(server_tcp or {})), server_ctx)
+    client = TlsTransport(TcpTransport(**(client_tcp or {})), client_ctx)
+    server.attach(ew, lambda e: server_owner(server, e))
+    client.attach(ew, lambda e: client_owner(client, e))
+    closing(server)
+    closing(client)
+    peer = client.connect(server.bind())
+    return server, client, peer
+
+
+def test_io_calls_after_close_raise_and_the_peer_leaves_peers(
+    ew, closing, server_ctx, client_ctx
+) -> None:
+    outcome: dict[str, Any] = {}
+    after_close: list[IOEvent] = []
+
+    def attempt(call: Callable[[], Any]) -> Any:
+        try:
+            return call()
+        except TransportClosedError as exc:
+            return exc
+
+    def server_owner(transport: ITransport, event: IOEvent) -> None:
+        if outcome and event.kind is not EventKind.CLOSED:
+            after_close.append(event)
+        if event.kind is EventKind.READABLE and not outcome:
+            peer = event.peer
+            assert peer in transport.peers
+            transport.close(peer)
+            outcome["in peers"] = peer in transport.peers
+            outcome["resume_read"] = attempt(lambda: transport.resume_read(peer))
+            outcome["suspend_read"] = attempt(lambda: transport.suspend_read(peer))
+            outcome["resume_write"] = attempt(lambda: transport.resume_write(b"x", peer))
+            outcome["suspend_write"] = attempt(lambda: transport.suspend_write(peer))
+            outcome["write_eof"] = attempt(lambda: transport.write_eof(peer))
+            outcome["peer"] = peer
+            transport.close(peer)  # idempotent
+
+    client_events: list[IOEvent] = []
+    _server, client, peer = _tls_pair(
+        ew, closing, server_ctx, client_ctx, server_owner, lambda t, e: client_events.append(e)
+    )
+    ew.run_until(lambda: any(e.kind is EventKind.CONNECTED for e in client_events), timeout=10)
+    client.resume_write(b"abcdefghi" * 1000, peer)
+    ew.run_until(lambda: outcome, timeout=10)
+    assert outcome["in peers"] is False
+    for name in ("resume_read", "suspend_read", "resume_write", "suspend_write", "write_eof"):
+        error = outcome[name]
+        assert isinstance(error, TransportClosedError), f"{name} after close: {error!r}"
+        assert error.peer == outcome["peer"], f"{name}: the error names no peer"
+    client.close(peer)
+    for _ in range(20):
+        ew.run_once(0.002)
+    assert not after_close, f"events after close(peer): {after_close}"
