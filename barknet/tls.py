@@ -45,7 +45,10 @@ replays the events. For the owner above, it is a *byte* transport, like TCP:
   the mark replays ``PAUSE_WRITING``, and from there on takes nothing
   (``WOULD_BLOCK``, the rest stays yours). Once the transport below took enough
   to bring it down to ``low_water`` (``high_water // 4``), ``RESUME_WRITING``
-  comes, then ``WRITABLE`` if a write was refused. One call takes at most one
+  comes, then ``WRITABLE`` if a write was refused. As over a socket, that
+  ``WRITABLE`` then comes again each turn this layer would take a write (at
+  most ``low_water`` held), until you ``suspend_write(peer)``; while it holds
+  more, none comes until the transport below took enough. One call takes at most one
   record (16 KiB) past ``high_water``, so a peer that does not read costs at
   most ``high_water`` + 16 KiB + record overhead here, whatever you offer. A
   layer above that queues (``FramedTransport``) keeps what was refused under
@@ -410,7 +413,8 @@ class TlsTransport(TransportLayer):
 
     def _flow(self, session: TlsSession) -> None:
         """Bytes left: at ``low_water``, ``RESUME_WRITING`` if paused, then
-        ``WRITABLE`` if a write of yours was refused."""
+        ``WRITABLE`` if a write of yours was refused (and again on later turns,
+        see :meth:`_repeat_writable`)."""
         if session.held > self.low_water or session.error is not None:
             return
         peer = session.peer
@@ -419,8 +423,35 @@ class TlsTransport(TransportLayer):
             self._emit(IOEvent(EventKind.RESUME_WRITING, peer))
             if self._sessions.get(peer) is not session:
                 return
-        if session.want_write and session.can_encrypt and not session.closing:
+        if self._writable_wanted(session) and not session.writable_due:
+            session.writable_turn = self._watcher.turns  # type: ignore[union-attr]
             self._emit(IOEvent(EventKind.WRITABLE, peer))
+            self._repeat_writable(session)
+
+    @staticmethod
+    def _writable_wanted(session: TlsSession) -> bool:
+        """Does the owner wait for ``WRITABLE`` (refused once, not suspended since),
+        and could it write now?"""
+        return (
+            session.want_write
+            and session.can_encrypt
+            and not (session.closing or session.write_eof)
+        )
+
+    def _repeat_writable(self, session: TlsSession) -> None:
+        """``WRITABLE`` repeats until ``suspend_write``, as a socket's does: on the
+        next turn if there is room then. Without room (more than ``low_water``
+        held) nothing is scheduled: the transport below owes us its ``WRITABLE``
+        for the ciphertext it refused, and that one brings ours (no busy loop)."""
+        if (
+            self._sessions.get(session.peer) is not session
+            or session.writable_due
+            or session.held > self.low_water
+            or not self._writable_wanted(session)
+        ):
+            return
+        session.writable_due = True
+        self._watcher.call_soon(self._writable_due, session)  # type: ignore[union-attr]
 
     # ---------------------------------------------------------------- reads
     def resume_read(
@@ -516,6 +547,11 @@ class TlsTransport(TransportLayer):
         return True
 
     def _writable_due(self, session: TlsSession) -> None:
+        if session.writable_turn == self._watcher.turns:  # type: ignore[union-attr]
+            # This turn had its WRITABLE: the next one waits for the next turn
+            # (callbacks queued now run there, not in this turn).
+            self._watcher.call_soon(self._writable_due, session)  # type: ignore[union-attr]
+            return
         session.writable_due = False
         self._writable_again(session)
 
@@ -551,7 +587,8 @@ class TlsTransport(TransportLayer):
         ``PAUSE_WRITING``; past the mark nothing more is taken (``WOULD_BLOCK``,
         the rest stays yours), and once the transport below took enough to bring
         the held bytes down to ``low_water``, ``RESUME_WRITING`` and then
-        ``WRITABLE`` follow.
+        ``WRITABLE`` follow; ``WRITABLE`` repeats on each later turn with room
+        until you ``suspend_write(peer)``.
         """
         session = self._open_session(peer)
         if session.error is not None:

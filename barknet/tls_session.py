@@ -108,6 +108,7 @@ class TlsSession:
         "timer",
         "want_write",
         "writable_due",
+        "writable_turn",
         "write_eof",
         "write_wants_read",
     )
@@ -131,6 +132,7 @@ class TlsSession:
         self.pulled_short = False  # (within one read) the last pull got less than asked
         self.kick_due = False  # a level-triggered READABLE is scheduled
         self.writable_due = False  # a WRITABLE of our own is scheduled (see resume_write)
+        self.writable_turn = -1  # the loop turn of the latest WRITABLE replayed
         self.got_close_notify = False  # the peer ended its side in TLS
         self.inner_eof = False  # the transport below reported EOF
         self.eof_read = False  # the owner has read our EOF

@@ -188,7 +188,7 @@ def test_truncation_right_behind_the_last_data_is_reported_however_the_owner_rea
     del sock
 
 
-# ------------------------------------------------------------- 3. after close(peer)
+# ------------------------------------------------------------------ 2. WRITABLE repeats
 def _tls_pair(
     ew: EventWatcher,
     closing: Callable[[Any], Any],
@@ -210,6 +210,120 @@ def _tls_pair(
     return server, client, peer
 
 
+def _read_everything(state: dict[str, Any]) -> Callable[[ITransport, IOEvent], None]:
+    def owner(transport: ITransport, event: IOEvent) -> None:
+        if event.kind is EventKind.READABLE:
+            while (r := transport.resume_read(event.peer)).status is IOStatus.OK:
+                state["got"] += len(r.data)
+
+    return owner
+
+
+def test_writable_repeats_for_an_owner_that_writes_one_chunk_per_event(
+    ew, closing, server_ctx, client_ctx
+) -> None:
+    """Fill until a write comes back short, then one 1 KiB chunk per WRITABLE, never
+    calling suspend_write until all is sent: every byte must leave (over TCP,
+    WRITABLE repeats while the socket has room; over TLS it must too)."""
+    total = 1 << 20
+    st = {"sent": 0, "got": 0, "writable": 0}
+
+    def client_owner(transport: ITransport, event: IOEvent) -> None:
+        if event.kind is EventKind.CONNECTED:
+            while (r := transport.resume_write(b"w" * 65536, event.peer)).status is IOStatus.OK:
+                st["sent"] += r.sent
+            st["sent"] += r.sent
+        elif event.kind is EventKind.WRITABLE:
+            st["writable"] += 1
+            if st["sent"] < total:
+                st["sent"] += transport.resume_write(b"w" * 1024, event.peer).sent
+            else:
+                transport.suspend_write(event.peer)
+
+    _tls_pair(
+        ew,
+        closing,
+        server_ctx,
+        client_ctx,
+        _read_everything(st),
+        client_owner,
+        server_tcp={"rcvbuf": 4096},
+        client_tcp={"sndbuf": 4096},
+    )
+    ew.run_until(lambda: st["sent"] >= total and st["got"] == st["sent"], timeout=20)
+
+
+def test_writable_repeats_each_turn_there_is_room_until_suspend_write(
+    ew, closing, server_ctx, client_ctx
+) -> None:
+    """An owner refused once, then idle on WRITABLE: the event comes again turn after
+    turn (as TCP's does) until the owner says suspend_write, then never again."""
+    events: list[IOEvent] = []
+    st = {"got": 0}
+
+    def client_owner(transport: ITransport, event: IOEvent) -> None:
+        events.append(event)
+
+    _server, client, peer = _tls_pair(
+        ew, closing, server_ctx, client_ctx, _read_everything(st), client_owner
+    )
+    ew.run_until(lambda: any(e.kind is EventKind.CONNECTED for e in events), timeout=10)
+    offered = 0
+    while (r := client.resume_write(b"x" * 65536, peer)).status is IOStatus.OK:
+        offered += r.sent
+    offered += r.sent
+
+    def writable() -> int:
+        return sum(e.kind is EventKind.WRITABLE for e in events)
+
+    ew.run_until(lambda: writable() >= 10 and st["got"] == offered, timeout=10)
+    client.suspend_write(peer)
+    ew.run_once(0)  # a WRITABLE already scheduled for this turn may still come
+    seen = writable()
+    for _ in range(20):
+        ew.run_once(0.001)
+    assert writable() == seen, "WRITABLE after suspend_write"
+
+
+def test_writable_does_not_spin_while_the_reader_reads_nothing(
+    ew, closing, server_ctx, client_ctx
+) -> None:
+    """A writer that never suspends, and a peer that stops reading: once the bytes held
+    are over the low-water mark, no WRITABLE comes (nothing would be taken)."""
+    events: list[IOEvent] = []
+
+    def server_owner(transport: ITransport, event: IOEvent) -> None:
+        if event.kind is EventKind.ACCEPTED:
+            transport.suspend_read(event.peer)
+
+    def client_owner(transport: ITransport, event: IOEvent) -> None:
+        events.append(event)
+        if event.kind is EventKind.WRITABLE:
+            transport.resume_write(b"y" * 1024, event.peer)
+
+    _server, client, peer = _tls_pair(
+        ew,
+        closing,
+        server_ctx,
+        client_ctx,
+        server_owner,
+        client_owner,
+        server_tcp={"rcvbuf": 4096},
+        client_tcp={"sndbuf": 4096},
+    )
+    ew.run_until(lambda: any(e.kind is EventKind.CONNECTED for e in events), timeout=10)
+    while client.resume_write(b"x" * 65536, peer).status is IOStatus.OK:
+        pass
+    for _ in range(50):
+        ew.run_once(0.002)
+    seen = sum(e.kind is EventKind.WRITABLE for e in events)
+    for _ in range(50):
+        ew.run_once(0.002)
+    assert sum(e.kind is EventKind.WRITABLE for e in events) == seen, "WRITABLE with no room"
+    assert client.write_buffer_size(peer) > client.low_water
+
+
+# ------------------------------------------------------------- 3. after close(peer)
 def test_io_calls_after_close_raise_and_the_peer_leaves_peers(
     ew, closing, server_ctx, client_ctx
 ) -> None:
