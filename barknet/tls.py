@@ -39,28 +39,34 @@ replays the events. For the owner above, it is a *byte* transport, like TCP:
 * **Writes** and **water marks.** What this layer holds for a peer is counted
   as one number, ``write_buffer_size(peer)``: plaintext you handed over that
   OpenSSL cannot encrypt yet (during the handshake, or while it must read
-  before it writes; kept as a copy) **plus** ciphertext the transport below has
-  not taken yet. ``resume_write`` encrypts and sends at once while that number
-  is at most ``high_water`` (64 KiB by default); the call that takes it over
-  the mark replays ``PAUSE_WRITING``, and from there on takes nothing
-  (``WOULD_BLOCK``, the rest stays yours). Once the transport below took enough
-  to bring it down to ``low_water`` (``high_water // 4``), ``RESUME_WRITING``
-  comes, then ``WRITABLE`` if a write was refused. As over a socket, that
-  ``WRITABLE`` then comes again each turn this layer would take a write (at
-  most ``low_water`` held), until you ``suspend_write(peer)``; while it holds
-  more, none comes until the transport below took enough. One call takes at most one
-  record (16 KiB) past ``high_water``, so a peer that does not read costs at
-  most ``high_water`` + 16 KiB + record overhead here, whatever you offer. A
-  layer above that queues (``FramedTransport``) keeps what was refused under
-  its own water marks and replays only its own ``PAUSE``/``RESUME_WRITING``
-  (it drops this layer's): you see one signal, and a slow reader costs its
-  ``high_water`` + one frame + this layer's bound.
+  before it writes; kept as a copy) **plus** ciphertext the transport below
+  has not taken yet. ``resume_write`` encrypts and sends at once while that
+  number is at most ``high_water`` (64 KiB by default); the call that takes it
+  over the mark replays ``PAUSE_WRITING``, and from there on takes nothing
+  (``WOULD_BLOCK``, the rest stays yours). Once the transport below took
+  enough to bring it down to ``low_water`` (``high_water // 4``),
+  ``RESUME_WRITING`` comes, then ``WRITABLE`` if a write was refused. As over
+  a socket, that ``WRITABLE`` then comes again each turn this layer would take
+  a write (at most ``low_water`` held), until you ``suspend_write(peer)``;
+  while it holds more, none comes until the transport below took enough. One
+  call takes at most one record (16 KiB) past ``high_water``, so a peer that
+  does not read costs at most ``high_water`` + 16 KiB + record overhead here,
+  whatever you offer. A layer above that queues (``FramedTransport``) keeps
+  what was refused under its own water marks and replays only its own
+  ``PAUSE``/``RESUME_WRITING`` (it drops this layer's): you see one signal,
+  and a slow reader costs its ``high_water`` + one frame + this layer's bound.
 * **Ends.** ``write_eof(peer)`` sends ``close_notify`` and then, once it left,
   half-closes the transport below. ``close(peer)`` sends ``close_notify``,
-  waits for the ciphertext to leave and closes the peer below. The peer's
-  ``close_notify`` is ``EOF`` for you; a peer that closes TCP without it is a
-  *truncation* (an attacker can cut a connection, but cannot forge
-  ``close_notify``): ``CLOSED(ERROR, TlsError(reason="TRUNCATED"))``.
+  waits for the ciphertext to leave and closes the peer below. A peer that
+  never reads would make that wait last forever, so it lasts at most
+  ``linger_timeout`` seconds (then ``CLOSED(ERROR, LingerTimeoutError)``).
+  While it lasts, what the peer sends is read and thrown away: a peer that
+  pipelines requests reads our answer only once its own writes went through,
+  and if we stopped reading, each side would wait for the other until the
+  timeout. The peer's ``close_notify`` is ``EOF`` for you; a peer that closes
+  TCP without it is a *truncation* (an attacker can cut a connection, but
+  cannot forge ``close_notify``):
+  ``CLOSED(ERROR, TlsError(reason="TRUNCATED"))``.
 
 A peer that connects and never finishes its handshake is closed after
 ``handshake_timeout`` seconds (60 by default, as in asyncio; for a client the
@@ -76,7 +82,7 @@ from __future__ import annotations
 import ssl
 from typing import Any, cast
 
-from .errors import BarknetError, TransportClosedError
+from .errors import BarknetError, LingerTimeoutError, TransportClosedError
 from .events import EventKind, IOEvent, IOStatus, Peer, ReadResult, WriteResult
 from .interfaces import ITransport, WriteData
 from .layer import TransportLayer
@@ -89,6 +95,10 @@ __all__ = ["HIGH_WATER", "TlsTransport"]
 HIGH_WATER = 64 * 1024
 #: Bytes asked of the transport below per read, and of OpenSSL per plain read.
 READ_SIZE = 64 * 1024
+#: ``linger_timeout`` when neither you nor the transport below gives one.
+LINGER_TIMEOUT = 5.0
+#: Reads per event while discarding what a closed peer still sends.
+_DISCARD_READS = 16
 
 _WOULD_BLOCK_READ = ReadResult(b"", IOStatus.WOULD_BLOCK)
 _WOULD_BLOCK_WRITE = WriteResult(0, IOStatus.WOULD_BLOCK)
@@ -116,6 +126,10 @@ class TlsTransport(TransportLayer):
     write water marks, as in :class:`~barknet.framed.FramedTransport`, over
     the bytes this layer holds for a peer: plaintext not yet encrypted plus
     ciphertext not yet taken by the transport below (``write_buffer_size``).
+
+    ``linger_timeout`` bounds how long ``close(peer)`` waits for those bytes to
+    leave (see "Ends" in the module docstring); ``None`` takes the transport
+    below's ``linger_timeout`` if it has one, else 5 seconds.
     """
 
     def __init__(
@@ -129,6 +143,7 @@ class TlsTransport(TransportLayer):
         high_water: int = HIGH_WATER,
         low_water: int | None = None,
         handshake_timeout: float | None = 60.0,
+        linger_timeout: float | None = None,
     ) -> None:
         super().__init__(inner)
         self.high_water = high_water
@@ -140,6 +155,9 @@ class TlsTransport(TransportLayer):
         self.server_side = server_side
         self.server_hostname = server_hostname
         self.handshake_timeout = handshake_timeout
+        if linger_timeout is None:
+            linger_timeout = getattr(inner, "linger_timeout", None)
+        self.linger_timeout: float = LINGER_TIMEOUT if linger_timeout is None else linger_timeout
         self._sessions: dict[Peer, TlsSession] = {}
         self._scratch = bytearray(READ_SIZE)
 
@@ -193,6 +211,8 @@ class TlsTransport(TransportLayer):
         """Close ``peer`` after sending ``close_notify`` and every queued record
         (no argument: close everything below at once)."""
         if peer is None:
+            for each in self._sessions.values():
+                self._stop_lingering(each)
             self.inner.close()
             return
         session = self._sessions.get(peer)
@@ -205,6 +225,89 @@ class TlsTransport(TransportLayer):
             self.inner.close(peer)
             return
         self._goodbye(session)  # (still handshaking: once it is done)
+        if self._sessions.get(peer) is session and session.held and not session.gone:
+            # Bytes still held (else the peer is closed below already): wait for
+            # them at most linger_timeout, and meanwhile read what the peer sends.
+            session.linger_timer = self._watcher.call_later(  # type: ignore[union-attr]
+                self.linger_timeout, self._linger_expired, session
+            )
+            if not session.handshaking:
+                self._discard(session)
+
+    def abort(self, peer: Peer) -> None:
+        """Close ``peer`` below now, dropping what is held here; ``CLOSED`` follows."""
+        self.inner.abort(peer)
+        session = self._sessions.get(peer)
+        if session is not None:
+            self._stop_lingering(session)
+            session.closing = session.gone = True
+
+    def _stop_lingering(self, session: TlsSession) -> None:
+        if session.linger_timer is not None:
+            session.linger_timer.cancel()
+            session.linger_timer = None
+
+    def _linger_expired(self, session: TlsSession) -> None:
+        """``close(peer)`` waited ``linger_timeout`` and the held bytes did not all
+        leave: give up on them and on the peer."""
+        session.linger_timer = None
+        if self._sessions.get(session.peer) is not session or session.gone:
+            return
+        if session.error is not None or not session.held:
+            return
+        session.error = LingerTimeoutError(
+            self.linger_timeout, session.discarded, peer=session.peer
+        )
+        session.gone = True  # nothing more goes down; CLOSED(ERROR) follows from below
+        try:
+            self.inner.abort(session.peer)
+        except NotImplementedError:  # a transport below without abort
+            self.inner.close(session.peer)
+
+    def _discard(self, session: TlsSession) -> None:
+        """Closing, with bytes still held: read what the peer sends and drop it,
+        until the transport below would block (it then watches for more), the
+        peer ends, or the held bytes left (then the transport below lingers)."""
+        self._drop_plaintext(session)
+        for _ in range(_DISCARD_READS):
+            if (
+                not session.held
+                or session.gone
+                or session.error is not None
+                or session.got_close_notify
+                or session.inner_eof
+                or self._sessions.get(session.peer) is not session
+            ):
+                return
+            if self._pull(session) is not IOStatus.OK:
+                return  # WOULD_BLOCK: below watches for us; EOF or ERROR: no more
+            self._drop_plaintext(session)
+            if session.write_wants_read and session.error is None:
+                # OpenSSL read what it needed: the plaintext that waited can go.
+                session.write_wants_read = False
+                self._writable_again(session)
+
+    def _drop_plaintext(self, session: TlsSession) -> None:
+        """Decrypt whatever OpenSSL can and throw it away, counting it."""
+        sslobj = session.sslobj
+        assert sslobj is not None
+        view = memoryview(self._scratch)
+        while session.error is None and not session.got_close_notify:
+            try:
+                n = cast(int, sslobj.read(len(view), view))
+            except ssl.SSLWantReadError:
+                return
+            except ssl.SSLZeroReturnError:
+                n = 0
+            except ssl.SSLError as exc:
+                self._fail(session, tls_error(session.peer, "read", exc))
+                return
+            if n == 0:  # the peer's close_notify: it sends nothing more
+                session.got_close_notify = True
+                if not session.gone:
+                    self.inner.suspend_read(session.peer)
+                return
+            session.discarded += n
 
     def write_eof(self, peer: Peer) -> None:
         """Send ``close_notify`` ("I am done sending, I still read"), then, once the
@@ -233,7 +336,8 @@ class TlsTransport(TransportLayer):
         """Our ciphertext all left: finish a close or a half-close that waited for it."""
         peer = session.peer
         if session.closing:
-            self.inner.close(peer)
+            self._stop_lingering(session)
+            self.inner.close(peer)  # which lingers for the peer's EOF, by its own timeout
             return
         if session.notify_sent and session.write_eof and not session.eof_down:
             session.eof_down = True
@@ -284,6 +388,8 @@ class TlsTransport(TransportLayer):
                 self._handshake(session)
         elif kind is EventKind.CLOSED:
             self._sessions.pop(peer, None)
+            if session is not None:
+                self._stop_lingering(session)
             if session is not None and session.timer is not None:
                 session.timer.cancel()
             if session is not None and session.error is not None:
@@ -374,6 +480,10 @@ class TlsTransport(TransportLayer):
             return
         if session.error is not None:
             return
+        if session.closing:  # yours no more: read and drop while our bytes wait to leave
+            if session.held:
+                self._discard(session)
+            return
         if session.write_wants_read:
             # OpenSSL had to read before it could write: feed it, then send
             # the plaintext that waited.
@@ -382,7 +492,7 @@ class TlsTransport(TransportLayer):
                 self._writable_again(session)
             if self._sessions.get(session.peer) is not session:
                 return
-        if not session.reading or session.closing:  # (closed: yours no more)
+        if not session.reading:
             self.inner.suspend_read(session.peer)
             return
         self._emit(session.readable)

@@ -84,6 +84,7 @@ class TlsSession:
     __slots__ = (
         "cipher",
         "closing",
+        "discarded",
         "eof_down",
         "eof_read",
         "error",
@@ -95,6 +96,7 @@ class TlsSession:
         "inner_eof",
         "inner_waiting",
         "kick_due",
+        "linger_timer",
         "notify_sent",
         "outgoing",
         "paused",
@@ -120,6 +122,8 @@ class TlsSession:
         self.outgoing = ssl.MemoryBIO()
         self.sslobj: ssl.SSLObject | None = None
         self.timer: TimerHandle | None = None  # the handshake deadline
+        self.linger_timer: TimerHandle | None = None  # close(peer)'s wait for held bytes
+        self.discarded = 0  # plaintext bytes read and dropped since close(peer)
         self.readable = IOEvent(EventKind.READABLE, peer)
         self.handshaking = True
         self.plain = bytearray()  # plaintext taken that OpenSSL could not encrypt yet

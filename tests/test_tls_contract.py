@@ -10,10 +10,12 @@ Certificates come from ``trustme``; every test binds 127.0.0.1 port 0.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -30,8 +32,9 @@ from barknet import (
     TcpTransport,
     TransportClosedError,
 )
-from barknet.errors import TlsError
+from barknet.errors import LingerTimeoutError, TlsError
 from barknet.interfaces import ITransport
+from barknet.testing.faults import ChunkingTransport
 from barknet.tls import TlsTransport
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
@@ -368,3 +371,126 @@ def test_io_calls_after_close_raise_and_the_peer_leaves_peers(
     for _ in range(20):
         ew.run_once(0.002)
     assert not after_close, f"events after close(peer): {after_close}"
+
+
+# ------------------------------------------------------------- 4. close(peer) is bounded
+def test_linger_timeout_defaults_to_the_transport_below() -> None:
+    assert TlsTransport(TcpTransport(linger_timeout=0.25)).linger_timeout == 0.25
+    assert TlsTransport(TcpTransport(linger_timeout=9), linger_timeout=0.5).linger_timeout == 0.5
+    assert TlsTransport(ChunkingTransport(TcpTransport())).linger_timeout == 5.0
+    assert TlsTransport(TcpTransport(linger_timeout=0)).linger_timeout == 0
+
+
+@pytest.mark.parametrize(
+    ("whose", "peer_sends"),
+    [("below", False), ("own", False), ("below", True)],
+    ids=["timeout from below, silent peer", "own timeout", "peer sends, then FIN"],
+)
+def test_close_with_bytes_held_for_a_peer_that_never_reads_ends_at_the_linger_timeout(
+    ew, closing, server_ctx, client_ctx, whose: str, peer_sends: bool
+) -> None:
+    """The peer never reads: what TLS holds can never leave. close(peer) must still
+    end, with one CLOSED(ERROR, LingerTimeoutError), after linger_timeout (ours,
+    or by default the transport below's). Meanwhile what the peer sends is read
+    and dropped (counted in ``discarded``), and once it ended nothing spins."""
+    timeout = 0.5
+    tcp = TcpTransport(sndbuf=8192, linger_timeout=30 if whose == "own" else timeout)
+    own = {"linger_timeout": timeout} if whose == "own" else {}
+    server = TlsTransport(tcp, server_ctx, **own)
+    events: list[IOEvent] = []
+    held: list[int] = []
+
+    def owner(event: IOEvent) -> None:
+        events.append(event)
+        if event.kind is EventKind.ACCEPTED:
+            server.resume_write(b"x" * (1 << 20), event.peer)
+            server.close(event.peer)
+            held.append(server.write_buffer_size(event.peer))
+
+    server.attach(ew, owner)
+    closing(server)
+    sock = closing(_blocking_client(ew, server.bind(), client_ctx, rcvbuf=4096))
+    ew.run_until(lambda: held, timeout=10)
+    assert held[0] > 0  # the bytes are held here, so the close must wait for them
+    (peer,) = [e.peer for e in events if e.kind is EventKind.ACCEPTED]
+    if peer_sends:
+        sock.sendall(b"z" * 1000)
+        sock.shutdown(socket.SHUT_WR)  # (no close_notify: it does not matter now)
+        for _ in range(5):
+            ew.run_once(0.005)
+    reads_before = tcp.counters(peer).recv_calls
+    for _ in range(10):
+        ew.run_once(0.005)
+    assert tcp.counters(peer).recv_calls - reads_before <= 2, "busy loop while lingering"
+    ew.run_until(lambda: any(e.kind is EventKind.CLOSED for e in events), timeout=5)
+    for _ in range(5):
+        ew.run_once(0.01)
+    (closed,) = [e for e in events if e.kind is EventKind.CLOSED]
+    assert closed.status is IOStatus.ERROR
+    assert isinstance(closed.error, LingerTimeoutError), closed
+    assert closed.error.timeout == timeout and closed.error.peer == peer
+    assert closed.error.discarded == (1000 if peer_sends else 0)
+    assert [e.kind for e in events] == [
+        EventKind.ACCEPTED,
+        EventKind.PAUSE_WRITING,
+        EventKind.CLOSED,
+    ]
+    del sock
+
+
+def test_close_while_a_pipelining_peer_still_sends_discards_its_bytes_and_does_not_deadlock(
+    ew, closing, server_ctx, client_ctx
+) -> None:
+    """The peer sends a large request and reads only once it has sent all of it; we
+    answer and close(peer) without reading the request. If the TLS layer stopped
+    reading while its held reply waits, neither side would move: the peer blocks on
+    a full socket, our reply waits for it to read. The request is read and
+    discarded meanwhile, the reply arrives whole, and the close ends cleanly: the
+    timer for the held bytes stops once they left, though the peer then takes
+    longer than that timeout to hang up (the transport below lingers for it)."""
+    request = b"q" * (2 << 20)
+    # A high-water mark far above what the sockets buffer: the reply waits here.
+    tcp = TcpTransport(sndbuf=8192, rcvbuf=8192)
+    server = TlsTransport(tcp, server_ctx, high_water=1 << 20, linger_timeout=0.3)
+    events: list[IOEvent] = []
+    sent: list[int] = []
+
+    def owner(event: IOEvent) -> None:
+        events.append(event)
+        if event.kind is EventKind.ACCEPTED:
+            sent.append(server.resume_write(b"r" * (1 << 20), event.peer).sent)
+            server.close(event.peer)
+            sent.append(server.write_buffer_size(event.peer))
+
+    server.attach(ew, owner)
+    closing(server)
+    sock = closing(
+        _blocking_client(ew, server.bind(), client_ctx, rcvbuf=8192, sndbuf=8192, timeout=5)
+    )
+    reply = bytearray()
+    errors: list[BaseException] = []
+
+    def peer() -> None:
+        try:
+            sock.sendall(request)
+            while chunk := sock.recv(65536):
+                reply.extend(chunk)
+            time.sleep(0.5)  # longer than the TLS layer's linger_timeout
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_WR)
+
+    thread = threading.Thread(target=peer, daemon=True)
+    thread.start()
+    try:
+        ew.run_until(lambda: any(e.kind is EventKind.CLOSED for e in events), timeout=5)
+    finally:
+        thread.join(10)  # (its socket times out after 5 s, if it ever blocks that long)
+    assert not thread.is_alive()
+    assert not errors, errors
+    assert sent[1] > 256 * 1024  # more than the sockets hold: the reply had to wait
+    assert reply == b"r" * sent[0]
+    (closed,) = [e for e in events if e.kind is EventKind.CLOSED]
+    assert closed.status is IOStatus.OK, closed
