@@ -49,13 +49,14 @@ from types import FrameType
 from typing import Any
 
 from ..errors import FrameTooLargeError, TransportClosedError, TruncatedFrameError
-from ..events import IOStatus
+from ..events import IOStatus, Peer
 from .checks import (
     Check,
     CheckResult,
     Lab,
     Maker,
     Report,
+    Side,
     checks_for,
     explain_exception,
     run_checks,
@@ -300,6 +301,48 @@ def check_oversized_send_refused(make: Maker) -> None:
         client.transport.resume_write(b"fine", peer)
         lab.run_until(lambda: client.frames[peer], "the echo after the refused frame")
         _same(client.frames[peer], [b"fine"], "client")
+
+
+def check_frame_at_the_limit(make: Maker) -> None:
+    """A payload of exactly max_frame_size is within the limit: it is sent, received and
+    sent back whole. Only a frame *larger* than the limit is refused, on either side."""
+    with Lab(make, echo=False) as lab:
+        client, peer = lab.client()
+        lab.run_until(lambda: lab.server.opened, "the connection")
+        server, server_peer = lab.server, lab.server.opened[0]
+        limit = getattr(client.transport, "max_frame_size", None)
+        if limit is None:
+            raise AssertionError("the transport should expose its max_frame_size")
+        payload = bytes(range(256)) * (limit // 256) + bytes(limit % 256)
+        what = f"a payload of exactly max_frame_size ({limit:,} bytes)"
+        _one_way(lab, payload, what, (client, peer), (server, server_peer), "the server")
+        _one_way(lab, payload, what, (server, server_peer), (client, peer), "the client")
+
+
+def _one_way(
+    lab: Lab,
+    payload: bytes,
+    what: str,
+    sender: tuple[Side, Peer],
+    receiver: tuple[Side, Peer],
+    name: str,
+) -> None:
+    """``sender`` writes ``payload``; ``receiver`` (called ``name``) must get it whole."""
+    (side, to), (other, on) = sender, receiver
+    try:
+        side.transport.resume_write(payload, to)
+    except FrameTooLargeError as error:
+        raise AssertionError(
+            f"{what} was refused at the send ({error}); only a payload larger "
+            "than the limit should be (size > max_frame_size, not >=)"
+        ) from None
+    lab.run_until(lambda: other.frames[on] or on in other.closed, f"{what} to reach {name}")
+    if on in other.closed:
+        raise AssertionError(
+            f"the receiver refused {what}: {name} got {other.closed[on]}. A length prefix "
+            "equal to the limit is allowed (size > max_frame_size, not >=)"
+        )
+    _same(other.frames[on], [payload], name)
 
 
 def check_wire_format(make: Maker) -> None:
@@ -550,4 +593,5 @@ CHECKS: list[Check] = [
     Check("EOF mid-payload", check_eof_mid_payload, "errors"),
     Check("send after close raises", check_send_after_close_raises, "errors"),
     Check("oversized send refused", check_oversized_send_refused, "errors"),
+    Check("a frame of exactly max_frame_size", check_frame_at_the_limit, "errors"),
 ]

@@ -105,6 +105,18 @@ MUTANTS = [
         # the 4 MiB reply is one frame: cut short, not one whole frame arrives
         says="the peer that kept sending got 0 bytes",
     ),
+    Mutant(
+        "refuses to send a frame of exactly max_frame_size (>= instead of >)",
+        (("    if size > max_frame_size:\n", "    if size >= max_frame_size:\n"),),
+        caught_by="a frame of exactly max_frame_size",
+        says="was refused at the send",
+    ),
+    Mutant(
+        "refuses to receive a frame of exactly max_frame_size (>= instead of >)",
+        (("if size > self.max_frame_size:", "if size >= self.max_frame_size:"),),
+        caught_by="a frame of exactly max_frame_size",
+        says="the receiver refused",
+    ),
 ]
 
 
