@@ -107,6 +107,44 @@ def test_partial_io_with_a_small_message_sends_it_in_one_call() -> None:
     assert "short sends: no" in result.summary()
 
 
+def _edited_sender(keep_count: bool, give_back: bool):  # type: ignore[no-untyped-def]
+    """Notebook 03's sender with one of its two lines dropped, as its cell suggests."""
+    from barknet import EventKind, IOStatus
+
+    def make(tx, message):  # type: ignore[no-untyped-def]
+        sent = 0
+
+        def on_event(event):  # type: ignore[no-untyped-def]
+            nonlocal sent
+            if event.kind in (EventKind.CONNECTED, EventKind.WRITABLE):
+                while sent < len(message):
+                    result = tx.resume_write(memoryview(message)[sent:], event.peer)
+                    if keep_count:
+                        sent += result.sent
+                    if give_back and result.status is not IOStatus.OK:
+                        return
+                tx.suspend_write(event.peer)
+
+        return on_event
+
+    return make
+
+
+def test_partial_io_stops_a_sender_that_never_returns_and_says_so() -> None:
+    result = course.partial_io(size=256 * 1024, sndbuf=4096, sender=_edited_sender(True, False))
+    assert result.stopped and not result.intact
+    assert result.elapsed < 5
+    assert result.sender.send_eagain >= course.partial_io_lab.SPIN_LIMIT - 10
+    assert f"stopped: {result.stopped}" in result.summary().splitlines()
+    assert "stopped" not in course.partial_io(size=1024, sndbuf=4096).summary()
+
+
+def test_partial_io_ends_when_the_sender_forgets_what_was_sent() -> None:
+    result = course.partial_io(size=256 * 1024, sndbuf=4096, sender=_edited_sender(False, True))
+    assert not result.intact and result.stopped is None
+    assert "arrived intact: no" in result.summary()
+
+
 def test_nagle_trap_measures_each_variant() -> None:
     result = course.nagle_trap(rounds=2, warmup=0)
     assert list(result.medians) == list(course.partial_io_lab.NAGLE_VARIANTS)

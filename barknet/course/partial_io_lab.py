@@ -13,9 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..events import EventKind, IOCounters, IOEvent, IOStatus, Peer
+from ..events import EventKind, IOCounters, IOEvent, IOStatus, Peer, WriteResult
 from ..framing import DEFAULT_MAX_FRAME_SIZE, FrameDecoder, encode_frame
-from ..interfaces import ITransport
+from ..interfaces import ITransport, WriteData
+from ..layer import TransportLayer
 from ..reactor import EventWatcher
 from ..tcp import TcpTransport
 from ..testing.trace import Trace, TracingTransport
@@ -30,8 +31,10 @@ from .common import (
 )
 
 __all__ = [
+    "SPIN_LIMIT",
     "NagleResult",
     "PartialIOResult",
+    "SenderSpins",
     "nagle_trap",
     "offer_the_rest",
     "partial_io",
@@ -52,6 +55,8 @@ class PartialIOResult:
     receiver: IOCounters
     trace: Trace
     elapsed: float
+    #: Why the run was cut short (a sender that would never have returned), or None.
+    stopped: str | None = None
 
     @property
     def first_send(self) -> tuple[int, int]:
@@ -69,6 +74,7 @@ class PartialIOResult:
                 f"first send asked for {asked} B; the kernel took fewer: {yes(took < asked)}",
                 f"short sends: {yes(self.sender.short_sends > 0)}",
                 f"the message came in more than one read: {yes(reads > 1)}",
+                *([f"stopped: {self.stopped}"] if self.stopped else []),
             ]
         )
 
@@ -108,6 +114,43 @@ def offer_the_rest(tx: ITransport, message: bytes) -> Callable[[IOEvent], None]:
     return on_event
 
 
+#: How many WOULD_BLOCK answers one call of the sender's callback may get
+#: from ``resume_write`` before :func:`partial_io` stops it. A correct sender gets
+#: one and returns; one that keeps offering instead would spin for ever, since the
+#: receiver, on the same loop, cannot read (and so make room) while it waits.
+SPIN_LIMIT = 1000
+
+
+class SenderSpins(RuntimeError):
+    """The sender's callback kept writing after WOULD_BLOCK and never returned."""
+
+
+class _SpinGuard(TransportLayer):
+    """The sender's transport in :func:`partial_io`, plus a bound: a callback that
+    hears WOULD_BLOCK :data:`SPIN_LIMIT` times without returning is stopped with
+    :class:`SenderSpins`, so that every run of the experiment ends by itself."""
+
+    def __init__(self, inner: ITransport) -> None:
+        super().__init__(inner)
+        self.refused = 0  # WOULD_BLOCKs since the callback was last called
+
+    def _on_inner_event(self, event: IOEvent) -> None:
+        self.refused = 0
+        self._emit(event)
+
+    def resume_write(self, data: WriteData, peer: Peer) -> WriteResult:
+        result = self.inner.resume_write(data, peer)
+        if result.status is IOStatus.WOULD_BLOCK:
+            self.refused += 1
+            if self.refused >= SPIN_LIMIT:
+                raise SenderSpins(
+                    f"the sender's callback got WOULD_BLOCK {SPIN_LIMIT} times in one call "
+                    "and never returned to the loop; the receiver, on the same loop, could "
+                    "not read meanwhile, so it would have spun for ever"
+                )
+        return result
+
+
 def partial_io(
     size: int = 256 * KiB,
     sndbuf: int | None = 4 * KiB,
@@ -123,12 +166,15 @@ def partial_io(
     by default :func:`offer_the_rest`, which offers the unsent rest each time the
     socket says WRITABLE. ``sndbuf`` is the sender's ``SO_SNDBUF`` and ``rcvbuf``
     the receiver's ``SO_RCVBUF`` (None: the kernel's default). Both ends are traced.
+    A sender whose callback keeps writing after WOULD_BLOCK, never returning, is
+    stopped after :data:`SPIN_LIMIT` refusals; the result says so in ``stopped``.
     """
     message = random.Random(size).randbytes(size)
     digest = hashlib.sha256()
     trace = Trace(frames=False)
     received = [0]
     start = time.perf_counter()
+    stopped = None
     with EventWatcher() as ew:
         rx = TracingTransport(TcpTransport(rcvbuf=rcvbuf, read_size=read_size), trace, "receiver")
         tx = TracingTransport(TcpTransport(sndbuf=sndbuf), trace, "sender")
@@ -141,9 +187,13 @@ def partial_io(
                         received[0] += len(r.data)
 
             rx.attach(ew, on_rx)
-            tx.attach(ew, sender(tx, message))
-            tx.connect(rx.bind())
-            ew.run_until(lambda: received[0] >= size, timeout=timeout)
+            guarded = _SpinGuard(tx)
+            guarded.attach(ew, sender(guarded, message))
+            guarded.connect(rx.bind())
+            try:
+                ew.run_until(lambda: received[0] >= size, timeout=timeout)
+            except SenderSpins as spinning:
+                stopped = str(spinning)
             sent_counts, received_counts = tx.counters(), rx.counters()
     intact = received[0] == size and digest.digest() == hashlib.sha256(message).digest()
     return PartialIOResult(
@@ -155,6 +205,7 @@ def partial_io(
         received_counts,
         trace,
         time.perf_counter() - start,
+        stopped,
     )
 
 
