@@ -18,9 +18,9 @@ __all__ = [
 def reactor_tour() -> LoopTrace:
     """A short, scripted run of the reactor with every kind of callback in it.
 
-    A ``call_soon`` at the start; timers at 10, 20 and 40 ms; a timer at 25 ms
-    that writes into a socket pair, which makes the reader's readiness callback
-    fire; one write-readiness callback that unwatches itself. The returned
+    A ``call_soon`` at the start; timers at 10, 20, 25, 40 and 50 ms, the one at
+    25 ms writing five bytes into one end of a socket pair; and the pair's ends
+    watched, one for reading and one for writing. The returned
     :class:`LoopTrace` lists what ran, in order.
     """
     trace = LoopTrace()
