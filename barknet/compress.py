@@ -89,7 +89,9 @@ class CompressedTransport(TransportLayer):
         #: A message the owner's buffer had no room for (BufferError): it is
         #: already inflated and gone from below, so it waits here, first in line.
         self._unread: dict[Peer, bytes] = {}
-        self._reminding: set[Peer] = set()  # a READABLE for _unread is scheduled
+        #: A READABLE for it is scheduled (on the turn after this one, by number).
+        self._reminder_due: dict[Peer, int] = {}
+        self._quiet: set[Peer] = set()  # ... but you suspended reading since
         #: Payload bytes before and after compression, over every message sent.
         self.bytes_in = 0
         self.bytes_out = 0
@@ -97,7 +99,7 @@ class CompressedTransport(TransportLayer):
     # ------------------------------------------------------------ delegation
     def _on_inner_event(self, event: IOEvent) -> None:
         if event.kind is EventKind.CLOSED:
-            self._unread.pop(event.peer, None)
+            self._forget_unread(event.peer)
             error = self._errors.pop(event.peer, None)
             if error is not None:
                 event = IOEvent(EventKind.CLOSED, event.peer, IOStatus.ERROR, error)
@@ -136,7 +138,7 @@ class CompressedTransport(TransportLayer):
         error = self._errors.get(peer)
         if error is not None:
             return ReadResult(b"", IOStatus.ERROR, error)
-        message = self._unread.pop(peer, None)
+        message = self._unread.pop(peer, None) if self._unread else None
         if message is None:
             result = self.inner.resume_read(peer)
             if result.status is not IOStatus.OK:
@@ -153,29 +155,52 @@ class CompressedTransport(TransportLayer):
             return copy_message_into(message, buffer, offset, max_len)
         except BufferError:
             # Refused, not lost: the next read gets it, and READABLE says so
-            # (the layer below no longer counts it as waiting).
+            # (the layer below no longer counts it as waiting). A read resumes
+            # reading, as on every layer.
             self._unread[peer] = message
+            self._quiet.discard(peer)
             self._remind(peer)
             raise
 
     def suspend_read(self, peer: Peer | None = None) -> None:
-        self._reminding.difference_update(self._unread if peer is None else [peer])
-        self.inner.suspend_read(peer)
+        self.inner.suspend_read(peer)  # (raises for a peer you closed)
+        self._quiet.update(self._unread if peer is None else [peer])
+
+    def close(self, peer: Peer | None = None) -> None:
+        if peer is not None:
+            self._forget_unread(peer)  # yours no more
+        self.inner.close(peer)
+
+    def abort(self, peer: Peer) -> None:
+        self._forget_unread(peer)
+        self.inner.abort(peer)
+
+    def _forget_unread(self, peer: Peer) -> None:
+        self._unread.pop(peer, None)
+        self._quiet.discard(peer)
 
     def _remind(self, peer: Peer) -> None:
-        if peer not in self._reminding:
-            self._reminding.add(peer)
-            self._watcher.call_soon(self._readable_again, peer)  # type: ignore[union-attr]
+        if peer not in self._reminder_due:  # one scheduled at a time
+            watcher = self._watcher
+            assert watcher is not None
+            self._reminder_due[peer] = watcher.turns
+            watcher.call_soon(self._readable_again, peer)
 
     def _readable_again(self, peer: Peer) -> None:
         """Level-triggered READABLE for a refused message: once a turn until it is
-        read, or reading is suspended (a later ``resume_read`` returns it)."""
-        if peer not in self._reminding:
-            return  # suspended meanwhile
-        self._reminding.discard(peer)
-        if peer in self._unread:
+        read, the peer is closed, or you suspend reading (then ``resume_read``
+        returns it)."""
+        watcher = self._watcher
+        assert watcher is not None
+        if self._reminder_due.get(peer) == watcher.turns:
+            # Scheduled during this turn's I/O, so it would run in this turn:
+            # this turn had its READABLE, the reminder is for the next one.
+            watcher.call_soon(self._readable_again, peer)
+            return
+        self._reminder_due.pop(peer, None)
+        if peer in self._unread and peer not in self._quiet:
             self._emit(IOEvent(EventKind.READABLE, peer))
-            if peer in self._unread:
+            if peer in self._unread and peer not in self._quiet:
                 self._remind(peer)
 
     def _unpack(self, frame: memoryview, peer: Peer) -> bytes:

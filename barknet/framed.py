@@ -163,8 +163,9 @@ class FramedTransport(ITransport):
     your writes until your ``write_eof`` or ``close``.
 
     ``linger_timeout`` bounds how long ``close(peer)`` waits for queued frames
-    to leave; None takes the inner transport's ``linger_timeout`` (5 s if it
-    has none), so one setting bounds every stage of a close.
+    to leave; None takes the ``linger_timeout`` of ``inner`` (the transport
+    directly inside; 5 s if it has none, as a tracing layer in between has not),
+    so over ``TcpTransport`` one setting bounds every stage of a close.
     """
 
     def __init__(
@@ -237,10 +238,26 @@ class FramedTransport(ITransport):
         """Close ``peer`` once its queued frames are sent, gracefully (no
         argument: close everything now, dropping what is queued).
 
-        New frames are refused from this call on (``TransportClosedError``)."""
+        From this call on the peer is no longer yours: new frames are refused,
+        and reads raise too (``TransportClosedError``); frames that arrived and
+        that you did not take are dropped."""
         if peer is None:
             self.inner.close()
             return
+        self._yours_no_more(peer)
+        self._close(peer)
+
+    def _yours_no_more(self, peer: Peer) -> None:
+        """You closed or aborted ``peer``: your I/O calls for it raise from now on
+        (the checks sit on the paused paths, so reads pay nothing for them)."""
+        send, recv = self._send.get(peer), self._recv.get(peer)
+        if send is not None and recv is not None:
+            send.owner_closed = True
+            recv.paused_by_owner = True
+            recv.frames.clear()
+
+    def _close(self, peer: Peer) -> None:
+        """Close ``peer`` gracefully: yours (``close``), or ours, after its EOF."""
         send = self._send.get(peer)
         if send is None or send.closing:
             return
@@ -254,15 +271,13 @@ class FramedTransport(ITransport):
             if recv.inner_closed and recv.error is None:
                 self._finish(peer, IOEvent(EventKind.CLOSED, peer, IOStatus.OK))
             return
-        recv.frames.clear()  # yours no more: from close(peer) on, reads raise
+        recv.paused_by_owner = True  # (reading below ends here, or turns to discarding)
         if not send.buffers:
-            if not recv.paused_by_owner:
-                recv.paused_by_owner = True
-                self.inner.suspend_read(peer)
+            self.inner.suspend_read(peer)
             self.inner.close(peer)
             return
         # Frames wait to go: bounded, and the peer is read (and ignored) meanwhile.
-        recv.paused_by_owner = recv.discarding = True
+        recv.discarding = True
         send.linger_timer = self._watcher.call_later(  # type: ignore[union-attr]
             self.linger_timeout, self._linger_expired, peer
         )
@@ -314,11 +329,10 @@ class FramedTransport(ITransport):
             self._finish(peer, IOEvent(EventKind.CLOSED, peer, IOStatus.OK))
             return
         self._dropped(peer)
+        self._yours_no_more(peer)
         send = self._send.get(peer)
-        if send is not None and recv is not None:
-            send.closing = True  # you closed it: reads and writes raise from now on
-            recv.paused_by_owner = True
-            recv.frames.clear()
+        if send is not None:
+            send.closing = True
         self.inner.abort(peer)
 
     def _dropped(self, peer: Peer) -> None:
@@ -558,7 +572,7 @@ class FramedTransport(ITransport):
             elif not recv.replay_due:
                 self._announce(peer, recv)
         elif not self.half_close:
-            self.close(peer)
+            self._close(peer)
         elif not recv.eof_taken and not recv.paused_by_owner and not recv.replay_due:
             self._announce(peer, recv)
 
@@ -590,9 +604,7 @@ class FramedTransport(ITransport):
                 f"{peer} is closed (or never belonged to {self!r})", peer=peer
             )
         if recv.paused_by_owner or (recv.paused_for_owner and not recv.frames):
-            if self._send[peer].closing and not recv.eof:
-                # close and abort pause reading too. (After the peer's EOF this
-                # layer may close the peer itself: reads then keep saying EOF.)
+            if self._send[peer].owner_closed:  # (close and abort pause reading)
                 raise TransportClosedError(f"you closed {peer}", peer=peer)
             self._read_again(peer, recv)
         if recv.frames:
@@ -645,6 +657,8 @@ class FramedTransport(ITransport):
             )
         frames = recv.frames
         if recv.paused_by_owner or (recv.paused_for_owner and not frames):
+            if self._send[peer].owner_closed:  # (close and abort pause reading)
+                raise TransportClosedError(f"you closed {peer}", peer=peer)
             self._read_again(peer, recv)
         if limit is None or limit >= len(frames):
             taken = list(frames)
@@ -692,17 +706,20 @@ class FramedTransport(ITransport):
             recv.decoder.recycle(frame)
 
     def suspend_read(self, peer: Peer | None = None) -> None:
-        peers = list(self._recv) if peer is None else [peer]
-        for p in peers:
-            recv = self._recv.get(p)
-            if recv is None:
-                raise TransportClosedError(f"{p} is closed", peer=p)
+        """Stop reading ``peer`` (no argument: every peer still yours) until you
+        call ``resume_read``. Peers you closed are left alone: a close reads
+        and discards until it ends."""
+        if peer is not None:
+            recv, send = self._recv.get(peer), self._send.get(peer)
+            if recv is None or send is None or send.owner_closed:
+                raise TransportClosedError(f"{peer} is closed", peer=peer)
+        for p in list(self._recv) if peer is None else [peer]:
+            recv, send = self._recv[p], self._send[p]
+            if send.closing:
+                continue  # closing: reading (and discarding) is not yours to stop
             recv.paused_by_owner = True
-        if peer is not None and (
-            self._recv[peer].error is not None or self._recv[peer].inner_closed
-        ):
-            return  # already dropped below
-        self.inner.suspend_read(peer)
+            if recv.error is None and not recv.inner_closed:  # else dropped below
+                self.inner.suspend_read(p)
 
     # ------------------------------------------------------------- deadline
     def _watch_deadline(self, peer: Peer, recv: RecvState) -> None:

@@ -83,6 +83,7 @@ class SendState(FrameQueue):
         "eof_sent",
         "flush_due",
         "linger_timer",
+        "owner_closed",
         "paused",
         "turn",
         "waiting",
@@ -93,6 +94,7 @@ class SendState(FrameQueue):
         self.waiting = False  # a write came back short: waiting for WRITABLE
         self.paused = False  # PAUSE_WRITING was replayed and not yet resumed
         self.closing = False  # close() was called: close once the queue is empty
+        self.owner_closed = False  # ... by you (not by us after the peer's EOF): I/O raises
         self.dropped = False  # the inner transport dropped the peer (abort, or broken)
         self.eof = False  # write_eof() was called: pass it down once the queue is empty
         self.eof_sent = False  # ... and it was passed down

@@ -407,7 +407,12 @@ class TcpTransport(ITransport):
     def suspend_read(self, peer: Peer | None = None) -> None:
         if peer in self._broken_peers:
             return  # nothing is watched for it any more
-        conns = self._conns.values() if peer is None else [self._conn(peer)]
+        # (No argument: the peers still yours; a lingering close keeps discarding.)
+        conns = (
+            [c for c in self._conns.values() if not c.closing]
+            if peer is None
+            else [self._conn(peer)]
+        )
         for conn in conns:
             if conn.reading:
                 conn.reading = False
@@ -507,6 +512,7 @@ class TcpTransport(ITransport):
         close the listener and every peer at once. Each open peer gets its
         ``CLOSED`` event. Bytes you did not get to send are yours to have kept."""
         if peer is not None:
+            self._broken_peers.pop(peer, None)  # closed by you: your calls raise from now on
             conn = self._conns.get(peer)
             if conn is None or conn.closing:
                 return

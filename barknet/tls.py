@@ -46,9 +46,9 @@ replays the events. For the owner above, it is a *byte* transport, like TCP:
   (``WOULD_BLOCK``, the rest stays yours). Once the transport below took
   enough to bring it down to ``low_water`` (``high_water // 4``),
   ``RESUME_WRITING`` comes, then ``WRITABLE`` if a write was refused. As over
-  a socket, that ``WRITABLE`` then comes again each turn this layer would take
-  a write (at most ``low_water`` held), until you ``suspend_write(peer)``;
-  while it holds more, none comes until the transport below took enough. One
+  a socket, that ``WRITABLE`` then comes again each turn while this layer
+  holds at most ``low_water`` bytes, until you ``suspend_write(peer)``; while
+  it holds more, none comes until the transport below took enough. One
   call takes at most one record (16 KiB) past ``high_water``, so a peer that
   does not read costs at most ``high_water`` + 16 KiB + record overhead here,
   whatever you offer. A layer above that queues (``FramedTransport``) keeps
@@ -680,11 +680,16 @@ class TlsTransport(TransportLayer):
         return ReadResult(b"", IOStatus.EOF)
 
     def suspend_read(self, peer: Peer | None = None) -> None:
-        sessions = list(self._sessions.values()) if peer is None else [self._open_session(peer)]
+        if peer is not None:
+            sessions = [self._open_session(peer)]
+        else:  # the peers you have: a handshake or a close in progress keeps reading
+            sessions = [
+                each for each in self._sessions.values() if not (each.closing or each.handshaking)
+            ]
         for session in sessions:
             session.reading = False
-        if peer is None or not self._sessions[peer].gone:
-            self.inner.suspend_read(peer)
+            if not session.gone:
+                self.inner.suspend_read(session.peer)
 
     # --------------------------------------------------------------- writes
     def resume_write(self, data: WriteData, peer: Peer) -> WriteResult:

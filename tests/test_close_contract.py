@@ -98,6 +98,19 @@ def test_a_peer_that_never_ends_its_side_gives_a_linger_timeout_error(ew, tcp_pa
     assert closed.error.timeout == 0.2
 
 
+def test_suspending_every_peer_does_not_stop_a_lingering_close(ew, tcp_pair):
+    """suspend_read() with no argument is about the peers still yours: a peer
+    lingering after close(peer) is still read and discarded until its EOF."""
+    tcp, events, _, client = tcp_pair
+    peer = events[0].peer
+    tcp.close(peer)
+    tcp.suspend_read()
+    client.send(b"x" * 1000)
+    client.shutdown(socket.SHUT_WR)
+    ew.run_until(lambda: closed_events(events), timeout=5)
+    assert [(e.status, e.error) for e in closed_events(events)] == [(IOStatus.OK, None)]
+
+
 def test_a_reset_while_lingering_gives_connection_broken(ew, tcp_pair):
     tcp, events, _, client = tcp_pair
     peer = events[0].peer
@@ -352,11 +365,42 @@ def test_a_peer_that_writes_before_it_reads_still_gets_the_reply_after_close(ew,
     assert [e.status for e in endpoint.closed(peer)] == [IOStatus.OK]
 
 
-def test_frames_that_arrived_are_not_readable_after_close(ew, framed_pair):
+@pytest.mark.parametrize("ending", ["close", "abort"])
+def test_frames_that_arrived_are_not_readable_after_close_or_abort(ew, framed_pair, ending):
     endpoint, peer, other = framed_pair
+    t = endpoint.transport
     endpoint.take = False  # the owner leaves them waiting
     other.send(encode_frame(b"one") + encode_frame(b"two"))
-    ew.run_until(lambda: endpoint.transport.snapshot(peer).frames_waiting == 2, timeout=5)
-    endpoint.transport.close(peer)
-    with pytest.raises(TransportClosedError):
-        endpoint.transport.resume_read(peer)
+    ew.run_until(lambda: t.snapshot(peer).frames_waiting == 2, timeout=5)
+    getattr(t, ending)(peer)
+    for call in (t.resume_read, t.read_frames, t.suspend_read):
+        with pytest.raises(TransportClosedError):
+            call(peer)
+
+
+def test_suspending_every_peer_does_not_stop_a_close_in_progress(ew, framed_pair):
+    """suspend_read() with no argument means the peers still yours: a closing
+    peer keeps being read and discarded, so a peer that writes before it reads
+    still gets the reply and the close ends OK, not at the linger timeout."""
+    endpoint, peer, other = framed_pair
+    t = endpoint.transport
+    reply = encode_frame(bytes(2 * 1024 * 1024))
+    t.resume_write(reply[4:], peer)
+    t.close(peer)
+    t.suspend_read()
+    request = bytes(4 * 1024 * 1024)
+    sent = 0
+    give_up = ew.time() + 4
+    while sent < len(request) and ew.time() < give_up:
+        with contextlib.suppress(BlockingIOError):
+            sent += other.send(request[sent : sent + 65536])
+        ew.run_once(0.001)
+    assert sent == len(request), "the peer's write got stuck behind our close"
+    got = bytearray()
+    while not endpoint.closed(peer) and ew.time() < give_up:
+        ew.run_once(0.001)
+        got += drain(other)[0]
+        if len(got) == len(reply):
+            other.shutdown(socket.SHUT_WR)
+    assert got + drain(other)[0] == reply
+    assert [e.status for e in endpoint.closed(peer)] == [IOStatus.OK]

@@ -253,3 +253,90 @@ def test_a_message_refused_for_a_small_buffer_is_the_next_one_read(ew, then) -> 
     finally:
         theirs.close()
         transport.close()
+
+
+def _refusing_owner(transport: CompressedTransport, log: list, *, reads_on: int) -> Callable:
+    """An owner that offers too small a buffer on the first READABLE, ignores the
+    next ones until the ``reads_on``-th, and reads with room enough then."""
+
+    def owner(event) -> None:
+        if event.kind is not EventKind.READABLE:
+            return
+        log.append(("READABLE", transport._watcher.turns))  # type: ignore[union-attr]
+        readables = sum(1 for entry in log if entry[0] == "READABLE")
+        if readables == 1:
+            with pytest.raises(BufferError):
+                transport.resume_read(event.peer, bytearray(10))
+        elif readables == reads_on:
+            log.append(bytes(transport.resume_read(event.peer, bytearray(100)).data))
+
+    return owner
+
+
+def test_a_held_message_is_announced_once_a_turn_until_it_is_read(ew) -> None:
+    mine, theirs = socket.socketpair()
+    transport = CompressedTransport(FramedTransport(TcpTransport()))
+    try:
+        log: list = []
+        transport.attach(ew, _refusing_owner(transport, log, reads_on=4))
+        transport.adopt(mine)
+        theirs.sendall(encode_frame(bytes((STORED,)) + b"A" * 50))
+        ew.run_until(lambda: b"A" * 50 in log, timeout=5)
+        for _ in range(5):
+            ew.run_once(0)
+        turns = [entry[1] for entry in log if entry[0] == "READABLE"]
+        assert len(turns) == 4  # refused, ignored twice, read: then no more
+        assert len(set(turns)) == 4, f"more than one READABLE in a turn: {turns}"
+    finally:
+        theirs.close()
+        transport.close()
+
+
+def test_suspending_then_refusing_again_still_gives_one_readable_a_turn(ew) -> None:
+    mine, theirs = socket.socketpair()
+    transport = CompressedTransport(FramedTransport(TcpTransport()))
+    try:
+        turns: list[int] = []
+
+        def owner(event) -> None:
+            if event.kind is not EventKind.READABLE:
+                return
+            turns.append(ew.turns)
+            if len(turns) == 1:
+                with pytest.raises(BufferError):
+                    transport.resume_read(event.peer, bytearray(10))
+                transport.suspend_read(event.peer)
+                with pytest.raises(BufferError):  # a read: reading resumes
+                    transport.resume_read(event.peer, bytearray(10))
+
+        transport.attach(ew, owner)
+        transport.adopt(mine)
+        theirs.sendall(encode_frame(bytes((STORED,)) + b"A" * 50))
+        ew.run_until(lambda: len(turns) >= 4, timeout=5)
+        assert len(set(turns)) == len(turns), f"more than one READABLE in a turn: {turns}"
+    finally:
+        theirs.close()
+        transport.close()
+
+
+@pytest.mark.parametrize("ending", ["close", "abort"])
+def test_a_held_message_goes_with_the_peer_you_close(ew, ending) -> None:
+    """After close(peer) the held message is not yours: no READABLE for it, and
+    reads raise like every other call for a peer you closed."""
+    mine, theirs = socket.socketpair()
+    transport = CompressedTransport(FramedTransport(TcpTransport()))
+    try:
+        log: list = []
+        transport.attach(ew, _refusing_owner(transport, log, reads_on=0))
+        peer = transport.adopt(mine)
+        theirs.sendall(encode_frame(bytes((STORED,)) + b"A" * 50))
+        ew.run_until(lambda: log, timeout=5)
+        getattr(transport, ending)(peer)
+        for _ in range(10):
+            ew.run_once(0)
+        assert len(log) == 1, f"READABLE after {ending}(peer): {log}"
+        with pytest.raises(TransportClosedError):
+            transport.resume_read(peer)
+    finally:
+        theirs.close()
+        transport.close()

@@ -323,6 +323,17 @@ def test_calls_on_a_broken_peer_answer_its_error_until_closed_then_raise(ew, raw
         client.t.resume_write(b"x", cpeer)
 
 
+def test_closing_a_broken_peer_before_its_closed_makes_its_calls_raise(ew, raw):
+    server, client, speer, cpeer = connected_pair(ew, raw, auto_read=False)
+    reset(server.t.socket_of(speer))
+    server.t.abort(speer)
+    ew.run_until(lambda: client.of_kind(EventKind.READABLE, cpeer), timeout=5)
+    assert client.t.resume_read(cpeer).status is IOStatus.ERROR
+    client.t.close(cpeer)  # yours no more, broken or not
+    with pytest.raises(TransportClosedError):
+        client.t.resume_read(cpeer)
+
+
 def test_using_a_peer_you_closed_raises_transport_closed(ew, raw):
     server, client, speer, cpeer = connected_pair(ew, raw)
     client.t.close(cpeer)

@@ -262,10 +262,13 @@ def test_writable_repeats_each_turn_there_is_room_until_suspend_write(
     """An owner refused once, then idle on WRITABLE: the event comes again turn after
     turn (as TCP's does) until the owner says suspend_write, then never again."""
     events: list[IOEvent] = []
+    writable_turns: list[int] = []
     st = {"got": 0}
 
     def client_owner(transport: ITransport, event: IOEvent) -> None:
         events.append(event)
+        if event.kind is EventKind.WRITABLE:
+            writable_turns.append(ew.turns)
 
     _server, client, peer = _tls_pair(
         ew, closing, server_ctx, client_ctx, _read_everything(st), client_owner
@@ -280,6 +283,7 @@ def test_writable_repeats_each_turn_there_is_room_until_suspend_write(
         return sum(e.kind is EventKind.WRITABLE for e in events)
 
     ew.run_until(lambda: writable() >= 10 and st["got"] == offered, timeout=10)
+    assert len(set(writable_turns)) == len(writable_turns), "two WRITABLEs in one turn"
     client.suspend_write(peer)
     ew.run_once(0)  # a WRITABLE already scheduled for this turn may still come
     seen = writable()
@@ -327,8 +331,9 @@ def test_writable_does_not_spin_while_the_reader_reads_nothing(
 
 
 # ------------------------------------------------------------- 3. after close(peer)
+@pytest.mark.parametrize("ending", ["close", "close with bytes still unread", "abort"])
 def test_io_calls_after_close_raise_and_the_peer_leaves_peers(
-    ew, closing, server_ctx, client_ctx
+    ew, closing, server_ctx, client_ctx, ending
 ) -> None:
     outcome: dict[str, Any] = {}
     after_close: list[IOEvent] = []
@@ -345,7 +350,13 @@ def test_io_calls_after_close_raise_and_the_peer_leaves_peers(
         if event.kind is EventKind.READABLE and not outcome:
             peer = event.peer
             assert peer in transport.peers
-            transport.close(peer)
+            if ending == "close with bytes still unread":
+                # Decrypted bytes wait here now: a READABLE for them must not follow.
+                assert transport.resume_read(peer, max_len=10).status is IOStatus.OK
+            if ending == "abort":
+                transport.abort(peer)
+            else:
+                transport.close(peer)
             outcome["in peers"] = peer in transport.peers
             outcome["resume_read"] = attempt(lambda: transport.resume_read(peer))
             outcome["suspend_read"] = attempt(lambda: transport.suspend_read(peer))
@@ -353,7 +364,8 @@ def test_io_calls_after_close_raise_and_the_peer_leaves_peers(
             outcome["suspend_write"] = attempt(lambda: transport.suspend_write(peer))
             outcome["write_eof"] = attempt(lambda: transport.write_eof(peer))
             outcome["peer"] = peer
-            transport.close(peer)  # idempotent
+            if ending != "abort":
+                transport.close(peer)  # idempotent
 
     client_events: list[IOEvent] = []
     _server, client, peer = _tls_pair(
@@ -383,8 +395,13 @@ def test_linger_timeout_defaults_to_the_transport_below() -> None:
 
 @pytest.mark.parametrize(
     ("whose", "peer_sends"),
-    [("below", False), ("own", False), ("below", True)],
-    ids=["timeout from below, silent peer", "own timeout", "peer sends, then FIN"],
+    [("below", False), ("own", False), ("below", True), ("reading", True)],
+    ids=[
+        "timeout from below, silent peer",
+        "own timeout",
+        "peer sends, then FIN",
+        "owner was reading; peer sends, then FIN",
+    ],
 )
 def test_close_with_bytes_held_for_a_peer_that_never_reads_ends_at_the_linger_timeout(
     ew, closing, server_ctx, client_ctx, whose: str, peer_sends: bool
@@ -403,6 +420,8 @@ def test_close_with_bytes_held_for_a_peer_that_never_reads_ends_at_the_linger_ti
     def owner(event: IOEvent) -> None:
         events.append(event)
         if event.kind is EventKind.ACCEPTED:
+            if whose == "reading":  # READABLE was wanted: after close it must not come
+                assert server.resume_read(event.peer).status is IOStatus.WOULD_BLOCK
             server.resume_write(b"x" * (1 << 20), event.peer)
             server.close(event.peer)
             held.append(server.write_buffer_size(event.peer))
