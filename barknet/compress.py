@@ -92,6 +92,7 @@ class CompressedTransport(TransportLayer):
         #: A READABLE for it is scheduled (on the turn after this one, by number).
         self._reminder_due: dict[Peer, int] = {}
         self._quiet: set[Peer] = set()  # ... but you suspended reading since
+        self._closed_by_you: set[Peer] = set()  # until their CLOSED
         #: Payload bytes before and after compression, over every message sent.
         self.bytes_in = 0
         self.bytes_out = 0
@@ -100,6 +101,7 @@ class CompressedTransport(TransportLayer):
     def _on_inner_event(self, event: IOEvent) -> None:
         if event.kind is EventKind.CLOSED:
             self._forget_unread(event.peer)
+            self._closed_by_you.discard(event.peer)
             error = self._errors.pop(event.peer, None)
             if error is not None:
                 event = IOEvent(EventKind.CLOSED, event.peer, IOStatus.ERROR, error)
@@ -137,6 +139,8 @@ class CompressedTransport(TransportLayer):
         """Take the next whole message; statuses as in ``inner.resume_read``."""
         error = self._errors.get(peer)
         if error is not None:
+            if peer in self._closed_by_you:  # (otherwise the layer below says so)
+                raise TransportClosedError(f"you closed {peer}", peer=peer)
             return ReadResult(b"", IOStatus.ERROR, error)
         message = self._unread.pop(peer, None) if self._unread else None
         if message is None:
@@ -168,12 +172,19 @@ class CompressedTransport(TransportLayer):
 
     def close(self, peer: Peer | None = None) -> None:
         if peer is not None:
-            self._forget_unread(peer)  # yours no more
+            self._yours_no_more(peer)
         self.inner.close(peer)
 
     def abort(self, peer: Peer) -> None:
-        self._forget_unread(peer)
+        self._yours_no_more(peer)
         self.inner.abort(peer)
+
+    def _yours_no_more(self, peer: Peer) -> None:
+        """You closed ``peer``: its held message goes, and reads raise (the layer
+        below raises for them, but a peer that broke our rules is answered here)."""
+        self._forget_unread(peer)
+        if peer in self._errors:
+            self._closed_by_you.add(peer)
 
     def _forget_unread(self, peer: Peer) -> None:
         self._unread.pop(peer, None)

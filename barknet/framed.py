@@ -267,13 +267,14 @@ class FramedTransport(ITransport):
         recv = self._recv[peer]
         if recv.error is not None or recv.inner_closed:
             # The inner transport already dropped it; CLOSED is on its way (or,
-            # with frames still waiting for you, comes now).
+            # with frames still waiting for you, comes on the next turn).
             if recv.inner_closed and recv.error is None:
-                self._finish(peer, IOEvent(EventKind.CLOSED, peer, IOStatus.OK))
+                self._finish_soon(peer)
             return
         recv.paused_by_owner = True  # (reading below ends here, or turns to discarding)
         if not send.buffers:
-            self.inner.suspend_read(peer)
+            # (No suspend_read below first: the inner transport's close reads what
+            # it needs, a TLS handshake to finish or a TCP peer's EOF to wait for.)
             self.inner.close(peer)
             return
         # Frames wait to go: bounded, and the peer is read (and ignored) meanwhile.
@@ -325,11 +326,11 @@ class FramedTransport(ITransport):
     def abort(self, peer: Peer) -> None:
         """Close ``peer`` now, dropping its queued frames; ``CLOSED`` follows."""
         recv = self._recv.get(peer)
+        self._yours_no_more(peer)
         if recv is not None and recv.inner_closed:
-            self._finish(peer, IOEvent(EventKind.CLOSED, peer, IOStatus.OK))
+            self._finish_soon(peer)
             return
         self._dropped(peer)
-        self._yours_no_more(peer)
         send = self._send.get(peer)
         if send is not None:
             send.closing = True
@@ -411,6 +412,16 @@ class FramedTransport(ITransport):
             return
         self._finish(peer, event)
 
+    def _finish_soon(self, peer: Peer) -> None:
+        """CLOSED(OK) on the next turn for a peer you closed or aborted after the
+        inner transport let it go: never from inside your own call."""
+        self._send[peer].closing = True
+        self._watcher.call_soon(self._finish_if_known, peer)  # type: ignore[union-attr]
+
+    def _finish_if_known(self, peer: Peer) -> None:
+        if peer in self._recv:
+            self._finish(peer, IOEvent(EventKind.CLOSED, peer, IOStatus.OK))
+
     def _finish(self, peer: Peer, event: IOEvent) -> None:
         """The peer is gone below: forget it and tell the owner, once."""
         recv = self._recv.pop(peer)
@@ -423,8 +434,8 @@ class FramedTransport(ITransport):
         self._frames_received_closed += recv.frames_received
         if recv.error is not None:
             event = IOEvent(EventKind.CLOSED, peer, IOStatus.ERROR, recv.error)
-        elif event.status is IOStatus.OK and recv.eof:
-            event = IOEvent(EventKind.CLOSED, peer, IOStatus.EOF)
+        elif event.status is IOStatus.OK and recv.eof and not send.owner_closed:
+            event = IOEvent(EventKind.CLOSED, peer, IOStatus.EOF)  # it ended, we closed
         self._emit(event)
 
     def _emit(self, event: IOEvent) -> None:
@@ -564,8 +575,8 @@ class FramedTransport(ITransport):
         without ``half_close``, close (after sending what is queued); with it,
         make sure the owner hears of the EOF."""
         recv = self._recv.get(peer)
-        if recv is None or not recv.eof or recv.frames:
-            return
+        if recv is None or not recv.eof or recv.frames or self._send[peer].owner_closed:
+            return  # (closed by you: your close delivers CLOSED, and says OK)
         if recv.inner_closed:
             if not self.half_close or recv.eof_taken:
                 self._finish(peer, IOEvent(EventKind.CLOSED, peer, IOStatus.EOF))
@@ -961,7 +972,8 @@ class FramedTransport(ITransport):
 
     def suspend_write(self, peer: Peer) -> None:
         """Framing layers finish their own writes; this only checks ``peer``."""
-        if peer not in self._send:
+        send = self._send.get(peer)
+        if send is None or send.owner_closed:
             raise TransportClosedError(f"{peer} is closed", peer=peer)
 
     # ------------------------------------------------------------ inspection

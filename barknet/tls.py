@@ -581,6 +581,7 @@ class TlsTransport(TransportLayer):
         if session.error is not None:
             return ReadResult(b"", IOStatus.ERROR, session.error)
         if session.handshaking:
+            session.reading = True  # (the handshake reads below anyway)
             return _WOULD_BLOCK_READ
         if not session.reading:
             session.reading = True
@@ -688,7 +689,9 @@ class TlsTransport(TransportLayer):
             ]
         for session in sessions:
             session.reading = False
-            if not session.gone:
+            # A handshake must go on reading: once it is done, the first READABLE
+            # from below finds the owner not reading and stops it (_on_readable).
+            if not session.gone and not session.handshaking:
                 self.inner.suspend_read(session.peer)
 
     # --------------------------------------------------------------- writes

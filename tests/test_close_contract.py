@@ -373,7 +373,7 @@ def test_frames_that_arrived_are_not_readable_after_close_or_abort(ew, framed_pa
     other.send(encode_frame(b"one") + encode_frame(b"two"))
     ew.run_until(lambda: t.snapshot(peer).frames_waiting == 2, timeout=5)
     getattr(t, ending)(peer)
-    for call in (t.resume_read, t.read_frames, t.suspend_read):
+    for call in (t.resume_read, t.read_frames, t.suspend_read, t.suspend_write):
         with pytest.raises(TransportClosedError):
             call(peer)
 
@@ -404,3 +404,49 @@ def test_suspending_every_peer_does_not_stop_a_close_in_progress(ew, framed_pair
             other.shutdown(socket.SHUT_WR)
     assert got + drain(other)[0] == reply
     assert [e.status for e in endpoint.closed(peer)] == [IOStatus.OK]
+
+
+@pytest.mark.parametrize("ending", ["close", "abort"])
+@pytest.mark.parametrize(
+    "framed_pair",
+    # A 64-byte scratch, filled exactly by the frames: the read after them finds the EOF.
+    [{"half_close": False, "buffer_size": 64}, {"half_close": True, "buffer_size": 64}],
+    indirect=True,
+)
+def test_closing_a_peer_already_gone_below_reports_closed_ok_on_a_later_turn(
+    ew, framed_pair, ending
+):
+    """Both directions ended below while frames wait for the owner; the owner
+    closes instead of taking them. CLOSED(OK), since you closed it, and never
+    from inside your own call."""
+    endpoint, peer, other = framed_pair
+    t = endpoint.transport
+    endpoint.take = False
+    t.write_eof(peer)
+    other.send(encode_frame(b"abcd") * 8)  # 64 bytes
+    other.shutdown(socket.SHUT_WR)
+    ew.run_until(lambda: t.snapshot(peer).frames_waiting == 8 and drain(other)[1], timeout=5)
+    for _ in range(5):
+        ew.run_once(0.005)  # the inner transport closes the peer: both ends are over
+    assert t.inner.peers == [], "not the case under test: the peer is still open below"
+    assert endpoint.closed(peer) == []
+    getattr(t, ending)(peer)
+    assert endpoint.closed(peer) == [], f"CLOSED came from inside {ending}(peer)"
+    ew.run_once(0)
+    assert [(e.status, e.error) for e in endpoint.closed(peer)] == [(IOStatus.OK, None)]
+
+
+@pytest.mark.parametrize("framed_pair", [{"half_close": True}], indirect=True)
+def test_closing_after_reading_the_peers_eof_reports_closed_ok(ew, framed_pair):
+    """The peer ended its side, you read its EOF, replied and closed: CLOSED(OK)
+    (you closed it), as TcpTransport and TlsTransport say."""
+    endpoint, peer, other = framed_pair
+    t = endpoint.transport
+    endpoint.take = False
+    other.shutdown(socket.SHUT_WR)
+    ew.run_until(lambda: t.resume_read(peer).status is IOStatus.EOF, timeout=5)
+    t.resume_write(b"reply", peer)
+    t.close(peer)
+    ew.run_until(lambda: endpoint.closed(peer), timeout=5)
+    assert drain(other)[0] == encode_frame(b"reply")
+    assert [(e.status, e.error) for e in endpoint.closed(peer)] == [(IOStatus.OK, None)]

@@ -340,3 +340,30 @@ def test_a_held_message_goes_with_the_peer_you_close(ew, ending) -> None:
     finally:
         theirs.close()
         transport.close()
+
+
+@pytest.mark.parametrize("ending", ["close", "abort"])
+def test_reads_raise_after_you_close_a_peer_that_broke_the_rules(ew, ending) -> None:
+    """Until its CLOSED, a peer that sent a bad message answers reads with ERROR;
+    once you closed it, reads raise, as for any peer you closed."""
+    mine, theirs = socket.socketpair()
+    transport = CompressedTransport(FramedTransport(TcpTransport()))
+    try:
+        statuses: list = []
+
+        def owner(event) -> None:
+            if event.kind is EventKind.READABLE and not statuses:
+                statuses.append(transport.resume_read(event.peer).status)
+                getattr(transport, ending)(event.peer)
+                with pytest.raises(TransportClosedError):
+                    transport.resume_read(event.peer)
+                statuses.append("raised")
+
+        transport.attach(ew, owner)
+        transport.adopt(mine)
+        theirs.sendall(encode_frame(bytes((7,)) + b"unknown flag"))
+        ew.run_until(lambda: len(statuses) == 2, timeout=5)
+        assert statuses == [IOStatus.ERROR, "raised"]
+    finally:
+        theirs.close()
+        transport.close()

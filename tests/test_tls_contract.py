@@ -513,3 +513,61 @@ def test_close_while_a_pipelining_peer_still_sends_discards_its_bytes_and_does_n
     assert reply == b"r" * sent[0]
     (closed,) = [e for e in events if e.kind is EventKind.CLOSED]
     assert closed.status is IOStatus.OK, closed
+
+
+@pytest.mark.parametrize("framed", [False, True], ids=["tls", "framed over tls"])
+@pytest.mark.parametrize("turns", [0, 1, 2])
+def test_a_close_during_the_handshake_still_sends_what_was_written(
+    ew, closing, server_ctx, client_ctx, framed: bool, turns: int
+) -> None:
+    """connect, write, close at once (or a turn or two later, mid-handshake): the
+    handshake must go on, the request must arrive, and CLOSED must say OK."""
+    got: list[bytes] = []
+    client_events: list[IOEvent] = []
+
+    def stack(ctx: ssl.SSLContext, **options: Any) -> ITransport:
+        tls = TlsTransport(TcpTransport(linger_timeout=1.0, **options), ctx)
+        return FramedTransport(tls) if framed else tls
+
+    server = closing(stack(server_ctx))
+
+    def on_server(event: IOEvent) -> None:
+        if event.kind is EventKind.READABLE:
+            while (r := server.resume_read(event.peer)).status is IOStatus.OK:
+                got.append(bytes(r.data))
+            if r.status is IOStatus.EOF:
+                server.close(event.peer)
+
+    server.attach(ew, on_server)
+    host, port = server.bind()
+    client = closing(stack(client_ctx, host=host, port=port))
+    client.attach(ew, client_events.append)
+    peer = client.connect()
+    client.resume_write(b"request", peer)
+    for _ in range(turns):
+        ew.run_once(0.05)
+    client.close(peer)
+    ew.run_until(lambda: any(e.kind is EventKind.CLOSED for e in client_events), timeout=5)
+    assert b"".join(got).endswith(b"request")
+    (closed,) = [e for e in client_events if e.kind is EventKind.CLOSED]
+    assert (closed.status, closed.error) == (IOStatus.OK, None)
+
+
+@pytest.mark.parametrize("everyone", [False, True], ids=["suspend_read(peer)", "suspend_read()"])
+@pytest.mark.parametrize("framed", [False, True], ids=["tls", "framed over tls"])
+def test_suspending_reads_during_the_handshake_does_not_stall_it(
+    ew, closing, server_ctx, client_ctx, framed: bool, everyone: bool
+) -> None:
+    """The owner has a client peer before its handshake is done: suspending and
+    resuming its reads then must not stop the handshake (it reads for itself)."""
+    events: list[IOEvent] = []
+    server = closing(TlsTransport(TcpTransport(), server_ctx))
+    server.attach(ew, lambda event: None)
+    tls = TlsTransport(TcpTransport(*server.bind()), client_ctx)
+    client: ITransport = closing(FramedTransport(tls) if framed else tls)
+    client.attach(ew, events.append)
+    peer = client.connect()
+    ew.run_once(0.05)  # connected below, ClientHello sent: the handshake is under way
+    client.suspend_read(None if everyone else peer)
+    assert client.resume_read(peer).status is IOStatus.WOULD_BLOCK
+    ew.run_until(lambda: any(e.kind is EventKind.CONNECTED for e in events), timeout=5)
