@@ -78,6 +78,7 @@ wait for you, ``CLOSED`` waits until you took them.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -354,9 +355,13 @@ class FramedTransport(ITransport):
     def _abort(self, peer: Peer, error: BarknetError) -> None:
         """The peer broke the rules (framing, or would not take a close): close
         it now, report ``error``."""
-        self._recv[peer].error = error
+        recv = self._recv[peer]
+        recv.error = error
         self._dropped(peer)
-        self.inner.abort(peer)
+        if recv.inner_closed:
+            self._finish_soon(peer)  # gone below already, its CLOSED taken: ours says why
+        else:
+            self.inner.abort(peer)
 
     # ---------------------------------------------------------------- events
     def _on_inner_event(self, event: IOEvent) -> None:
@@ -410,6 +415,8 @@ class FramedTransport(ITransport):
             # EOF) still wait for you: CLOSED comes once you took them.
             self._emit(recv.readable)
             return
+        if recv.error is None and recv.held_error is not None:
+            recv.error = recv.held_error  # its frames are taken: now the error is news
         self._finish(peer, event)
 
     def _finish_soon(self, peer: Peer) -> None:
@@ -565,7 +572,10 @@ class FramedTransport(ITransport):
         if recv.frames:
             recv.held_error = error
             recv.paused_for_owner = True
-            self.inner.suspend_read(peer)
+            # (The read that found the error may have found the end too, and the
+            # inner transport let the peer go: its CLOSED is on the way.)
+            with contextlib.suppress(TransportClosedError):
+                self.inner.suspend_read(peer)
         else:
             self._abort(peer, error)
 

@@ -25,6 +25,7 @@ from barknet import (
     LingerTimeoutError,
     TcpTransport,
     TransportClosedError,
+    TruncatedFrameError,
     encode_frame,
 )
 from barknet.tcp import ACCEPT_ERRORS_KEPT
@@ -406,7 +407,7 @@ def test_suspending_every_peer_does_not_stop_a_close_in_progress(ew, framed_pair
     assert [e.status for e in endpoint.closed(peer)] == [IOStatus.OK]
 
 
-@pytest.mark.parametrize("ending", ["close", "abort"])
+@pytest.mark.parametrize("ending", ["close", "abort", "take them all, then close"])
 @pytest.mark.parametrize(
     "framed_pair",
     # A 64-byte scratch, filled exactly by the frames: the read after them finds the EOF.
@@ -430,8 +431,13 @@ def test_closing_a_peer_already_gone_below_reports_closed_ok_on_a_later_turn(
         ew.run_once(0.005)  # the inner transport closes the peer: both ends are over
     assert t.inner.peers == [], "not the case under test: the peer is still open below"
     assert endpoint.closed(peer) == []
-    getattr(t, ending)(peer)
+    if ending == "take them all, then close":
+        assert len(t.read_frames(peer)) == 8  # the last one taken: the end is news now
+        t.close(peer)
+    else:
+        getattr(t, ending)(peer)
     assert endpoint.closed(peer) == [], f"CLOSED came from inside {ending}(peer)"
+    assert peer not in t.peers  # yours no more, at once
     ew.run_once(0)
     assert [(e.status, e.error) for e in endpoint.closed(peer)] == [(IOStatus.OK, None)]
 
@@ -450,3 +456,36 @@ def test_closing_after_reading_the_peers_eof_reports_closed_ok(ew, framed_pair):
     ew.run_until(lambda: endpoint.closed(peer), timeout=5)
     assert drain(other)[0] == encode_frame(b"reply")
     assert [(e.status, e.error) for e in endpoint.closed(peer)] == [(IOStatus.OK, None)]
+
+
+@pytest.mark.parametrize("turns_before_taking", [0, 5])
+@pytest.mark.parametrize(
+    "framed_pair",
+    [{"half_close": False, "buffer_size": 64}, {"half_close": True, "buffer_size": 64}],
+    indirect=True,
+)
+def test_a_truncated_frame_behind_frames_and_the_peers_eof_is_reported_once_they_are_taken(
+    ew, framed_pair, turns_before_taking
+):
+    """After our write_eof, the peer sends whole frames, 2 bytes of a header and
+    its EOF. The read that finds the truncation finds the end too, and the inner
+    transport lets the peer go (both directions over) while frames still wait.
+    Nothing may escape the loop, and whenever the owner takes the frames, one
+    CLOSED(ERROR, TruncatedFrameError) follows."""
+    endpoint, peer, other = framed_pair
+    t = endpoint.transport
+    endpoint.take = False
+    t.write_eof(peer)
+    other.sendall(encode_frame(b"abcd") * 6 + encode_frame(b"0123456789") + b"\0\0")  # 64 B
+    other.shutdown(socket.SHUT_WR)
+    for _ in range(turns_before_taking):
+        ew.run_once(0.01)
+    endpoint.take = True
+    ew.run_until(lambda: endpoint.closed(peer), timeout=5)
+    for _ in range(5):
+        ew.run_once(0.01)
+    assert endpoint.frames[peer] == [b"abcd"] * 6 + [b"0123456789"]
+    (closed,) = endpoint.closed(peer)
+    assert closed.status is IOStatus.ERROR
+    assert isinstance(closed.error, TruncatedFrameError), closed
+    assert (closed.error.part, closed.error.received) == ("header", 2)

@@ -559,10 +559,16 @@ def test_suspending_reads_during_the_handshake_does_not_stall_it(
     ew, closing, server_ctx, client_ctx, framed: bool, everyone: bool
 ) -> None:
     """The owner has a client peer before its handshake is done: suspending and
-    resuming its reads then must not stop the handshake (it reads for itself)."""
+    resuming its reads then must not stop the handshake (it reads for itself),
+    and once it is done, what the server sends is announced (reading resumed)."""
     events: list[IOEvent] = []
     server = closing(TlsTransport(TcpTransport(), server_ctx))
-    server.attach(ew, lambda event: None)
+
+    def greet(event: IOEvent) -> None:
+        if event.kind is EventKind.ACCEPTED:
+            server.resume_write(b"hello" if not framed else b"\0\0\0\x05hello", event.peer)
+
+    server.attach(ew, greet)
     tls = TlsTransport(TcpTransport(*server.bind()), client_ctx)
     client: ITransport = closing(FramedTransport(tls) if framed else tls)
     client.attach(ew, events.append)
@@ -571,3 +577,5 @@ def test_suspending_reads_during_the_handshake_does_not_stall_it(
     client.suspend_read(None if everyone else peer)
     assert client.resume_read(peer).status is IOStatus.WOULD_BLOCK
     ew.run_until(lambda: any(e.kind is EventKind.CONNECTED for e in events), timeout=5)
+    ew.run_until(lambda: any(e.kind is EventKind.READABLE for e in events), timeout=5)
+    assert bytes(client.resume_read(peer).data) == b"hello"
