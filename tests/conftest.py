@@ -19,16 +19,22 @@ each test reads as the behaviour it pins:
   :class:`~barknet.FramedTransport` endpoints that record their events and the
   frames they received per peer (a server echoes by default). Everything they
   create is closed when the test ends, before ``ew`` is.
+* ``ca``, ``server_cert``, ``server_ctx``, ``client_ctx``: a throwaway certificate
+  authority (``trustme``, one per test module), a certificate it issued for
+  127.0.0.1 and localhost, and the SSL contexts of a server using it and of a
+  client trusting the CA, for the TLS tests.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 
 import pytest
+import trustme
 
 from barknet import EventWatcher
 from barknet.testing.harness import Endpoint, Stage
@@ -104,3 +110,28 @@ def framed_client(stage: Stage) -> Callable[..., Endpoint]:
     """``framed_client(address, sndbuf=None, rcvbuf=None, **framed_options)``: a client
     transport aimed at ``address`` (``.connect()`` for each peer)."""
     return stage.client
+
+
+# ------------------------------------------------------------------ certificates
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def server_cert(ca: trustme.CA) -> trustme.LeafCert:
+    return ca.issue_cert("127.0.0.1", "localhost")
+
+
+@pytest.fixture
+def server_ctx(server_cert: trustme.LeafCert) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_cert.configure_cert(ctx)
+    return ctx
+
+
+@pytest.fixture
+def client_ctx(ca: trustme.CA) -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ca.configure_trust(ctx)
+    return ctx

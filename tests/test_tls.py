@@ -52,30 +52,6 @@ HOST = "127.0.0.1"
 
 # ------------------------------------------------------------------ certificates
 @pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def server_cert(ca: trustme.CA) -> trustme.LeafCert:
-    return ca.issue_cert(HOST, "localhost")
-
-
-@pytest.fixture
-def server_ctx(server_cert: trustme.LeafCert) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_cert.configure_cert(ctx)
-    return ctx
-
-
-@pytest.fixture
-def client_ctx(ca: trustme.CA) -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
-    ca.configure_trust(ctx)
-    return ctx
-
-
-@pytest.fixture(scope="module")
 def pem_files(
     ca: trustme.CA, server_cert: trustme.LeafCert, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, Path]:

@@ -5,7 +5,7 @@
 * from ``close(peer)`` on, I/O calls for the peer raise ``TransportClosedError``;
 * ``close(peer)`` with bytes still held ends within ``linger_timeout``.
 
-Certificates come from ``trustme``; every test binds 127.0.0.1 port 0.
+Certificates come from ``trustme`` (fixtures in conftest.py); every test binds 127.0.0.1 port 0.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-import trustme
 
 from barknet import (
     EventKind,
@@ -40,30 +39,6 @@ from barknet.tls import TlsTransport
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
 HOST = "127.0.0.1"
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def server_cert(ca: trustme.CA) -> trustme.LeafCert:
-    return ca.issue_cert(HOST, "localhost")
-
-
-@pytest.fixture
-def server_ctx(server_cert: trustme.LeafCert) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_cert.configure_cert(ctx)
-    return ctx
-
-
-@pytest.fixture
-def client_ctx(ca: trustme.CA) -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
-    ca.configure_trust(ctx)
-    return ctx
 
 
 @pytest.fixture
