@@ -60,14 +60,15 @@ before the bad bytes reach the owner first, and the peer is closed only after
 the owner's callback for them returned, so its replies are accepted the same
 whether TCP delivered the bad header with those frames or later.
 
-Ending a conversation. ``close(peer)`` refuses new frames at once, sends the
-queued ones, then closes through the inner transport, which closes gracefully
-(lingering until the peer's EOF; see :mod:`barknet.tcp`). A peer that does not
-read could keep the queue from ever leaving, so that wait is bounded too: after
-``linger_timeout`` seconds the peer is aborted, ``CLOSED(ERROR,
+Ending a conversation. ``close(peer)`` refuses new frames (and reads) at once,
+sends the queued ones, then closes through the inner transport, which closes
+gracefully (lingering until the peer's EOF; see :mod:`barknet.tcp`). A peer that
+does not read could keep the queue from ever leaving, so that wait is bounded
+too: after ``linger_timeout`` seconds the peer is aborted, ``CLOSED(ERROR,
 LingerTimeoutError)``. Meanwhile what the peer sends is read and dropped, so a
-peer that finishes writing before it reads is not stuck behind us. ``write_eof(peer)``
-refuses new frames too, and passes the half-close down once the queue drained.
+peer that finishes writing before it reads is not stuck behind us.
+``write_eof(peer)`` refuses new frames too, and passes the half-close down once
+the queue drained.
 A peer that ends cleanly between frames: with ``half_close=False`` (the
 default) the peer is closed once you took its frames and the queue drained,
 ``CLOSED(EOF)``; with ``half_close=True`` you read ``EOF`` from
