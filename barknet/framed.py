@@ -106,7 +106,7 @@ from .framing import (
     sized_payloads,
 )
 from .interfaces import Buffer, ITransport, Replay, WriteData, nbytes
-from .layer import copy_message_into
+from .layer import copy_message_into, linger_timeout_below
 
 if TYPE_CHECKING:
     from .reactor import EventWatcher
@@ -119,9 +119,6 @@ READS_PER_EVENT = 4
 FRAMES_PER_TURN = 512
 #: Free scratch buffers the transport keeps for its peers' decoders.
 SPARE_SCRATCHES = 4
-#: How long close(peer) waits for queued frames when the inner transport has no
-#: ``linger_timeout`` of its own (TcpTransport's default too).
-DEFAULT_LINGER_TIMEOUT = 5.0
 
 
 #: Enum members the per-message paths compare against, looked up once: on
@@ -184,9 +181,7 @@ class FramedTransport(ITransport):
         linger_timeout: float | None = None,
     ) -> None:
         self.inner = inner
-        if linger_timeout is None:
-            linger_timeout = getattr(inner, "linger_timeout", DEFAULT_LINGER_TIMEOUT)
-        self.linger_timeout: float = linger_timeout
+        self.linger_timeout = linger_timeout_below(inner, linger_timeout)
         self.half_close = half_close
         self.coalesce = coalesce
         self.max_frame_size = max_frame_size

@@ -80,13 +80,16 @@ from .events import IOCounters, IOEvent, Peer, ReadResult, WriteResult
 if TYPE_CHECKING:
     from .reactor import EventWatcher
 
-__all__ = ["IOV_MAX", "Buffer", "ITransport", "Replay", "WriteData", "nbytes"]
+__all__ = ["IOV_MAX", "LINGER_TIMEOUT", "Buffer", "ITransport", "Replay", "WriteData", "nbytes"]
 
 #: A readable bytes-like object.
 Buffer = bytes | bytearray | memoryview
 #: What ``resume_write`` accepts: one buffer, or several sent in order as one
 #: scatter/gather write (one ``sendmsg`` on TCP).
 WriteData = Buffer | Sequence[Buffer]
+#: Seconds a graceful ``close(peer)`` waits at most, by default, at each stage
+#: (queued bytes leaving, the peer's EOF); see "Graceful close" above.
+LINGER_TIMEOUT = 5.0
 #: Most buffers one scatter/gather write (``sendmsg``) accepts; every layer that
 #: hands a list of buffers down sends at most this many at a time.
 IOV_MAX: int = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024

@@ -31,12 +31,12 @@ import socket
 from typing import TYPE_CHECKING
 
 from .events import IOCounters, IOEvent, IOStatus, Peer, ReadResult, WriteResult
-from .interfaces import ITransport, Replay, WriteData
+from .interfaces import LINGER_TIMEOUT, ITransport, Replay, WriteData
 
 if TYPE_CHECKING:
     from .reactor import EventWatcher
 
-__all__ = ["TransportLayer", "copy_message_into"]
+__all__ = ["TransportLayer", "copy_message_into", "linger_timeout_below"]
 
 
 def copy_message_into(
@@ -59,6 +59,17 @@ def copy_message_into(
         raise BufferError(f"a {size}-byte message does not fit in {len(room)} bytes")
     room[:size] = message
     return ReadResult(room[:size], IOStatus.OK)
+
+
+def linger_timeout_below(inner: ITransport, given: float | None) -> float:
+    """How long a layer that holds bytes lets ``close(peer)`` wait for them:
+    ``given``, else the ``linger_timeout`` of the transport directly below (so
+    that over ``TcpTransport`` one setting bounds every stage of a close), else
+    :data:`~barknet.interfaces.LINGER_TIMEOUT`."""
+    if given is not None:
+        return given
+    below: float | None = getattr(inner, "linger_timeout", None)
+    return LINGER_TIMEOUT if below is None else below
 
 
 class TransportLayer(ITransport):

@@ -68,7 +68,7 @@ from .errors import (
     TransportClosedError,
 )
 from .events import EventKind, IOCounters, IOEvent, IOStatus, Peer, ReadResult, WriteResult
-from .interfaces import IOV_MAX, ITransport, Replay, WriteData
+from .interfaces import IOV_MAX, LINGER_TIMEOUT, ITransport, Replay, WriteData
 
 if TYPE_CHECKING:
     from .reactor import EventWatcher, TimerHandle
@@ -150,7 +150,7 @@ class TcpTransport(ITransport):
         nodelay: bool = True,
         backlog: int = 128,
         read_size: int = 256 * 1024,
-        linger_timeout: float = 5.0,
+        linger_timeout: float = LINGER_TIMEOUT,
     ) -> None:
         self.host = host
         self.port = port

@@ -85,7 +85,7 @@ from typing import Any, cast
 from .errors import BarknetError, LingerTimeoutError, TransportClosedError
 from .events import EventKind, IOEvent, IOStatus, Peer, ReadResult, WriteResult
 from .interfaces import ITransport, WriteData
-from .layer import TransportLayer
+from .layer import TransportLayer, linger_timeout_below
 from .tls_session import RECORD_SIZE, TlsSession, local_error, tls_error
 
 __all__ = ["HIGH_WATER", "TlsTransport"]
@@ -95,8 +95,6 @@ __all__ = ["HIGH_WATER", "TlsTransport"]
 HIGH_WATER = 64 * 1024
 #: Bytes asked of the transport below per read, and of OpenSSL per plain read.
 READ_SIZE = 64 * 1024
-#: ``linger_timeout`` when neither you nor the transport below gives one.
-LINGER_TIMEOUT = 5.0
 #: Reads per event while discarding what a closed peer still sends.
 _DISCARD_READS = 16
 
@@ -155,9 +153,7 @@ class TlsTransport(TransportLayer):
         self.server_side = server_side
         self.server_hostname = server_hostname
         self.handshake_timeout = handshake_timeout
-        if linger_timeout is None:
-            linger_timeout = getattr(inner, "linger_timeout", None)
-        self.linger_timeout: float = LINGER_TIMEOUT if linger_timeout is None else linger_timeout
+        self.linger_timeout = linger_timeout_below(inner, linger_timeout)
         self._sessions: dict[Peer, TlsSession] = {}
         self._scratch = bytearray(READ_SIZE)
 
