@@ -12,6 +12,7 @@ import pytest
 
 from barknet import FramedTransport
 from barknet.interfaces import ITransport
+from barknet.testing.checks import Lab, hex_bytes
 from barknet.testing.conformance import CHECKS, checks_for, explain_exception, run_checks
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
@@ -119,3 +120,38 @@ def test_plain_wire_false_leaves_out_the_checks_that_speak_plain_frames() -> Non
     )
     assert [r.check.name for r in report.results] == ["single message"], str(report)
     assert report.passed
+
+
+class _Borrowed(FramedTransport):
+    """A learner's class that is barknet's own, renamed."""
+
+
+def test_a_report_on_barknets_own_framing_says_whose_code_it_graded() -> None:
+    names = ["single message"]
+    own = run_checks(FramedTransport, names=names)
+    assert own.passed and own.library_classes == ["barknet's own FramedTransport"]
+    assert "what was graded is barknet's own FramedTransport" in own.summary()
+    # However it is handed over: a subclass, through a lambda.
+    sub = run_checks(lambda inner: _Borrowed(inner), names=names)
+    assert "_Borrowed, a subclass of barknet's FramedTransport" in sub.summary()
+    # A stack of another class (even one with barknet's framing inside) is not flagged.
+    from barknet.compress import CompressedTransport
+
+    other = run_checks(lambda inner: CompressedTransport(FramedTransport(inner)), names=names)
+    assert other.passed and other.library_classes == []
+    assert other.summary() == "1 of 1 checks passed"
+
+
+def test_a_cut_hex_dump_says_how_many_bytes_it_shows_of_how_many() -> None:
+    assert hex_bytes(b"abc") == "61 62 63"
+    assert hex_bytes(b"", total=0) == "(nothing)"
+    assert hex_bytes(b"a" * 30, 4) == "61 61 61 61 ... (the first 4 of 30 bytes)"
+    # A recording that kept 24 bytes of 60,000 says 60,000, not 24.
+    assert hex_bytes(b"a" * 24, 24, total=60_000).endswith("(the first 24 of 60,000 bytes)")
+    # The lab's recorder keeps the first bytes, and counts them all.
+    with Lab(FramedTransport) as lab:
+        client, peer = lab.client()
+        client.transport.resume_write(b"x" * 100, peer)
+        lab.run_until(lambda: client.frames[peer], "the echo")
+        assert lab.written(client) == lab.received(lab.server) == 104
+        assert lab.describe().count("(the first 24 of 104 bytes)") == 4  # both ways, both sides

@@ -214,3 +214,14 @@ def test_the_promise_fails_when_the_plumbing_breaks_it(name: str) -> None:
     broken = mutated(Mutant(name, (edit,), caught_by="", says=""))
     with pytest.raises(AssertionError, match="gave up after"):
         promise(broken, timeout=1)
+
+
+def test_the_shared_buffer_hint_comes_only_when_peers_got_each_others_bytes() -> None:
+    # A wrong byte order on the server also fails the interleaved check, but no
+    # peer's bytes reach another: the hint must point at decoding, not at buffers.
+    (little_endian,) = [m for m in MUTANTS if m.name == "little-endian header on both sides"]
+    name = "many peers, interleaved partial frames"
+    report = run_checks(mutated(little_endian), levels=LEVELS, names=[name], timeout=2)
+    message = report.failures[0].message
+    assert "no peer got another's bytes" in message, message
+    assert "own receive buffer" not in message, message

@@ -46,6 +46,7 @@ from types import FrameType, TracebackType
 from typing import Any
 
 from ..events import IOEvent, IOStatus, Peer, ReadResult, WriteResult
+from ..framed import FramedTransport
 from ..interfaces import ITransport, WriteData
 from ..layer import TransportLayer
 from ..tcp import TcpTransport
@@ -90,12 +91,19 @@ def wait_limit() -> float:
     return max(0.1, min(_limits["timeout"], left))
 
 
-def hex_bytes(data: bytes | bytearray, limit: int = 24) -> str:
-    """``data`` as spaced hex, cut after ``limit`` bytes; ``(nothing)`` if empty."""
-    if not data:
+def hex_bytes(data: bytes | bytearray, limit: int = 24, total: int | None = None) -> str:
+    """``data`` as spaced hex, cut after ``limit`` bytes; ``(nothing)`` if empty.
+
+    ``total`` is how many bytes there were in all, when ``data`` is only the
+    first of them (a recording keeps the first few): a cut says how many of
+    how many it shows, so that the count is never mistaken for the total."""
+    total = len(data) if total is None else total
+    if not total:
         return "(nothing)"
-    text = bytes(data[:limit]).hex(" ")
-    return text + (f" ... ({len(data)} bytes)" if len(data) > limit else "")
+    shown = bytes(data[:limit])
+    if total <= len(shown):
+        return shown.hex(" ")
+    return f"{shown.hex(' ')} ... (the first {len(shown)} of {total:,} bytes)"
 
 
 def _flat(data: WriteData) -> bytes:
@@ -105,16 +113,20 @@ def _flat(data: WriteData) -> bytes:
 
 
 class _Wire(TransportLayer):
-    """Records the first bytes each peer wrote and read, for failure messages."""
+    """Records the first bytes each peer wrote and read, and how many in all,
+    for failure messages."""
 
     def __init__(self, inner: ITransport) -> None:
         super().__init__(inner)
         self.written: dict[Peer, bytearray] = {}
         self.read: dict[Peer, bytearray] = {}
+        self.written_total: Counter[Peer] = Counter()
+        self.read_total: Counter[Peer] = Counter()
 
     def resume_write(self, data: WriteData, peer: Peer) -> WriteResult:
         result = self.inner.resume_write(data, peer)
         kept = self.written.setdefault(peer, bytearray())
+        self.written_total[peer] += result.sent
         if result.sent and len(kept) < _WIRE_KEEP:
             kept += _flat(data)[: min(result.sent, _WIRE_KEEP - len(kept))]
         return result
@@ -128,8 +140,10 @@ class _Wire(TransportLayer):
     ) -> ReadResult:
         result = self.inner.resume_read(peer, buffer, offset, max_len)
         kept = self.read.setdefault(peer, bytearray())
-        if result.status is IOStatus.OK and len(kept) < _WIRE_KEEP:
-            kept += bytes(result.data[: _WIRE_KEEP - len(kept)])
+        if result.status is IOStatus.OK:
+            self.read_total[peer] += len(result.data)
+            if len(kept) < _WIRE_KEEP:
+                kept += bytes(result.data[: _WIRE_KEEP - len(kept)])
         return result
 
 
@@ -158,10 +172,10 @@ class Side(Owner):
             lines.append(f"  (and {len(self.closed) - 3} more peers closed)")
         if wire is not None:
             for peer in sorted(set(wire.written) | set(wire.read), key=str)[:2]:
-                lines.append(
-                    f"  {peer} wrote on the wire: {hex_bytes(wire.written.get(peer, b''))}"
-                )
-                lines.append(f"  {peer} read from the wire: {hex_bytes(wire.read.get(peer, b''))}")
+                written = hex_bytes(wire.written.get(peer, b""), total=wire.written_total[peer])
+                read = hex_bytes(wire.read.get(peer, b""), total=wire.read_total[peer])
+                lines.append(f"  {peer} wrote on the wire: {written}")
+                lines.append(f"  {peer} read from the wire: {read}")
         return lines
 
 
@@ -214,8 +228,8 @@ class Lab:
         wire = _Wire(tcp)
         self.wires.append(wire)
         inner: ITransport = wire
-        if self.chunking is not None:
-            inner = ChunkingTransport(tcp, seed=len(self.tcps), **self.chunking)
+        if self.chunking is not None:  # (over the recorder: it sees what the socket moved)
+            inner = ChunkingTransport(wire, seed=len(self.tcps), **self.chunking)
         side = self.stage.add(Side(self.ew, self.make(inner), quiet=self.quiet, **options))
         self.sides.append(side)
         return side
@@ -237,6 +251,14 @@ class Lab:
             raise AssertionError(
                 f"waited {timeout:g} s for {what}; it never came.\n" + self.describe()
             ) from None
+
+    def written(self, side: Side) -> int:
+        """How many bytes ``side``'s transport put on the wire, to all its peers."""
+        return sum(self.wires[self.sides.index(side)].written_total.values())
+
+    def received(self, side: Side) -> int:
+        """How many bytes ``side``'s transport took off the wire, from all its peers."""
+        return sum(self.wires[self.sides.index(side)].read_total.values())
 
     def describe(self) -> str:
         """Each side's events and first bytes on the wire (for a failure message)."""
@@ -323,6 +345,10 @@ class Report:
     """What :func:`run_checks` found; prints as a short table, one line per check."""
 
     results: list[CheckResult] = field(default_factory=list)
+    #: The classes of barknet's own that the checks built where the maker's
+    #: transport should be (one that *is* ``FramedTransport``, or a subclass of
+    #: it): the report then graded the library, not new code, and says so.
+    library_classes: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -334,7 +360,15 @@ class Report:
 
     def summary(self) -> str:
         ok = sum(r.passed for r in self.results)
-        return f"{ok} of {len(self.results)} checks passed"
+        line = f"{ok} of {len(self.results)} checks passed"
+        if self.library_classes:
+            # An exercise's self-check must not be passed by handing it the answer.
+            graded = " and ".join(self.library_classes)
+            line += (
+                f". Note: what was graded is {graded}; these results are about barknet's "
+                "code, not yours"
+            )
+        return line
 
     def __str__(self) -> str:
         return "\n".join([*(str(r) for r in self.results), self.summary()])
@@ -399,6 +433,13 @@ def run_checks(
     purpose, such as compression, is not meant to pass them.
     """
     report = Report()
+    built: set[type] = set()
+
+    def making(inner: ITransport) -> ITransport:
+        transport = make(inner)
+        built.add(type(transport))
+        return transport
+
     started = time.monotonic()
     _limits["timeout"] = timeout
     _limits["deadline"] = started + budget
@@ -417,15 +458,28 @@ def run_checks(
                     ran=False,
                 )
             else:
-                result = _run_one(check, make)
+                result = _run_one(check, making)
             report.results.append(result)
             if progress:
                 print(result, flush=True)
     finally:
         _limits["timeout"], _limits["deadline"] = TIMEOUT, float("inf")
+    report.library_classes = _library_framing(built)
     if progress:
         print(report.summary(), f"in {time.monotonic() - started:.0f} s", flush=True)
     return report
+
+
+def _library_framing(classes: set[type]) -> list[str]:
+    """The names of the ``classes`` that are barknet's ``FramedTransport`` or
+    derive from it (``MyFramedTransport = FramedTransport`` passes every check)."""
+    return sorted(
+        "barknet's own FramedTransport"
+        if cls is FramedTransport
+        else f"{cls.__qualname__}, a subclass of barknet's FramedTransport"
+        for cls in classes
+        if issubclass(cls, FramedTransport)
+    )
 
 
 def _run_one(check: Check, make: Maker) -> CheckResult:

@@ -45,7 +45,7 @@ MUTANTS = [
             ),
         ),
         caught_by="many peers, interleaved partial frames",
-        says="did not get their own frame back",
+        says="does every peer have its own receive buffer?",
     ),
     Mutant(
         "buffer = buffer[n:] (copies the rest for every frame)",
@@ -116,6 +116,110 @@ MUTANTS = [
         (("if size > self.max_frame_size:", "if size >= self.max_frame_size:"),),
         caught_by="a frame of exactly max_frame_size",
         says="the receiver refused",
+    ),
+    Mutant(
+        "a partial header is dropped (a read of under 4 bytes is thrown away)",
+        (
+            (
+                "        while len(buffer) >= HEADER.size:\n",
+                "        if len(buffer) < HEADER.size:\n"
+                "            buffer.clear()  # (the mistake)\n"
+                "        while len(buffer) >= HEADER.size:\n",
+            ),
+        ),
+        caught_by="survives one-byte I/O",
+        says="must wait in that peer's buffer",
+    ),
+    Mutant(
+        "the bytes after the first whole frame of a read are thrown away",
+        (
+            (
+                "del buffer[:end]  # cheap: bytearray drops bytes at the front in O(1)",
+                "buffer.clear()  # (the mistake)",
+            ),
+        ),
+        caught_by="frames in order",
+        says="whole frame(s) received",
+    ),
+    Mutant(
+        "one frame per feed (the rest wait for more bytes)",
+        (
+            (
+                "del buffer[:end]  # cheap: bytearray drops bytes at the front in O(1)",
+                "del buffer[:end]\n            break  # (the mistake)",
+            ),
+        ),
+        caught_by="rapid fire of small messages",
+        says="not only the first",
+    ),
+    Mutant(
+        "an empty frame is not decoded (> instead of >=)",
+        (
+            (
+                "        while len(buffer) >= HEADER.size:\n",
+                "        while len(buffer) > HEADER.size:\n",
+            ),
+        ),
+        caught_by="zero-length frame",
+        says="a frame of its own",
+    ),
+    Mutant(
+        "ValueError instead of FrameTooLargeError when receiving",
+        (
+            (
+                "raise FrameTooLargeError(size, self.max_frame_size)",
+                'raise ValueError(f"frame too large: {size}")',
+            ),
+        ),
+        caught_by="oversized length prefix",
+        says="instead ValueError escaped",
+    ),
+    Mutant(
+        "ValueError instead of FrameTooLargeError when sending",
+        (
+            (
+                "raise FrameTooLargeError(size, max_frame_size, sending=True)",
+                'raise ValueError("too large")',
+            ),
+        ),
+        caught_by="oversized send refused",
+        says="it raised ValueError instead",
+    ),
+    Mutant(
+        "EOFError instead of TruncatedFrameError",
+        (
+            (
+                'raise TruncatedFrameError("header", have, HEADER.size)',
+                'raise EOFError("cut mid-header")',
+            ),
+        ),
+        caught_by="EOF mid-header",
+        says="instead EOFError escaped",
+    ),
+    Mutant(
+        "a framing error is not caught where the bytes are read",
+        (
+            (
+                "            except FramingError as error:\n",
+                "            except ZeroDivisionError as error:  # (the mistake)\n",
+            ),
+        ),
+        caught_by="oversized length prefix",
+        says="Catch it where you read",
+    ),
+    Mutant(
+        "the unsent rest of a frame is forgotten",
+        (
+            (
+                "            if send.offset == len(send.pending[0]):\n"
+                "                send.pending.popleft()\n"
+                "                send.offset = 0\n",
+                "            send.pending.popleft()  # (the mistake: with what was not sent)\n"
+                "            send.offset = 0\n",
+            ),
+        ),
+        caught_by="single message",
+        says="must stay queued",
     ),
 ]
 
