@@ -33,6 +33,7 @@ checks that no longer fit are reported as not run.
 
 from __future__ import annotations
 
+import hashlib
 import linecache
 import signal
 import threading
@@ -65,7 +66,9 @@ __all__ = [
     "checks_for",
     "explain_exception",
     "hex_bytes",
+    "plain_frame",
     "run_checks",
+    "same_frames",
     "wait_limit",
 ]
 
@@ -104,6 +107,27 @@ def hex_bytes(data: bytes | bytearray, limit: int = 24, total: int | None = None
     if total <= len(shown):
         return shown.hex(" ")
     return f"{shown.hex(' ')} ... (the first {len(shown)} of {total:,} bytes)"
+
+
+def plain_frame(payload: bytes) -> bytes:
+    """A frame made by an independent encoder (not barknet's codec): the length as 4
+    bytes, most significant first, then the payload."""
+    return len(payload).to_bytes(4, "big") + payload
+
+
+def same_frames(got: list[bytes], want: list[bytes], who: str) -> None:
+    """Fail, saying where, unless ``who`` got exactly the frames ``want``."""
+    if got == want:
+        return
+    for i, (g, w) in enumerate(zip(got, want, strict=False)):
+        if g != w:
+            raise AssertionError(
+                f"{who}: frame {i} differs: expected {len(w)} bytes "
+                f"(sha1 {hashlib.sha1(w).hexdigest()[:8]}) starting {hex_bytes(w, 12)}, "
+                f"got {len(g)} bytes (sha1 {hashlib.sha1(g).hexdigest()[:8]}) "
+                f"starting {hex_bytes(g, 12)}"
+            )
+    raise AssertionError(f"{who}: got {len(got)} frames, expected {len(want)}")
 
 
 def _flat(data: WriteData) -> bytes:

@@ -26,26 +26,22 @@ The checks use only the :class:`~barknet.interfaces.ITransport` methods and
 events, so any implementation that follows the event grammar can pass.
 
 Some mistakes work on every small example and fail only at scale or under
-concurrency, so three checks look for them on purpose: the bytes on the wire
-against an independent encoder (a little-endian header on both sides talks to
-itself happily), many peers whose partial frames interleave (one receive
-buffer shared by all peers), and how the decoder's work grows with the number
-of frames waiting behind the one it cuts off (``buffer = buffer[n:]`` copies
-the rest for every frame). That last one counts bytes allocated, read from
-:mod:`tracemalloc` line by line, never time: a count does not depend on how
-busy the machine is.
+concurrency; the three checks that look for them on purpose (byte order
+against an independent encoder, peers whose partial frames interleave, and
+decoder work that grows with the frames waiting) live in
+:mod:`barknet.testing.pitfalls` and are registered here with the others.
+
+A failing check says what the condition it set up demands (one-byte reads, an
+empty payload, many frames in one read), when the bytes all arrived and the
+frames did not, so that the message points at the mistake, not only at the
+timeout.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import random
 import socket
 import struct
-import sys
-import tracemalloc
-from types import FrameType
 from typing import Any
 
 from ..errors import FrameTooLargeError, TransportClosedError, TruncatedFrameError
@@ -60,9 +56,13 @@ from .checks import (
     checks_for,
     explain_exception,
     run_checks,
+    same_frames,
 )
-from .checks import hex_bytes as _hex
-from .faults import RawPeer
+from .pitfalls import (
+    check_decoder_scales_linearly,
+    check_interleaved_partial_frames,
+    check_wire_format,
+)
 
 __all__ = [
     "CHECKS",
@@ -76,11 +76,6 @@ __all__ = [
 ]
 
 
-def _frame(payload: bytes) -> bytes:
-    """An independent encoder: the length as 4 bytes, most significant first."""
-    return len(payload).to_bytes(4, "big") + payload
-
-
 def _payloads(count: int, max_size: int, seed: int) -> list[bytes]:
     rng = random.Random(seed)
     return [rng.randbytes(rng.randint(0, max_size)) for _ in range(count)]
@@ -91,20 +86,6 @@ def _raw_client(address: tuple[str, int]) -> socket.socket:
     sock = socket.create_connection(address, timeout=5)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
-
-
-def _same(got: list[bytes], want: list[bytes], who: str) -> None:
-    if got == want:
-        return
-    for i, (g, w) in enumerate(zip(got, want, strict=False)):
-        if g != w:
-            raise AssertionError(
-                f"{who}: frame {i} differs: expected {len(w)} bytes "
-                f"(sha1 {hashlib.sha1(w).hexdigest()[:8]}) starting {_hex(w, 12)}, "
-                f"got {len(g)} bytes (sha1 {hashlib.sha1(g).hexdigest()[:8]}) "
-                f"starting {_hex(g, 12)}"
-            )
-    raise AssertionError(f"{who}: got {len(got)} frames, expected {len(want)}")
 
 
 # ---------------------------------------------------------------- the checks
@@ -131,7 +112,7 @@ def _echo_round_trip(make: Maker, payloads: list[bytes], **lab_options: Any) -> 
             raise AssertionError(
                 f"the connection closed early: {client.closed[peer]}\n{lab.describe()}"
             )
-        _same(client.frames[peer], payloads, "echo")
+        same_frames(client.frames[peer], payloads, "echo")
     except BaseException:
         lab.close()
         raise
@@ -180,7 +161,7 @@ def check_rapid_fire_small_messages(make: Maker) -> None:
                 "did not get them all: one read brings many frames, and every whole one "
                 "must be cut out of it, not only the first."
             ) from None
-        _same(lab.server.frames[lab.server.opened[0]], payloads, "server")
+        same_frames(lab.server.frames[lab.server.opened[0]], payloads, "server")
 
 
 def check_large_message_partial_io(make: Maker) -> None:
@@ -213,7 +194,7 @@ def check_many_concurrent_connections(make: Maker) -> None:
             "every client's echoes",
         )
         for side, peer in clients:
-            _same(side.frames[peer], sent[peer], f"client {peer}")
+            same_frames(side.frames[peer], sent[peer], f"client {peer}")
 
 
 def check_survives_chunking(make: Maker) -> None:
@@ -245,7 +226,7 @@ def check_clean_close_is_eof(make: Maker) -> None:
         client.transport.close(peer)
         lab.run_until(lambda: lab.server.closed, "the server to see the close")
         (server_peer, event) = next(iter(lab.server.closed.items()))
-        _same(lab.server.frames[server_peer], payloads, "server")
+        same_frames(lab.server.frames[server_peer], payloads, "server")
         if event.status is not IOStatus.EOF or event.error is not None:
             raise AssertionError(f"a clean close should be CLOSED(EOF), got {event}")
 
@@ -290,7 +271,7 @@ def _expect_framing_error(
             )
         good.transport.resume_write(b"after", good_peer)
         lab.run_until(lambda: len(good.frames[good_peer]) >= 2, "the good client's second echo")
-        _same(good.frames[good_peer], [b"before", b"after"], "the other client")
+        same_frames(good.frames[good_peer], [b"before", b"after"], "the other client")
         return event.error
 
 
@@ -357,7 +338,7 @@ def check_oversized_send_refused(make: Maker) -> None:
             raise AssertionError("an oversized payload was accepted")
         client.transport.resume_write(b"fine", peer)
         lab.run_until(lambda: client.frames[peer], "the echo after the refused frame")
-        _same(client.frames[peer], [b"fine"], "client")
+        same_frames(client.frames[peer], [b"fine"], "client")
 
 
 def check_frame_at_the_limit(make: Maker) -> None:
@@ -399,250 +380,7 @@ def _one_way(
             f"the receiver refused {what}: {name} got {other.closed[on]}. A length prefix "
             "equal to the limit is allowed (size > max_frame_size, not >=)"
         )
-    _same(other.frames[on], [payload], name)
-
-
-def check_wire_format(make: Maker) -> None:
-    """The bytes on the wire match an independent encoder: a 4-byte big-endian length, then
-    the payload, in both directions (two wrong byte orders still understand each other)."""
-    payloads = [b"hello", b"", bytes(range(256)) + b"!" * 44]  # lengths 5, 0 and 300
-    wire = b"".join(_frame(p) for p in payloads)
-    # Sending: your transport writes to a plain socket, which reads the raw bytes.
-    with Lab(make, echo=False) as lab, socket.create_server(("127.0.0.1", 0)) as listener:
-        client, peer = lab.client(listener.getsockname())
-        listener.settimeout(5)
-        raw, _ = listener.accept()
-        with raw:
-            raw.setblocking(False)
-            got = bytearray()
-
-            def arrived() -> bool:
-                with contextlib.suppress(BlockingIOError):
-                    got.extend(raw.recv(65536))
-                return len(got) >= len(wire)
-
-            for payload in payloads:
-                client.transport.resume_write(payload, peer)
-            try:
-                lab.run_until(arrived, f"{len(wire)} bytes at a plain socket")
-            except AssertionError as exc:
-                if not got:
-                    raise
-                del exc  # a short answer is described below, with the bytes
-            if bytes(got[: len(wire)]) != wire:
-                raise AssertionError(
-                    "your transport sent b'hello', b'' and a 300-byte payload; on the wire:\n"
-                    f"  expected {_hex(wire, 20)}\n  got      {_hex(got, 20)}\n"
-                    + _byte_order_hint(got[:4], 5, sent_by_you=True)
-                )
-    # Receiving: a plain socket sends frames made by the independent encoder.
-    with Lab(make) as lab:
-        sender = RawPeer(lab.address)
-        try:
-            sender.send(wire)
-            lab.run_until(
-                lambda: (
-                    lab.server.opened
-                    and (
-                        len(lab.server.frames[lab.server.opened[0]]) >= len(payloads)
-                        or lab.server.closed
-                    )
-                ),
-                "3 frames sent by a plain socket",
-            )
-        finally:
-            sender.close()
-        got_frames = lab.server.frames[lab.server.opened[0]]
-        if got_frames[: len(payloads)] != payloads:
-            closed = next(iter(lab.server.closed.values()), None)
-            why = f"; the server closed the peer: {closed.error}" if closed else ""
-            raise AssertionError(
-                f"a plain socket sent {_hex(wire, 13)} (b'hello' as 00 00 00 05, then the "
-                f"payload); your server delivered {[_short(f) for f in got_frames]}{why}\n"
-                + _byte_order_hint(wire[:4], 5)
-            )
-
-
-def _short(frame: bytes) -> str:
-    return repr(frame) if len(frame) <= 12 else f"<{len(frame)} bytes>"
-
-
-def _byte_order_hint(header: bytes | bytearray, size: int, *, sent_by_you: bool = False) -> str:
-    """What the first header says. ``sent_by_you``: ``header`` is what the transport
-    under test wrote for a ``size``-byte payload (else what a plain socket sent it)."""
-    if len(header) < 4:
-        return "(fewer than 4 bytes: not even a header)"
-    big, little = int.from_bytes(header[:4], "big"), int.from_bytes(header[:4], "little")
-    if sent_by_you and header[:4] == size.to_bytes(4, "big"):
-        return (
-            f"the first header, {_hex(header[:4])}, is right: compare the lines byte by byte "
-            "after it (an empty payload is a frame too, its header alone: 00 00 00 00)"
-        )
-    if header[:4] == size.to_bytes(4, "little"):
-        return (
-            f"the header {_hex(header[:4])} is {size} in little-endian: the wire format is "
-            'big-endian ("network order"), struct format "!I"'
-        )
-    return (
-        f"the header {_hex(header[:4])} reads as {big} big-endian ({little} little-endian); "
-        f'a frame of {size} bytes starts {_hex(size.to_bytes(4, "big"))} (struct "!I")'
-    )
-
-
-def check_interleaved_partial_frames(make: Maker) -> None:
-    """Eight peers send their frames in three pieces each, taking turns, so every peer's
-    bytes arrive between other peers' half frames: each must get its own frame back."""
-    rng = random.Random(5)
-    payloads = [bytes([65 + i]) * 4 + rng.randbytes(20 + 13 * i) for i in range(8)]
-    with Lab(make) as lab:
-        peers = [RawPeer(lab.address) for _ in payloads]
-        try:
-            lab.run_until(lambda: len(lab.server.opened) == len(peers), "8 connections")
-            server_tcp = lab.tcps[0]
-            for piece in range(3):
-                for raw, payload in zip(peers, payloads, strict=True):
-                    frame = _frame(payload)
-                    cuts = [0, 2, 4 + len(payload) // 2, len(frame)]
-                    chunk = frame[cuts[piece] : cuts[piece + 1]]
-                    until = server_tcp.counters().bytes_received + len(chunk)
-                    raw.send(chunk)
-
-                    def piece_read(until: int = until) -> bool:
-                        return server_tcp.counters().bytes_received >= until or bool(
-                            lab.server.closed
-                        )
-
-                    with contextlib.suppress(AssertionError):  # a closed peer reads no more
-                        lab.run_until(piece_read, "the server to read a piece")
-            wanted = [_frame(p) for p in payloads]
-            with contextlib.suppress(AssertionError):  # described below, peer by peer
-                lab.run_until(
-                    lambda: all(
-                        len(r.poll()) >= len(w) for r, w in zip(peers, wanted, strict=True)
-                    ),
-                    "every peer's echo",
-                )
-            wrong = [
-                (i, w, r.poll())
-                for i, (r, w) in enumerate(zip(peers, wanted, strict=True))
-                if r.poll()[: len(w)] != w
-            ]
-            if wrong:
-                lines = [
-                    f"{len(wrong)} of 8 peers did not get their own frame back; the pieces "
-                    "were: 2 header bytes, then the rest of the header and half the payload, "
-                    "then the rest, each peer in turn:"
-                ]
-                for i, want, got in wrong[:3]:
-                    lines.append(f"  peer {i} sent {_hex(want, 10)}")
-                    lines.append(f"         got  {_hex(got, 10)}")
-                closed = [e for e in lab.server.closed.values() if e.error is not None]
-                if closed:
-                    lines.append(
-                        f"the server closed {len(closed)} peer(s), e.g. with "
-                        f"{type(closed[0].error).__name__}: {closed[0].error}"
-                    )
-                # Each payload starts with its peer's own letter four times (AAAA, BBBB...).
-                mixed = any(
-                    bytes([65 + j]) * 4 in got for i, _, got in wrong for j in range(8) if j != i
-                )
-                if mixed or not closed:
-                    lines.append(
-                        "does every peer have its own receive buffer? Bytes from one peer must "
-                        "never meet another's."
-                    )
-                else:
-                    lines.append(
-                        "no peer got another's bytes: the server could not decode what each "
-                        "peer sent. Run the checks 'wire format and byte order' and "
-                        "'survives one-byte I/O' alone first."
-                    )
-                raise AssertionError("\n".join(lines))
-        finally:
-            for raw in peers:
-                raw.close()
-
-
-class _AllocationMeter:
-    """Counts the bytes allocated while it is active, line by line.
-
-    ``tracemalloc`` knows what is allocated *now* and the peak since the last
-    reset, not a running total; a copy that is made and freed within one line
-    (``buffer = buffer[n:]``) would leave no trace in "now". So a trace
-    function samples at every line: the peak since the previous line minus
-    what was allocated then is what that line allocated, at least.
-    """
-
-    def __init__(self) -> None:
-        self.total = 0
-        self._base = 0
-        self._started = False
-        self._previous: Any = None
-
-    def __enter__(self) -> _AllocationMeter:
-        self._started = not tracemalloc.is_tracing()
-        if self._started:
-            tracemalloc.start()
-        self._base = tracemalloc.get_traced_memory()[0]
-        tracemalloc.reset_peak()
-        self._previous = sys.gettrace()
-        sys.settrace(self._trace)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        sys.settrace(self._previous)
-        self._sample()
-        if self._started:
-            tracemalloc.stop()
-
-    def _sample(self) -> None:
-        current, peak = tracemalloc.get_traced_memory()
-        self.total += max(0, peak - self._base)
-        tracemalloc.reset_peak()
-        self._base = current
-
-    def _trace(self, frame: FrameType, event: str, arg: object) -> Any:
-        self._sample()
-        return self._trace
-
-
-def _decode_cost(make: Maker, count: int) -> tuple[int, int]:
-    """Bytes allocated while ``count`` 8-byte frames, sent in one write, are decoded;
-    and how many reads the server needed."""
-    payloads = [struct.pack("!Q", i) for i in range(count)]
-    with Lab(make, echo=False) as lab:
-        sender = RawPeer(lab.address)
-        try:
-            lab.run_until(lambda: lab.server.opened, "the connection")
-            server_peer = lab.server.opened[0]
-            sender.send(b"".join(_frame(p) for p in payloads))
-            reads_before = lab.tcps[0].counters().recv_calls
-            with _AllocationMeter() as meter:
-                lab.run_until(
-                    lambda: len(lab.server.frames[server_peer]) >= count or lab.server.closed,
-                    f"{count} small frames sent in one write",
-                )
-            _same(lab.server.frames[server_peer], payloads, "server")
-            return meter.total, lab.tcps[0].counters().recv_calls - reads_before
-        finally:
-            sender.close()
-
-
-def check_decoder_scales_linearly(make: Maker) -> None:
-    """Decoding 8,000 frames that arrive together costs about as much per frame as 1,000:
-    counted in bytes allocated (not time), so copying what is left for each frame fails."""
-    small, _ = _decode_cost(make, 1000)
-    large, reads = _decode_cost(make, 8000)
-    per_small, per_large = small / 1000, large / 8000
-    if per_large > 2 * per_small:
-        raise AssertionError(
-            f"decoding 1000 small frames that arrived together allocated {per_small:,.0f} "
-            f"bytes per frame; 8000 frames ({reads} reads) allocated {per_large:,.0f} bytes "
-            f"per frame, x{per_large / per_small:.1f}. The work per frame grows with the "
-            "frames waiting behind it: something copies the rest of the buffer for every "
-            "frame (buffer = buffer[n:]? bytes += chunk?). Drop what you used with "
-            "del buffer[:n] on a bytearray."
-        )
+    same_frames(other.frames[on], [payload], name)
 
 
 CHECKS: list[Check] = [
