@@ -239,6 +239,11 @@ class FramedTransport(ITransport):
         and reads raise too (``TransportClosedError``); frames that arrived and
         that you did not take are dropped."""
         if peer is None:
+            for each, send in self._send.items():
+                # Every peer is let go below, now: what this turn still had
+                # scheduled for one (a coalesced flush, a READABLE) does nothing.
+                self._yours_no_more(each)
+                send.closing = send.dropped = True
             self.inner.close()
             return
         self._yours_no_more(peer)

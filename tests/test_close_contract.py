@@ -466,3 +466,27 @@ def test_a_truncated_frame_behind_frames_and_the_peers_eof_is_reported_once_they
     assert closed.status is IOStatus.ERROR
     assert isinstance(closed.error, TruncatedFrameError), closed
     assert (closed.error.part, closed.error.received) == ("header", 2)
+
+
+@pytest.mark.parametrize("compressed", [False, True], ids=["framed", "compressed"])
+def test_closing_everything_while_coalesced_frames_wait_raises_nothing_from_the_loop(
+    stage, compressed
+) -> None:
+    """close() with no argument lets every peer go at once: the end-of-turn flush that
+    coalesce had scheduled must find nothing to do, not a closed transport below."""
+    from barknet.compress import CompressedTransport
+
+    server = stage.server(echo=False)
+    transport: object = FramedTransport(TcpTransport(*server.address), coalesce=True)
+    if compressed:
+        transport = CompressedTransport(transport)  # type: ignore[arg-type]
+    client = stage.endpoint(transport)  # type: ignore[arg-type]
+    peer = client.connect()
+    stage.run_until(lambda: server.accepted())
+    client.transport.resume_write(b"one", peer)
+    client.transport.resume_write(b"two", peer)  # waits for the end of this turn
+    client.transport.close()
+    stage.turns(5)  # (an exception out of the loop fails the test here)
+    assert [e.status for e in client.closed(peer)] == [IOStatus.OK]
+    with pytest.raises(TransportClosedError):
+        client.transport.resume_write(b"three", peer)
