@@ -581,6 +581,11 @@ class TlsTransport(TransportLayer):
             return _WOULD_BLOCK_READ
         if not session.reading:
             session.reading = True
+            if not (session.gone or session.inner_eof or session.got_close_notify):
+                # suspend_read stopped the reading below, and only a read there starts
+                # it again: the plaintext OpenSSL holds may fill this whole call
+                # without one (what it reads waits in OpenSSL's buffer meanwhile).
+                self._pull(session)
         if session.got_close_notify:
             return self._read_eof(session)
         if buffer is None:

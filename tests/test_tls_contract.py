@@ -554,3 +554,33 @@ def test_suspending_reads_during_the_handshake_does_not_stall_it(
     ew.run_until(lambda: any(e.kind is EventKind.CONNECTED for e in events), timeout=5)
     ew.run_until(lambda: any(e.kind is EventKind.READABLE for e in events), timeout=5)
     assert bytes(client.resume_read(peer).data) == b"hello"
+
+
+def test_reading_again_after_suspend_read_watches_the_peer_even_when_the_read_is_served_from_tls(
+    ew, closing, server_ctx, client_ctx
+) -> None:
+    """The owner reads 50 of 100 bytes, suspends, then reads exactly the 50 that TLS
+    already holds decrypted: that read needs nothing from the socket, yet it is a
+    resume_read, so bytes the peer sends later must be announced."""
+    st: dict[str, Any] = {"peer": None, "later": b""}
+
+    def server_owner(transport: ITransport, event: IOEvent) -> None:
+        if event.kind is not EventKind.READABLE:
+            return
+        if st["peer"] is None:
+            st["peer"] = event.peer
+            assert transport.resume_read(event.peer, max_len=50).data == b"A" * 50
+            transport.suspend_read(event.peer)
+        else:
+            st["later"] += bytes(transport.resume_read(event.peer).data)
+
+    server, client, peer = _tls_pair(
+        ew, closing, server_ctx, client_ctx, server_owner, lambda t, e: None
+    )
+    client.resume_write(b"A" * 100, peer)
+    ew.run_until(lambda: st["peer"] is not None, timeout=5)
+    for _ in range(5):
+        ew.run_once(0.01)
+    assert server.resume_read(st["peer"], max_len=50).data == b"A" * 50  # all from TLS
+    client.resume_write(b"B" * 100, peer)
+    ew.run_until(lambda: st["later"] == b"B" * 100, timeout=5)
