@@ -456,18 +456,21 @@ class FramedTransport(ITransport):
         some still wait after its callback (or we stopped reading for it, or a
         framing error waits behind them), come back on a later turn
         (``next_turn``: not this one's callbacks, the next's). Nothing is
-        scheduled for an owner that took everything."""
-        self._replay(recv.readable)  # type: ignore[misc]  # attached: set
-        if (
-            recv.frames
-            or recv.paused_for_owner
-            or recv.decoder.ready
-            or recv.held_error
-            or (self.half_close and self._eof_unread(recv))
-        ) and not recv.replay_due:
-            recv.replay_due = True
-            recv.replay_waits = next_turn
-            self._watcher.call_soon(self._replay_readable, peer)  # type: ignore[union-attr]
+        scheduled for an owner that took everything. A callback that raises
+        (a bug the loop lets out) still leaves the frames announced later."""
+        try:
+            self._replay(recv.readable)  # type: ignore[misc]  # attached: set
+        finally:
+            if (
+                recv.frames
+                or recv.paused_for_owner
+                or recv.decoder.ready
+                or recv.held_error
+                or (self.half_close and self._eof_unread(recv))
+            ) and not recv.replay_due:
+                recv.replay_due = True
+                recv.replay_waits = next_turn
+                self._watcher.call_soon(self._replay_readable, peer)  # type: ignore[union-attr]
 
     def _eof_unread(self, recv: RecvState) -> bool:
         """With ``half_close``, the peer's EOF is news the owner must read

@@ -491,8 +491,10 @@ class TlsTransport(TransportLayer):
         if not session.reading:
             self.inner.suspend_read(session.peer)
             return
-        self._emit(session.readable)
-        self._kick(session)
+        try:
+            self._emit(session.readable)
+        finally:  # (even after a callback that raised: what waits is announced later)
+            self._kick(session)
 
     def _kick(self, session: TlsSession) -> None:
         if session.kick_due or not session.reading or session.closing or not session.waiting():
@@ -505,8 +507,10 @@ class TlsTransport(TransportLayer):
         if self._sessions.get(session.peer) is not session or session.error is not None:
             return
         if session.reading and not session.closing and session.waiting():
-            self._emit(session.readable)
-            self._kick(session)
+            try:
+                self._emit(session.readable)
+            finally:
+                self._kick(session)
 
     def _on_writable(self, session: TlsSession) -> None:
         drained = self._send_cipher(session)

@@ -69,3 +69,79 @@ def test_run_checks_runs_the_contract_checks_by_level() -> None:
     )
     assert [r.check.name for r in report.results] == ["half-close, client first"]
     assert report.passed, str(report)
+
+
+def _stack(kind: str, server_ctx, client_ctx, address=None) -> ITransport:  # type: ignore[no-untyped-def]
+    from barknet import TcpTransport
+    from barknet.tls import TlsTransport
+
+    tcp = TcpTransport() if address is None else TcpTransport(*address)
+    if kind in ("tls", "framed over tls"):
+        inner: ITransport = TlsTransport(tcp, server_ctx if address is None else client_ctx)
+    else:
+        inner = tcp
+    if kind in ("framed", "framed over tls"):
+        return FramedTransport(inner)
+    if kind == "compressed":
+        return CompressedTransport(FramedTransport(inner))
+    return inner
+
+
+@pytest.mark.parametrize("take_one_first", [False, True], ids=["raises", "reads one, raises"])
+@pytest.mark.parametrize("kind", ["framed", "compressed", "tls", "framed over tls"])
+def test_a_readable_callback_that_raises_once_does_not_stall_the_peer(
+    ew, server_ctx, client_ctx, kind: str, take_one_first: bool
+) -> None:
+    """The loop lets an owner's exception out and may be run again (reactor.py): the
+    frames still waiting must then be announced, and the peer's CLOSED must come."""
+    from barknet import EventKind, IOStatus
+
+    got: list[bytes] = []
+    closed: list[object] = []
+    raised = []
+    server = _stack(kind, server_ctx, client_ctx)
+
+    def owner(event):  # type: ignore[no-untyped-def]
+        if event.kind is EventKind.CLOSED:
+            closed.append(event.status)
+        if event.kind is not EventKind.READABLE:
+            return
+        if not raised:
+            raised.append(True)
+            if take_one_first:
+                got.append(bytes(server.resume_read(event.peer).data))
+            raise RuntimeError("a bug in the owner")
+        result = server.resume_read(event.peer)
+        if result.status is IOStatus.OK:
+            got.append(bytes(result.data))
+        elif result.status is IOStatus.EOF:
+            server.close(event.peer)  # (a byte stack leaves the close to its owner)
+
+    server.attach(ew, owner)
+    client = _stack(kind, server_ctx, client_ctx, server.bind())
+    client.attach(ew, lambda event: None)
+    try:
+        peer = client.connect()
+        for i in range(5):
+            client.resume_write(b"m%d" % i, peer)
+
+        def run_until(condition, what):  # type: ignore[no-untyped-def]
+            for _ in range(2000):
+                if condition():
+                    return
+                try:
+                    ew.run_once(0.005)
+                except RuntimeError as exc:
+                    assert str(exc) == "a bug in the owner"
+            raise AssertionError(f"no {what}; got {got}")
+
+        want = b"m0m1m2m3m4"
+        run_until(lambda: b"".join(got) == want, "frames after the exception")
+        assert raised
+        client.close(peer)
+        run_until(lambda: closed, "CLOSED after the client closed")
+    finally:
+        client.close()
+        server.close()
+        for _ in range(3):
+            ew.run_once(0)
