@@ -114,8 +114,9 @@ class CompressedTransport(TransportLayer):
         Raises ``FrameTooLargeError`` for a message over ``max_frame_size`` (judged
         before compression: the receiver has to hold it uncompressed).
         """
-        if peer in self._errors:
-            raise TransportClosedError(f"{peer} is closing after an error", peer=peer)
+        error = self._broken(peer)
+        if error is not None:
+            return WriteResult(0, IOStatus.ERROR, error)
         message = _join(data)
         size = message.nbytes if isinstance(message, memoryview) else len(message)
         if size > self.max_frame_size:
@@ -137,10 +138,8 @@ class CompressedTransport(TransportLayer):
         max_len: int | None = None,
     ) -> ReadResult:
         """Take the next whole message; statuses as in ``inner.resume_read``."""
-        error = self._errors.get(peer)
+        error = self._broken(peer)
         if error is not None:
-            if peer in self._closed_by_you:  # (otherwise the layer below says so)
-                raise TransportClosedError(f"you closed {peer}", peer=peer)
             return ReadResult(b"", IOStatus.ERROR, error)
         message = self._unread.pop(peer, None) if self._unread else None
         if message is None:
@@ -166,9 +165,28 @@ class CompressedTransport(TransportLayer):
             self._remind(peer)
             raise
 
+    def _broken(self, peer: Peer) -> FramingError | None:
+        """The error that made us abort ``peer`` below, until its CLOSED: calls for
+        it answer with it, or do nothing, as for any broken peer (the layer below
+        would raise, since we aborted it). After your own close, they raise."""
+        error = self._errors.get(peer)
+        if error is not None and peer in self._closed_by_you:
+            raise TransportClosedError(f"you closed {peer}", peer=peer)
+        return error
+
     def suspend_read(self, peer: Peer | None = None) -> None:
+        if peer is not None and self._broken(peer) is not None:
+            return
         self.inner.suspend_read(peer)  # (raises for a peer you closed)
         self._quiet.update(self._unread if peer is None else [peer])
+
+    def suspend_write(self, peer: Peer) -> None:
+        if self._broken(peer) is None:
+            self.inner.suspend_write(peer)
+
+    def write_eof(self, peer: Peer) -> None:
+        if self._broken(peer) is None:
+            self.inner.write_eof(peer)
 
     def close(self, peer: Peer | None = None) -> None:
         if peer is not None:

@@ -160,12 +160,50 @@ def test_default_limit_leaves_room_for_the_flag_byte() -> None:
     assert transport.max_frame_size == 4999
 
 
-def test_writes_to_a_peer_closed_for_an_error_raise(ew, adopted) -> None:
-    endpoint, peer, theirs = adopted()
-    theirs.sendall(encode_frame(b"\x09"))
-    ew.run_until(lambda: endpoint.of_kind(EventKind.READABLE), timeout=5)
-    with pytest.raises(TransportClosedError):
-        endpoint.transport.resume_write(b"hello", peer)
+@pytest.mark.parametrize("then_close", [False, True], ids=["until CLOSED", "after close(peer)"])
+def test_calls_for_a_peer_closed_for_an_error_answer_error_until_closed(ew, then_close) -> None:
+    """As for a peer broken below (the README, "A bad peer"): until its CLOSED, calls
+    for it answer ERROR or do nothing, since the owner closed nothing; after the
+    owner's own close(peer) they raise."""
+    mine, theirs = socket.socketpair()
+    transport = CompressedTransport(FramedTransport(TcpTransport()))
+    try:
+        seen: list = []
+        answers: list = []
+
+        def owner(event) -> None:
+            seen.append(event)
+            if event.kind is not EventKind.READABLE or answers:
+                return
+            peer = event.peer
+            answers.append(transport.resume_read(peer).status)
+            if then_close:
+                transport.close(peer)
+            for call in (
+                lambda: transport.resume_write(b"hello", peer).status,
+                lambda: transport.resume_read(peer).status,
+                lambda: transport.suspend_read(peer),
+                lambda: transport.suspend_write(peer),
+                lambda: transport.write_eof(peer),
+            ):
+                try:
+                    answers.append(call())
+                except TransportClosedError:
+                    answers.append("raised")
+
+        transport.attach(ew, owner)
+        transport.adopt(mine)
+        theirs.sendall(encode_frame(b"\x09"))
+        ew.run_until(lambda: any(e.kind is EventKind.CLOSED for e in seen), timeout=5)
+        if then_close:
+            assert answers == [IOStatus.ERROR, *["raised"] * 5]
+        else:
+            assert answers == [IOStatus.ERROR] * 3 + [None] * 3
+        (closed,) = [e for e in seen if e.kind is EventKind.CLOSED]
+        assert isinstance(closed.error, CompressionError)
+    finally:
+        theirs.close()
+        transport.close()
 
 
 @pytest.mark.parametrize("level", [-2, 10])
