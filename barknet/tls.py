@@ -408,9 +408,16 @@ class TlsTransport(TransportLayer):
     def _handshake_deadline(self, session: TlsSession) -> None:
         session.timer = None
         if self._sessions.get(session.peer) is session and session.handshaking:
-            self._fail(
-                session, local_error(session.peer, "HANDSHAKE_TIMEOUT", self.handshake_timeout)
-            )
+            # A peer that stayed silent this long is not waited for again: a graceful
+            # close below would linger for its EOF, and CLOSED would come that much
+            # later than handshake_timeout. So it is aborted (no alert: it is not
+            # listening), and CLOSED(ERROR) follows at once.
+            session.error = local_error(session.peer, "HANDSHAKE_TIMEOUT", self.handshake_timeout)
+            session.gone = True
+            try:
+                self.inner.abort(session.peer)
+            except NotImplementedError:  # a transport below without abort
+                self.inner.close(session.peer)
 
     def _handshake(self, session: TlsSession) -> None:
         try:
@@ -696,7 +703,8 @@ class TlsTransport(TransportLayer):
             session.reading = False
             # A handshake must go on reading: once it is done, the first READABLE
             # from below finds the owner not reading and stops it (_on_readable).
-            if not session.gone and not session.handshaking:
+            # A failed peer is being closed below already (its CLOSED is on the way).
+            if not (session.gone or session.handshaking or session.error is not None):
                 self.inner.suspend_read(session.peer)
 
     # --------------------------------------------------------------- writes

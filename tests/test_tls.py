@@ -1176,9 +1176,10 @@ def test_peer_reset_during_the_handshake_is_one_closed_error(ew, busy_server) ->
 
 
 def test_silent_peer_is_closed_at_the_handshake_deadline(ew, sides, server_ctx) -> None:
-    server = sides(
-        FramedTransport(TlsTransport(TcpTransport(), server_ctx, handshake_timeout=0.2))
-    )
+    # A long linger below: CLOSED must come at the handshake's deadline, not after
+    # a graceful close has waited that long for the silent peer's EOF.
+    tcp = TcpTransport(linger_timeout=60)
+    server = sides(FramedTransport(TlsTransport(tcp, server_ctx, handshake_timeout=0.2)))
     with socket.create_connection(server.transport.bind(), timeout=5):
         ew.run_until(lambda: server.closed(), timeout=10)  # connected, and says nothing
     (event,) = server.closed()

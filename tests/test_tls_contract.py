@@ -584,3 +584,40 @@ def test_reading_again_after_suspend_read_watches_the_peer_even_when_the_read_is
     assert server.resume_read(st["peer"], max_len=50).data == b"A" * 50  # all from TLS
     client.resume_write(b"B" * 100, peer)
     ew.run_until(lambda: st["later"] == b"B" * 100, timeout=5)
+
+
+def test_calls_for_a_peer_that_truncated_answer_error_until_its_closed(
+    ew, closing, server_ctx, client_ctx
+) -> None:
+    """A peer that hangs up without close_notify is a TlsError(TRUNCATED): until its
+    CLOSED, calls for it answer ERROR or do nothing, as for any broken peer; none
+    raises, since the owner closed nothing (the README, "A bad peer")."""
+    seen: dict[str, Any] = {"calls": None, "closed": []}
+    server = closing(TlsTransport(TcpTransport(), server_ctx))
+
+    def owner(event: IOEvent) -> None:
+        if event.kind is EventKind.CLOSED:
+            seen["closed"].append(event)
+        if event.kind is not EventKind.READABLE or seen["calls"] is not None:
+            return
+        while (result := server.resume_read(event.peer)).status is IOStatus.OK:
+            pass
+        if result.status is IOStatus.ERROR:
+            peer = event.peer
+            seen["calls"] = [
+                result.error.reason,  # type: ignore[union-attr]
+                server.resume_read(peer).status,
+                server.resume_write(b"late", peer).status,
+                server.suspend_read(peer),
+                server.suspend_write(peer),
+                server.write_eof(peer),
+            ]
+
+    server.attach(ew, owner)
+    sock = closing(_blocking_client(ew, server.bind(), client_ctx))
+    sock.sendall(b"hello")
+    sock.shutdown(socket.SHUT_WR)  # a FIN and no close_notify: a truncation
+    ew.run_until(lambda: seen["closed"], timeout=5)
+    assert seen["calls"] == ["TRUNCATED", IOStatus.ERROR, IOStatus.ERROR, None, None, None]
+    (closed,) = seen["closed"]
+    assert isinstance(closed.error, TlsError) and closed.error.reason == "TRUNCATED"
