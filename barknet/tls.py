@@ -498,6 +498,7 @@ class TlsTransport(TransportLayer):
         if not session.reading:
             self.inner.suspend_read(session.peer)
             return
+        session.readable_turn = self._watcher.turns  # type: ignore[union-attr]
         try:
             self._emit(session.readable)
         finally:  # (even after a callback that raised: what waits is announced later)
@@ -510,10 +511,19 @@ class TlsTransport(TransportLayer):
         self._watcher.call_soon(self._replay_readable, session)  # type: ignore[union-attr]
 
     def _replay_readable(self, session: TlsSession) -> None:
-        session.kick_due = False
+        watcher = self._watcher
+        assert watcher is not None
         if self._sessions.get(session.peer) is not session or session.error is not None:
+            session.kick_due = False
             return
+        if session.readable_turn == watcher.turns:
+            # This turn said READABLE already (the socket's): once a turn, so the
+            # repeat is the next turn's (callbacks queued now run there).
+            watcher.call_soon(self._replay_readable, session)
+            return
+        session.kick_due = False
         if session.reading and not session.closing and session.waiting():
+            session.readable_turn = watcher.turns
             try:
                 self._emit(session.readable)
             finally:

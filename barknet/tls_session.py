@@ -104,6 +104,7 @@ class TlsSession:
         "plain",
         "pulled_short",
         "readable",
+        "readable_turn",
         "reading",
         "server_side",
         "sslobj",
@@ -135,6 +136,7 @@ class TlsSession:
         self.reading = True  # the owner has not suspended reading
         self.pulled_short = False  # (within one read) the last pull got less than asked
         self.kick_due = False  # a level-triggered READABLE is scheduled
+        self.readable_turn = -1  # the loop turn of the latest READABLE replayed
         self.writable_due = False  # a WRITABLE of our own is scheduled (see resume_write)
         self.writable_turn = -1  # the loop turn of the latest WRITABLE replayed
         self.got_close_notify = False  # the peer ended its side in TLS

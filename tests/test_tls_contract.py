@@ -621,3 +621,27 @@ def test_calls_for_a_peer_that_truncated_answer_error_until_its_closed(
     assert seen["calls"] == ["TRUNCATED", IOStatus.ERROR, IOStatus.ERROR, None, None, None]
     (closed,) = seen["closed"]
     assert isinstance(closed.error, TlsError) and closed.error.reason == "TRUNCATED"
+
+
+def test_readable_comes_at_most_once_a_turn_for_an_owner_that_does_not_read(
+    ew, closing, server_ctx, client_ctx
+) -> None:
+    """Level-triggered means turn after turn (interfaces.py): the socket's READABLE
+    and the layer's own repeat must not both reach the owner in one turn."""
+    turns: list[int] = []
+
+    def server_owner(transport: ITransport, event: IOEvent) -> None:
+        if event.kind is EventKind.READABLE:
+            if not turns:  # one byte, once: TLS then holds the rest of the record
+                assert transport.resume_read(event.peer, max_len=1).data == b"u"
+            turns.append(ew.turns)  # and nothing more is read
+
+    _, client, peer = _tls_pair(
+        ew, closing, server_ctx, client_ctx, server_owner, lambda t, e: None
+    )
+    client.resume_write(b"unread", peer)
+    ew.run_until(lambda: turns, timeout=5)
+    client.resume_write(b"more, which the socket holds", peer)
+    for _ in range(20):
+        ew.run_once(0.01)
+    assert len(turns) >= 20 and len(set(turns)) == len(turns), turns
