@@ -15,7 +15,10 @@ Each system call maps to a status, never to an exception the owner must catch:
 =====================================  =========================================
 what the socket did                    what the owner sees
 =====================================  =========================================
-moved n > 0 bytes                      ``OK`` (n smaller than asked: a short I/O)
+``recv`` moved n > 0 bytes             ``OK`` (n smaller than asked: a short read)
+``send`` moved all it was asked        ``OK``
+``send`` moved fewer bytes             ``WOULD_BLOCK`` with ``sent`` = n (a short
+                                       write): ``WRITABLE`` comes when there is room
 ``EAGAIN`` / ``EWOULDBLOCK``           ``WOULD_BLOCK``; the fd is watched for you
 ``recv`` returned ``b""``              ``EOF``; read interest is dropped
 ``ECONNRESET``, ``EPIPE``, ...         ``ERROR`` with a ``ConnectionBrokenError``,
@@ -23,6 +26,11 @@ moved n > 0 bytes                      ``OK`` (n smaller than asked: a short I/O
                                        until it does, calls answer that ``ERROR``
 connect finished with ``SO_ERROR``     ``CLOSED(ERROR, ConnectFailedError)``
 =====================================  =========================================
+
+One ``sendmsg`` takes at most ``IOV_MAX`` buffers (1024 on Linux): of a longer
+list only the first ``IOV_MAX`` are offered, and the answer is a short write
+(``WOULD_BLOCK`` with what they moved), so the rest goes on ``WRITABLE`` like
+any unsent rest.
 
 Connects do not block: ``connect_ex`` answers ``EINPROGRESS``, the socket is
 watched for writability, and ``SO_ERROR`` then says whether it worked.
@@ -443,7 +451,9 @@ class TcpTransport(ITransport):
                 sent = conn.sock.send(data, _SEND_FLAGS)
             else:
                 buffers = data if len(data) <= IOV_MAX else data[:IOV_MAX]
-                asked = sum(b.nbytes if isinstance(b, memoryview) else len(b) for b in buffers)
+                # Asked: every buffer, also those past IOV_MAX, so that a cut list is
+                # a short write (WOULD_BLOCK, WRITABLE later), never a silent OK.
+                asked = sum(b.nbytes if isinstance(b, memoryview) else len(b) for b in data)
                 if asked == 0:
                     return WriteResult(0, IOStatus.OK)
                 counters.send_calls += 1

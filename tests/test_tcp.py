@@ -510,3 +510,31 @@ def test_framed_transport_over_a_stingy_fake_socket_delivers_whole_frames_in_ord
     assert counters.recv_eagain > 0
     assert counters.short_recvs > 0
     assert counters.frames_sent == counters.frames_received == len(frames)
+
+
+def test_a_list_longer_than_iov_max_is_a_short_write_and_the_rest_goes_on_writable(
+    ew, socket_pair
+):
+    """One sendmsg takes at most IOV_MAX buffers: the answer for a longer list must
+    say the rest did not leave (WOULD_BLOCK, WRITABLE later), never a silent OK."""
+    from barknet.interfaces import IOV_MAX
+
+    a, b = socket_pair
+    events: list[IOEvent] = []
+    t = TcpTransport()
+    t.attach(ew, events.append)
+    try:
+        peer = t.adopt(a)
+        pieces = [b"%05d," % i for i in range(IOV_MAX + 500)]
+        result = t.resume_write(pieces, peer)
+        assert result == WriteResult(6 * IOV_MAX, IOStatus.WOULD_BLOCK)
+        ew.run_until(lambda: any(e.kind is EventKind.WRITABLE for e in events), timeout=5)
+        assert t.resume_write(pieces[IOV_MAX:], peer).status is IOStatus.OK
+        t.suspend_write(peer)
+        got = bytearray()
+        while len(got) < 6 * len(pieces):
+            got += b.recv(65536)
+        assert bytes(got) == b"".join(pieces)
+    finally:
+        t.close()
+        ew.run_once(0)
