@@ -805,32 +805,42 @@ class FramedTransport(ITransport):
             if size > self.max_frame_size or size > MAX_ENCODABLE:
                 encode_header(size, self.max_frame_size)  # raises FrameTooLargeError
             header = _pack_header(size)  # the size is checked once, here
-            if not send.buffers and not send.waiting:
-                first = True
-                if self.coalesce:
-                    # The first frame of a turn leaves at once (no added latency);
-                    # the frames written after it in the same turn are queued below
-                    # and leave together at the turn's end.
-                    turn = self._watcher.turns  # type: ignore[union-attr]  # attached
-                    first, send.turn = send.turn != turn, turn
-                if first:
-                    # The common case: nothing waits, so offer the frame to the inner
-                    # transport now. A small payload is glued to its header (copying a
-                    # few hundred bytes is cheaper than a scatter/gather list); a
-                    # larger one goes as [header, payload], one sendmsg, no copy.
-                    wire: Any = header + data if size <= SMALL_FRAME else [header, data]
-                    result = self.inner.resume_write(wire, peer)
-                    sent, status, _ = result
-                    if status is _OK and sent == HEADER_SIZE + size:
-                        send.frames_sent += 1
-                        return result
-                    return self._queue_rest(send, peer, header, data, size, result)
+            if (
+                not send.buffers
+                and not send.waiting
+                and (not self.coalesce or self._first_of_turn(send))
+            ):
+                # The common case: nothing waits (and, with coalesce, this is the
+                # turn's first frame), so offer the frame to the inner transport
+                # now. A small payload is glued to its header (copying a few
+                # hundred bytes is cheaper than a scatter/gather list); a larger
+                # one goes as [header, payload], one sendmsg, no copy.
+                wire: Any = header + data if size <= SMALL_FRAME else [header, data]
+                result = self.inner.resume_write(wire, peer)
+                sent, status, _ = result
+                if status is _OK and sent == HEADER_SIZE + size:
+                    send.frames_sent += 1
+                    return result
+                return self._queue_rest(send, peer, header, data, size, result)
             send.push(header, data, size)
         else:
             parts = [part for part in data if nbytes(part)]
             size = sum(nbytes(part) for part in parts)
-            send.push_parts(encode_header(size, self.max_frame_size), parts, size)
+            header = encode_header(size, self.max_frame_size)  # (raises before we note the turn)
+            idle = not send.buffers and not send.waiting
+            send.push_parts(header, parts, size)
+            return self._queued(
+                send, peer, not self.coalesce or (idle and self._first_of_turn(send))
+            )
         return self._queued(send, peer, not self.coalesce)
+
+    def _first_of_turn(self, send: SendState) -> bool:
+        """(coalesce) Nothing queued: is this the turn's first write to the peer? It
+        leaves at once (no added latency); the frames written after it in the same
+        turn are queued and leave together at the turn's end."""
+        turn = self._watcher.turns  # type: ignore[union-attr]  # attached
+        first, send.turn = send.turn != turn, turn
+        return first
 
     def write_frames(self, frames: Iterable[Buffer], peer: Peer) -> WriteResult:
         """Queue each buffer of ``frames`` as one frame, in order, and send what fits.
@@ -857,14 +867,11 @@ class FramedTransport(ITransport):
             return WriteResult(0, IOStatus.ERROR, self._recv[peer].error)
         if not payloads:
             return WriteResult(0, IOStatus.OK)
-        now = True
-        if self.coalesce:
-            # As with resume_write: the first write of a turn leaves at once, later
-            # ones wait for the turn's end and leave together.
-            now = False
-            if not send.buffers and not send.waiting:
-                turn = self._watcher.turns  # type: ignore[union-attr]  # attached
-                now, send.turn = send.turn != turn, turn
+        # As with resume_write: with coalesce, the first write of a turn leaves at
+        # once, later ones wait for the turn's end and leave together.
+        now = not self.coalesce or (
+            not send.buffers and not send.waiting and self._first_of_turn(send)
+        )
         push = send.push
         for data, size in payloads:
             push(_pack_header(size), data, size)

@@ -257,6 +257,24 @@ def test_with_coalesce_the_first_batch_of_a_turn_leaves_at_once_and_later_ones_a
     assert other.recv(100) == encode_frame(b"second")
 
 
+@pytest.mark.parametrize("given_as", ["bytes", "parts"])
+def test_with_coalesce_the_first_frame_of_a_turn_leaves_at_once_however_it_is_given(
+    ew, pair, given_as
+) -> None:
+    owner, peer, other = pair(coalesce=True)
+    transport = owner.transport
+    first = b"hello" if given_as == "bytes" else [b"hel", b"lo"]
+    result = transport.resume_write(first, peer)
+    assert result.status is IOStatus.OK and result.sent == 9
+    assert other.recv(100) == encode_frame(b"hello")  # in the kernel already
+    later = b"again" if given_as == "bytes" else [b"aga", b"in"]
+    assert transport.resume_write(later, peer).status is IOStatus.WOULD_BLOCK
+    with pytest.raises(BlockingIOError):
+        other.recv(100)  # waits for the end of the turn
+    ew.run_once(0)
+    assert other.recv(100) == encode_frame(b"again")
+
+
 def test_small_frames_written_as_a_batch_share_one_system_call(ew, pair) -> None:
     owner, peer, other = pair()
     transport = owner.transport
