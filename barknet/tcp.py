@@ -27,15 +27,15 @@ what the socket did                    what the owner sees
 connect finished with ``SO_ERROR``     ``CLOSED(ERROR, ConnectFailedError)``
 =====================================  =========================================
 
-One ``sendmsg`` takes at most ``IOV_MAX`` buffers (1024 on Linux): of a longer
-list only the first ``IOV_MAX`` are offered, and the answer is a short write
-(``WOULD_BLOCK`` with what they moved), so the rest goes on ``WRITABLE`` like
-any unsent rest.
-
 Connects do not block: ``connect_ex`` answers ``EINPROGRESS``, the socket is
 watched for writability, and ``SO_ERROR`` then says whether it worked.
 ``TCP_NODELAY`` is on: a framing layer that writes header and payload in one
 call has nothing to gain from Nagle's algorithm and a lot of latency to lose.
+
+One ``sendmsg`` takes at most ``IOV_MAX`` buffers (1024 on Linux): of a longer
+list only the first ``IOV_MAX`` are offered, and the answer is a short write
+(``WOULD_BLOCK`` with what they moved), so the rest goes on ``WRITABLE`` like
+any unsent rest.
 
 ``CLOSED`` events are delivered on the next turn of the loop (``call_soon``), so
 that a ``close()`` or a failed ``resume_write`` never calls you back while you
