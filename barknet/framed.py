@@ -974,22 +974,32 @@ class FramedTransport(ITransport):
         result = self._flush(peer, send)
         if result.status is _ERROR:
             return
-        if send.paused and send.queued <= self.low_water:
-            send.paused = False
-            self._emit(IOEvent(EventKind.RESUME_WRITING, peer))
-        # The owner may have queued more from RESUME_WRITING: then it is not drained
-        # (and a pending graceful close must wait for that too).
-        if result.status is _OK and peer in self._send and not send.buffers:
-            self._emit(IOEvent(EventKind.DRAINED, peer))
-            if peer not in self._send:
-                return
-            if send.closing:
-                if send.linger_timer is not None:
-                    send.linger_timer.cancel()
-                    send.linger_timer = None
-                self.inner.close(peer)
-            elif send.eof:
-                self._send_eof(peer, send)
+        # A peer you closed is yours no more: no flow events for it (an owner that
+        # reads on RESUME_WRITING would be refused). And whatever a callback does,
+        # raising included, a close or half-close that waited for the queue goes on.
+        yours = not send.owner_closed
+        try:
+            if send.paused and send.queued <= self.low_water:
+                send.paused = False
+                if yours:
+                    self._emit(IOEvent(EventKind.RESUME_WRITING, peer))
+            # The owner may have queued more from RESUME_WRITING: then it is not
+            # drained (and a pending graceful close must wait for that too).
+            if yours and result.status is _OK and peer in self._send and not send.buffers:
+                self._emit(IOEvent(EventKind.DRAINED, peer))
+        finally:
+            if result.status is _OK and self._send.get(peer) is send and not send.buffers:
+                self._after_drained(peer, send)
+
+    def _after_drained(self, peer: Peer, send: SendState) -> None:
+        """The queue left: finish the close or the half-close that waited for it."""
+        if send.closing:
+            if send.linger_timer is not None:
+                send.linger_timer.cancel()
+                send.linger_timer = None
+            self.inner.close(peer)
+        elif send.eof:
+            self._send_eof(peer, send)
 
     def suspend_write(self, peer: Peer) -> None:
         """Framing layers finish their own writes; this only checks ``peer``."""

@@ -64,7 +64,9 @@ meanwhile is discarded too) and the EOF's. ``CLOSED`` follows and tells the
 truth: ``OK`` if the peer's EOF arrived, ``ERROR`` with a
 ``ConnectionBrokenError`` if it reset, or a ``LingerTimeoutError`` if it never
 finished. From ``close(peer)`` on, I/O calls for the peer raise
-``TransportClosedError``. ``close()`` with no argument closes everything at once.
+``TransportClosedError``, and the only event still to come for it is its
+``CLOSED`` (no ``READABLE``, ``DRAINED`` or ``RESUME_WRITING``: the peer is not
+yours any more). ``close()`` with no argument closes everything at once.
 """
 
 from __future__ import annotations

@@ -490,3 +490,60 @@ def test_closing_everything_while_coalesced_frames_wait_raises_nothing_from_the_
     assert [e.status for e in client.closed(peer)] == [IOStatus.OK]
     with pytest.raises(TransportClosedError):
         client.transport.resume_write(b"three", peer)
+
+
+@pytest.mark.parametrize("framed_pair", [{"high_water": 64 * 1024}], indirect=True)
+def test_a_peer_you_closed_gets_no_flow_events_while_its_queue_leaves(ew, framed_pair):
+    """From close(peer) on the peer is yours no more: its queue still leaves, but
+    RESUME_WRITING and DRAINED are not for you (an owner that reads on
+    RESUME_WRITING would be refused); CLOSED(OK) ends it."""
+    endpoint, peer, other = framed_pair
+    t = endpoint.transport
+    t.resume_write(bytes(1024 * 1024), peer)  # past high_water: PAUSE_WRITING
+    assert endpoint.of_kind(EventKind.PAUSE_WRITING)
+    t.close(peer)
+    mark = len(endpoint.events)
+    got = bytearray()
+
+    def drained_and_ended() -> bool:
+        data, eof = drain(other)
+        got.extend(data)
+        if eof:
+            other.shutdown(socket.SHUT_WR)  # our side ends too, so the close need not linger
+        return bool(endpoint.closed(peer))
+
+    ew.run_until(drained_and_ended, timeout=5)
+    assert len(got) == 4 + 1024 * 1024
+    assert [e.kind for e in endpoint.events[mark:]] == [EventKind.CLOSED]
+    assert [e.status for e in endpoint.closed(peer)] == [IOStatus.OK]
+
+
+@pytest.mark.parametrize("raise_on", [EventKind.DRAINED, EventKind.RESUME_WRITING])
+@pytest.mark.parametrize("framed_pair", [{"high_water": 64 * 1024}], indirect=True)
+def test_a_flow_callback_that_raises_does_not_stop_a_half_close_waiting_for_the_queue(
+    ew, framed_pair, raise_on
+):
+    """write_eof waits for the queue; the owner's callback for its DRAINED (or
+    RESUME_WRITING) raising once must not stop the half-close from going out."""
+    endpoint, peer, other = framed_pair
+    t = endpoint.transport
+    raised: list[EventKind] = []
+
+    def owner(event: IOEvent) -> None:
+        if event.kind is raise_on and not raised:
+            raised.append(event.kind)
+            raise RuntimeError("a bug in the owner")
+
+    endpoint.on_event = owner
+    t.resume_write(bytes(1024 * 1024), peer)
+    t.write_eof(peer)
+    got, eof = bytearray(), False
+    for _ in range(2000):
+        data, eof = drain(other)
+        got.extend(data)
+        if eof:
+            break
+        with contextlib.suppress(RuntimeError):  # the owner's bug, let out once
+            ew.run_once(0.005)
+    assert raised == [raise_on]
+    assert eof and len(got) == 4 + 1024 * 1024
