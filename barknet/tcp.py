@@ -293,13 +293,14 @@ class TcpTransport(ITransport):
             return
         conn.connecting = False
         self._start_reading(conn)
-        self._emit(IOEvent(EventKind.CONNECTED, conn.peer))
-        if conn.peer not in self._conns:
-            return
-        if conn.eof_sent:  # write_eof was called while connecting
-            self._shutdown_write(conn)
-        elif conn.want_write:
-            self._arm_write(conn)
+        try:
+            self._emit(IOEvent(EventKind.CONNECTED, conn.peer))
+        finally:  # (even after a callback that raised: what you asked for still happens)
+            if self._conns.get(conn.peer) is conn and not conn.closing:
+                if conn.eof_sent:  # write_eof was called while connecting
+                    self._shutdown_write(conn)
+                elif conn.want_write:
+                    self._arm_write(conn)
 
     def _on_acceptable(self) -> None:
         listener = self._listener

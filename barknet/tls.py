@@ -439,12 +439,13 @@ class TlsTransport(TransportLayer):
         peer = session.peer
         closing = session.closing  # (closed during the handshake, after writing)
         kind = EventKind.ACCEPTED if session.server_side else EventKind.CONNECTED
-        self._emit(IOEvent(kind, peer))
-        if self._sessions.get(peer) is not session or (session.closing and not closing):
-            return
-        self._goodbye(session)
-        self._flow(session)
-        self._kick(session)  # application data may have come with the last flight
+        try:
+            self._emit(IOEvent(kind, peer))
+        finally:  # (even after a callback that raised: what waits still goes on)
+            if self._sessions.get(peer) is session and not (session.closing and not closing):
+                self._goodbye(session)
+                self._flow(session)
+                self._kick(session)  # application data may have come with the last flight
 
     def _pull(self, session: TlsSession) -> IOStatus:
         """Read one chunk of ciphertext from below into OpenSSL's incoming BIO."""
@@ -547,13 +548,19 @@ class TlsTransport(TransportLayer):
         peer = session.peer
         if session.paused:
             session.paused = False
-            self._emit(IOEvent(EventKind.RESUME_WRITING, peer))
+            try:
+                self._emit(IOEvent(EventKind.RESUME_WRITING, peer))
+            except BaseException:
+                self._repeat_writable(session)  # a WRITABLE that was due comes next turn
+                raise
             if self._sessions.get(peer) is not session:
                 return
         if self._writable_wanted(session) and not session.writable_due:
             session.writable_turn = self._watcher.turns  # type: ignore[union-attr]
-            self._emit(IOEvent(EventKind.WRITABLE, peer))
-            self._repeat_writable(session)
+            try:
+                self._emit(IOEvent(EventKind.WRITABLE, peer))
+            finally:  # (even after a callback that raised: it repeats until suspend_write)
+                self._repeat_writable(session)
 
     @staticmethod
     def _writable_wanted(session: TlsSession) -> bool:

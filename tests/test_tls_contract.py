@@ -645,3 +645,31 @@ def test_readable_comes_at_most_once_a_turn_for_an_owner_that_does_not_read(
     for _ in range(20):
         ew.run_once(0.01)
     assert len(turns) >= 20 and len(set(turns)) == len(turns), turns
+
+
+@pytest.mark.parametrize("raise_on", [EventKind.WRITABLE, EventKind.RESUME_WRITING])
+def test_writable_still_repeats_after_a_flow_callback_that_raised_once(
+    ew, closing, server_ctx, client_ctx, raise_on
+) -> None:
+    """The loop lets an owner's exception out and may be run again: WRITABLE repeats
+    each turn there is room until suspend_write, also after the owner's WRITABLE (or
+    RESUME_WRITING) callback raised once; else an owner waiting for it stalls."""
+    st = {"got": 0, "raised": 0, "writable": 0}
+
+    def client_owner(transport: ITransport, event: IOEvent) -> None:
+        if event.kind is EventKind.CONNECTED:
+            while transport.resume_write(b"w" * 65536, event.peer).status is IOStatus.OK:
+                pass  # until refused: WRITABLE is owed from now on
+        elif event.kind is raise_on and not st["raised"]:
+            st["raised"] += 1
+            raise RuntimeError("a bug in the owner")
+        elif event.kind is EventKind.WRITABLE:
+            st["writable"] += 1  # and writes nothing more
+
+    _tls_pair(ew, closing, server_ctx, client_ctx, _read_everything(st), client_owner)
+    for _ in range(2000):
+        if st["writable"] >= 3:
+            break
+        with contextlib.suppress(RuntimeError):  # the owner's bug, let out once
+            ew.run_once(0.005)
+    assert st["raised"] == 1 and st["writable"] >= 3, st
