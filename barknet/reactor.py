@@ -72,6 +72,11 @@ else:  # pragma: no cover - macOS and the BSDs
     _READ, _WRITE = select.POLLIN, select.POLLOUT
     _TIMEOUT_SCALE = 1000.0
 
+#: The longest one turn sleeps, in seconds. The kernel refuses longer waits (epoll
+#: counts milliseconds in an int: about 24.8 days), so a timer further away than
+#: this, or a timeout that long, is reached in several naps instead of one.
+MAX_WAIT = 3600.0
+
 
 class TimerHandle:
     """A callback scheduled with :meth:`EventWatcher.call_later`; ``cancel()`` it at will."""
@@ -284,7 +289,7 @@ class EventWatcher:
                 until_timer = max(0.0, self._timers[0][0] - time.monotonic())
                 timeout = until_timer if timeout is None else min(timeout, until_timer)
         if timeout is not None:
-            timeout *= _TIMEOUT_SCALE
+            timeout = min(timeout, MAX_WAIT) * _TIMEOUT_SCALE
         # 1. Ask the kernel, and take the registrations current *now*: a callback
         # below may close fd N and a new socket may get number N within this turn.
         registrations = self._registrations

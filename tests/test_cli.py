@@ -173,3 +173,12 @@ def test_stop_called_from_a_signal_handler_wakes_a_sleeping_loop() -> None:
             done.set()
             helper.join()
     assert not fallback_fired.is_set()
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "0", "-1"])
+@pytest.mark.parametrize("option", ["--idle-timeout", "--frame-timeout"])
+def test_cli_rejects_a_timeout_that_is_not_a_number_of_seconds(option: str, value: str) -> None:
+    # (inf reached the loop as a timer no kernel sleeps on: OverflowError, exit 1.)
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(["serve", option, value])
+    assert exit_.value.code == 2

@@ -4,6 +4,7 @@ errors, closing, and living inside a running asyncio loop."""
 from __future__ import annotations
 
 import asyncio
+import math
 import socket
 import subprocess
 import sys
@@ -466,3 +467,20 @@ def test_stop_from_another_thread_before_run_starts_is_not_lost(ew) -> None:
     guard.cancel()
     ew.call_soon(ew.stop)
     ew.run()  # the flag was reset: this run turns until the next stop
+
+
+@pytest.mark.parametrize("far", [1e9, math.inf], ids=["31 years", "never"])
+def test_a_timer_further_away_than_the_kernel_can_sleep_does_not_break_the_loop(
+    ew, pair, far: float
+) -> None:
+    """epoll waits at most about 24.8 days: a timer further away (or a timeout that
+    long) is slept in naps of MAX_WAIT, not handed to the kernel whole."""
+    a, b = pair
+    woke: list[bool] = []
+    ew.watch_read(a.fileno(), lambda: woke.append(bool(a.recv(1))))
+    ew.call_later(far, lambda: None)  # the nearest timer
+    b.send(b"x")
+    ew.run_once()  # no OverflowError: the wait is capped, and the socket wakes it
+    b.send(b"y")
+    ew.run_once(far)
+    assert woke == [True, True]
