@@ -189,8 +189,8 @@ class CompressedTransport(TransportLayer):
             self.inner.write_eof(peer)
 
     def close(self, peer: Peer | None = None) -> None:
-        if peer is not None:
-            self._yours_no_more(peer)
+        for each in [peer] if peer is not None else [*self._unread, *self._errors]:
+            self._yours_no_more(each)  # (no argument: every peer, at once)
         self.inner.close(peer)
 
     def abort(self, peer: Peer) -> None:

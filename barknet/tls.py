@@ -208,6 +208,9 @@ class TlsTransport(TransportLayer):
         (no argument: close everything below at once)."""
         if peer is None:
             for each in self._sessions.values():
+                # Every peer is let go below, now: a READABLE or WRITABLE this turn
+                # still had scheduled for one finds it closing, and I/O calls raise.
+                each.closing = each.gone = True
                 self._stop_lingering(each)
             self.inner.close()
             return

@@ -9,6 +9,7 @@ checks need a framing layer that keeps a half-closed peer open
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import pytest
@@ -235,6 +236,67 @@ def test_an_accepted_callback_that_raises_once_still_announces_what_came_with_th
         peer = client.connect()
         client.resume_write(b"early", peer)  # leaves with the client's last handshake flight
         assert _run_letting_out(ew, lambda: got == [b"early"], "early bytes announced") == 1
+    finally:
+        client.close()
+        server.close()
+        for _ in range(3):
+            ew.run_once(0)
+
+
+@pytest.mark.parametrize("kind", ["tcp", "framed", "compressed", "tls", "framed over tls"])
+def test_after_close_with_no_argument_only_closed_comes_even_with_a_repeat_scheduled(
+    ew, server_ctx, client_ctx, kind: str
+) -> None:
+    """The owner leaves data unread (so a level-triggered READABLE is due next turn),
+    then closes the whole transport from a callback of its own: from then on the
+    only event is each peer's CLOSED, and reads raise (interfaces.py)."""
+    from barknet import EventKind, TransportClosedError
+
+    after: list[object] = []
+    closed_at: list[int] = []
+    mine: list[object] = []
+    server = _stack(kind, server_ctx, client_ctx)
+
+    def close_everything() -> None:
+        closed_at.append(ew.turns)
+        server.close()
+
+    def server_owner(event):  # type: ignore[no-untyped-def]
+        if closed_at:
+            after.append(event.kind)
+            if event.kind is EventKind.READABLE:
+                after.append(server.resume_read(event.peer).status)
+            return
+        if event.kind is EventKind.READABLE and not after:
+            if kind == "compressed":
+                with contextlib.suppress(BufferError):  # refused: it stays first in line
+                    server.resume_read(event.peer, bytearray(2))
+            elif kind in ("tcp", "tls"):
+                server.resume_read(event.peer, max_len=1)  # leave the rest
+            else:
+                server.resume_read(event.peer)  # one frame of several
+            after.append("read")
+            mine.append(event.peer)
+            ew.call_soon(close_everything)
+
+    server.attach(ew, server_owner)
+    client = _stack(kind, server_ctx, client_ctx, server.bind())
+
+    def client_owner(event):  # type: ignore[no-untyped-def]
+        if event.kind is EventKind.CONNECTED:  # (raw TCP keeps nothing sent before)
+            for i in range(4):
+                client.resume_write(b"message %d" % i, event.peer)
+
+    client.attach(ew, client_owner)
+    try:
+        client.connect()
+        for _ in range(2000):
+            if EventKind.CLOSED in after:
+                break
+            ew.run_once(0.005)
+        assert after == ["read", EventKind.CLOSED], after
+        with pytest.raises(TransportClosedError):
+            server.resume_read(mine[0])  # type: ignore[arg-type]
     finally:
         client.close()
         server.close()
