@@ -557,6 +557,7 @@ class TcpTransport(ITransport):
         """Close ``peer``'s socket now (lingering or not); ``CLOSED(OK)`` follows.
         Unread bytes make the kernel reset the connection: meant for a peer that
         broke the rules, not for the end of a conversation."""
+        self._broken_peers.pop(peer, None)  # aborted by you: your calls raise from now on
         conn = self._conns.get(peer)
         if conn is not None:
             self._drop(conn, IOEvent(EventKind.CLOSED, peer, IOStatus.OK))

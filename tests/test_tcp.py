@@ -323,13 +323,14 @@ def test_calls_on_a_broken_peer_answer_its_error_until_closed_then_raise(ew, raw
         client.t.resume_write(b"x", cpeer)
 
 
-def test_closing_a_broken_peer_before_its_closed_makes_its_calls_raise(ew, raw):
+@pytest.mark.parametrize("ending", ["close", "abort"])
+def test_closing_a_broken_peer_before_its_closed_makes_its_calls_raise(ew, raw, ending):
     server, client, speer, cpeer = connected_pair(ew, raw, auto_read=False)
     reset(server.t.socket_of(speer))
     server.t.abort(speer)
     ew.run_until(lambda: client.of_kind(EventKind.READABLE, cpeer), timeout=5)
     assert client.t.resume_read(cpeer).status is IOStatus.ERROR
-    client.t.close(cpeer)  # yours no more, broken or not
+    getattr(client.t, ending)(cpeer)  # yours no more, broken or not (as on every layer)
     with pytest.raises(TransportClosedError):
         client.t.resume_read(cpeer)
 
