@@ -174,6 +174,32 @@ def test_injected_would_block_touches_nothing_below(pair, ew):
     assert p.writable_events() >= 1  # the refused writes promised a WRITABLE
 
 
+@pytest.mark.parametrize("ending", ["close", "abort", "write_eof", "CLOSED"])
+def test_no_fault_is_made_up_for_a_peer_that_is_not_yours_any_more(pair, ew, ending):
+    """The layer keeps the contract it wraps: after close, abort, write_eof or the
+    peer's CLOSED, a write raises as the transport below does (not a made-up
+    WOULD_BLOCK, whatever the dice say), and no promised WRITABLE comes."""
+    from barknet import TransportClosedError
+
+    p = pair(would_block=0.99, seed=1)
+    assert p.chunk.resume_write(b"x", p.peer).status is IOStatus.WOULD_BLOCK  # promised
+    if ending == "CLOSED":
+        p.other.close()  # the peer hangs up: our write then breaks, and CLOSED comes
+        for _ in range(200):
+            if any(e.kind is EventKind.CLOSED for e in p.events):
+                break
+            p.tcp.resume_write(b"y", p.peer)  # (below: no dice) until it breaks
+            turns(ew, 1)
+    else:
+        getattr(p.chunk, ending)(p.peer)
+    mark = len(p.events)
+    for _ in range(20):
+        with pytest.raises(TransportClosedError):
+            p.chunk.resume_write(b"z", p.peer)
+    turns(ew, 3)
+    assert not [e for e in p.events[mark:] if e.kind is EventKind.WRITABLE]
+
+
 def test_would_block_schedule_is_reproducible_from_the_seed(pair):
     def schedule(seed: int) -> list[IOStatus]:
         p = pair(would_block=0.3, seed=seed)

@@ -16,7 +16,11 @@ other transports: it sits between a framing layer and the transport below and
 Nothing is lost or reordered: a capped read leaves the rest in the kernel, and
 the level-triggered loop reports the peer readable again; a capped or refused
 write makes this layer replay ``WRITABLE`` on the next turn, as a real socket
-would once it drained. ``suspend_write(peer)`` cancels that.
+would once it drained. ``suspend_write(peer)`` cancels that. Faults are made up
+only for peers that are open and still yours: once you close, abort or
+half-close (``write_eof``) a peer, or its ``CLOSED`` came, its calls go
+straight down and answer as the transport below does (``TransportClosedError``),
+and no ``WRITABLE`` promised for it reaches you.
 :meth:`ChunkingTransport.limit` gives one peer its own caps, so a server can
 chop each of its connections differently.
 
@@ -85,6 +89,10 @@ class ChunkingTransport(TransportLayer):
         self.would_block = would_block
         self._random = random.Random(seed)
         self._writable_due: set[Peer] = set()
+        #: The peers this layer may fault: open, and not closed or ended (write_eof)
+        #: by you. For any other, calls go straight down, which answers as it must
+        #: (TransportClosedError, or the broken peer's ERROR), never a made-up WOULD_BLOCK.
+        self._faulted: set[Peer] = set()
         self._caps: dict[Peer, tuple[int | None, int | None]] = {}
         self.injected = {"capped_reads": 0, "capped_writes": 0, "would_block": 0}
 
@@ -104,15 +112,28 @@ class ChunkingTransport(TransportLayer):
         return self._caps.get(peer, (self.max_read, self.max_write))
 
     # ------------------------------------------------------------ delegation
+    def connect(self, address: tuple[str, int] | None = None) -> Peer:
+        peer = self.inner.connect(address)
+        self._faulted.add(peer)
+        return peer
+
+    def adopt(self, sock: socket.socket) -> Peer:
+        peer = self.inner.adopt(sock)
+        self._faulted.add(peer)
+        return peer
+
     def _on_inner_event(self, event: IOEvent) -> None:
         if event.kind is EventKind.CLOSED:
             self._writable_due.discard(event.peer)
+            self._faulted.discard(event.peer)
             self._caps.pop(event.peer, None)
+        elif event.kind is EventKind.ACCEPTED or event.kind is EventKind.CONNECTED:
+            self._faulted.add(event.peer)
         self._emit(event)
 
     # ----------------------------------------------------------------- reads
-    def _refuse(self) -> bool:
-        if self.would_block and self._random.random() < self.would_block:
+    def _refuse(self, peer: Peer) -> bool:
+        if self.would_block and peer in self._faulted and self._random.random() < self.would_block:
             self.injected["would_block"] += 1
             return True
         return False
@@ -124,7 +145,7 @@ class ChunkingTransport(TransportLayer):
         offset: int = 0,
         max_len: int | None = None,
     ) -> ReadResult:
-        if self._refuse():
+        if self._refuse(peer):
             # The bytes stay in the kernel; the loop reports the peer readable again.
             return ReadResult(b"", IOStatus.WOULD_BLOCK)
         max_read = self._caps_of(peer)[0]
@@ -142,7 +163,7 @@ class ChunkingTransport(TransportLayer):
 
     # ---------------------------------------------------------------- writes
     def resume_write(self, data: WriteData, peer: Peer) -> WriteResult:
-        if self._refuse():
+        if self._refuse(peer):
             self._writable_soon(peer)
             return WriteResult(0, IOStatus.WOULD_BLOCK)
         asked = (
@@ -170,7 +191,7 @@ class ChunkingTransport(TransportLayer):
         self._watcher.call_soon(self._writable, peer)
 
     def _writable(self, peer: Peer) -> None:
-        if peer in self._writable_due:
+        if peer in self._writable_due and peer in self._faulted:
             self._writable_due.discard(peer)
             if self._replay is not None:
                 self._replay(IOEvent(EventKind.WRITABLE, peer))
@@ -179,16 +200,23 @@ class ChunkingTransport(TransportLayer):
         self._writable_due.discard(peer)
         self.inner.suspend_write(peer)
 
+    def write_eof(self, peer: Peer) -> None:
+        self.inner.write_eof(peer)
+        self._faulted.discard(peer)  # (writes raise from now on; reads go straight down)
+
     def close(self, peer: Peer | None = None) -> None:
         # A WRITABLE promised for a peer you close must not reach you afterwards.
         if peer is None:
             self._writable_due.clear()
+            self._faulted.clear()
         else:
             self._writable_due.discard(peer)
+            self._faulted.discard(peer)
         self.inner.close(peer)
 
     def abort(self, peer: Peer) -> None:
         self._writable_due.discard(peer)
+        self._faulted.discard(peer)
         self.inner.abort(peer)
 
     def __repr__(self) -> str:
