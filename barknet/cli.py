@@ -283,7 +283,11 @@ def serve(
                 watcher.stop()
 
             watcher.watch_read(wake_r.fileno(), on_signal)
-            bound_host, bound_port = server.bind()
+            try:
+                bound_host, bound_port = server.bind()
+            except OSError as exc:  # a name that does not resolve, a port in use...
+                print(f"python -m barknet serve: cannot listen on {host}:{port}: {exc}", file=err)
+                return 2
             print(f"listening on {bound_host}:{bound_port}", file=out, flush=True)
             watcher.run()
             names = ", ".join(signal.Signals(s).name for s in caught) or "a stop request"
@@ -311,6 +315,13 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError("must be 0 to 65535 (0: any free port)")
+    return value
+
+
 def _size(text: str) -> int:
     value = int(text, 0)
     if value < 0:
@@ -326,7 +337,10 @@ def _tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
     if not args.certfile:
         raise SystemExit("--tls needs --certfile (and --keyfile unless the key is in it)")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(args.certfile, args.keyfile)
+    try:
+        context.load_cert_chain(args.certfile, args.keyfile)
+    except OSError as exc:  # (ssl.SSLError is one: a file that is not PEM)
+        raise SystemExit(f"--certfile/--keyfile: cannot load them: {exc}") from None
     return context
 
 
@@ -338,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p_serve = commands.add_parser("serve", help="run a framed echo server")
     p_serve.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
-    p_serve.add_argument("--port", type=int, default=0, help="port to bind (0: any free port)")
+    p_serve.add_argument("--port", type=_port, default=0, help="port to bind (0: any free port)")
     p_serve.add_argument(
         "--max-frame-size",
         type=_size,
@@ -379,7 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.command == "serve":
         return serve(
             args.host,
@@ -392,6 +407,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from . import bench  # imported late: `serve` should start fast
 
     impls = args.impls.split(",") if args.impls else None
+    unknown = [name for name in impls or () if name not in bench.IMPLS]
+    if unknown:
+        parser.error(
+            f"--impls: unknown {', '.join(unknown)}; choose from {', '.join(bench.IMPLS)}"
+        )
     status = bench.main(quick=args.quick, json_path=args.json, impls=impls)
     if args.tls and status == 0:
         from .bench import tls_side as bench_tls

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from barknet.cli import build_parser
+from barknet.cli import build_parser, main
 
 TIMEOUT = 10.0
 
@@ -182,3 +182,35 @@ def test_cli_rejects_a_timeout_that_is_not_a_number_of_seconds(option: str, valu
     with pytest.raises(SystemExit) as exit_:
         build_parser().parse_args(["serve", option, value])
     assert exit_.value.code == 2
+
+
+def test_serve_says_why_it_cannot_listen_instead_of_a_traceback() -> None:
+    import io
+
+    from barknet.cli import serve
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        err = io.StringIO()
+        assert serve("127.0.0.1", port, 1024, out=io.StringIO(), err=err) == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in err.getvalue()
+    assert "Traceback" not in err.getvalue()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["serve", "--port", "70000"], ["serve", "--port", "-1"], ["bench", "--impls", "nosuch"]],
+)
+def test_cli_refuses_bad_arguments_with_a_usage_error(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+
+
+def test_cli_says_why_a_certificate_does_not_load(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    not_pem = tmp_path / "not.pem"
+    not_pem.write_text("hello\n")
+    for certfile in (str(tmp_path / "missing.pem"), str(not_pem)):
+        with pytest.raises(SystemExit) as exit_:
+            main(["serve", "--tls", "--certfile", certfile])
+        assert "cannot load them" in str(exit_.value.code)
