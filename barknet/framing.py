@@ -32,9 +32,11 @@ Decoding is a small state machine over two kinds of buffer:
   in, and doubles, never past the announced size): a peer that announces
   8 MiB and sends one byte costs you a few KiB, not 8 MiB. It doubles in
   place (``body *= 2``: the C library extends or moves its pages, no second
-  buffer), so a 16 MiB frame still ends in one 16 MiB buffer with nothing
-  copied, as when the whole size was allocated up front; only if someone
-  still holds a view of the body is it copied to a bigger one. Either way
+  buffer alongside), so a 16 MiB frame still ends in one 16 MiB buffer. Not
+  free: each doubling also writes the bytes already in into the new half
+  (``*=`` repeats them; the next reads overwrite them), about half the frame
+  in all, and the C library may move the pages; only if someone still holds a
+  view of the body is it copied to a separate, bigger one. Either way
   each page is fresh memory, which is expensive (the kernel must find, zero
   and map every 4 KiB page), so the owner of a large frame may hand it back
   when done with it, with

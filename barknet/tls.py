@@ -22,11 +22,12 @@ replays the events. For the owner above, it is a *byte* transport, like TCP:
 * **Handshake first.** An accepted peer is a server-side session, a peer from
   ``connect`` a client-side one (verification on, ``server_hostname`` from the
   address unless you give one). ``ACCEPTED``/``CONNECTED`` are replayed only
-  once the handshake finished, so a peer you hear about has been
-  authenticated. A handshake that fails (untrusted certificate, wrong host
-  name, a peer that does not speak TLS) replays one ``CLOSED(ERROR,
-  TlsError)`` naming OpenSSL's reason, also on the server side, for a peer the
-  owner never saw accepted.
+  once the handshake finished: a client hears of a server whose
+  certificate it checked, while an accepted client is anonymous unless the
+  server's context requires client certificates. A handshake that fails
+  (untrusted certificate, wrong host name, a peer that does not speak TLS)
+  replays one ``CLOSED(ERROR, TlsError)`` naming OpenSSL's reason, also on the
+  server side, for a peer the owner never saw accepted.
 * **Reads** pull: ``resume_read`` decrypts what is there, reading more
   ciphertext from below only when OpenSSL asks for it (``SSLWantReadError``),
   until your buffer is full or the transport below would block. A slow reader

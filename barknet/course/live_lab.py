@@ -234,11 +234,11 @@ def plot_throughput(results: Sequence[EchoResult]) -> Any:
     left.loglog(sizes, [echo_throughput(r) / MiB for r in results], "o-")
     left.set_xlabel("frame size (bytes)")
     left.set_ylabel("MiB echoed per second")
-    left.set_title("throughput grows with frame size, up to a point")
+    left.set_title("throughput against frame size")
     right.loglog(sizes, [statistics.median(r.rtts) * 1e6 for r in results], "s-", color="#e67e22")
     right.set_xlabel("frame size (bytes)")
     right.set_ylabel("median round trip (µs)")
-    right.set_title("the wait for each frame grows all the way")
+    right.set_title("median round trip against frame size")
     for ax in (left, right):
         ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
