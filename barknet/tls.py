@@ -36,7 +36,10 @@ replays the events. For the owner above, it is a *byte* transport, like TCP:
   next turn until you read them or suspend reading, and so is an end already
   seen below (the read that returned the last bytes often finds the EOF too, and
   the socket will not say so twice); a half record waiting for its rest is not
-  announced, so nothing spins.
+  announced, so nothing spins. One ``READABLE`` is passed on as the socket says
+  it, before anything is decrypted: when those bytes were TLS's own (a TLS 1.3
+  server sends session tickets after the handshake), ``resume_read`` answers
+  ``WOULD_BLOCK`` to it. A framing layer above never passes such a wake-up on.
 * **Writes** and **water marks.** What this layer holds for a peer is counted
   as one number, ``write_buffer_size(peer)``: plaintext you handed over that
   OpenSSL cannot encrypt yet (during the handshake, or while it must read
