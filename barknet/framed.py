@@ -976,23 +976,31 @@ class FramedTransport(ITransport):
             return
         # A peer you closed is yours no more: no flow events for it (an owner that
         # reads on RESUME_WRITING would be refused). And whatever a callback does,
-        # raising included, a close or half-close that waited for the queue goes on.
-        yours = not send.owner_closed
+        # raising included, what the queue's end brings still comes.
         try:
             if send.paused and send.queued <= self.low_water:
                 send.paused = False
-                if yours:
+                if not send.owner_closed:
                     self._emit(IOEvent(EventKind.RESUME_WRITING, peer))
+        finally:
             # The owner may have queued more from RESUME_WRITING: then it is not
             # drained (and a pending graceful close must wait for that too).
-            if yours and result.status is _OK and peer in self._send and not send.buffers:
+            if result.status is _OK and self._send.get(peer) is send and not send.buffers:
+                self._drained(peer, send)
+
+    def _drained(self, peer: Peer, send: SendState) -> None:
+        """The queue left: ``DRAINED`` if the peer is still yours (you may have closed
+        it from ``RESUME_WRITING``), then the close or the half-close that waited for
+        the queue, even if the callback raised."""
+        try:
+            if not send.owner_closed:
                 self._emit(IOEvent(EventKind.DRAINED, peer))
         finally:
-            if result.status is _OK and self._send.get(peer) is send and not send.buffers:
+            if self._send.get(peer) is send and not send.buffers:
                 self._after_drained(peer, send)
 
     def _after_drained(self, peer: Peer, send: SendState) -> None:
-        """The queue left: finish the close or the half-close that waited for it."""
+        """Finish the close or the half-close that waited for the queue."""
         if send.closing:
             if send.linger_timer is not None:
                 send.linger_timer.cancel()

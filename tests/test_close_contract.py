@@ -547,3 +547,49 @@ def test_a_flow_callback_that_raises_does_not_stop_a_half_close_waiting_for_the_
             ew.run_once(0.005)
     assert raised == [raise_on]
     assert eof and len(got) == 4 + 1024 * 1024
+
+
+@pytest.mark.parametrize("in_resume", ["close(peer)", "abort(peer)", "close()", "raise"])
+@pytest.mark.parametrize("framed_pair", [{"high_water": 64 * 1024}], indirect=True)
+def test_what_the_owner_does_in_resume_writing_decides_whether_drained_follows(
+    ew, framed_pair, in_resume
+):
+    """RESUME_WRITING and the queue's end often come from one flush. An owner that
+    closes the peer in RESUME_WRITING gets no DRAINED after it (only CLOSED); one
+    whose callback raised still gets its DRAINED."""
+    endpoint, peer, other = framed_pair
+    t = endpoint.transport
+    marks: list[int] = []
+
+    def owner(event: IOEvent) -> None:
+        if event.kind is EventKind.RESUME_WRITING and not marks:
+            marks.append(len(endpoint.events))
+            if in_resume == "raise":
+                raise RuntimeError("a bug in the owner")
+            if in_resume == "close()":
+                t.close()
+            else:
+                getattr(t, in_resume[: -len("(peer)")])(peer)
+
+    endpoint.on_event = owner
+    t.resume_write(bytes(1024 * 1024), peer)
+
+    def done() -> bool:
+        _data, eof = drain(other)
+        if eof:
+            other.shutdown(socket.SHUT_WR)  # so that a graceful close need not linger
+        kinds = [e.kind for e in endpoint.events[marks[0] :]] if marks else []
+        return EventKind.CLOSED in kinds or EventKind.DRAINED in kinds
+
+    for _ in range(2000):
+        if done():
+            break
+        with contextlib.suppress(RuntimeError):  # the owner's bug, let out once
+            ew.run_once(0.005)
+    for _ in range(5):
+        ew.run_once(0.005)
+    after = [e.kind for e in endpoint.events[marks[0] :]]
+    if in_resume == "raise":
+        assert EventKind.DRAINED in after and EventKind.CLOSED not in after, after
+    else:
+        assert EventKind.DRAINED not in after and after.count(EventKind.CLOSED) == 1, after
