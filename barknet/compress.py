@@ -228,9 +228,11 @@ class CompressedTransport(TransportLayer):
             return
         self._reminder_due.pop(peer, None)
         if peer in self._unread and peer not in self._quiet:
-            self._emit(IOEvent(EventKind.READABLE, peer))
-            if peer in self._unread and peer not in self._quiet:
-                self._remind(peer)
+            try:
+                self._emit(IOEvent(EventKind.READABLE, peer))
+            finally:  # (even after a callback that raised: it is announced again)
+                if peer in self._unread and peer not in self._quiet:
+                    self._remind(peer)
 
     def _unpack(self, frame: memoryview, peer: Peer) -> bytes:
         if not frame.nbytes:

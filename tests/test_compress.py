@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import zlib
 from collections.abc import Callable, Iterator
@@ -402,6 +403,42 @@ def test_reads_raise_after_you_close_a_peer_that_broke_the_rules(ew, ending) -> 
         theirs.sendall(encode_frame(bytes((7,)) + b"unknown flag"))
         ew.run_until(lambda: len(statuses) == 2, timeout=5)
         assert statuses == [IOStatus.ERROR, "raised"]
+    finally:
+        theirs.close()
+        transport.close()
+
+
+def test_a_refused_message_is_announced_again_after_a_reminder_callback_that_raised(ew) -> None:
+    """The message a small buffer refused is held here, and only this layer's reminder
+    says it waits: an owner whose callback for that reminder raised once must still
+    hear of it, or the message is never read."""
+    mine, theirs = socket.socketpair()
+    transport = CompressedTransport(FramedTransport(TcpTransport()))
+    try:
+        log: list = []
+
+        def owner(event) -> None:
+            if event.kind is not EventKind.READABLE:
+                return
+            if not log:
+                with contextlib.suppress(BufferError):
+                    transport.resume_read(event.peer, bytearray(10))
+                log.append("refused")
+            elif log == ["refused"]:
+                log.append("raised")
+                raise RuntimeError("a bug in the owner")
+            else:
+                log.append(bytes(transport.resume_read(event.peer).data))
+
+        transport.attach(ew, owner)
+        transport.adopt(mine)
+        theirs.sendall(encode_frame(bytes((STORED,)) + b"A" * 50))
+        for _ in range(200):
+            if len(log) == 3:
+                break
+            with contextlib.suppress(RuntimeError):  # the owner's bug, let out once
+                ew.run_once(0.01)
+        assert log == ["refused", "raised", b"A" * 50]
     finally:
         theirs.close()
         transport.close()
