@@ -3,6 +3,7 @@ faults that notebook 08 prints, each checked for what it claims to show."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import random
 import socket
@@ -40,7 +41,8 @@ class _Pair:
         self.ew = stage.ew
         self.tcp = TcpTransport()
         self.chunk = ChunkingTransport(self.tcp, **chunking)
-        self.events = stage.endpoint(self.chunk, take=False).events
+        self.endpoint = stage.endpoint(self.chunk, take=False)
+        self.events = self.endpoint.events
         a, self.other = socket.socketpair()
         self.other.setblocking(False)
         self.peer = self.chunk.adopt(a)
@@ -155,11 +157,11 @@ def test_capped_write_replays_writable_until_suspended(pair, ew):
     result = p.chunk.resume_write(b"0123456789", p.peer)
     assert (result.sent, result.status) == (4, IOStatus.WOULD_BLOCK)
     turns(ew, 2)
-    assert p.writable_events() == 1  # one promise, kept once
+    assert p.writable_events() == 2  # once a turn, as a socket's, until suspend_write
     p.chunk.resume_write(b"456789", p.peer)
     p.chunk.suspend_write(p.peer)  # nothing more to send: cancel the promise
     turns(ew, 3)
-    assert p.writable_events() == 1
+    assert p.writable_events() == 2
     assert p.drain_other() == b"01234567"
 
 
@@ -336,3 +338,28 @@ def test_slow_reader_with_a_producer_that_ignores_pause_loses_nothing_but_queues
     assert facts["max_queued"] > facts["bound"]  # the water marks are advice, not a cap
     assert facts["digest_ok"] and facts["bytes_received"] == 4 * hostile.MiB
     assert "does not listen" in str(outcome) and "largest queue: about" in str(outcome)
+
+
+@pytest.mark.parametrize("owner_does", ["nothing", "raise"])
+def test_a_promised_writable_repeats_each_turn_until_suspend_write(pair, ew, owner_does):
+    """As a socket's: an owner that ignores a WRITABLE, or raises in it, is woken
+    again on the next turn, until it calls suspend_write."""
+    p = pair(max_write=3)
+    seen: list[int] = []
+
+    def owner(event: IOEvent) -> None:
+        if event.kind is EventKind.WRITABLE:
+            seen.append(ew.turns)
+            if owner_does == "raise" and len(seen) == 1:
+                raise RuntimeError("a bug in the owner")
+
+    p.endpoint.on_event = owner
+    assert p.chunk.resume_write(b"0123456789", p.peer).status is IOStatus.WOULD_BLOCK
+    for _ in range(10):
+        with contextlib.suppress(RuntimeError):
+            ew.run_once(0.005)
+    assert len(seen) >= 9 and len(set(seen)) == len(seen)
+    p.chunk.suspend_write(p.peer)
+    before = len(seen)
+    turns(ew, 5)
+    assert len(seen) == before

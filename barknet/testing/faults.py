@@ -191,10 +191,20 @@ class ChunkingTransport(TransportLayer):
         self._watcher.call_soon(self._writable, peer)
 
     def _writable(self, peer: Peer) -> None:
-        if peer in self._writable_due and peer in self._faulted:
+        """The promised ``WRITABLE``, and again each turn until ``suspend_write``, as a
+        socket's (an owner that ignores one, or raises in it, is woken again)."""
+        if peer not in self._writable_due:
+            return
+        if peer not in self._faulted:
             self._writable_due.discard(peer)
+            return
+        try:
             if self._replay is not None:
                 self._replay(IOEvent(EventKind.WRITABLE, peer))
+        finally:
+            if peer in self._writable_due and peer in self._faulted:
+                assert self._watcher is not None
+                self._watcher.call_soon(self._writable, peer)  # (runs on the next turn)
 
     def suspend_write(self, peer: Peer) -> None:
         self._writable_due.discard(peer)
