@@ -560,8 +560,8 @@ class TlsTransport(TransportLayer):
             except BaseException:
                 self._repeat_writable(session)  # a WRITABLE that was due comes next turn
                 raise
-            if self._sessions.get(peer) is not session:
-                return
+            if self._sessions.get(peer) is not session or session.held > self.low_water:
+                return  # (gone, or the owner's writes from RESUME_WRITING filled us again)
         if self._writable_wanted(session) and not session.writable_due:
             session.writable_turn = self._watcher.turns  # type: ignore[union-attr]
             try:

@@ -673,3 +673,42 @@ def test_writable_still_repeats_after_a_flow_callback_that_raised_once(
         with contextlib.suppress(RuntimeError):  # the owner's bug, let out once
             ew.run_once(0.005)
     assert st["raised"] == 1 and st["writable"] >= 3, st
+
+
+def test_no_writable_while_the_owners_writes_from_resume_writing_filled_the_layer_again(
+    ew, closing, server_ctx, client_ctx
+) -> None:
+    """WRITABLE comes while TLS holds at most low_water (tls.py): an owner that writes
+    past high_water from its RESUME_WRITING callback (a nested PAUSE_WRITING) must not
+    get a WRITABLE right after it."""
+    flow: list[tuple[EventKind, int]] = []
+    peers: list[Peer] = []
+
+    def client_owner(event: IOEvent) -> None:
+        if event.kind in (EventKind.PAUSE_WRITING, EventKind.RESUME_WRITING, EventKind.WRITABLE):
+            flow.append((event.kind, client.write_buffer_size(event.peer)))
+        if event.kind is EventKind.RESUME_WRITING and len(flow) < 3:
+            client.resume_write(b"r" * 200_000, event.peer)  # past high_water again
+
+    server = closing(TlsTransport(TcpTransport(rcvbuf=8192), server_ctx))
+    server.attach(ew, lambda e: peers.append(e.peer) if e.kind is EventKind.ACCEPTED else None)
+    client = closing(TlsTransport(TcpTransport(*server.bind(), sndbuf=8192), client_ctx))
+    client.attach(ew, client_owner)
+    peer = client.connect()
+    ew.run_until(lambda: peers, timeout=10)
+    first = client.resume_write(b"w" * 200_000, peer)  # the server reads nothing yet
+    assert first.status is IOStatus.WOULD_BLOCK  # taken in part: WRITABLE is owed
+    for _ in range(2000):  # the server reads between turns, as a slow reader would
+        if any(kind is EventKind.WRITABLE for kind, _ in flow):
+            break
+        ew.run_once(0.005)
+        while server.resume_read(peers[0]).status is IOStatus.OK:
+            pass
+    kinds = [kind for kind, _ in flow]
+    assert kinds[:3] == [
+        EventKind.PAUSE_WRITING,
+        EventKind.RESUME_WRITING,
+        EventKind.PAUSE_WRITING,
+    ], flow
+    assert EventKind.WRITABLE in kinds, flow
+    assert all(held <= server.low_water for kind, held in flow if kind is EventKind.WRITABLE), flow
