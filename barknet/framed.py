@@ -239,11 +239,13 @@ class FramedTransport(ITransport):
         and reads raise too (``TransportClosedError``); frames that arrived and
         that you did not take are dropped."""
         if peer is None:
-            for each, send in self._send.items():
+            for each, send in list(self._send.items()):
                 # Every peer is let go below, now: what this turn still had
                 # scheduled for one (a coalesced flush, a READABLE) does nothing.
                 self._yours_no_more(each)
                 send.closing = send.dropped = True
+                if self._recv[each].inner_closed:
+                    self._finish_soon(each)  # gone below already, its CLOSED held for you
             self.inner.close()
             return
         self._yours_no_more(peer)
@@ -394,7 +396,8 @@ class FramedTransport(ITransport):
             self._on_closed(event)
         elif kind is EventKind.ACCEPTED or kind is EventKind.CONNECTED:
             self._open(peer)
-            self._emit(event)
+            if not self._send[peer].owner_closed:  # (closed before it was connected)
+                self._emit(event)
         # DRAINED / PAUSE / RESUME from a framing layer below us describe its
         # own queue; ours is the one our owner cares about.
 
@@ -982,11 +985,18 @@ class FramedTransport(ITransport):
                 send.paused = False
                 if not send.owner_closed:
                     self._emit(IOEvent(EventKind.RESUME_WRITING, peer))
-        finally:
-            # The owner may have queued more from RESUME_WRITING: then it is not
-            # drained (and a pending graceful close must wait for that too).
-            if result.status is _OK and self._send.get(peer) is send and not send.buffers:
-                self._drained(peer, send)
+        except BaseException:
+            if result.status is _OK:  # on the next turn: one owner exception at a time
+                self._watcher.call_soon(self._drained_if_still, peer, send)  # type: ignore[union-attr]
+            raise
+        # The owner may have queued more from RESUME_WRITING: then it is not
+        # drained (and a pending graceful close must wait for that too).
+        if result.status is _OK:
+            self._drained_if_still(peer, send)
+
+    def _drained_if_still(self, peer: Peer, send: SendState) -> None:
+        if self._send.get(peer) is send and not send.buffers:
+            self._drained(peer, send)
 
     def _drained(self, peer: Peer, send: SendState) -> None:
         """The queue left: ``DRAINED`` if the peer is still yours (you may have closed

@@ -24,6 +24,7 @@ For every peer, the events a transport replays follow this grammar::
            -> CLOSED -> end
     start -> CLOSED(status=ERROR, ConnectFailedError) -> end     # a connect that failed
     start -> CLOSED(status=ERROR, TlsError) -> end     # a TLS handshake that failed
+    start -> CLOSED -> end     # a peer you closed before it was connected
 
 (a layer that must finish a handshake first, like ``TlsTransport``, replays
 ``ACCEPTED``/``CONNECTED`` only once it is done, so a peer whose handshake fails

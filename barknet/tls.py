@@ -443,16 +443,25 @@ class TlsTransport(TransportLayer):
         self._send_cipher(session)
         if session.error is not None:
             return
-        peer = session.peer
-        closing = session.closing  # (closed during the handshake, after writing)
+        if session.closing:  # closed during the handshake, after writing: yours no more
+            self._goodbye(session)
+            return
         kind = EventKind.ACCEPTED if session.server_side else EventKind.CONNECTED
         try:
-            self._emit(IOEvent(kind, peer))
-        finally:  # (even after a callback that raised: what waits still goes on)
-            if self._sessions.get(peer) is session and not (session.closing and not closing):
-                self._goodbye(session)
-                self._flow(session)
-                self._kick(session)  # application data may have come with the last flight
+            self._emit(IOEvent(kind, session.peer))
+        except BaseException:
+            # What waits still goes on, on the next turn: one owner exception at a time.
+            self._watcher.call_soon(self._after_handshake, session)  # type: ignore[union-attr]
+            raise
+        self._after_handshake(session)
+
+    def _after_handshake(self, session: TlsSession) -> None:
+        """The owner heard of the peer: send what waited, say where the flow stands,
+        and announce the application data that may have come with the last flight."""
+        if self._sessions.get(session.peer) is session and not session.closing:
+            self._goodbye(session)
+            self._flow(session)
+            self._kick(session)
 
     def _pull(self, session: TlsSession) -> IOStatus:
         """Read one chunk of ciphertext from below into OpenSSL's incoming BIO."""
@@ -550,8 +559,8 @@ class TlsTransport(TransportLayer):
         """Bytes left: at ``low_water``, ``RESUME_WRITING`` if paused, then
         ``WRITABLE`` if a write of yours was refused (and again on later turns,
         see :meth:`_repeat_writable`)."""
-        if session.held > self.low_water or session.error is not None:
-            return
+        if session.held > self.low_water or session.error is not None or session.closing:
+            return  # (closing: yours no more, no flow events for it)
         peer = session.peer
         if session.paused:
             session.paused = False

@@ -12,6 +12,7 @@ import contextlib
 import errno
 import socket
 import struct
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -393,7 +394,7 @@ def test_frames_that_arrived_are_not_readable_after_close_or_abort(ew, framed_pa
             call(peer)
 
 
-@pytest.mark.parametrize("ending", ["close", "abort", "take them all, then close"])
+@pytest.mark.parametrize("ending", ["close", "abort", "close()", "take them all, then close"])
 @pytest.mark.parametrize("framed_pair", SCRATCH_OF_64_BYTES, indirect=True)
 def test_closing_a_peer_already_gone_below_reports_closed_ok_on_a_later_turn(
     ew, framed_pair, ending
@@ -415,9 +416,11 @@ def test_closing_a_peer_already_gone_below_reports_closed_ok_on_a_later_turn(
     if ending == "take them all, then close":
         assert len(t.read_frames(peer)) == 8  # the last one taken: the end is news now
         t.close(peer)
+    elif ending == "close()":
+        t.close()  # every peer at once, this one included
     else:
         getattr(t, ending)(peer)
-    assert endpoint.closed(peer) == [], f"CLOSED came from inside {ending}(peer)"
+    assert endpoint.closed(peer) == [], f"CLOSED came from inside {ending}"
     assert peer not in t.peers  # yours no more, at once
     ew.run_once(0)
     assert [(e.status, e.error) for e in endpoint.closed(peer)] == [(IOStatus.OK, None)]
@@ -571,7 +574,14 @@ def test_what_the_owner_does_in_resume_writing_decides_whether_drained_follows(
             else:
                 getattr(t, in_resume[: -len("(peer)")])(peer)
 
-    endpoint.on_event = owner
+    def owner_checked(event: IOEvent) -> None:
+        if event.kind is EventKind.DRAINED:
+            # Not called while the RESUME_WRITING exception is still on its way out:
+            # one owner exception at a time, none hidden behind another.
+            assert sys.exc_info()[1] is None
+        owner(event)
+
+    endpoint.on_event = owner_checked
     t.resume_write(bytes(1024 * 1024), peer)
 
     def done() -> bool:

@@ -302,3 +302,48 @@ def test_after_close_with_no_argument_only_closed_comes_even_with_a_repeat_sched
         server.close()
         for _ in range(3):
             ew.run_once(0)
+
+
+@pytest.mark.parametrize("size", [1000, 300_000], ids=["small", "past high_water"])
+@pytest.mark.parametrize("kind", ["tcp", "framed", "compressed", "tls", "framed over tls"])
+def test_a_peer_closed_before_it_connected_gets_only_its_closed_and_its_data_still_goes(
+    ew, server_ctx, client_ctx, kind: str, size: int
+) -> None:
+    """Written to and closed before it was connected: yours no more from close(peer),
+    so the only event for it is its CLOSED (no CONNECTED, RESUME_WRITING or DRAINED),
+    while what you wrote still reaches the server on a layer that queues."""
+    from barknet import EventKind, IOStatus
+
+    got = bytearray()
+    server = _stack(kind, server_ctx, client_ctx)
+
+    def server_owner(event):  # type: ignore[no-untyped-def]
+        if event.kind is EventKind.READABLE:
+            while (result := server.resume_read(event.peer)).status is IOStatus.OK:
+                got.extend(result.data)
+            if result.status is IOStatus.EOF:
+                server.close(event.peer)
+
+    events: list[object] = []
+    server.attach(ew, server_owner)
+    client = _stack(kind, server_ctx, client_ctx, server.bind())
+    client.attach(ew, lambda event: events.append(event.kind))
+    try:
+        peer = client.connect()
+        taken = client.resume_write(b"q" * size, peer).sent
+        # A message layer queues the whole frame; a byte layer keeps what it took
+        # (TLS: up to its high_water; raw TCP: nothing before the connect finished).
+        want = size if kind in ("framed", "compressed", "framed over tls") else taken
+        mark = len(events)
+        client.close(peer)
+        for _ in range(2000):
+            if EventKind.CLOSED in events and len(got) >= want:
+                break
+            ew.run_once(0.005)
+        assert events[mark:] == [EventKind.CLOSED], events
+        assert len(got) == want
+    finally:
+        client.close()
+        server.close()
+        for _ in range(3):
+            ew.run_once(0)

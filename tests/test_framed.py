@@ -322,8 +322,9 @@ def test_frames_written_and_closed_before_the_connect_finishes_are_sent(
     (closed,) = server.closed()
     assert closed.status is IOStatus.EOF
     assert server.frames[closed.peer] == frames
-    kinds = [e.kind for e in client.events]
-    assert kinds[0] is EventKind.CONNECTED and kinds[-1] is EventKind.CLOSED
+    # Yours no more from close(peer) on: its CLOSED is the only event (interfaces.py),
+    # as over TcpTransport, though the frames still went out once it connected.
+    assert [e.kind for e in client.events] == [EventKind.CLOSED]
 
 
 def test_graceful_close_sends_queued_frames_first(ew, stage):
