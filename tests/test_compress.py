@@ -250,48 +250,58 @@ def test_reads_after_a_bad_message_say_error_until_closed_comes(ew) -> None:
         transport.close()
 
 
-@pytest.mark.parametrize("then", ["waits for READABLE", "suspends, then reads"])
-def test_a_message_refused_for_a_small_buffer_is_the_next_one_read(ew, then) -> None:
-    """BufferError refuses a read without losing the message: it is the next
-    one read, READABLE keeps saying it waits, and suspend_read quiets that."""
+@pytest.fixture
+def over_a_socket_pair() -> Iterator[tuple[CompressedTransport, socket.socket, socket.socket]]:
+    """A CompressedTransport over framing over TCP, not attached, with the two ends of
+    a socket pair: adopt the first, drive the second by hand. Closed after the test."""
     mine, theirs = socket.socketpair()
     transport = CompressedTransport(FramedTransport(TcpTransport()))
     try:
-        log: list = []
-
-        def owner(event) -> None:
-            if event.kind is not EventKind.READABLE:
-                return
-            room = bytearray(100 if log else 10)
-            try:  # one read per READABLE
-                result = transport.resume_read(event.peer, room)
-            except BufferError:
-                log.append("refused")
-                if then == "suspends, then reads":
-                    transport.suspend_read(event.peer)
-                return
-            if result.status is IOStatus.OK:
-                log.append(bytes(result.data))
-
-        transport.attach(ew, owner)
-        peer = transport.adopt(mine)
-        # One message only: nothing below still waits to announce it again.
-        theirs.sendall(encode_frame(bytes((STORED,)) + b"A" * 50))
-        if then == "waits for READABLE":
-            ew.run_until(lambda: len(log) == 2, timeout=5)
-            assert log == ["refused", b"A" * 50]
-        else:
-            ew.run_until(lambda: log == ["refused"], timeout=5)
-            for _ in range(5):
-                ew.run_once(0)
-            assert log == ["refused"]  # suspended: no READABLE for the held message
-            assert transport.resume_read(peer).data == b"A" * 50
-        for _ in range(5):
-            ew.run_once(0)
-        assert transport.resume_read(peer).status is IOStatus.WOULD_BLOCK
+        yield transport, mine, theirs
     finally:
         theirs.close()
         transport.close()
+
+
+@pytest.mark.parametrize("then", ["waits for READABLE", "suspends, then reads"])
+def test_a_message_refused_for_a_small_buffer_is_the_next_one_read(
+    ew, over_a_socket_pair, then
+) -> None:
+    """BufferError refuses a read without losing the message: it is the next
+    one read, READABLE keeps saying it waits, and suspend_read quiets that."""
+    transport, mine, theirs = over_a_socket_pair
+    log: list = []
+
+    def owner(event) -> None:
+        if event.kind is not EventKind.READABLE:
+            return
+        room = bytearray(100 if log else 10)
+        try:  # one read per READABLE
+            result = transport.resume_read(event.peer, room)
+        except BufferError:
+            log.append("refused")
+            if then == "suspends, then reads":
+                transport.suspend_read(event.peer)
+            return
+        if result.status is IOStatus.OK:
+            log.append(bytes(result.data))
+
+    transport.attach(ew, owner)
+    peer = transport.adopt(mine)
+    # One message only: nothing below still waits to announce it again.
+    theirs.sendall(encode_frame(bytes((STORED,)) + b"A" * 50))
+    if then == "waits for READABLE":
+        ew.run_until(lambda: len(log) == 2, timeout=5)
+        assert log == ["refused", b"A" * 50]
+    else:
+        ew.run_until(lambda: log == ["refused"], timeout=5)
+        for _ in range(5):
+            ew.run_once(0)
+        assert log == ["refused"]  # suspended: no READABLE for the held message
+        assert transport.resume_read(peer).data == b"A" * 50
+    for _ in range(5):
+        ew.run_once(0)
+    assert transport.resume_read(peer).status is IOStatus.WOULD_BLOCK
 
 
 def _refusing_owner(transport: CompressedTransport, log: list, *, reads_on: int) -> Callable:
@@ -408,37 +418,34 @@ def test_reads_raise_after_you_close_a_peer_that_broke_the_rules(ew, ending) -> 
         transport.close()
 
 
-def test_a_refused_message_is_announced_again_after_a_reminder_callback_that_raised(ew) -> None:
+def test_a_refused_message_is_announced_again_after_a_reminder_callback_that_raised(
+    ew, over_a_socket_pair
+) -> None:
     """The message a small buffer refused is held here, and only this layer's reminder
     says it waits: an owner whose callback for that reminder raised once must still
     hear of it, or the message is never read."""
-    mine, theirs = socket.socketpair()
-    transport = CompressedTransport(FramedTransport(TcpTransport()))
-    try:
-        log: list = []
+    transport, mine, theirs = over_a_socket_pair
+    log: list = []
 
-        def owner(event) -> None:
-            if event.kind is not EventKind.READABLE:
-                return
-            if not log:
-                with contextlib.suppress(BufferError):
-                    transport.resume_read(event.peer, bytearray(10))
-                log.append("refused")
-            elif log == ["refused"]:
-                log.append("raised")
-                raise RuntimeError("a bug in the owner")
-            else:
-                log.append(bytes(transport.resume_read(event.peer).data))
+    def owner(event) -> None:
+        if event.kind is not EventKind.READABLE:
+            return
+        if not log:
+            with contextlib.suppress(BufferError):
+                transport.resume_read(event.peer, bytearray(10))
+            log.append("refused")
+        elif log == ["refused"]:
+            log.append("raised")
+            raise RuntimeError("a bug in the owner")
+        else:
+            log.append(bytes(transport.resume_read(event.peer).data))
 
-        transport.attach(ew, owner)
-        transport.adopt(mine)
-        theirs.sendall(encode_frame(bytes((STORED,)) + b"A" * 50))
-        for _ in range(200):
-            if len(log) == 3:
-                break
-            with contextlib.suppress(RuntimeError):  # the owner's bug, let out once
-                ew.run_once(0.01)
-        assert log == ["refused", "raised", b"A" * 50]
-    finally:
-        theirs.close()
-        transport.close()
+    transport.attach(ew, owner)
+    transport.adopt(mine)
+    theirs.sendall(encode_frame(bytes((STORED,)) + b"A" * 50))
+    for _ in range(200):
+        if len(log) == 3:
+            break
+        with contextlib.suppress(RuntimeError):  # the owner's bug, let out once
+            ew.run_once(0.01)
+    assert log == ["refused", "raised", b"A" * 50]
