@@ -987,37 +987,29 @@ class FramedTransport(ITransport):
                     self._emit(IOEvent(EventKind.RESUME_WRITING, peer))
         except BaseException:
             if result.status is _OK:  # on the next turn: one owner exception at a time
-                self._watcher.call_soon(self._drained_if_still, peer, send)  # type: ignore[union-attr]
+                self._watcher.call_soon(self._drained, peer, send)  # type: ignore[union-attr]
             raise
-        # The owner may have queued more from RESUME_WRITING: then it is not
-        # drained (and a pending graceful close must wait for that too).
         if result.status is _OK:
-            self._drained_if_still(peer, send)
-
-    def _drained_if_still(self, peer: Peer, send: SendState) -> None:
-        if self._send.get(peer) is send and not send.buffers:
             self._drained(peer, send)
 
     def _drained(self, peer: Peer, send: SendState) -> None:
-        """The queue left: ``DRAINED`` if the peer is still yours (you may have closed
-        it from ``RESUME_WRITING``), then the close or the half-close that waited for
-        the queue, even if the callback raised."""
+        """If the queue is still empty (the owner may have queued more from
+        ``RESUME_WRITING``): ``DRAINED`` if the peer is still yours, then the close
+        or the half-close that waited for the queue, even if the callback raised."""
+        if self._send.get(peer) is not send or send.buffers:
+            return
         try:
             if not send.owner_closed:
                 self._emit(IOEvent(EventKind.DRAINED, peer))
         finally:
             if self._send.get(peer) is send and not send.buffers:
-                self._after_drained(peer, send)
-
-    def _after_drained(self, peer: Peer, send: SendState) -> None:
-        """Finish the close or the half-close that waited for the queue."""
-        if send.closing:
-            if send.linger_timer is not None:
-                send.linger_timer.cancel()
-                send.linger_timer = None
-            self.inner.close(peer)
-        elif send.eof:
-            self._send_eof(peer, send)
+                if send.closing:
+                    if send.linger_timer is not None:
+                        send.linger_timer.cancel()
+                        send.linger_timer = None
+                    self.inner.close(peer)
+                elif send.eof:
+                    self._send_eof(peer, send)
 
     def suspend_write(self, peer: Peer) -> None:
         """Framing layers finish their own writes; this only checks ``peer``."""

@@ -603,3 +603,31 @@ def test_what_the_owner_does_in_resume_writing_decides_whether_drained_follows(
         assert EventKind.DRAINED in after and EventKind.CLOSED not in after, after
     else:
         assert EventKind.DRAINED not in after and after.count(EventKind.CLOSED) == 1, after
+
+
+@pytest.mark.parametrize("framed_pair", [{"high_water": 64 * 1024}], indirect=True)
+def test_drained_waits_for_what_the_owner_queued_from_resume_writing(ew, framed_pair):
+    """RESUME_WRITING often comes from the flush that empties the queue; an owner that
+    writes more from it has not drained: DRAINED comes only once that left too."""
+    endpoint, peer, other = framed_pair
+    t = endpoint.transport
+    queued_at_drained: list[int] = []
+    wrote_more: list[bool] = []
+
+    def owner(event: IOEvent) -> None:
+        if event.kind is EventKind.RESUME_WRITING and not wrote_more:
+            wrote_more.append(True)
+            t.resume_write(bytes(1024 * 1024), peer)  # more than the socket pair holds
+        if event.kind is EventKind.DRAINED:
+            queued_at_drained.append(t.write_buffer_size(peer))
+
+    endpoint.on_event = owner
+    t.resume_write(bytes(1024 * 1024), peer)
+    got = 0
+    for _ in range(2000):
+        got += len(drain(other)[0])
+        if queued_at_drained:
+            break
+        ew.run_once(0.005)
+    assert wrote_more and queued_at_drained == [0]
+    assert got + len(drain(other)[0]) == 2 * (4 + 1024 * 1024)

@@ -202,6 +202,18 @@ def test_no_fault_is_made_up_for_a_peer_that_is_not_yours_any_more(pair, ew, end
     assert not [e for e in p.events[mark:] if e.kind is EventKind.WRITABLE]
 
 
+def test_after_write_eof_reads_are_still_faulted(pair, ew):
+    """A half-close ends your writes, not the peer's: its reads still meet the dice."""
+    p = pair(would_block=0.99, seed=1)
+    p.chunk.write_eof(p.peer)
+    p.other.sendall(b"still coming")
+    turns(ew, 2)
+    before = p.chunk.injected["would_block"]
+    statuses = {p.chunk.resume_read(p.peer).status for _ in range(20)}
+    assert IOStatus.WOULD_BLOCK in statuses
+    assert p.chunk.injected["would_block"] > before
+
+
 def test_would_block_schedule_is_reproducible_from_the_seed(pair):
     def schedule(seed: int) -> list[IOStatus]:
         p = pair(would_block=0.3, seed=seed)

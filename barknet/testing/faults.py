@@ -17,10 +17,11 @@ Nothing is lost or reordered: a capped read leaves the rest in the kernel, and
 the level-triggered loop reports the peer readable again; a capped or refused
 write makes this layer replay ``WRITABLE`` on the next turn, as a real socket
 would once it drained. ``suspend_write(peer)`` cancels that. Faults are made up
-only for peers that are open and still yours: once you close, abort or
-half-close (``write_eof``) a peer, or its ``CLOSED`` came, its calls go
-straight down and answer as the transport below does (``TransportClosedError``),
-and no ``WRITABLE`` promised for it reaches you.
+only for peers that are open and still yours: once you close or abort a peer,
+or its ``CLOSED`` came, its calls go straight down and answer as the transport
+below does (``TransportClosedError``), and no ``WRITABLE`` promised for it
+reaches you. After your half-close (``write_eof``) the same holds for its
+writes, while its reads are still faulted.
 :meth:`ChunkingTransport.limit` gives one peer its own caps, so a server can
 chop each of its connections differently.
 
@@ -89,10 +90,13 @@ class ChunkingTransport(TransportLayer):
         self.would_block = would_block
         self._random = random.Random(seed)
         self._writable_due: set[Peer] = set()
-        #: The peers this layer may fault: open, and not closed or ended (write_eof)
-        #: by you. For any other, calls go straight down, which answers as it must
+        #: The peers this layer may fault: open, and not closed by you. For any
+        #: other, calls go straight down, which answers as it must
         #: (TransportClosedError, or the broken peer's ERROR), never a made-up WOULD_BLOCK.
         self._faulted: set[Peer] = set()
+        #: Those you half-closed (write_eof): their writes go straight down (and
+        #: raise); their reads are still faulted.
+        self._ended: set[Peer] = set()
         self._caps: dict[Peer, tuple[int | None, int | None]] = {}
         self.injected = {"capped_reads": 0, "capped_writes": 0, "would_block": 0}
 
@@ -124,16 +128,20 @@ class ChunkingTransport(TransportLayer):
 
     def _on_inner_event(self, event: IOEvent) -> None:
         if event.kind is EventKind.CLOSED:
-            self._writable_due.discard(event.peer)
-            self._faulted.discard(event.peer)
+            self._forget(event.peer)
             self._caps.pop(event.peer, None)
         elif event.kind is EventKind.ACCEPTED or event.kind is EventKind.CONNECTED:
             self._faulted.add(event.peer)
         self._emit(event)
 
     # ----------------------------------------------------------------- reads
-    def _refuse(self, peer: Peer) -> bool:
-        if self.would_block and peer in self._faulted and self._random.random() < self.would_block:
+    def _refuse(self, peer: Peer, *, writing: bool = False) -> bool:
+        if (
+            self.would_block
+            and peer in self._faulted
+            and not (writing and peer in self._ended)
+            and self._random.random() < self.would_block
+        ):
             self.injected["would_block"] += 1
             return True
         return False
@@ -163,7 +171,7 @@ class ChunkingTransport(TransportLayer):
 
     # ---------------------------------------------------------------- writes
     def resume_write(self, data: WriteData, peer: Peer) -> WriteResult:
-        if self._refuse(peer):
+        if self._refuse(peer, writing=True):
             self._writable_soon(peer)
             return WriteResult(0, IOStatus.WOULD_BLOCK)
         asked = (
@@ -212,22 +220,24 @@ class ChunkingTransport(TransportLayer):
 
     def write_eof(self, peer: Peer) -> None:
         self.inner.write_eof(peer)
-        self._faulted.discard(peer)  # (writes raise from now on; reads go straight down)
+        self._writable_due.discard(peer)  # (writes raise from now on)
+        self._ended.add(peer)
 
     def close(self, peer: Peer | None = None) -> None:
         # A WRITABLE promised for a peer you close must not reach you afterwards.
-        if peer is None:
-            self._writable_due.clear()
-            self._faulted.clear()
-        else:
-            self._writable_due.discard(peer)
-            self._faulted.discard(peer)
+        for each in [*self._faulted, *self._writable_due] if peer is None else [peer]:
+            self._forget(each)
         self.inner.close(peer)
 
     def abort(self, peer: Peer) -> None:
+        self._forget(peer)
+        self.inner.abort(peer)
+
+    def _forget(self, peer: Peer) -> None:
+        """Not yours any more: no faults, no promised WRITABLE."""
         self._writable_due.discard(peer)
         self._faulted.discard(peer)
-        self.inner.abort(peer)
+        self._ended.discard(peer)
 
     def __repr__(self) -> str:
         return (
