@@ -295,6 +295,8 @@ class TlsTransport(TransportLayer):
         sslobj = session.sslobj
         assert sslobj is not None
         view = memoryview(self._scratch)
+        session.discarded += len(session.early)
+        session.early.clear()
         while session.error is None and not session.got_close_notify:
             try:
                 n = cast(int, sslobj.read(len(view), view))
@@ -659,6 +661,11 @@ class TlsTransport(TransportLayer):
         sslobj = session.sslobj
         assert sslobj is not None
         got, room = 0, len(view)
+        early = session.early
+        if early:  # (set aside when we said goodbye: see TlsSession.say_goodbye)
+            got = min(room, len(early))
+            view[:got] = early[:got]
+            del early[:got]
         session.pulled_short = False
         while got < room:
             # Everything we had is out? If our last read from below came back

@@ -85,6 +85,7 @@ class TlsSession:
         "cipher",
         "closing",
         "discarded",
+        "early",
         "eof_down",
         "eof_read",
         "error",
@@ -129,6 +130,9 @@ class TlsSession:
         self.handshaking = True
         self.plain = bytearray()  # plaintext taken that OpenSSL could not encrypt yet
         self.cipher = bytearray()  # ciphertext the transport below has not taken yet
+        #: Plaintext OpenSSL had decrypted and you had not read when we said
+        #: goodbye (see say_goodbye): yours before anything else.
+        self.early = bytearray()
         self.paused = False  # PAUSE_WRITING was replayed and not yet resumed
         self.inner_waiting = False  # the transport below owes us a WRITABLE
         self.want_write = False  # the owner was told WOULD_BLOCK: it wants WRITABLE
@@ -186,6 +190,8 @@ class TlsSession:
         of ``incoming`` into its own buffer, so nothing here looks readable
         until more ciphertext arrives (and the socket below says so).
         """
+        if self.early:
+            return True
         if self.got_close_notify:
             return not self.eof_read
         pending = self.sslobj.pending()  # type: ignore[union-attr]
@@ -204,16 +210,38 @@ class TlsSession:
             del plain[:written]
 
     def say_goodbye(self) -> None:
-        """Put our ``close_notify`` in ``outgoing`` (once)."""
+        """Put our ``close_notify`` in ``outgoing`` (once), keeping what the peer
+        sent that you have not read yet.
+
+        ``unwrap()`` does not stop at sending ours: it asks OpenSSL once more,
+        to find the peer's ``close_notify``, and OpenSSL then reads what waits
+        in ``incoming``. A record of data there (or one it had opened and you
+        had not read to the end) breaks the session
+        (``APPLICATION_DATA_AFTER_CLOSE_NOTIFY``), and the peer's bytes with it,
+        though after a ``write_eof`` you still read. So the plaintext OpenSSL
+        holds is taken out first (``early``), and the ciphertext it has not
+        looked at is set aside during the call and put back after it.
+        """
         if self.notify_sent:
             return
         self.notify_sent = True
+        sslobj = self.sslobj
+        assert sslobj is not None
         try:
-            self.sslobj.unwrap()  # type: ignore[union-attr]
+            held = sslobj.pending()
+            if held:
+                self.early += sslobj.read(held)
+        except ssl.SSLError:
+            pass  # (nothing to keep: unwrap below meets the same trouble)
+        unread = self.incoming.read()
+        try:
+            sslobj.unwrap()
         except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
             pass  # it sent ours and would wait for theirs: we do not wait here
         except ssl.SSLError:
             pass  # a session that cannot say goodbye still closes
+        finally:
+            self.incoming.write(unread)
 
     def info(self) -> dict[str, Any]:
         """What was negotiated: version, cipher, and the peer's certificate."""

@@ -38,7 +38,7 @@ from barknet import (
     WriteResult,
     encode_frame,
 )
-from barknet.errors import ConnectionBrokenError, TlsError
+from barknet.errors import ConnectionBrokenError, LingerTimeoutError, TlsError
 from barknet.interfaces import ITransport
 from barknet.testing.conformance import CHECKS, Check
 from barknet.testing.faults import ChunkingTransport
@@ -634,6 +634,106 @@ def test_write_eof_sends_close_notify_and_the_other_direction_still_works(
     assert client.closed(peer)[0].status is IOStatus.EOF
     assert server.closed()[0].status is IOStatus.EOF
     assert statuses.count(IOStatus.EOF) == 1
+
+
+@pytest.mark.parametrize("client_ends", [False, True], ids=["client goes on", "client ends"])
+@pytest.mark.parametrize("first_read", [0, 100], ids=["nothing read", "part of a record read"])
+def test_write_eof_keeps_what_the_peer_sent_before_it(
+    ew, server_ctx, client_ctx, first_read: int, client_ends: bool
+) -> None:
+    """Our close_notify must not cost the peer's bytes already here: OpenSSL's
+    shutdown, as ``unwrap()`` calls it, goes on to look for the peer's
+    close_notify and breaks the session on the records it finds first
+    (APPLICATION_DATA_AFTER_CLOSE_NOTIFY). Here the client's records (and its
+    close_notify) arrive with the end of the handshake, before the server's
+    ``write_eof``; the server must still read all of them, then EOF."""
+    payload = os.urandom(6000)
+    got = bytearray()
+    statuses: list[IOStatus] = []
+    server = TlsTransport(TcpTransport(), server_ctx)
+
+    def server_owner(event: IOEvent) -> None:
+        if event.kind is EventKind.ACCEPTED and not first_read:
+            server.write_eof(event.peer)
+        elif event.kind is EventKind.READABLE:
+            if first_read and not got:
+                result = server.resume_read(event.peer, max_len=first_read)
+                got.extend(result.data)
+                server.write_eof(event.peer)  # OpenSSL holds the rest of that record
+            while (result := server.resume_read(event.peer)).status is IOStatus.OK:
+                got.extend(result.data)
+            statuses.append(result.status)
+            if result.status is IOStatus.EOF:
+                server.close(event.peer)
+
+    server.attach(ew, server_owner)
+    client = TlsTransport(TcpTransport(*server.bind()), client_ctx)
+
+    def client_owner(event: IOEvent) -> None:
+        if event.kind is EventKind.CONNECTED:
+            client.resume_write(payload, event.peer)  # it leaves with our Finished
+            if client_ends:
+                client.write_eof(event.peer)
+
+    client.attach(ew, client_owner)
+    try:
+        peer = client.connect()
+        ew.run_until(lambda: len(got) >= len(payload) or IOStatus.ERROR in statuses, timeout=10)
+        assert IOStatus.ERROR not in statuses and bytes(got) == payload
+        if client_ends:
+            ew.run_until(lambda: IOStatus.EOF in statuses, timeout=10)
+        client.close(peer)
+        ew.run_until(lambda: IOStatus.EOF in statuses, timeout=10)
+        assert statuses.count(IOStatus.ERROR) == 0
+    finally:
+        client.close()
+        server.close()
+        for _ in range(3):
+            ew.run_once(0)
+
+
+def test_unread_bytes_set_aside_at_write_eof_count_as_discarded_when_you_close(
+    ew, server_ctx, client_ctx
+) -> None:
+    """The plaintext kept at ``write_eof`` (see the test above) is the peer's, and a
+    ``close(peer)`` throws it away like anything else it sent: the
+    ``LingerTimeoutError`` of a close that waited in vain counts it."""
+    closed: list[IOEvent] = []
+    server = TlsTransport(TcpTransport(sndbuf=4096), server_ctx, linger_timeout=0.3)
+
+    def server_owner(event: IOEvent) -> None:
+        if event.kind is EventKind.READABLE and not closed:
+            closed.append(event)  # (once)
+            # The client never reads: this stays held here, and the close lingers.
+            server.resume_write(b"r" * 1_000_000, event.peer)
+            server.resume_read(event.peer, max_len=100)  # OpenSSL holds 5900 more
+            server.write_eof(event.peer)
+            server.close(event.peer)
+        elif event.kind is EventKind.CLOSED:
+            closed.append(event)
+
+    server.attach(ew, server_owner)
+    client = TlsTransport(TcpTransport(*server.bind(), rcvbuf=4096), client_ctx)
+
+    def client_owner(event: IOEvent) -> None:
+        if event.kind is EventKind.CONNECTED:
+            client.resume_write(b"q" * 6000, event.peer)
+            client.suspend_read(event.peer)
+            # More while the server lingers: discarded too, and counted once.
+            ew.call_later(0.1, client.resume_write, b"m" * 3000, event.peer)
+
+    client.attach(ew, client_owner)
+    try:
+        client.connect()
+        ew.run_until(lambda: len(closed) == 2, timeout=10)
+        error = closed[1].error
+        assert isinstance(error, LingerTimeoutError), closed[1]
+        assert error.discarded == 5900 + 3000
+    finally:
+        client.close()
+        server.close()
+        for _ in range(3):
+            ew.run_once(0)
 
 
 def test_write_eof_before_the_handshake_ends_is_sent_once_it_has(
