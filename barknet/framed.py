@@ -80,6 +80,7 @@ wait for you, ``CLOSED`` waits until you took them.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import socket
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -198,6 +199,8 @@ class FramedTransport(ITransport):
         self._send: dict[Peer, SendState] = {}
         self._frames_sent_closed = 0
         self._frames_received_closed = 0
+        #: A peer's counters while its CLOSED is being delivered (see _finish).
+        self._leaving: dict[Peer, IOCounters] = {}
 
     # ------------------------------------------------------------ lifecycle
     def attach(self, watcher: EventWatcher, replay: Replay) -> None:
@@ -408,6 +411,7 @@ class FramedTransport(ITransport):
             self._emit(event)  # a peer we never saw open (e.g. a failed connect)
             return
         recv.inner_closed = True
+        recv.totals_below = self.inner.counters(peer)
         if (
             recv.error is None
             and event.status is not IOStatus.ERROR
@@ -447,7 +451,11 @@ class FramedTransport(ITransport):
             event = IOEvent(EventKind.CLOSED, peer, IOStatus.ERROR, recv.error)
         elif event.status is IOStatus.OK and recv.eof and not send.owner_closed:
             event = IOEvent(EventKind.CLOSED, peer, IOStatus.EOF)  # it ended, we closed
-        self._emit(event)
+        self._leaving[peer] = self._peer_counters(peer, recv, send)
+        try:
+            self._emit(event)
+        finally:
+            del self._leaving[peer]  # (its counters: in the CLOSED callback too)
 
     def _emit(self, event: IOEvent) -> None:
         if self._replay is not None:
@@ -1036,17 +1044,30 @@ class FramedTransport(ITransport):
         return PeerSnapshot.of(recv, send)
 
     def counters(self, peer: Peer | None = None) -> IOCounters:
-        counters = self.inner.counters(peer)
         if peer is not None:
-            counters.frames_sent = self._send[peer].frames_sent
-            counters.frames_received = self._recv[peer].frames_received
-        else:
-            counters.frames_sent = self._frames_sent_closed + sum(
-                s.frames_sent for s in self._send.values()
-            )
-            counters.frames_received = self._frames_received_closed + sum(
-                r.frames_received for r in self._recv.values()
-            )
+            recv, send = self._recv.get(peer), self._send.get(peer)
+            if recv is not None and send is not None:
+                return self._peer_counters(peer, recv, send)
+            leaving = self._leaving.get(peer)
+            if leaving is None:
+                raise TransportClosedError(
+                    f"{peer} is closed (or never belonged to {self!r})", peer=peer
+                )
+            return dataclasses.replace(leaving)
+        counters = self.inner.counters()
+        counters.frames_sent = self._frames_sent_closed + sum(
+            s.frames_sent for s in self._send.values()
+        )
+        counters.frames_received = self._frames_received_closed + sum(
+            r.frames_received for r in self._recv.values()
+        )
+        return counters
+
+    def _peer_counters(self, peer: Peer, recv: RecvState, send: SendState) -> IOCounters:
+        below = recv.totals_below
+        counters = self.inner.counters(peer) if below is None else dataclasses.replace(below)
+        counters.frames_sent = send.frames_sent
+        counters.frames_received = recv.frames_received
         return counters
 
     def __repr__(self) -> str:

@@ -16,7 +16,7 @@ from collections import deque
 from typing import TYPE_CHECKING, NamedTuple
 
 from .errors import BarknetError, FramingError
-from .events import IOEvent
+from .events import IOCounters, IOEvent
 from .framing import FrameDecoder, FrameQueue
 
 if TYPE_CHECKING:
@@ -46,6 +46,7 @@ class RecvState:
         "replay_due",
         "replay_waits",
         "timer",
+        "totals_below",
     )
 
     def __init__(self, decoder: FrameDecoder, readable: IOEvent) -> None:
@@ -55,6 +56,9 @@ class RecvState:
         self.eof = False  # the peer ended cleanly between frames
         self.eof_taken = False  # resume_read told the owner EOF
         self.inner_closed = False  # the inner transport closed the peer (CLOSED came)
+        #: The inner transport's counters for the peer, taken when its CLOSED came
+        #: (it forgets the peer then; we may hold the CLOSED for unread frames).
+        self.totals_below: IOCounters | None = None
         self.error: BarknetError | None = None  # a framing error, or broken below
         self.paused_by_owner = False  # suspend_read() was called
         self.paused_for_owner = False  # we stopped reading until the owner takes frames

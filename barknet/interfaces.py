@@ -210,5 +210,10 @@ class ITransport(ABC):
 
     @abstractmethod
     def counters(self, peer: Peer | None = None) -> IOCounters:
-        """System calls and bytes so far, for one peer or the whole transport."""
+        """System calls and bytes so far, for one peer or the whole transport.
+
+        A peer's counters answer until its ``CLOSED`` has been delivered, in the
+        ``CLOSED`` callback too (where an owner logs a connection's totals),
+        whatever ended it; after that, ``TransportClosedError``.
+        """
         raise NotImplementedError

@@ -176,6 +176,9 @@ class TcpTransport(ITransport):
         #: Peers that broke, until their CLOSED(ERROR) is delivered: calls for
         #: them meanwhile answer with the error (see _fail), they do not raise.
         self._broken_peers: dict[Peer, ConnectionBrokenError] = {}
+        #: The counters of peers whose socket is gone, until their CLOSED has
+        #: been delivered: an owner may read a connection's totals up to then.
+        self._leaving: dict[Peer, IOCounters] = {}
         self._closed = False
         #: The latest errors ``accept`` (or configuring an accepted socket) hit,
         #: e.g. out of file descriptors; at most ``ACCEPT_ERRORS_KEPT`` of them,
@@ -617,13 +620,17 @@ class TcpTransport(ITransport):
         conn.sock.close()
         self._closed_totals.add(conn.counters)
         if watcher is not None and not watcher.closed and self._replay is not None:
+            self._leaving[conn.peer] = conn.counters
             watcher.call_soon(self._deliver_closed, event)
         else:
             self._broken_peers.pop(conn.peer, None)  # no CLOSED will be delivered
 
     def _deliver_closed(self, event: IOEvent) -> None:
         self._broken_peers.pop(event.peer, None)  # the peer is unknown from here on
-        self._emit(event)
+        try:
+            self._emit(event)
+        finally:
+            self._leaving.pop(event.peer, None)  # (its counters: in the CLOSED callback too)
 
     def _emit(self, event: IOEvent) -> None:
         if self._replay is not None:
@@ -650,7 +657,8 @@ class TcpTransport(ITransport):
     def counters(self, peer: Peer | None = None) -> IOCounters:
         total = IOCounters()
         if peer is not None:
-            total.add(self._conn(peer, closing_too=True).counters)
+            leaving = self._leaving.get(peer)
+            total.add(self._conn(peer, closing_too=True).counters if leaving is None else leaving)
             return total
         total.add(self._closed_totals)
         for conn in self._conns.values():

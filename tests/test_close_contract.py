@@ -241,6 +241,7 @@ def test_closed_waits_for_frames_still_unread_when_both_directions_end(ew, frame
         ew.run_once(0.01)
     assert t.inner.peers == []  # the TCP layer closed it ...
     assert endpoint.closed(peer) == []  # ... but four frames still wait for us
+    assert t.counters(peer).bytes_received == 64  # (as do its counters: interfaces.py)
     assert [bytes(t.resume_read(peer).data) for _ in range(4)] == frames
     ew.run_until(lambda: endpoint.closed(peer), timeout=5)
     assert endpoint.closed(peer) == [IOEvent(EventKind.CLOSED, peer, IOStatus.EOF)]

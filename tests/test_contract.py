@@ -347,3 +347,89 @@ def test_a_peer_closed_before_it_connected_gets_only_its_closed_and_its_data_sti
         server.close()
         for _ in range(3):
             ew.run_once(0)
+
+
+@pytest.mark.parametrize("end", ["eof", "eof, slow reader", "reset"])
+@pytest.mark.parametrize("kind", ["tcp", "framed", "compressed", "tls", "framed over tls"])
+def test_counters_of_a_peer_answer_until_its_closed_was_delivered(
+    ew, server_ctx, client_ctx, kind: str, end: str
+) -> None:
+    """interfaces.py: ``counters(peer)`` answers for a peer up to and including its
+    CLOSED callback (an owner logs a connection's totals there), also in the turn
+    where a reset broke it, and while a framing layer holds the CLOSED from below
+    for frames the owner has not taken yet (the slow reader takes one a turn);
+    once CLOSED was delivered it raises."""
+    import os
+    import socket
+    import struct
+
+    from barknet import EventKind, IOStatus, TcpTransport, TransportClosedError
+    from barknet.tls import TlsTransport
+
+    seen: list[object] = []
+    slow = end == "eof, slow reader"
+    server = _stack(kind, server_ctx, client_ctx)
+
+    def look(peer) -> object:  # type: ignore[no-untyped-def]
+        try:
+            return server.counters(peer).bytes_received
+        except TransportClosedError as exc:
+            return exc
+
+    def server_owner(event):  # type: ignore[no-untyped-def]
+        if event.kind is EventKind.READABLE:
+            for _ in range(1 if slow else 1000):
+                result = server.resume_read(event.peer, max_len=400 if slow else None)
+                if result.status is not IOStatus.OK:
+                    break
+                seen.append(("read", len(result.data)))
+            seen.append((result.status.name, look(event.peer)))
+            if result.status is IOStatus.EOF:
+                server.close(event.peer)
+        elif event.kind is EventKind.ACCEPTED and slow:
+            # Our side ends first: the peer's EOF then ends both directions below,
+            # while frames still wait for us.
+            server.write_eof(event.peer)
+        elif event.kind is EventKind.CLOSED:
+            seen.append(("CLOSED", look(event.peer)))
+            ew.call_soon(lambda: seen.append(("after", look(event.peer))))
+
+    server.attach(ew, server_owner)
+    client_tcp = TcpTransport(*server.bind())
+    client: ITransport = client_tcp
+    if kind in ("tls", "framed over tls"):
+        client = TlsTransport(client, client_ctx)
+    if kind in ("framed", "framed over tls"):
+        client = FramedTransport(client)
+    elif kind == "compressed":
+        client = CompressedTransport(FramedTransport(client))
+
+    def client_owner(event):  # type: ignore[no-untyped-def]
+        if event.kind is EventKind.CONNECTED:  # (raw TCP keeps nothing sent before)
+            for _ in range(3):
+                client.resume_write(os.urandom(1000), event.peer)  # (incompressible)
+            if slow:  # the end comes with the data
+                client.close(event.peer)
+
+    client.attach(ew, client_owner)
+    try:
+        peer = client.connect()
+        ew.run_until(lambda: any(what == "read" for what, _ in seen), timeout=5)
+        if end == "eof":
+            client.close(peer)
+        elif end == "reset":  # a reset: unread bytes and no linger make the kernel send RST
+            client_tcp.socket_of(peer).setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+            )
+            client_tcp.abort(peer)
+        ew.run_until(lambda: any(what == "after" for what, _ in seen), timeout=5)
+        answers = [(what, n) for what, n in seen if what not in ("read", "WOULD_BLOCK")]
+        assert all(isinstance(n, int) for what, n in answers[:-1]), answers
+        closed = [n for what, n in answers if what == "CLOSED"]
+        assert len(closed) == 1 and closed[0] >= 3000, answers  # type: ignore[operator]
+        assert answers[-1][0] == "after" and isinstance(answers[-1][1], TransportClosedError)
+    finally:
+        client.close()
+        server.close()
+        for _ in range(3):
+            ew.run_once(0)
