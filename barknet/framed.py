@@ -279,9 +279,10 @@ class FramedTransport(ITransport):
                 self._finish_soon(peer)
             return
         recv.paused_by_owner = True  # (reading below ends here, or turns to discarding)
-        if not send.buffers:
+        if not send.buffers or self._watcher.closed:  # type: ignore[union-attr]
             # (No suspend_read below first: the inner transport's close reads what
-            # it needs, a TLS handshake to finish or a TCP peer's EOF to wait for.)
+            # it needs, a TLS handshake to finish or a TCP peer's EOF to wait for.
+            # With the loop closed first, what is queued has nothing to send it.)
             self.inner.close(peer)
             return
         # Frames wait to go: bounded, and the peer is read (and ignored) meanwhile.

@@ -430,7 +430,9 @@ class EventWatcher:
         """Release the selector and wake-up sockets; drop every callback. Idempotent.
 
         The watcher does not own the descriptors it watches: close your
-        transports first, they close their sockets. Called from a callback, it
+        transports first, they close their sockets (and send what they queued;
+        a transport closed after its loop can only drop that, and no CLOSED
+        comes). Called from a callback, it
         ends the current turn (nothing else runs) and makes ``run`` return.
         """
         if self._closed:

@@ -224,7 +224,8 @@ class TlsTransport(TransportLayer):
         session.closing = True
         if session.error is not None:
             return  # already closing below; CLOSED is on its way
-        if session.handshaking and not session.plain:
+        if (session.handshaking and not session.plain) or self._watcher.closed:  # type: ignore[union-attr]
+            # (With the loop closed first, nothing held here has a loop to send it.)
             self.inner.close(peer)
             return
         self._goodbye(session)  # (still handshaking: once it is done)
