@@ -19,7 +19,10 @@ reads is slowed down by its own full socket buffers, not stored in our memory.
 Replies are coalesced (``coalesce=True``): of a burst of frames read in one
 turn, the first reply leaves at once and the rest together at the turn's end,
 in one system call. ``--frame-timeout`` closes a peer that starts a
-frame and stalls; ``--idle-timeout`` closes a peer that does nothing at all.
+frame and stalls; ``--idle-timeout`` closes a peer that does nothing at all
+(no byte either way: one large frame sent or taken slowly is not idleness),
+and bounds every other wait for a peer too: a TLS handshake, and a close's
+wait for the peer to take its replies and to end its side.
 
 Logging cannot stop the server either: lines go to stderr through a bounded
 buffer, written only when the descriptor can take them without blocking. When
@@ -57,10 +60,10 @@ from typing import TextIO
 from .events import EventKind, IOEvent, IOStatus, Peer
 from .framed import FramedTransport
 from .framing import DEFAULT_MAX_FRAME_SIZE
-from .interfaces import ITransport
+from .interfaces import LINGER_TIMEOUT, ITransport
 from .reactor import EventWatcher
 from .tcp import TcpTransport
-from .tls import TlsTransport
+from .tls import HANDSHAKE_TIMEOUT, TlsTransport
 
 __all__ = ["LineLog", "main", "serve"]
 
@@ -202,9 +205,14 @@ def serve(
 
     with EventWatcher() as watcher:
         log = LineLog(err, watcher)
-        inner: ITransport = TcpTransport(host, port)
+        # With --idle-timeout, no wait of ours lasts longer than it either: not a
+        # close's (for a peer to take its replies, then to end its side: every
+        # layer takes TCP's linger_timeout), nor a TLS handshake's.
+        linger = _at_most(LINGER_TIMEOUT, idle_timeout)
+        inner: ITransport = TcpTransport(host, port, linger_timeout=linger)
         if tls is not None:
-            inner = TlsTransport(inner, tls)
+            handshake = _at_most(HANDSHAKE_TIMEOUT, idle_timeout)
+            inner = TlsTransport(inner, tls, handshake_timeout=handshake)
         server = FramedTransport(
             inner,
             max_frame_size=max_frame_size,
@@ -212,8 +220,9 @@ def serve(
             coalesce=True,
         )
         paused: set[Peer] = set()  # peers whose replies wait: we stopped reading them
-        last_seen: dict[Peer, float] = {}
-        closing: dict[Peer, float] = {}  # closed for idling, since
+        last_seen: dict[Peer, float] = {}  # when bytes last moved, either way
+        moved: dict[Peer, tuple[int, int]] = {}  # bytes received and sent, at that time
+        idled: set[Peer] = set()  # closed for idling
 
         def echo(peer: Peer) -> None:
             # Echo until nothing waits, or until PAUSE_WRITING (raised inside
@@ -224,24 +233,22 @@ def serve(
         def on_event(event: IOEvent) -> None:
             kind, peer = event.kind, event.peer
             if kind is EventKind.READABLE:
-                last_seen[peer] = watcher.time()
                 echo(peer)
             elif kind is EventKind.PAUSE_WRITING:
                 paused.add(peer)
                 server.suspend_read(peer)  # the peer's bytes wait in the kernel
             elif kind is EventKind.RESUME_WRITING:
                 paused.discard(peer)
-                last_seen[peer] = watcher.time()
                 echo(peer)  # resume_read reads again
-            elif kind is EventKind.DRAINED:
-                last_seen[peer] = watcher.time()
             elif kind is EventKind.ACCEPTED:
-                last_seen[peer] = watcher.time()
+                last_seen[peer], moved[peer] = watcher.time(), (0, 0)
                 log(f"{peer} connected")
             elif kind is EventKind.CLOSED:
                 paused.discard(peer)
                 last_seen.pop(peer, None)
-                idle = closing.pop(peer, None) is not None
+                moved.pop(peer, None)
+                idle = peer in idled
+                idled.discard(peer)
                 if event.status is IOStatus.ERROR:
                     log(f"{peer} closed: {type(event.error).__name__}: {event.error}")
                 else:
@@ -249,16 +256,21 @@ def serve(
                     log(f"{peer} closed ({event.status.value}{why})")
 
         def sweep() -> None:
-            """Close peers idle for ``idle_timeout``; cut off one that, a period
-            later, still has not taken its replies (a graceful close waits for them)."""
+            """Close the peers that moved no byte either way for ``idle_timeout``.
+
+            Bytes, not frames: a peer that uploads one large frame slowly, or
+            takes a large reply slowly, is busy though no whole frame passes. The
+            close is graceful, and bounded by ``idle_timeout`` (see above)."""
             assert idle_timeout is not None
             now = watcher.time()
-            for peer, since in list(closing.items()):
-                if now - since >= idle_timeout and peer in server.peers:
-                    server.inner.close(peer)
-            for peer, seen in list(last_seen.items()):
-                if peer not in closing and now - seen >= idle_timeout:
-                    closing[peer] = now
+            for peer in list(last_seen):
+                counters = server.counters(peer)
+                now_moved = (counters.bytes_received, counters.bytes_sent)
+                if now_moved != moved[peer]:
+                    last_seen[peer], moved[peer] = now, now_moved
+                elif now - last_seen[peer] >= idle_timeout:
+                    del last_seen[peer]  # (its CLOSED comes later)
+                    idled.add(peer)
                     server.close(peer)
             watcher.call_later(idle_timeout / 4, sweep)
 
@@ -306,6 +318,10 @@ def serve(
             log.watcher = None  # from here on, write what fits and let the rest go
             log.flush()
     return 0
+
+
+def _at_most(default: float, idle_timeout: float | None) -> float:
+    return default if idle_timeout is None else min(default, idle_timeout)
 
 
 def _seconds(text: str) -> float:
@@ -371,7 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_seconds,
         default=None,
         metavar="SECONDS",
-        help="close a peer that sends and takes nothing for this long (off)",
+        help="close a peer that sends and takes nothing for this long; no close or "
+        "TLS handshake then waits longer either (off)",
     )
 
     p_serve.add_argument("--tls", action="store_true", help="speak TLS (needs the next two)")

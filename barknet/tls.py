@@ -92,11 +92,13 @@ from .interfaces import ITransport, WriteData
 from .layer import TransportLayer, linger_timeout_below
 from .tls_session import RECORD_SIZE, TlsSession, local_error, tls_error
 
-__all__ = ["HIGH_WATER", "TlsTransport"]
+__all__ = ["HANDSHAKE_TIMEOUT", "HIGH_WATER", "TlsTransport"]
 
 #: Bytes held per peer (plaintext not yet encrypted + ciphertext not yet taken
 #: below) above which the owner gets ``PAUSE_WRITING`` and writes are refused.
 HIGH_WATER = 64 * 1024
+#: Seconds a peer has to finish its handshake, by default.
+HANDSHAKE_TIMEOUT = 60.0
 #: Bytes asked of the transport below per read, and of OpenSSL per plain read.
 READ_SIZE = 64 * 1024
 #: Reads per event while discarding what a closed peer still sends.
@@ -144,7 +146,7 @@ class TlsTransport(TransportLayer):
         client_context: ssl.SSLContext | None = None,
         high_water: int = HIGH_WATER,
         low_water: int | None = None,
-        handshake_timeout: float | None = 60.0,
+        handshake_timeout: float | None = HANDSHAKE_TIMEOUT,
         linger_timeout: float | None = None,
     ) -> None:
         super().__init__(inner)

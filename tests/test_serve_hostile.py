@@ -15,6 +15,7 @@ import socket
 import struct
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -207,6 +208,38 @@ def test_idle_timeout_closes_a_silent_peer_and_keeps_serving() -> None:
         assert silent.recv(16) == b""  # closed by the server
         with _connect(address) as fresh:
             assert _echo(fresh, b"still serving") == b"still serving"
+
+
+def test_idle_timeout_spares_a_peer_that_sends_one_large_frame_slowly() -> None:
+    """Idle means no byte either way: a peer uploading one frame for three times
+    the idle timeout, with no whole frame in between, is busy, and gets its echo."""
+    payload = bytes(range(256)) * 160  # 40,960 bytes, in 20 pieces 0.05 s apart
+    with _serve("--idle-timeout", "0.3") as (_proc, address), _connect(address) as sock:
+        wire = _frame(payload)
+        for start in range(0, len(wire), 2048):
+            sock.sendall(wire[start : start + 2048])
+            time.sleep(0.05)
+        (size,) = struct.unpack("!I", _recv_exact(sock, 4))
+        assert _recv_exact(sock, size) == payload
+
+
+def test_idle_timeout_also_bounds_the_wait_for_replies_the_peer_never_takes() -> None:
+    """A peer idle because it does not read its replies is closed gracefully, and
+    that close's wait for the queue lasts the idle timeout too (not TCP's five
+    seconds): the log says which bound it hit."""
+    with _serve("--idle-timeout", "0.3") as (proc, address):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # takes little for us
+        sock.settimeout(TIMEOUT)
+        with sock:
+            sock.connect(address)
+            sock.sendall(_frame(bytes(4 << 20)))  # its echo stays queued at the server
+            log = b""
+            while b"LingerTimeoutError" not in log:
+                ready, _, _ = select.select([proc.stderr], [], [], TIMEOUT)
+                assert ready, log
+                log += proc.stderr.readline()  # type: ignore[union-attr]
+        assert b"within 0.3 s" in log, log
 
 
 def test_frame_timeout_closes_a_peer_stalled_mid_frame() -> None:

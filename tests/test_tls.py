@@ -1365,6 +1365,33 @@ def test_serve_with_tls_echoes_over_tls_and_stops_on_sigterm(pem_files, client_c
     assert "TlsError" in err and "WRONG_VERSION_NUMBER" in err
 
 
+def test_serve_with_tls_closes_a_peer_that_never_starts_its_handshake_after_the_idle_timeout(
+    pem_files,
+) -> None:
+    """A TCP client that connects and says nothing never becomes a TLS peer (no
+    ACCEPTED): --idle-timeout bounds its handshake too, not the 60 s default."""
+    process = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "barknet", "serve", "--idle-timeout", "0.3", "--tls"),
+            *("--certfile", str(pem_files["cert"]), "--keyfile", str(pem_files["key"])),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = process.stdout.readline()  # type: ignore[union-attr]
+        assert line.startswith("listening on "), line
+        host, port = line.split()[-1].rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=10) as silent:
+            assert silent.recv(100) == b""  # closed by the server, long before 60 s
+        process.terminate()
+        _, err = process.communicate(timeout=10)
+    finally:
+        _reap(process)
+    assert "did not finish the TLS handshake within 0.3 s" in err, err
+
+
 @pytest.mark.parametrize("early", [False, True], ids=["after the handshake", "during it"])
 def test_one_large_write_to_a_peer_that_does_not_read_takes_at_most_the_bound(
     slow_reader, early: bool
