@@ -26,6 +26,7 @@ from barknet import (
     TruncatedFrameError,
 )
 from barknet.course import hostile
+from barknet.framing import encode_frame
 from barknet.testing.faults import ChunkingTransport
 from barknet.testing.harness import Stage
 
@@ -212,6 +213,42 @@ def test_after_write_eof_reads_are_still_faulted(pair, ew):
     statuses = {p.chunk.resume_read(p.peer).status for _ in range(20)}
     assert IOStatus.WOULD_BLOCK in statuses
     assert p.chunk.injected["would_block"] > before
+
+
+@pytest.mark.parametrize("framed", [False, True], ids=["raw", "under FramedTransport"])
+def test_a_read_after_suspend_read_always_resumes_reading_below(ew, framed):
+    """A refused read does not reach the transport below, which watches the
+    peer again only after a read: were the first read after ``suspend_read``
+    refused, nothing would report the peer readable again. Here almost every
+    read is refused, and an owner that takes one frame per READABLE (framing
+    then suspends reading below whenever frames wait for it) still gets all."""
+    chunk = ChunkingTransport(TcpTransport(), would_block=0.5, seed=11)
+    transport: Any = FramedTransport(chunk) if framed else chunk
+    got = bytearray()
+
+    def owner(event: IOEvent) -> None:
+        if event.kind is EventKind.READABLE:
+            result = transport.resume_read(event.peer)  # one read per READABLE
+            if result.status is IOStatus.OK:
+                got.extend(result.data)
+
+    transport.attach(ew, owner)
+    a, other = socket.socketpair()
+    try:
+        peer = transport.adopt(a)
+        transport.suspend_read(peer)
+        for _ in range(20):  # resumed by a read, refused or not
+            transport.resume_read(peer)
+            transport.suspend_read(peer)
+        transport.resume_read(peer)
+        frames = [bytes([i]) * 1000 for i in range(200)]
+        other.sendall(b"".join(encode_frame(f) for f in frames))
+        want = b"".join(frames) if framed else b"".join(encode_frame(f) for f in frames)
+        ew.run_until(lambda: len(got) >= len(want), timeout=10)
+        assert bytes(got) == want
+    finally:
+        other.close()
+        transport.close()
 
 
 def test_would_block_schedule_is_reproducible_from_the_seed(pair):

@@ -14,7 +14,9 @@ other transports: it sits between a framing layer and the transport below and
   from a seeded random generator, so a failing run can be replayed exactly.
 
 Nothing is lost or reordered: a capped read leaves the rest in the kernel, and
-the level-triggered loop reports the peer readable again; a capped or refused
+the level-triggered loop reports the peer readable again (the first read after
+``suspend_read`` is never refused: only a read below makes the transport there
+watch the peer again); a capped or refused
 write makes this layer replay ``WRITABLE`` on the next turn, as a real socket
 would once it drained. ``suspend_write(peer)`` cancels that. Faults are made up
 only for peers that are open and still yours: once you close or abort a peer,
@@ -97,6 +99,8 @@ class ChunkingTransport(TransportLayer):
         #: Those you half-closed (write_eof): their writes go straight down (and
         #: raise); their reads are still faulted.
         self._ended: set[Peer] = set()
+        #: Those you suspended reading for: their next read goes down unrefused.
+        self._suspended: set[Peer] = set()
         self._caps: dict[Peer, tuple[int | None, int | None]] = {}
         self.injected = {"capped_reads": 0, "capped_writes": 0, "would_block": 0}
 
@@ -153,7 +157,12 @@ class ChunkingTransport(TransportLayer):
         offset: int = 0,
         max_len: int | None = None,
     ) -> ReadResult:
-        if self._refuse(peer):
+        if peer in self._suspended:
+            # The first read after suspend_read goes down unrefused: only a read
+            # there makes the transport below watch the peer again, and without
+            # that nothing would report it readable again.
+            self._suspended.discard(peer)
+        elif self._refuse(peer):
             # The bytes stay in the kernel; the loop reports the peer readable again.
             return ReadResult(b"", IOStatus.WOULD_BLOCK)
         max_read = self._caps_of(peer)[0]
@@ -214,6 +223,10 @@ class ChunkingTransport(TransportLayer):
                 assert self._watcher is not None
                 self._watcher.call_soon(self._writable, peer)  # (runs on the next turn)
 
+    def suspend_read(self, peer: Peer | None = None) -> None:
+        self.inner.suspend_read(peer)
+        self._suspended.update(self._faulted if peer is None else [peer])
+
     def suspend_write(self, peer: Peer) -> None:
         self._writable_due.discard(peer)
         self.inner.suspend_write(peer)
@@ -238,6 +251,7 @@ class ChunkingTransport(TransportLayer):
         self._writable_due.discard(peer)
         self._faulted.discard(peer)
         self._ended.discard(peer)
+        self._suspended.discard(peer)
 
     def __repr__(self) -> str:
         return (
