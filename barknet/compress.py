@@ -92,6 +92,9 @@ class CompressedTransport(TransportLayer):
         #: A READABLE for it is scheduled (on the turn after this one, by number).
         self._reminder_due: dict[Peer, int] = {}
         self._quiet: set[Peer] = set()  # ... but you suspended reading since
+        #: Peers with a message held here whose reading you suspended, until a read
+        #: reaches the layer below again (only such a read resumes it there).
+        self._suspended: set[Peer] = set()
         self._closed_by_you: set[Peer] = set()  # until their CLOSED
         #: Payload bytes before and after compression, over every message sent.
         self.bytes_in = 0
@@ -142,7 +145,9 @@ class CompressedTransport(TransportLayer):
         if error is not None:
             return ReadResult(b"", IOStatus.ERROR, error)
         message = self._unread.pop(peer, None) if self._unread else None
+        held = message is not None  # (refused before: this read did not go below)
         if message is None:
+            self._suspended.discard(peer)  # (this read reaches the layer below)
             result = self.inner.resume_read(peer)
             if result.status is not IOStatus.OK:
                 return result
@@ -153,17 +158,38 @@ class CompressedTransport(TransportLayer):
                 self.inner.abort(peer)  # a peer that breaks the rules is not waited for
                 return ReadResult(b"", IOStatus.ERROR, exc)
         if buffer is None:
-            return ReadResult(message, IOStatus.OK)
+            result = ReadResult(message, IOStatus.OK)
+        else:
+            try:
+                result = copy_message_into(message, buffer, offset, max_len)
+            except BufferError:
+                # Refused, not lost: the next read gets it, and READABLE says so
+                # (the layer below no longer counts it as waiting). A read resumes
+                # reading, as on every layer.
+                self._unread[peer] = message
+                self._quiet.discard(peer)
+                self._remind(peer)
+                raise
+        if held and peer in self._suspended:
+            # You had suspended reading, and a read starts it again, as on every
+            # layer; but this one did not reach the layer below, which stays
+            # suspended until a read does. So read its next message now: it
+            # waits here, announced from the next turn, while you take this one.
+            self._read_ahead(peer)
+        return result
+
+    def _read_ahead(self, peer: Peer) -> None:
+        self._suspended.discard(peer)
+        result = self.inner.resume_read(peer)
+        if result.status is not IOStatus.OK:
+            return  # (nothing yet, or an end: the next read asks below and hears it)
         try:
-            return copy_message_into(message, buffer, offset, max_len)
-        except BufferError:
-            # Refused, not lost: the next read gets it, and READABLE says so
-            # (the layer below no longer counts it as waiting). A read resumes
-            # reading, as on every layer.
-            self._unread[peer] = message
-            self._quiet.discard(peer)
-            self._remind(peer)
-            raise
+            self._unread[peer] = self._unpack(memoryview(result.data), peer)
+        except FramingError as exc:
+            self._errors[peer] = exc  # (the next call answers with it)
+            self.inner.abort(peer)
+            return
+        self._remind(peer)
 
     def _broken(self, peer: Peer) -> FramingError | None:
         """The error that made us abort ``peer`` below, until its CLOSED: calls for
@@ -179,6 +205,7 @@ class CompressedTransport(TransportLayer):
             return
         self.inner.suspend_read(peer)  # (raises for a peer you closed)
         self._quiet.update(self._unread if peer is None else [peer])
+        self._suspended.update(self._unread if peer is None else [peer])
 
     def suspend_write(self, peer: Peer) -> None:
         if self._broken(peer) is None:
@@ -207,6 +234,7 @@ class CompressedTransport(TransportLayer):
     def _forget_unread(self, peer: Peer) -> None:
         self._unread.pop(peer, None)
         self._quiet.discard(peer)
+        self._suspended.discard(peer)
 
     def _remind(self, peer: Peer) -> None:
         if peer not in self._reminder_due:  # one scheduled at a time

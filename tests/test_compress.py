@@ -449,3 +449,31 @@ def test_a_refused_message_is_announced_again_after_a_reminder_callback_that_rai
         with contextlib.suppress(RuntimeError):  # the owner's bug, let out once
             ew.run_once(0.01)
     assert log == ["refused", "raised", b"A" * 50]
+
+
+@pytest.mark.parametrize("refused_again", [False, True], ids=["read", "refused again, then read"])
+def test_a_read_after_suspend_read_resumes_reading_even_when_a_held_message_serves_it(
+    ew, over_a_socket_pair, refused_again: bool
+) -> None:
+    """interfaces.py: a read resumes reading. A held message (refused for a small
+    buffer) can serve that read without a read below, where FramedTransport
+    stays suspended: the messages after it must still be announced and read."""
+    transport, mine, theirs = over_a_socket_pair
+    got: list[bytes] = []
+    readables = [0]
+    transport.attach(ew, lambda event: readables.__setitem__(0, readables[0] + 1))
+    peer = transport.adopt(mine)
+    theirs.sendall(encode_frame(bytes((STORED,)) + b"A" * 50))
+    ew.run_until(lambda: readables[0], timeout=5)
+    with pytest.raises(BufferError):
+        transport.resume_read(peer, bytearray(10))  # held here now
+    transport.suspend_read(peer)
+    if refused_again:
+        with pytest.raises(BufferError):
+            transport.resume_read(peer, bytearray(10))
+    got.append(bytes(transport.resume_read(peer).data))
+    theirs.sendall(encode_frame(bytes((STORED,)) + b"B" * 50))
+    seen = readables[0]
+    ew.run_until(lambda: readables[0] > seen, timeout=5)  # announced ...
+    got.append(bytes(transport.resume_read(peer).data))  # ... and read
+    assert got == [b"A" * 50, b"B" * 50]
