@@ -566,11 +566,15 @@ class TcpTransport(ITransport):
             self._drop(conn, IOEvent(EventKind.CLOSED, peer, IOStatus.OK))
 
     def _discard(self, conn: _Conn) -> None:
-        """Lingering: read and drop what a closed peer still sends, until its EOF."""
+        """Lingering: read and drop what a closed peer still sends, until its EOF.
+        (Counted like any read: the counters say what crossed the wire.)"""
+        counters = conn.counters
         for _ in range(_DISCARD_READS):
+            counters.recv_calls += 1
             try:
                 data = conn.sock.recv(65536)
             except _AGAIN:
+                counters.recv_eagain += 1
                 return
             except OSError as exc:
                 self._broken(conn, "recv", exc)
@@ -579,6 +583,9 @@ class TcpTransport(ITransport):
                 self._drop(conn, IOEvent(EventKind.CLOSED, conn.peer, IOStatus.OK))
                 return
             conn.discarded += len(data)
+            counters.bytes_received += len(data)
+            if len(data) < 65536:
+                counters.short_recvs += 1
 
     def _linger_expired(self, conn: _Conn) -> None:
         if self._conns.get(conn.peer) is conn:

@@ -95,6 +95,28 @@ def test_close_waits_for_the_peers_eof_and_reports_ok(ew, tcp_pair):
     assert closed_events(events) == [IOEvent(EventKind.CLOSED, peer, IOStatus.OK)]
 
 
+def test_bytes_read_and_dropped_while_lingering_are_counted(ew, tcp_pair):
+    """counters() say what crossed the wire: what a closed peer still sends is
+    read (and dropped) by the lingering close, so it counts like any read."""
+    tcp, events, _, client = tcp_pair
+    peer = events[0].peer
+    client.send(b"a" * 1000)
+    got = bytearray()
+
+    def read_it() -> bool:
+        got.extend(tcp.resume_read(peer).data)
+        return len(got) == 1000
+
+    ew.run_until(read_it, timeout=5)
+    tcp.close(peer)
+    client.setblocking(True)
+    client.sendall(b"b" * 50_000)
+    client.shutdown(socket.SHUT_WR)
+    ew.run_until(lambda: closed_events(events), timeout=5)
+    assert closed_events(events)[0].status is IOStatus.OK
+    assert tcp.counters().bytes_received == 51_000
+
+
 def test_a_peer_that_never_ends_its_side_gives_a_linger_timeout_error(ew, tcp_pair):
     tcp, events, _, client = tcp_pair
     peer = events[0].peer
