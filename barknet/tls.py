@@ -355,8 +355,16 @@ class TlsTransport(TransportLayer):
         self._close_if_both_ended(session)
 
     def _close_if_both_ended(self, session: TlsSession) -> None:
+        """Both close_notifies crossed: the conversation is over. No linger for the
+        peer's TCP FIN (it may keep TCP open, to go on in plaintext or to pool
+        it): after its close_notify nothing of it is left unread here, so the
+        socket closes without a reset, and the kernel still sends what it holds
+        of ours before its FIN. ``CLOSED(EOF)`` follows."""
         if session.eof_down and session.eof_read and session.error is None:
-            self.inner.close(session.peer)  # CLOSED(EOF) follows
+            try:
+                self.inner.abort(session.peer)
+            except NotImplementedError:  # a transport below without abort
+                self.inner.close(session.peer)
 
     def _fail(self, session: TlsSession, error: BarknetError) -> None:
         """Give up on the peer: send what OpenSSL wrote (an alert), then close below."""

@@ -736,6 +736,33 @@ def test_unread_bytes_set_aside_at_write_eof_count_as_discarded_when_you_close(
             ew.run_once(0)
 
 
+@pytest.mark.parametrize("framed", [False, True], ids=["tls", "framed over tls"])
+def test_both_close_notifies_end_the_peer_at_once_though_the_client_keeps_tcp_open(
+    ew, tls_server, client_ctx, framed: bool
+) -> None:
+    """interfaces.py: once both directions ended, the transport closes the peer
+    itself, CLOSED(EOF). In TLS each direction ends with a close_notify; a
+    client that answers ours with its own (``unwrap()``) and keeps the TCP
+    connection open (to go on in plaintext, or just to pool it) has nothing
+    more to say in this conversation, so no linger waits for its TCP FIN: the
+    test's TCP linger is 60 s, and the CLOSED must not need it."""
+    if framed:
+        server = tls_server(framed=True, echo=False, linger_timeout=60)
+        server.transport.half_close = True  # type: ignore[attr-defined]
+    else:
+        server = tls_server(framed=False, echo=False, linger_timeout=60)
+    connecting = InThread(lambda: _blocking_tls_client(server.address, client_ctx))
+    ew.run_until(lambda: connecting.done and server.of(EventKind.ACCEPTED), timeout=10)
+    with contextlib.closing(connecting.result()) as sock:
+        peer = server.of(EventKind.ACCEPTED)[0].peer
+        server.transport.write_eof(peer)  # our close_notify
+        answer = InThread(sock.unwrap)  # reads it, sends its own; TCP stays open
+        ew.run_until(lambda: answer.done and server.closed(peer), timeout=10)
+        plain = answer.result()
+        assert server.closed(peer) == [IOEvent(EventKind.CLOSED, peer, IOStatus.EOF)]
+        plain.close()
+
+
 def test_write_eof_before_the_handshake_ends_is_sent_once_it_has(
     ew, tls_server, tls_client
 ) -> None:
