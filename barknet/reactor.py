@@ -432,8 +432,8 @@ class EventWatcher:
         The watcher does not own the descriptors it watches: close your
         transports first, they close their sockets (and send what they queued;
         a transport closed after its loop can only drop that, and no CLOSED
-        comes). Called from a callback, it
-        ends the current turn (nothing else runs) and makes ``run`` return.
+        comes). Called from a callback, it ends the current turn (nothing else
+        runs) and makes ``run`` return.
         """
         if self._closed:
             return

@@ -358,8 +358,9 @@ class TlsTransport(TransportLayer):
         """Both close_notifies crossed: the conversation is over. No linger for the
         peer's TCP FIN (it may keep TCP open, to go on in plaintext or to pool
         it): after its close_notify nothing of it is left unread here, so the
-        socket closes without a reset, and the kernel still sends what it holds
-        of ours before its FIN. ``CLOSED(EOF)`` follows."""
+        socket closes without a reset, and the kernel still delivers what it
+        holds of ours (our FIN went out with the half-close). ``CLOSED(EOF)``
+        follows."""
         if session.eof_down and session.eof_read and session.error is None:
             try:
                 self.inner.abort(session.peer)

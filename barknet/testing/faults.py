@@ -16,16 +16,15 @@ other transports: it sits between a framing layer and the transport below and
 Nothing is lost or reordered: a capped read leaves the rest in the kernel, and
 the level-triggered loop reports the peer readable again (the first read after
 ``suspend_read`` is never refused: only a read below makes the transport there
-watch the peer again); a capped or refused
-write makes this layer replay ``WRITABLE`` on the next turn, as a real socket
-would once it drained. ``suspend_write(peer)`` cancels that. Faults are made up
-only for peers that are open and still yours: once you close or abort a peer,
-or its ``CLOSED`` came, its calls go straight down and answer as the transport
-below does (``TransportClosedError``), and no ``WRITABLE`` promised for it
-reaches you. After your half-close (``write_eof``) the same holds for its
-writes, while its reads are still faulted.
-:meth:`ChunkingTransport.limit` gives one peer its own caps, so a server can
-chop each of its connections differently.
+watch the peer again); a capped or refused write makes this layer replay
+``WRITABLE`` on the next turn, as a real socket would once it drained.
+``suspend_write(peer)`` cancels that. Faults are made up only for peers that
+are open and still yours: once you close or abort a peer, or its ``CLOSED``
+came, its calls go straight down and answer as the transport below does
+(``TransportClosedError``), and no ``WRITABLE`` promised for it reaches you.
+After your half-close (``write_eof``) the same holds for its writes, while its
+reads are still faulted. :meth:`ChunkingTransport.limit` gives one peer its own
+caps, so a server can chop each of its connections differently.
 
 :class:`RawPeer` is the other half of a fault: a plain blocking socket that can
 send bytes no framing layer would send, half-close, or reset.
