@@ -237,7 +237,8 @@ class EventWatcher:
 
     # ------------------------------------------------------------------ run
     def run_once(self, timeout: float | None = None) -> None:
-        """One turn: wait up to ``timeout`` seconds (None: until something happens).
+        """One turn: wait up to ``timeout`` seconds (None: until something happens;
+        zero, negative or NaN: not at all).
 
         Raises ``RuntimeError`` if the loop is already running (you called it
         from a callback, or from another thread while the loop runs).
@@ -289,7 +290,9 @@ class EventWatcher:
                 until_timer = max(0.0, self._timers[0][0] - time.monotonic())
                 timeout = until_timer if timeout is None else min(timeout, until_timer)
         if timeout is not None:
-            timeout = min(timeout, MAX_WAIT) * _TIMEOUT_SCALE
+            # (Not `max(0, ...)`: epoll would read a negative wait as "for ever",
+            # and `max` lets NaN through.)
+            timeout = min(timeout, MAX_WAIT) * _TIMEOUT_SCALE if timeout > 0 else 0.0
         # 1. Ask the kernel, and take the registrations current *now*: a callback
         # below may close fd N and a new socket may get number N within this turn.
         registrations = self._registrations

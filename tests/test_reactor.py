@@ -484,3 +484,19 @@ def test_a_timer_further_away_than_the_kernel_can_sleep_does_not_break_the_loop(
     b.send(b"y")
     ew.run_once(far)
     assert woke == [True, True]
+
+
+@pytest.mark.parametrize("timeout", [-1.0, -1e9, math.nan, 0.0])
+def test_run_once_with_no_time_to_wait_does_not_wait(timeout: float) -> None:
+    """A negative wait means "for ever" to epoll: run_once(-1) must not hand it
+    over (nor NaN). With nothing ready, the turn ends at once; a thread wakes
+    the loop after 5 s at the latest, so a wrong wait cannot hang the suite."""
+    with EventWatcher() as ew:
+        rescue = threading.Timer(5.0, ew.call_soon, args=(lambda: None,))
+        rescue.start()
+        try:
+            ew.run_once(timeout)
+            assert rescue.is_alive(), "run_once waited until it was woken"
+        finally:
+            rescue.cancel()
+            rescue.join()
