@@ -103,10 +103,11 @@ from .framing import (
     SMALL_FRAME,
     FrameDecoder,
     ScratchPool,
+    buffer_size,
     encode_header,
     sized_payloads,
 )
-from .interfaces import Buffer, ITransport, Replay, WriteData, nbytes
+from .interfaces import Buffer, ITransport, Replay, WriteData
 from .layer import copy_message_into, linger_timeout_below
 
 if TYPE_CHECKING:
@@ -128,6 +129,7 @@ SPARE_SCRATCHES = 4
 _OK, _WOULD_BLOCK, _EOF, _ERROR = IOStatus.OK, IOStatus.WOULD_BLOCK, IOStatus.EOF, IOStatus.ERROR
 _READABLE, _WRITABLE = EventKind.READABLE, EventKind.WRITABLE
 _pack_header = HEADER.pack
+_TAKES = "resume_write takes bytes-like data (one buffer, or a sequence of them)"
 #: Building a result with tuple.__new__ skips the Python-level __new__ that
 #: NamedTuple generates: worth it only on the per-frame paths.
 _tuple_new = tuple.__new__
@@ -813,7 +815,7 @@ class FramedTransport(ITransport):
             # The peer broke (every error marks it dropped); CLOSED is on the way.
             return WriteResult(0, IOStatus.ERROR, self._recv[peer].error)
         if isinstance(data, (bytes, bytearray, memoryview)):
-            size = data.nbytes if type(data) is memoryview else len(data)
+            size = buffer_size(data, _TAKES) if type(data) is memoryview else len(data)
             if size > self.max_frame_size or size > MAX_ENCODABLE:
                 encode_header(size, self.max_frame_size)  # raises FrameTooLargeError
             header = _pack_header(size)  # the size is checked once, here
@@ -836,8 +838,11 @@ class FramedTransport(ITransport):
                 return self._queue_rest(send, peer, header, data, size, result)
             send.push(header, data, size)
         else:
-            parts = [part for part in data if nbytes(part)]
-            size = sum(nbytes(part) for part in parts)
+            if isinstance(data, str):  # (a sequence, of str: no bytes until you encode it)
+                raise TypeError(f"{_TAKES}, not str")
+            sized = [(part, buffer_size(part, _TAKES)) for part in data]
+            parts = [part for part, n in sized if n]
+            size = sum(n for _, n in sized)
             header = encode_header(size, self.max_frame_size)  # (raises before we note the turn)
             idle = not send.buffers and not send.waiting
             send.push_parts(header, parts, size)

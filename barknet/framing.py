@@ -106,22 +106,34 @@ def encode_header(size: int, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> by
     return HEADER.pack(size)
 
 
+def buffer_size(data: Any, what: str, hint: str = "") -> int:
+    """The size of ``data``, one buffer the kernel can send as it is: ``bytes``,
+    ``bytearray`` or a contiguous ``memoryview``. Anything else is a ``TypeError``
+    here, before a byte of it is queued (a ``str`` has no bytes until you choose
+    an encoding; a strided view cannot be handed to ``send`` or appended).
+    ``what`` names the call in the message, ``hint`` ends it."""
+    if type(data) is memoryview:
+        if not data.c_contiguous:
+            raise TypeError(f"{what}, not a memoryview with gaps (copy it: bytes(view))")
+        return data.nbytes
+    if not isinstance(data, (bytes, bytearray)):
+        raise TypeError(f"{what}, not {type(data).__name__}{hint}")
+    return len(data)
+
+
 def sized_payloads(
     frames: Iterable[Any], max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
 ) -> list[tuple[Any, int]]:
     """Each payload of ``frames`` with its size, every one checked before any is sent:
     a batch of frames goes out whole or not at all, never with a header and no body.
-    ``TypeError`` for a payload that is not one bytes-like buffer, ``FrameTooLargeError``
-    for one over the limit."""
+    ``TypeError`` for a payload that is not one bytes-like buffer (see
+    :func:`buffer_size`), ``FrameTooLargeError`` for one over the limit."""
     payloads = []
     limit = min(max_frame_size, MAX_ENCODABLE)
+    what = "write_frames takes one bytes-like payload per frame"
+    hint = " (a frame in several parts: resume_write)"
     for data in frames:
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(
-                "write_frames takes one bytes-like payload per frame, not "
-                f"{type(data).__name__} (a frame in several parts: resume_write)"
-            )
-        size = data.nbytes if type(data) is memoryview else len(data)
+        size = buffer_size(data, what, hint)
         if size > limit:
             encode_header(size, max_frame_size)  # raises FrameTooLargeError
         payloads.append((data, size))
@@ -343,8 +355,10 @@ class FrameDecoder:
         #: take them with :meth:`next_frames` before you read more.
         self.ready = False
         #: Bytes the decoder copied inside itself (frames out of the scratch,
-        #: moves to the front, promotion to a body, growing a body): the test of
-        #: "no quadratic copying" reads this.
+        #: moves to the front, promotion to a body, growing a body into a new
+        #: buffer): the test of "no quadratic copying" reads this. Not counted:
+        #: the repeat that an in-place doubling writes (``body *= 2``, see
+        #: _grow), which the next reads overwrite, about half the frame in all.
         self.bytes_copied = 0
 
     # ------------------------------------------------------------ receiving
@@ -502,6 +516,8 @@ class FrameDecoder:
 
     def feed(self, data: Any) -> list[bytes | bytearray]:
         """Copy ``data`` in; return every frame it completed, in order."""
+        if self.error is not None:
+            raise self.error  # (also for no data: the decoder is dead)
         src = memoryview(data).cast("B")
         frames: list[bytes | bytearray] = []
         while src:
@@ -524,9 +540,9 @@ class FrameDecoder:
         """Move the frame that starts at ``view[start]`` (header complete, payload
         not) out of the scratch, into a body of its own."""
         have = end - start - HEADER_SIZE
-        spare, self._spare = self._spare, None
+        spare = self._spare
         if spare is not None and len(spare) == size:
-            body = spare  # handed back by the owner: no fresh memory
+            body, self._spare = spare, None  # handed back by the owner: no fresh memory
             self._halvings = 0
         else:
             # Start at the frame's size halved as often as it stays above what
@@ -550,8 +566,10 @@ class FrameDecoder:
         each byte is still copied a bounded number of times (a partial payload
         moves to its body once, a partial header at most three times).
         """
+        if self.error is not None:
+            raise self.error
         view = self.scratch
-        if view is None or self.ready or self.error is not None:
+        if view is None or self.ready:
             return
         start, end = self._start, self._end
         if end - start >= HEADER_SIZE:
@@ -568,9 +586,15 @@ class FrameDecoder:
     # ------------------------------------------------------------ the end
     def eof(self) -> None:
         """The stream ended: return if it ended between frames, else raise
-        :class:`~barknet.errors.TruncatedFrameError` saying how far the frame got."""
+        :class:`~barknet.errors.TruncatedFrameError` saying how far the frame got.
+
+        Not while ``ready`` is true (``RuntimeError``, and nothing changes): take
+        the whole frames already here first, they come before the end.
+        """
         if self.error is not None:
             raise self.error
+        if self.ready:
+            raise RuntimeError("whole frames are waiting: call next_frames() first")
         state = self.state
         if state.part != "idle":
             self.error = TruncatedFrameError(
@@ -583,16 +607,29 @@ class FrameDecoder:
     def state(self) -> DecoderState:
         if self._body is not None:
             return DecoderState("payload", self._got, self._size)
-        pending = self._end - self._start
         if self.scratch is None and self._head:
             return DecoderState("header", len(self._head), HEADER_SIZE)
+        start = self._partial_start() if self.ready else self._start
+        pending = self._end - start
         if pending == 0:
             return DecoderState("idle", 0, 0)
         if pending < HEADER_SIZE:
             return DecoderState("header", pending, HEADER_SIZE)
         assert self.scratch is not None
-        (size,) = _unpack_header(self.scratch, self._start)
+        (size,) = _unpack_header(self.scratch, start)
         return DecoderState("payload", pending - HEADER_SIZE, size)
+
+    def _partial_start(self) -> int:
+        """(While ``ready``.) Where the frame not yet whole starts, past the whole
+        frames a ``limit`` held back: those are not part of the state."""
+        view, pos, end = self.scratch, self._start, self._end
+        assert view is not None
+        while end - pos >= HEADER_SIZE:
+            (size,) = _unpack_header(view, pos)
+            if size > self.max_frame_size or pos + HEADER_SIZE + size > end:
+                break
+            pos += HEADER_SIZE + size
+        return pos
 
     @property
     def buffered(self) -> int:

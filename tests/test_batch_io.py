@@ -295,7 +295,17 @@ def test_a_batch_with_one_payload_over_the_limit_raises_and_queues_nothing(ew, p
     assert received(other, ew, 1) == [b"after"]  # nothing of the refused batch went out
 
 
-@pytest.mark.parametrize("bad", [[b"two", b"!"], "text", 42], ids=["multi-part", "str", "int"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        [b"two", b"!"],
+        "text",
+        42,
+        memoryview(b"0123456789")[::2],  # strided: no send or append takes it
+        memoryview(bytes(10_000))[::2],  # (large: it would be queued as it is)
+    ],
+    ids=["multi-part", "str", "int", "small strided view", "large strided view"],
+)
 def test_a_batch_with_one_payload_that_is_not_a_buffer_raises_and_queues_nothing(
     ew, pair, bad
 ) -> None:
@@ -308,6 +318,31 @@ def test_a_batch_with_one_payload_that_is_not_a_buffer_raises_and_queues_nothing
     transport.write_frames([b"after"], peer)
     # The stream is intact: no stray header of the refused batch between the two.
     assert received(other, ew, 2) == [b"warm-up", b"after"]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "text",
+        "",
+        ["ab", b"c"],
+        [b"a", 42],
+        memoryview(b"0123456789")[::2],
+        memoryview(bytes(10_000))[::2],
+        [b"a", memoryview(b"0123456789")[::2]],
+    ],
+    ids=["str", "empty str", "str part", "int part", "small strided", "large strided", "part"],
+)
+def test_a_write_of_what_is_not_bytes_raises_type_error_and_queues_nothing(ew, pair, bad) -> None:
+    """resume_write takes one buffer or a sequence of them: anything else is a
+    TypeError before a byte is queued, so the peer's queue and stream stay whole."""
+    owner, peer, other = pair()
+    transport = owner.transport
+    with pytest.raises(TypeError, match="resume_write takes bytes-like data"):
+        transport.resume_write(bad, peer)
+    assert transport.write_buffer_size(peer) == 0
+    transport.resume_write(b"after", peer)
+    assert received(other, ew, 1) == [b"after"]
 
 
 def test_a_write_to_a_closed_peer_is_refused_as_closed_before_any_payload_is_looked_at(

@@ -407,3 +407,46 @@ def test_next_frames_with_nothing_held_back_is_an_empty_list() -> None:
     assert decoder.next_frames() == []
     decoder.feed(encode_frame(b"a") + encode_frame(b"b"))
     assert decoder.next_frames() == []  # feed returned both: nothing held back
+
+
+# ------------------------------------------------ frames held back by a limit
+def test_state_while_whole_frames_are_held_back_describes_the_frame_after_them() -> None:
+    """With ``limit``, whole frames may wait (``ready``): they are not part of the
+    state, which is about the frame not yet whole; and ``eof`` is refused until
+    they were taken (they come before the end), leaving the decoder alive."""
+    decoder = FrameDecoder()
+    wire = encode_frame(b"a") + encode_frame(b"bcdef") + encode_frame(b"") + b"\x00\x00"
+    room = decoder.get_buffer()
+    room[: len(wire)] = wire
+    assert decoder.buffer_updated(len(wire), limit=1) == [b"a"]
+    assert decoder.ready
+    assert decoder.state == DecoderState("header", 2, HEADER_SIZE)
+    with pytest.raises(RuntimeError, match="next_frames"):
+        decoder.eof()
+    assert decoder.next_frames() == [b"bcdef", b""]
+    assert decoder.state == DecoderState("header", 2, HEADER_SIZE)
+    with pytest.raises(TruncatedFrameError):
+        decoder.eof()
+
+
+def test_state_while_frames_are_held_back_and_nothing_follows_them_is_idle() -> None:
+    decoder = FrameDecoder()
+    wire = encode_frame(b"a") + encode_frame(b"bc")
+    room = decoder.get_buffer()
+    room[: len(wire)] = wire
+    assert decoder.buffer_updated(len(wire), limit=1) == [b"a"]
+    assert decoder.state == DecoderState("idle", 0, 0)
+    assert decoder.next_frames() == [b"bc"]
+    decoder.eof()  # ended between frames
+
+
+def test_every_call_after_a_framing_error_raises_it_even_with_nothing_to_do() -> None:
+    """ "After a FramingError the decoder is dead: every later call raises the same
+    error", also a feed of no bytes and a release."""
+    decoder = FrameDecoder(max_frame_size=10)
+    with pytest.raises(FrameTooLargeError) as first:
+        decoder.feed(encode_header(11, 1 << 20))
+    for call in (lambda: decoder.feed(b""), decoder.release, decoder.get_buffer, decoder.eof):
+        with pytest.raises(FrameTooLargeError) as again:
+            call()
+        assert again.value is first.value

@@ -182,3 +182,6 @@ def test_a_large_frame_body_is_refilled_only_once_its_owner_handed_it_back() -> 
     decoder.recycle(third)
     (other,) = decoder.feed(encode_frame(b"y" * (2 << 20)))  # another size: a new buffer
     assert len(other) == 2 << 20 and other[:1] == b"y" and other is not third
+    # ... and `third` is still kept (recycle: "until a frame of its size arrives").
+    (fourth,) = decoder.feed(stream)
+    assert fourth is third

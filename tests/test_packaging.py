@@ -222,6 +222,10 @@ LONG_MODULES = {
         "one peer's state (the state classes are in framed_state.py, the codec in framing.py)"
     ),
     "barknet/tls.py": "TlsTransport: handshake, records both ways, close_notify",
+    "barknet/framing.py": (
+        "the sans-I/O codec: its two halves (FrameQueue sends, FrameDecoder receives) share "
+        "the header, the limits and the payload checks, under the theory notebook 04 cites"
+    ),
     "barknet/tcp.py": (
         "TcpTransport: connect, accept and its errors, reads, writes, the lingering close "
         "and a broken peer's last turn, each on the one per-socket state (_Conn)"
