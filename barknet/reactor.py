@@ -63,6 +63,10 @@ Callback = Callable[..., Any]
 # Both take register(fd, mask) / modify / unregister and answer poll() with
 # (fd, mask) pairs; they differ in the names of the masks and in poll's timeout,
 # which is in milliseconds.
+#: Cancelled timers the heap may hold before it is cleaned in one go (then again
+#: only once they are half of it: each entry is looked at O(1) times on average).
+_CANCELLED_KEPT = 100
+
 if hasattr(select, "epoll"):
     _new_poller: Callable[[], Any] = select.epoll
     _READ, _WRITE = select.EPOLLIN, select.EPOLLOUT
@@ -81,17 +85,27 @@ MAX_WAIT = 3600.0
 class TimerHandle:
     """A callback scheduled with :meth:`EventWatcher.call_later`; ``cancel()`` it at will."""
 
-    __slots__ = ("args", "callback", "cancelled", "when")
+    __slots__ = ("args", "callback", "cancelled", "watcher", "when")
 
-    def __init__(self, when: float, callback: Callback, args: tuple[Any, ...]) -> None:
+    def __init__(
+        self,
+        when: float,
+        callback: Callback,
+        args: tuple[Any, ...],
+        watcher: EventWatcher | None = None,
+    ) -> None:
         self.when = when
         self.callback = callback
         self.args = args
         self.cancelled = False
+        self.watcher = watcher  # told of a cancel, to drop cancelled timers in bulk
 
     def cancel(self) -> None:
         """Stop the callback from running; harmless if it already ran."""
-        self.cancelled = True
+        if not self.cancelled:
+            self.cancelled = True
+            if self.watcher is not None:
+                self.watcher._cancelled_timers += 1
 
     def __repr__(self) -> str:
         state = "cancelled" if self.cancelled else f"at {self.when:.6f}"
@@ -139,6 +153,8 @@ class EventWatcher:
         self._registrations: dict[int, _Registration] = {}
         self._ready: deque[tuple[Callback, tuple[Any, ...]]] = deque()
         self._timers: list[tuple[float, int, TimerHandle]] = []
+        #: Timers cancelled since the heap was last cleaned (some may have left it).
+        self._cancelled_timers = 0
         self._timer_seq = itertools.count()
         self._stopping = False
         self._running = False
@@ -227,8 +243,17 @@ class EventWatcher:
         """Run ``callback(*args)`` after ``delay`` seconds. Call from the loop's thread
         (or before it runs); from another thread, wrap it in :meth:`call_soon`."""
         self._check_open()
-        handle = TimerHandle(time.monotonic() + max(0.0, delay), callback, args)
-        heapq.heappush(self._timers, (handle.when, next(self._timer_seq), handle))
+        handle = TimerHandle(time.monotonic() + max(0.0, delay), callback, args, self)
+        timers = self._timers
+        if self._cancelled_timers > _CANCELLED_KEPT and 2 * self._cancelled_timers > len(timers):
+            # Cancelled timers leave the heap when they reach its front, or all at
+            # once when they are most of it: a deadline set and cancelled for
+            # every read (a frame_timeout) would otherwise leave one entry per
+            # read for the whole timeout, a heap that grows with the traffic.
+            timers[:] = [entry for entry in timers if not entry[2].cancelled]
+            heapq.heapify(timers)
+            self._cancelled_timers = 0
+        heapq.heappush(timers, (handle.when, next(self._timer_seq), handle))
         return handle
 
     def time(self) -> float:

@@ -500,3 +500,37 @@ def test_run_once_with_no_time_to_wait_does_not_wait(timeout: float) -> None:
         finally:
             rescue.cancel()
             rescue.join()
+
+
+def test_timers_set_and_cancelled_for_every_read_leave_no_heap_behind() -> None:
+    """A deadline set and cancelled per read (a frame_timeout under load) must not
+    keep an entry per read until the timeout: 100,000 such timers, 30 s away,
+    behind one live one, cost the loop's memory next to nothing once cancelled."""
+    import tracemalloc
+
+    with EventWatcher() as ew:
+        live = ew.call_later(10.0, lambda: None)
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for _ in range(100_000):
+                ew.call_later(30.0, lambda: None).cancel()
+            ew.run_once(0)
+            grown = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        assert grown < 256 * 1024, f"{grown:,} bytes still held"  # (kept: about 20 MB)
+        assert not live.cancelled
+
+
+def test_timers_fire_in_order_after_the_cancelled_ones_were_cleaned_out() -> None:
+    fired: list[int] = []
+    with EventWatcher() as ew:
+        handles = [ew.call_later(0.001 * (i % 37), fired.append, i) for i in range(600)]
+        for i, handle in enumerate(handles):
+            if i % 3:
+                handle.cancel()  # 400 of 600: the next call_later cleans the heap
+        ew.call_later(0.05, fired.append, -1)
+        ew.run_until(lambda: fired and fired[-1] == -1, timeout=5)
+    live = [i for i in range(600) if i % 3 == 0]
+    assert fired == [*sorted(live, key=lambda i: (i % 37, i)), -1]
