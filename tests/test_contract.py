@@ -72,6 +72,14 @@ def test_run_checks_runs_the_contract_checks_by_level() -> None:
     assert report.passed, str(report)
 
 
+def _close_both(ew, client: ITransport, server: ITransport) -> None:  # type: ignore[no-untyped-def]
+    """Close both ends, then give their CLOSED events the turns to run in."""
+    client.close()
+    server.close()
+    for _ in range(3):
+        ew.run_once(0)
+
+
 def _stack(kind: str, server_ctx, client_ctx, address=None, **tcp_options) -> ITransport:  # type: ignore[no-untyped-def]
     from barknet import TcpTransport
     from barknet.tls import TlsTransport
@@ -142,10 +150,7 @@ def test_a_readable_callback_that_raises_once_does_not_stall_the_peer(
         client.close(peer)
         run_until(lambda: closed, "CLOSED after the client closed")
     finally:
-        client.close()
-        server.close()
-        for _ in range(3):
-            ew.run_once(0)
+        _close_both(ew, client, server)
 
 
 def _run_letting_out(ew, condition, what: str, bug: str = "a bug in the owner") -> int:  # type: ignore[no-untyped-def]
@@ -205,10 +210,7 @@ def test_a_connected_callback_that_raises_once_still_sends_what_was_asked_before
         raised = _run_letting_out(ew, lambda: got == want, f"{want} at the server")
         assert raised == 1
     finally:
-        client.close()
-        server.close()
-        for _ in range(3):
-            ew.run_once(0)
+        _close_both(ew, client, server)
 
 
 @pytest.mark.parametrize("kind", ["tls", "framed over tls"])
@@ -237,10 +239,7 @@ def test_an_accepted_callback_that_raises_once_still_announces_what_came_with_th
         client.resume_write(b"early", peer)  # leaves with the client's last handshake flight
         assert _run_letting_out(ew, lambda: got == [b"early"], "early bytes announced") == 1
     finally:
-        client.close()
-        server.close()
-        for _ in range(3):
-            ew.run_once(0)
+        _close_both(ew, client, server)
 
 
 @pytest.mark.parametrize("kind", ["tcp", "framed", "compressed", "tls", "framed over tls"])
@@ -298,10 +297,7 @@ def test_after_close_with_no_argument_only_closed_comes_even_with_a_repeat_sched
         with pytest.raises(TransportClosedError):
             server.resume_read(mine[0])  # type: ignore[arg-type]
     finally:
-        client.close()
-        server.close()
-        for _ in range(3):
-            ew.run_once(0)
+        _close_both(ew, client, server)
 
 
 @pytest.mark.parametrize("size", [1000, 300_000], ids=["small", "past high_water"])
@@ -343,10 +339,7 @@ def test_a_peer_closed_before_it_connected_gets_only_its_closed_and_its_data_sti
         assert events[mark:] == [EventKind.CLOSED], events
         assert len(got) == want
     finally:
-        client.close()
-        server.close()
-        for _ in range(3):
-            ew.run_once(0)
+        _close_both(ew, client, server)
 
 
 @pytest.mark.parametrize("end", ["eof", "eof, slow reader", "reset"])
@@ -429,10 +422,7 @@ def test_counters_of_a_peer_answer_until_its_closed_was_delivered(
         assert len(closed) == 1 and closed[0] >= 3000, answers  # type: ignore[operator]
         assert answers[-1][0] == "after" and isinstance(answers[-1][1], TransportClosedError)
     finally:
-        client.close()
-        server.close()
-        for _ in range(3):
-            ew.run_once(0)
+        _close_both(ew, client, server)
 
 
 @pytest.mark.parametrize("how", ["close(peer)", "close()", "abort(peer)"])

@@ -1356,50 +1356,13 @@ def test_adopt_needs_a_side_and_then_handshakes_over_a_socketpair(ew, sides) -> 
 
 
 # ------------------------------------------------------------------------------- cli
-def test_serve_with_tls_echoes_over_tls_and_stops_on_sigterm(pem_files, client_ctx) -> None:
+@contextlib.contextmanager
+def _serve_tls(pem_files, *options: str) -> Iterator[tuple[subprocess.Popen[str], str, int]]:  # type: ignore[no-untyped-def]
+    """``python -m barknet serve --tls`` with the test certificate (and ``options``):
+    the process, and the host and port from its first line; reaped after."""
     process = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "barknet",
-            "serve",
-            "--tls",
-            "--certfile",
-            str(pem_files["cert"]),
-            "--keyfile",
-            str(pem_files["key"]),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        line = process.stdout.readline()  # type: ignore[union-attr]
-        assert line.startswith("listening on "), line
-        host, port = line.split()[-1].rsplit(":", 1)
-        with _blocking_tls_client((host, int(port)), client_ctx) as sock:
-            sock.sendall(encode_frame(b"echo me over tls"))
-            assert _recv_frame(sock) == b"echo me over tls"
-            sock.unwrap().close()
-        with socket.create_connection((host, int(port)), timeout=5) as raw:
-            raw.sendall(encode_frame(b"plaintext"))
-            assert raw.recv(100) is not None
-        process.terminate()
-        _, err = process.communicate(timeout=10)
-    finally:
-        _reap(process)
-    assert process.returncode == 0, err
-    assert "TlsError" in err and "WRONG_VERSION_NUMBER" in err
-
-
-def test_serve_with_tls_closes_a_peer_that_never_starts_its_handshake_after_the_idle_timeout(
-    pem_files,
-) -> None:
-    """A TCP client that connects and says nothing never becomes a TLS peer (no
-    ACCEPTED): --idle-timeout bounds its handshake too, not the 60 s default."""
-    process = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "barknet", "serve", "--idle-timeout", "0.3", "--tls"),
+            *(sys.executable, "-m", "barknet", "serve", *options, "--tls"),
             *("--certfile", str(pem_files["cert"]), "--keyfile", str(pem_files["key"])),
         ],
         stdout=subprocess.PIPE,
@@ -1410,12 +1373,36 @@ def test_serve_with_tls_closes_a_peer_that_never_starts_its_handshake_after_the_
         line = process.stdout.readline()  # type: ignore[union-attr]
         assert line.startswith("listening on "), line
         host, port = line.split()[-1].rsplit(":", 1)
-        with socket.create_connection((host, int(port)), timeout=10) as silent:
+        yield process, host, int(port)
+    finally:
+        _reap(process)
+
+
+def test_serve_with_tls_echoes_over_tls_and_stops_on_sigterm(pem_files, client_ctx) -> None:
+    with _serve_tls(pem_files) as (process, host, port):
+        with _blocking_tls_client((host, port), client_ctx) as sock:
+            sock.sendall(encode_frame(b"echo me over tls"))
+            assert _recv_frame(sock) == b"echo me over tls"
+            sock.unwrap().close()
+        with socket.create_connection((host, port), timeout=5) as raw:
+            raw.sendall(encode_frame(b"plaintext"))
+            assert raw.recv(100) is not None
+        process.terminate()
+        _, err = process.communicate(timeout=10)
+    assert process.returncode == 0, err
+    assert "TlsError" in err and "WRONG_VERSION_NUMBER" in err
+
+
+def test_serve_with_tls_closes_a_peer_that_never_starts_its_handshake_after_the_idle_timeout(
+    pem_files,
+) -> None:
+    """A TCP client that connects and says nothing never becomes a TLS peer (no
+    ACCEPTED): --idle-timeout bounds its handshake too, not the 60 s default."""
+    with _serve_tls(pem_files, "--idle-timeout", "0.3") as (process, host, port):
+        with socket.create_connection((host, port), timeout=10) as silent:
             assert silent.recv(100) == b""  # closed by the server, long before 60 s
         process.terminate()
         _, err = process.communicate(timeout=10)
-    finally:
-        _reap(process)
     assert "did not finish the TLS handshake within 0.3 s" in err, err
 
 
