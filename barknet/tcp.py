@@ -514,9 +514,14 @@ class TcpTransport(ITransport):
             self._watcher.unwatch_write(conn.fd)  # type: ignore[union-attr]
         try:
             conn.sock.shutdown(socket.SHUT_WR)
-        except OSError as exc:  # ENOTCONN: the peer reset it meanwhile
-            self._broken(conn, "shutdown", exc)
-            return False
+        except OSError as exc:
+            if exc.errno != errno.ENOTCONN:
+                self._broken(conn, "shutdown", exc)
+                return False
+            # The peer reset the connection meanwhile (it had closed its socket,
+            # and our last bytes met it). Nothing more can be sent, which is what
+            # was asked; but what it sent before the reset is still in the kernel
+            # and still readable: reads find it, then its EOF or the reset.
         if conn.eof and not conn.closing:  # both directions are over
             self._drop(conn, IOEvent(EventKind.CLOSED, conn.peer, IOStatus.EOF))
         return True

@@ -174,6 +174,37 @@ def test_write_eof_then_the_peers_eof_closes_with_eof(ew, tcp_pair):
     assert closed_events(events) == [IOEvent(EventKind.CLOSED, peer, IOStatus.EOF)]
 
 
+def test_write_eof_after_the_peer_reset_still_lets_you_read_what_it_sent(ew, tcp_pair):
+    """A peer that sent its request and closed its socket answers our next bytes
+    with a reset; shutdown() then fails (ENOTCONN). The request is still in the
+    kernel and readable (then the peer's EOF): the failed shutdown must not
+    throw it away, as dropping the socket would."""
+    tcp, events, _, client = tcp_pair
+    peer = events[0].peer
+    tcp.suspend_read(peer)  # (we read later, as a server busy elsewhere would)
+    client.setblocking(True)
+    client.sendall(b"request " * 100)
+    client.close()  # the whole socket: our next bytes get a reset
+    ew.run_once(0.05)
+    assert tcp.resume_write(b"reply", peer).status is IOStatus.OK
+    ew.run_once(0.05)  # the reset arrives
+    tcp.write_eof(peer)
+    got = bytearray()
+    statuses: list[IOStatus] = []
+
+    def read() -> bool:
+        result = tcp.resume_read(peer)
+        got.extend(result.data)
+        statuses.append(result.status)
+        return result.status is not IOStatus.OK and result.status is not IOStatus.WOULD_BLOCK
+
+    ew.run_until(read, timeout=5)
+    assert bytes(got) == b"request " * 100
+    assert statuses[-1] is IOStatus.EOF
+    ew.run_until(lambda: closed_events(events), timeout=5)
+    assert closed_events(events) == [IOEvent(EventKind.CLOSED, peer, IOStatus.EOF)]
+
+
 # -------------------------------------------------------- FramedTransport ends
 @pytest.fixture
 def framed_pair(ew, framed_endpoint, request) -> Iterator[tuple[object, object, socket.socket]]:

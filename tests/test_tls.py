@@ -455,6 +455,75 @@ def test_openssl_s_client_gets_echoes_from_a_barknet_server(ew, tls_server, pem_
     assert closed.status is IOStatus.EOF, closed  # s_client sent close_notify
 
 
+@pytest.mark.parametrize("version", ["-tls1_3", "-tls1_2"])
+def test_write_eof_after_openssl_s_client_sent_all_and_hung_up_keeps_what_it_sent(
+    ew, server_ctx, pem_files, version: str
+) -> None:
+    """s_client at the end of its input sends its data, its close_notify and its
+    FIN, and closes its socket; a server that reads later and first calls
+    write_eof has its close_notify answered with a reset (the shutdown below then
+    fails with ENOTCONN). What s_client sent is still in the kernel: the server
+    must read all of it, then EOF, and the end is clean, CLOSED(EOF)."""
+    payload = b"request from s_client\n" * 100
+    got = bytearray()
+    statuses: list[IOStatus] = []
+    server = TlsTransport(TcpTransport(), server_ctx)
+
+    def read(peer: Peer) -> None:
+        while (result := server.resume_read(peer)).status is IOStatus.OK:
+            got.extend(result.data)
+        statuses.append(result.status)
+
+    def owner(event: IOEvent) -> None:
+        if event.kind is EventKind.ACCEPTED:
+            server.suspend_read(event.peer)  # a server busy elsewhere reads later
+            statuses.append(IOStatus.OK)
+        elif event.kind is EventKind.READABLE:
+            read(event.peer)
+        elif event.kind is EventKind.CLOSED:
+            closed.append(event)
+
+    closed: list[IOEvent] = []
+    server.attach(ew, owner)
+    host, port = server.bind()
+    process = subprocess.Popen(
+        [
+            *(
+                _openssl(),
+                "s_client",
+                "-connect",
+                f"{host}:{port}",
+                "-CAfile",
+                str(pem_files["ca"]),
+            ),
+            *("-servername", "localhost", version, "-quiet", "-no_ign_eof"),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        ew.run_until(lambda: statuses, timeout=10)  # accepted
+        process.stdin.write(payload)  # type: ignore[union-attr]
+        process.stdin.close()  # type: ignore[union-attr]  # end of input: it sends all, then goes
+        process.wait(10)
+        (peer,) = server.peers
+        for _ in range(5):
+            ew.run_once(0.02)
+        server.write_eof(peer)
+        for _ in range(5):
+            ew.run_once(0.02)  # (our close_notify meets its closed socket: a reset)
+        read(peer)
+        ew.run_until(lambda: closed, timeout=10)
+    finally:
+        _reap(process)
+        server.close()
+        ew.run_once(0)
+    assert bytes(got) == payload
+    assert IOStatus.ERROR not in statuses and statuses[-1] is IOStatus.EOF
+    assert closed[0].status is IOStatus.EOF, closed
+
+
 def test_barknet_client_talks_to_openssl_s_server(ew, tls_client, pem_files) -> None:
     process = subprocess.Popen(
         [
