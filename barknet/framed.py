@@ -718,6 +718,11 @@ class FramedTransport(ITransport):
             if not recv.frames and recv.held_error is None:
                 recv.paused_for_owner = False
                 self._pump(peer, recv, resumed=True)
+            else:
+                # Reading below stays stopped (suspend_read stopped it) until the
+                # owner took the frames here: then it reads again, as when we stop
+                # it ourselves for frames waiting (_replay_readable, below).
+                recv.paused_for_owner = True
             waiting = recv.frames or recv.paused_for_owner or recv.held_error is not None
             if waiting and not recv.replay_due:
                 # Level-triggered: what this call leaves behind is announced next turn.

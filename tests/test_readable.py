@@ -154,3 +154,54 @@ def test_an_owner_taking_one_frame_per_readable_gets_closed_eof_after_the_last(s
     server.close_of(peer)
     assert taken == [b"frame 0", b"frame 1", b"frame 2"]
     assert [e.status for e in server.closed(peer)] == [IOStatus.EOF]
+
+
+@pytest.mark.parametrize("make", [framed, framed_over_chunking, compressed_over_framed])
+def test_a_read_after_suspend_read_resumes_reading_even_while_messages_are_still_here(
+    make,
+) -> None:
+    """interfaces.py: suspend_read lasts until you call resume_read, and a read
+    keeps watching the peer. Here the read that ends the pause is served from
+    the messages already here, with more of them left: reading below must
+    start again once those are taken, so the peer's later messages arrive."""
+    import socket
+
+    ew = EventWatcher()
+    server = make(TcpTransport())
+    got: list[bytes] = []
+    paused: list[Any] = []
+
+    def owner(event) -> None:  # one message per READABLE
+        if event.kind is not EventKind.READABLE:
+            return
+        result = server.resume_read(event.peer)
+        if result.status is IOStatus.OK:
+            got.append(bytes(result.data))
+        if len(got) == 1 and not paused:
+            server.suspend_read(event.peer)
+            paused.append(event.peer)
+
+    server.attach(ew, owner)
+    frame = (
+        (lambda m: encode_frame(b"\x00" + m)) if make is compressed_over_framed else encode_frame
+    )
+    raw = socket.create_connection(server.bind())
+    try:
+        raw.sendall(b"".join(frame(b"m%d" % i) for i in range(3)))
+        ew.run_until(lambda: paused, timeout=5)
+        for _ in range(3):
+            ew.run_once(0.01)
+        assert got == [b"m0"]  # suspended: nothing announced
+        result = server.resume_read(paused[0])  # served from what is here (over
+        if result.status is IOStatus.OK:  # 3-byte reads, maybe not yet whole)
+            got.append(bytes(result.data))
+        ew.run_until(lambda: len(got) == 3, timeout=5)
+        raw.sendall(b"".join(frame(b"m%d" % i) for i in range(3, 6)))
+        ew.run_until(lambda: len(got) == 6, timeout=5)
+        assert got == [b"m%d" % i for i in range(6)]
+    finally:
+        raw.close()
+        server.close()
+        for _ in range(3):
+            ew.run_once(0)
+        ew.close()
