@@ -175,6 +175,7 @@ class CompressedTransport(TransportLayer):
             # layer; but this one did not reach the layer below, which stays
             # suspended until a read does. So read its next message now: it
             # waits here, announced from the next turn, while you take this one.
+            self._quiet.discard(peer)
             self._read_ahead(peer)
         return result
 

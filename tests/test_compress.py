@@ -451,9 +451,10 @@ def test_a_refused_message_is_announced_again_after_a_reminder_callback_that_rai
     assert log == ["refused", "raised", b"A" * 50]
 
 
+@pytest.mark.parametrize("b_first", [False, True], ids=["B later", "B already here"])
 @pytest.mark.parametrize("refused_again", [False, True], ids=["read", "refused again, then read"])
 def test_a_read_after_suspend_read_resumes_reading_even_when_a_held_message_serves_it(
-    ew, over_a_socket_pair, refused_again: bool
+    ew, over_a_socket_pair, refused_again: bool, b_first: bool
 ) -> None:
     """interfaces.py: a read resumes reading. A held message (refused for a small
     buffer) can serve that read without a read below, where FramedTransport
@@ -468,12 +469,17 @@ def test_a_read_after_suspend_read_resumes_reading_even_when_a_held_message_serv
     with pytest.raises(BufferError):
         transport.resume_read(peer, bytearray(10))  # held here now
     transport.suspend_read(peer)
+    if b_first:  # (then the read below the held message finds B at once)
+        theirs.sendall(encode_frame(bytes((STORED,)) + b"B" * 50))
+        for _ in range(3):
+            ew.run_once(0.01)
     if refused_again:
         with pytest.raises(BufferError):
             transport.resume_read(peer, bytearray(10))
-    got.append(bytes(transport.resume_read(peer).data))
-    theirs.sendall(encode_frame(bytes((STORED,)) + b"B" * 50))
     seen = readables[0]
+    got.append(bytes(transport.resume_read(peer).data))
+    if not b_first:
+        theirs.sendall(encode_frame(bytes((STORED,)) + b"B" * 50))
     ew.run_until(lambda: readables[0] > seen, timeout=5)  # announced ...
     got.append(bytes(transport.resume_read(peer).data))  # ... and read
     assert got == [b"A" * 50, b"B" * 50]
