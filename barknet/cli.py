@@ -20,7 +20,8 @@ Replies are coalesced (``coalesce=True``): of a burst of frames read in one
 turn, the first reply leaves at once and the rest together at the turn's end,
 in one system call. ``--frame-timeout`` closes a peer that starts a
 frame and stalls; ``--idle-timeout`` closes a peer that does nothing at all
-(no byte either way: one large frame sent or taken slowly is not idleness),
+(no byte through its socket either way: a large frame sent slowly, or a reply
+taken slowly while some of it still waits in our queue, is not idleness),
 and bounds every other wait for a peer too: a TLS handshake, and a close's
 wait for the peer to take its replies and to end its side.
 
@@ -259,8 +260,11 @@ def serve(
             """Close the peers that moved no byte either way for ``idle_timeout``.
 
             Bytes, not frames: a peer that uploads one large frame slowly, or
-            takes a large reply slowly, is busy though no whole frame passes. The
-            close is graceful, and bounded by ``idle_timeout`` (see above)."""
+            takes a large reply slowly, is busy though no whole frame passes. Only
+            what crosses the socket is seen: a reply that fitted whole in the
+            kernels' buffers is out of our hands, and a peer still reading it
+            looks idle. The close is graceful (it still reads all of it, then our
+            EOF), and bounded by ``idle_timeout`` (see above)."""
             assert idle_timeout is not None
             now = watcher.time()
             for peer in list(last_seen):

@@ -108,13 +108,19 @@ def encode_header(size: int, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> by
 
 def buffer_size(data: Any, what: str, hint: str = "") -> int:
     """The size of ``data``, one buffer the kernel can send as it is: ``bytes``,
-    ``bytearray`` or a contiguous ``memoryview``. Anything else is a ``TypeError``
-    here, before a byte of it is queued (a ``str`` has no bytes until you choose
-    an encoding; a strided view cannot be handed to ``send`` or appended).
+    ``bytearray`` or a ``memoryview`` of contiguous bytes. Anything else is a
+    ``TypeError`` here, before a byte of it is queued: a ``str`` has no bytes
+    until you choose an encoding; a view with gaps cannot be handed to ``send``;
+    and a view of larger items, or of rows, is cut by items where a short write
+    cut it by bytes (``view.cast("B")`` makes it a view of bytes).
     ``what`` names the call in the message, ``hint`` ends it."""
     if type(data) is memoryview:
-        if not data.c_contiguous:
-            raise TypeError(f"{what}, not a memoryview with gaps (copy it: bytes(view))")
+        if not (data.c_contiguous and data.itemsize == 1 and data.ndim == 1):
+            shape = "with gaps" if not data.c_contiguous else f"of shape {data.shape}"
+            raise TypeError(
+                f"{what}, not a memoryview {shape} and format {data.format!r} "
+                "(bytes(view) copies it into one run of bytes)"
+            )
         return data.nbytes
     if not isinstance(data, (bytes, bytearray)):
         raise TypeError(f"{what}, not {type(data).__name__}{hint}")
@@ -314,9 +320,11 @@ class FrameDecoder:
     in a notebook or a test would want.
 
     After a :class:`~barknet.errors.FramingError` the decoder is dead: every
-    later call raises the same error. Frames that were complete before a bad
-    header are still returned first (with ``error`` already set), so a peer's
-    good frames never depend on how TCP happened to split its bytes.
+    later call raises the same error (but ``recycle``, which only takes memory
+    back: an owner may still hand back a frame it got before). Frames that were
+    complete before a bad header are still returned first (with ``error``
+    already set), so a peer's good frames never depend on how TCP happened to
+    split its bytes.
     """
 
     def __init__(

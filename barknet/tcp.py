@@ -511,7 +511,8 @@ class TcpTransport(ITransport):
         conn.want_write = False
         if conn.writing:
             conn.writing = False
-            self._watcher.unwatch_write(conn.fd)  # type: ignore[union-attr]
+            if not self._watcher.closed:  # type: ignore[union-attr]  # (closed first: gone)
+                self._watcher.unwatch_write(conn.fd)  # type: ignore[union-attr]
         try:
             conn.sock.shutdown(socket.SHUT_WR)
         except OSError as exc:

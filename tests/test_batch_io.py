@@ -330,8 +330,14 @@ def test_a_batch_with_one_payload_that_is_not_a_buffer_raises_and_queues_nothing
         memoryview(b"0123456789")[::2],
         memoryview(bytes(10_000))[::2],
         [b"a", memoryview(b"0123456789")[::2]],
+        # Contiguous, but cut by items or rows where a short write cuts by bytes:
+        memoryview(bytearray(400_000)).cast("i"),
+        memoryview(bytearray(400_000)).cast("B", (400, 1000)),
     ],
-    ids=["str", "empty str", "str part", "int part", "small strided", "large strided", "part"],
+    ids=[
+        *("str", "empty str", "str part", "int part", "small strided", "large strided"),
+        *("strided part", "int items", "rows"),
+    ],
 )
 def test_a_write_of_what_is_not_bytes_raises_type_error_and_queues_nothing(ew, pair, bad) -> None:
     """resume_write takes one buffer or a sequence of them: anything else is a

@@ -462,3 +462,29 @@ def test_closing_after_the_loop_was_closed_releases_everything_without_raising(
     finally:
         server.close()
         client.close()
+
+
+def test_write_eof_after_the_loop_was_closed_with_a_write_pending_does_not_raise(
+    server_ctx, client_ctx
+) -> None:
+    """As close(): a TcpTransport whose loop was closed first still shuts its side
+    down (the socket is there) without asking the closed loop for anything."""
+    from barknet import EventKind, EventWatcher
+
+    ew = EventWatcher()
+    peers: list[object] = []
+    server = _stack("tcp", server_ctx, client_ctx, sndbuf=4096)
+    server.attach(ew, lambda e: peers.append(e.peer) if e.kind is EventKind.ACCEPTED else None)
+    client = _stack("tcp", server_ctx, client_ctx, server.bind(), rcvbuf=4096)
+    client.attach(ew, lambda event: None)
+    try:
+        client.connect()
+        ew.run_until(lambda: peers and client.peers, timeout=5)
+        while server.resume_write(bytes(65536), peers[0]).status.name == "OK":  # type: ignore[arg-type]
+            pass  # until a short write: WRITABLE is being watched for
+        ew.close()
+        server.write_eof(peers[0])  # type: ignore[arg-type]
+    finally:
+        ew.close()
+        server.close()
+        client.close()
