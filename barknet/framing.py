@@ -34,8 +34,9 @@ Decoding is a small state machine over two kinds of buffer:
   place (``body *= 2``: the C library extends or moves its pages, no second
   buffer alongside), so a 16 MiB frame still ends in one 16 MiB buffer. Not
   free: each doubling also writes the bytes already in into the new half
-  (``*=`` repeats them; the next reads overwrite them), about half the frame
-  in all, and the C library may move the pages; only if someone still holds a
+  (``*=`` repeats them; the next reads overwrite them): as many bytes as the
+  body holds, each time, about the whole frame in all (the last doubling alone
+  writes half of it), and the C library may move the pages; only if someone still holds a
   view of the body is it copied to a separate, bigger one. Either way
   each page is fresh memory, which is expensive (the kernel must find, zero
   and map every 4 KiB page), so the owner of a large frame may hand it back
@@ -366,7 +367,7 @@ class FrameDecoder:
         #: moves to the front, promotion to a body, growing a body into a new
         #: buffer): the test of "no quadratic copying" reads this. Not counted:
         #: the repeat that an in-place doubling writes (``body *= 2``, see
-        #: _grow), which the next reads overwrite, about half the frame in all.
+        #: _grow), which the next reads overwrite, about the whole frame in all.
         self.bytes_copied = 0
 
     # ------------------------------------------------------------ receiving

@@ -184,11 +184,11 @@ def test_a_large_frame_arrives_in_one_buffer_of_its_exact_size() -> None:
 
 # ------------------------------------------------------------------ 04
 def test_two_sends_arrive_as_one_read() -> None:
-    assert course.two_sends_one_read([b"abc", b"def", b"g"]) == [b"abcdefg"]
+    assert course.reads_after_sends([b"abc", b"def", b"g"]) == [b"abcdefg"]
 
 
 def test_one_send_arrives_in_several_reads_through_a_small_receive_buffer() -> None:
-    sent, reads = course.one_send_many_reads(size=64 * 1024, rcvbuf=4096)
+    sent, reads = course.reads_of_one_send(size=64 * 1024, rcvbuf=4096)
     assert sent == 64 * 1024
     assert sum(reads) == sent and len(reads) > 1
 

@@ -46,8 +46,8 @@ from .framing_lab import (
     delimiter_split,
     delimiter_unescape,
     fixed_size_split,
-    one_send_many_reads,
-    two_sends_one_read,
+    reads_after_sends,
+    reads_of_one_send,
     wire_capture,
 )
 from .live_lab import (
@@ -106,7 +106,6 @@ __all__ = [
     "load_benchmark",
     "nagle_trap",
     "nonblocking_recv",
-    "one_send_many_reads",
     "partial_io",
     "partial_io_widget",
     "plot_benchmark",
@@ -116,6 +115,8 @@ __all__ = [
     "plot_throughput",
     "powers_of_two",
     "reactor_tour",
+    "reads_after_sends",
+    "reads_of_one_send",
     "run_benchmark",
     "small_frames_lab",
     "take_in_batches",
@@ -123,6 +124,5 @@ __all__ = [
     "thread_cost_summary",
     "thread_per_connection",
     "throughput_sweep",
-    "two_sends_one_read",
     "wire_capture",
 ]

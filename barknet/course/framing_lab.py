@@ -25,13 +25,13 @@ __all__ = [
     "delimiter_split",
     "delimiter_unescape",
     "fixed_size_split",
-    "one_send_many_reads",
-    "two_sends_one_read",
+    "reads_after_sends",
+    "reads_of_one_send",
     "wire_capture",
 ]
 
 
-def two_sends_one_read(messages: Sequence[bytes] = (b"hello", b"world")) -> list[bytes]:
+def reads_after_sends(messages: Sequence[bytes] = (b"hello", b"world")) -> list[bytes]:
     """Send each message with its own ``send``, let them all arrive, then read
     once: the reader gets them glued together. Returns what each read returned."""
     with connected_pair() as (client, server):
@@ -43,7 +43,7 @@ def two_sends_one_read(messages: Sequence[bytes] = (b"hello", b"world")) -> list
         return [server.recv(65536)]
 
 
-def one_send_many_reads(size: int = 64 * KiB, rcvbuf: int = 4 * KiB) -> tuple[int, list[int]]:
+def reads_of_one_send(size: int = 64 * KiB, rcvbuf: int = 4 * KiB) -> tuple[int, list[int]]:
     """One blocking ``send`` of ``size`` bytes into a connection whose receiver
     has a small ``SO_RCVBUF``, read with ``recv(size)`` calls until all is in.
 
