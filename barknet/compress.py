@@ -181,11 +181,21 @@ class CompressedTransport(TransportLayer):
 
     def _read_ahead(self, peer: Peer) -> None:
         self._suspended.discard(peer)
-        result = self.inner.resume_read(peer)
-        if result.status is not IOStatus.OK:
-            return  # (nothing yet, or an end: the next read asks below and hears it)
+        # read_frames (FramedTransport's) never reports the end, so an EOF stays
+        # the layer below's news, announced from there; resume_read would take it.
+        read_frames = getattr(self.inner, "read_frames", None)
+        if read_frames is not None:
+            frames = read_frames(peer, 1)
+            if not frames:
+                return  # nothing yet, or an end: the layer below says so
+            data = frames[0]
+        else:
+            result = self.inner.resume_read(peer)
+            if result.status is not IOStatus.OK:
+                return  # (nothing yet, or an end: the next read asks below and hears it)
+            data = result.data
         try:
-            self._unread[peer] = self._unpack(memoryview(result.data), peer)
+            self._unread[peer] = self._unpack(memoryview(data), peer)
         except FramingError as exc:
             self._errors[peer] = exc  # (the next call answers with it)
             self.inner.abort(peer)

@@ -423,8 +423,10 @@ class FramedTransport(ITransport):
             and (recv.frames or (self.half_close and recv.eof and not recv.eof_taken))
         ):
             # Both directions ended below while frames (or, with half_close, the
-            # EOF) still wait for you: CLOSED comes once you took them.
-            self._emit(recv.readable)
+            # EOF) still wait for you: CLOSED comes once you took them. (If you
+            # suspended reading, your resume_read announces them.)
+            if not recv.paused_by_owner:
+                self._emit(recv.readable)
             return
         if recv.error is None and recv.held_error is not None:
             recv.error = recv.held_error  # its frames are taken: now the error is news
@@ -608,7 +610,7 @@ class FramedTransport(ITransport):
         if recv.inner_closed:
             if not self.half_close or recv.eof_taken:
                 self._finish(peer, IOEvent(EventKind.CLOSED, peer, IOStatus.EOF))
-            elif not recv.replay_due:
+            elif not recv.replay_due and not recv.paused_by_owner:
                 self._announce(peer, recv)
         elif not self.half_close:
             self._close(peer)
@@ -713,9 +715,11 @@ class FramedTransport(ITransport):
         for whom we had (frames waited; it has now taken them all): read again
         now, rather than on the next turn."""
         gone = recv.error is not None or recv.inner_closed  # nothing more to read below
-        if recv.paused_by_owner and not self._send[peer].closing and not gone:
+        if recv.paused_by_owner and not self._send[peer].closing:
             recv.paused_by_owner = False
-            if not recv.frames and recv.held_error is None:
+            if gone:
+                pass  # what is here is all there is: it is announced below
+            elif not recv.frames and recv.held_error is None:
                 recv.paused_for_owner = False
                 self._pump(peer, recv, resumed=True)
             else:
@@ -723,7 +727,12 @@ class FramedTransport(ITransport):
                 # owner took the frames here: then it reads again, as when we stop
                 # it ourselves for frames waiting (_replay_readable, below).
                 recv.paused_for_owner = True
-            waiting = recv.frames or recv.paused_for_owner or recv.held_error is not None
+            waiting = (
+                recv.frames
+                or recv.paused_for_owner
+                or recv.held_error is not None
+                or (self.half_close and self._eof_unread(recv))
+            )
             if waiting and not recv.replay_due:
                 # Level-triggered: what this call leaves behind is announced next turn.
                 recv.replay_due = True

@@ -114,6 +114,7 @@ class _Conn:
         "eof_sent",
         "fd",
         "linger_timer",
+        "paused",
         "peer",
         "reading",
         "sock",
@@ -127,6 +128,7 @@ class _Conn:
         self.peer = peer
         self.connecting = connecting
         self.reading = False  # read interest registered
+        self.paused = False  # the owner called suspend_read (maybe before it connected)
         self.writing = False  # write interest registered (for WRITABLE)
         self.want_write = False  # a write was tried while connecting
         self.eof = False  # the owner read the peer's EOF
@@ -179,6 +181,9 @@ class TcpTransport(ITransport):
         #: The counters of peers whose socket is gone, until their CLOSED has
         #: been delivered: an owner may read a connection's totals up to then.
         self._leaving: dict[Peer, IOCounters] = {}
+        #: Peers closed because both directions ended, until their CLOSED(EOF) is
+        #: delivered: reads answer EOF meanwhile, suspending is a no-op.
+        self._ended: set[Peer] = set()
         self._closed = False
         #: The latest errors ``accept`` (or configuring an accepted socket) hit,
         #: e.g. out of file descriptors; at most ``ACCEPT_ERRORS_KEPT`` of them,
@@ -351,7 +356,7 @@ class TcpTransport(ITransport):
 
     # ---------------------------------------------------------------- reads
     def _start_reading(self, conn: _Conn) -> None:
-        if not conn.reading and not conn.eof:
+        if not conn.reading and not conn.eof and not conn.paused:
             conn.reading = True
             # This runs for every readable socket, on every turn, so it is the
             # owner's callback itself, bound to the peer's READABLE event (made
@@ -373,12 +378,15 @@ class TcpTransport(ITransport):
             error = self._broken_peers.get(peer)
             if error is not None:
                 return ReadResult(b"", IOStatus.ERROR, error)
+            if peer in self._ended:
+                return ReadResult(b"", IOStatus.EOF)  # (both ended: its CLOSED is coming)
             conn = self._conn(peer)  # raises TransportClosedError
         if conn.eof:
             return ReadResult(b"", IOStatus.EOF)
         if conn.connecting:
             return ReadResult(b"", IOStatus.WOULD_BLOCK)
         if not conn.reading:
+            conn.paused = False  # (a read resumes reading)
             self._start_reading(conn)
         counters = conn.counters
         counters.recv_calls += 1
@@ -409,6 +417,7 @@ class TcpTransport(ITransport):
             conn.eof = True
             self.suspend_read(peer)  # nothing more will come: stop the loop waking us
             if conn.eof_sent:  # both directions are over
+                self._ended.add(peer)
                 self._drop(conn, IOEvent(EventKind.CLOSED, peer, IOStatus.EOF))
             return ReadResult(b"", IOStatus.EOF)
         if got < asked:
@@ -417,7 +426,7 @@ class TcpTransport(ITransport):
         return _tuple_new(ReadResult, (data, _OK, None))  # = ReadResult(data, OK)
 
     def suspend_read(self, peer: Peer | None = None) -> None:
-        if peer in self._broken_peers:
+        if peer in self._broken_peers or peer in self._ended:
             return  # nothing is watched for it any more
         # (No argument: the peers still yours; a lingering close keeps discarding.)
         conns = (
@@ -426,6 +435,7 @@ class TcpTransport(ITransport):
             else [self._conn(peer)]
         )
         for conn in conns:
+            conn.paused = True  # (also before it is connected: reading waits for you)
             if conn.reading:
                 conn.reading = False
                 self._watcher.unwatch_read(conn.fd)  # type: ignore[union-attr]
@@ -485,7 +495,7 @@ class TcpTransport(ITransport):
             self._watcher.watch_write(conn.fd, partial(self._emit, event))  # type: ignore[union-attr]
 
     def suspend_write(self, peer: Peer) -> None:
-        if peer in self._broken_peers:
+        if peer in self._broken_peers or peer in self._ended:
             return  # nothing is watched for it any more
         conn = self._conn(peer)
         conn.want_write = False
@@ -498,8 +508,8 @@ class TcpTransport(ITransport):
         """Shut down the write side (``SHUT_WR``): the peer reads EOF after what
         the kernel still holds for it. You keep reading; once you read the peer's
         EOF too, the socket is closed and ``CLOSED(EOF)`` follows."""
-        if peer in self._broken_peers:
-            return  # it broke: nothing more goes either way, and CLOSED is on its way
+        if peer in self._broken_peers or peer in self._ended:
+            return  # it broke, or both ended: nothing more goes, and CLOSED is on its way
         conn = self._conn(peer)
         if conn.eof_sent:
             return
@@ -524,6 +534,7 @@ class TcpTransport(ITransport):
             # was asked; but what it sent before the reset is still in the kernel
             # and still readable: reads find it, then its EOF or the reset.
         if conn.eof and not conn.closing:  # both directions are over
+            self._ended.add(conn.peer)
             self._drop(conn, IOEvent(EventKind.CLOSED, conn.peer, IOStatus.EOF))
         return True
 
@@ -533,6 +544,7 @@ class TcpTransport(ITransport):
         ``CLOSED`` event. Bytes you did not get to send are yours to have kept."""
         if peer is not None:
             self._broken_peers.pop(peer, None)  # closed by you: your calls raise from now on
+            self._ended.discard(peer)
             conn = self._conns.get(peer)
             if conn is None or conn.closing:
                 return
@@ -567,6 +579,7 @@ class TcpTransport(ITransport):
         Unread bytes make the kernel reset the connection: meant for a peer that
         broke the rules, not for the end of a conversation."""
         self._broken_peers.pop(peer, None)  # aborted by you: your calls raise from now on
+        self._ended.discard(peer)
         conn = self._conns.get(peer)
         if conn is not None:
             self._drop(conn, IOEvent(EventKind.CLOSED, peer, IOStatus.OK))
@@ -637,9 +650,11 @@ class TcpTransport(ITransport):
             watcher.call_soon(self._deliver_closed, event)
         else:
             self._broken_peers.pop(conn.peer, None)  # no CLOSED will be delivered
+            self._ended.discard(conn.peer)
 
     def _deliver_closed(self, event: IOEvent) -> None:
         self._broken_peers.pop(event.peer, None)  # the peer is unknown from here on
+        self._ended.discard(event.peer)
         try:
             self._emit(event)
         finally:

@@ -83,11 +83,12 @@ beyond what your context asks for.
 
 from __future__ import annotations
 
+import dataclasses
 import ssl
 from typing import Any, cast
 
 from .errors import BarknetError, LingerTimeoutError, TransportClosedError
-from .events import EventKind, IOEvent, IOStatus, Peer, ReadResult, WriteResult
+from .events import EventKind, IOCounters, IOEvent, IOStatus, Peer, ReadResult, WriteResult
 from .interfaces import ITransport, WriteData
 from .layer import TransportLayer, linger_timeout_below
 from .tls_session import RECORD_SIZE, TlsSession, local_error, tls_error
@@ -161,6 +162,8 @@ class TlsTransport(TransportLayer):
         self.handshake_timeout = handshake_timeout
         self.linger_timeout = linger_timeout_below(inner, linger_timeout)
         self._sessions: dict[Peer, TlsSession] = {}
+        #: A peer's counters while its held CLOSED is being delivered (see _closed).
+        self._leaving: dict[Peer, IOCounters] = {}
         self._scratch = bytearray(READ_SIZE)
 
     # ------------------------------------------------------------ lifecycle
@@ -218,12 +221,16 @@ class TlsTransport(TransportLayer):
                 # still had scheduled for one finds it closing, and I/O calls raise.
                 each.closing = each.gone = True
                 self._stop_lingering(each)
+                self._release_held(each, closed_by_you=True)
             self.inner.close()
             return
         session = self._sessions.get(peer)
         if session is None or session.closing:
             return
         session.closing = True
+        if session.held_closed is not None:  # gone below already
+            self._release_held(session, closed_by_you=True)
+            return
         if session.error is not None:
             return  # already closing below; CLOSED is on its way
         if (session.handshaking and not session.plain) or self._watcher.closed:  # type: ignore[union-attr]
@@ -247,6 +254,7 @@ class TlsTransport(TransportLayer):
         if session is not None:
             self._stop_lingering(session)
             session.closing = session.gone = True
+            self._release_held(session, closed_by_you=True)
 
     def _stop_lingering(self, session: TlsSession) -> None:
         if session.linger_timer is not None:
@@ -361,7 +369,8 @@ class TlsTransport(TransportLayer):
         socket closes without a reset, and the kernel still delivers what it
         holds of ours (our FIN went out with the half-close). ``CLOSED(EOF)``
         follows."""
-        if session.eof_down and session.eof_read and session.error is None:
+        if session.eof_down and session.eof_read and session.error is None and not session.gone:
+            session.gone = True  # (no more calls below for it: its CLOSED is coming)
             try:
                 self.inner.abort(session.peer)
             except NotImplementedError:  # a transport below without abort
@@ -374,6 +383,7 @@ class TlsTransport(TransportLayer):
         self._send_cipher(session)
         if not session.gone:
             self.inner.close(session.peer)
+        self._release_held(session)
 
     def _dropped(self, session: TlsSession, error: BarknetError | None) -> None:
         """The transport below reported the peer broken and dropped it."""
@@ -404,27 +414,78 @@ class TlsTransport(TransportLayer):
             else:
                 self._handshake(session)
         elif kind is EventKind.CLOSED:
-            self._sessions.pop(peer, None)
-            if session is not None:
-                self._stop_lingering(session)
-            if session is not None and session.timer is not None:
-                session.timer.cancel()
-            if session is not None and session.error is not None:
-                event = IOEvent(EventKind.CLOSED, peer, IOStatus.ERROR, session.error)
-            elif session is not None and session.goodbye_lost:
-                status = IOStatus.OK if session.closing else IOStatus.EOF
-                event = IOEvent(EventKind.CLOSED, peer, status)
-            elif (
-                session is not None
-                and event.status is IOStatus.OK
-                and session.eof_read
-                and session.eof_down
-                and not session.closing
-            ):
-                event = IOEvent(EventKind.CLOSED, peer, IOStatus.EOF)
-            self._emit(event)
+            if session is None or not self._hold_closed(session, event):
+                self._closed(peer, session, event)
         else:
             self._emit(event)
+
+    def _hold_closed(self, session: TlsSession, event: IOEvent) -> bool:
+        """The transport below let the peer go (both directions ended there, say)
+        while what it sent is still here for you: plaintext OpenSSL holds, or its
+        close_notify. As FramedTransport does for frames, that comes first: the
+        CLOSED waits until you have read to the end (or closed the peer)."""
+        if (
+            event.status is IOStatus.ERROR
+            or session.error is not None
+            or session.closing
+            or session.handshaking
+            or session.eof_read
+            or not session.waiting()
+        ):
+            return False
+        session.gone = session.inner_eof = True  # nothing more comes from below
+        session.held_closed = event
+        session.totals_below = self.inner.counters(session.peer)
+        self._kick(session)
+        return True
+
+    def _release_held(self, session: TlsSession, *, closed_by_you: bool = False) -> None:
+        """You read to the end of what was held (or closed the peer: then it says
+        OK): its CLOSED now, on the next turn (never from inside your call)."""
+        event, session.held_closed = session.held_closed, None
+        if event is not None:
+            if closed_by_you:
+                event = IOEvent(EventKind.CLOSED, session.peer, IOStatus.OK)
+            self._watcher.call_soon(self._closed, session.peer, session, event)  # type: ignore[union-attr]
+
+    def _closed(self, peer: Peer, session: TlsSession | None, event: IOEvent) -> None:
+        """The peer's CLOSED for you, saying what TLS knows of the end."""
+        if session is None:
+            self._emit(event)  # a peer we never saw open (e.g. a failed connect)
+            return
+        if self._sessions.get(peer) is session:
+            self._sessions.pop(peer)
+        self._stop_lingering(session)
+        if session.timer is not None:
+            session.timer.cancel()
+        if session.error is not None:
+            event = IOEvent(EventKind.CLOSED, peer, IOStatus.ERROR, session.error)
+        elif session.goodbye_lost:
+            status = IOStatus.OK if session.closing else IOStatus.EOF
+            event = IOEvent(EventKind.CLOSED, peer, status)
+        elif (
+            event.status is IOStatus.OK
+            and session.eof_read
+            and session.eof_down
+            and not session.closing
+        ):
+            event = IOEvent(EventKind.CLOSED, peer, IOStatus.EOF)
+        if session.totals_below is None:
+            self._emit(event)  # (the transport below answers for its counters)
+            return
+        self._leaving[peer] = session.totals_below
+        try:
+            self._emit(event)
+        finally:
+            del self._leaving[peer]  # (its counters: in the CLOSED callback too)
+
+    def counters(self, peer: Peer | None = None) -> IOCounters:
+        if peer is not None:
+            session = self._sessions.get(peer)
+            held = self._leaving.get(peer) if session is None else session.totals_below
+            if held is not None:  # (a CLOSED held here: the transport below forgot it)
+                return dataclasses.replace(held)
+        return self.inner.counters(peer)
 
     def _handshake_deadline(self, session: TlsSession) -> None:
         session.timer = None
@@ -742,14 +803,18 @@ class TlsTransport(TransportLayer):
     def _read_eof(self, session: TlsSession) -> ReadResult:
         session.eof_read = True
         self._close_if_both_ended(session)
+        self._release_held(session)
         return ReadResult(b"", IOStatus.EOF)
 
     def suspend_read(self, peer: Peer | None = None) -> None:
         if peer is not None:
             sessions = [self._open_session(peer)]
-        else:  # the peers you have: a handshake or a close in progress keeps reading
+        else:  # the peers you have (a server's are yours from ACCEPTED, after the
+            # handshake; a client's from connect), not those closing: they keep reading
             sessions = [
-                each for each in self._sessions.values() if not (each.closing or each.handshaking)
+                each
+                for each in self._sessions.values()
+                if not each.closing and not (each.handshaking and each.server_side)
             ]
         for session in sessions:
             session.reading = False

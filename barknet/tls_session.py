@@ -31,7 +31,7 @@ import ssl
 from typing import TYPE_CHECKING, Any
 
 from .errors import BarknetError, TlsError
-from .events import EventKind, IOEvent, Peer
+from .events import EventKind, IOCounters, IOEvent, Peer
 
 if TYPE_CHECKING:
     from .reactor import TimerHandle
@@ -93,6 +93,7 @@ class TlsSession:
         "goodbye_lost",
         "got_close_notify",
         "handshaking",
+        "held_closed",
         "incoming",
         "inner_eof",
         "inner_waiting",
@@ -110,6 +111,7 @@ class TlsSession:
         "server_side",
         "sslobj",
         "timer",
+        "totals_below",
         "want_write",
         "writable_due",
         "writable_turn",
@@ -152,6 +154,11 @@ class TlsSession:
         self.closing = False  # the owner called close(peer)
         self.error: BarknetError | None = None
         self.gone = False  # the transport below dropped the peer (its CLOSED is coming)
+        #: Its CLOSED from below, held while what the peer sent is still here for
+        #: you (see TlsTransport._hold_closed).
+        self.held_closed: IOEvent | None = None
+        #: The counters below, taken then: the transport below forgets the peer.
+        self.totals_below: IOCounters | None = None
         self.goodbye_lost = False  # it broke on our close_notify, after the peer's
 
     def wrap(self, context: ssl.SSLContext, hostname: str | None) -> None:
