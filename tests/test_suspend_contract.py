@@ -303,3 +303,39 @@ def test_a_held_message_then_the_peers_eof_still_ends_the_peer(rig, half_close: 
     assert statuses[1] is IOStatus.OK
     assert (IOStatus.EOF in statuses) is half_close
     assert closed == [IOStatus.EOF]
+
+
+@pytest.mark.parametrize("kind", ["framed", "framed over tls"])
+def test_an_unread_eof_is_not_announced_while_suspended_after_both_ended(rig, kind: str) -> None:
+    """With half_close the peer's EOF is news for the owner, announced by READABLE;
+    but not while the owner has suspended reading, also when both directions
+    already ended below. After the resume, the EOF is read, then CLOSED(EOF)."""
+    got: list[bytes] = []
+    statuses: list[IOStatus] = []
+    closed: list[Any] = []
+    state = {"suspended": False}
+
+    def owner(server: Any, event: IOEvent) -> None:
+        if event.kind is EventKind.ACCEPTED:
+            server.write_eof(event.peer)
+        elif event.kind is EventKind.READABLE:
+            assert not state["suspended"], "READABLE while suspended"
+            if not got:
+                got.extend(bytes(frame) for frame in server.read_frames(event.peer))
+                server.suspend_read(event.peer)  # every frame taken, the EOF not yet
+                state["suspended"] = True
+                ew.call_later(0.05, resume, server, event.peer)
+        elif event.kind is EventKind.CLOSED:
+            closed.append(event.status)
+
+    def resume(server: Any, peer: Any) -> None:
+        state["suspended"] = False
+        statuses.append(server.resume_read(peer).status)
+
+    ew, _server, client, _peer = rig(kind, owner, buffer_size=64, half_close=True)
+    client.send(b"".join(_wire(kind, bytes([65 + i]) * 60) for i in range(3)))
+    client.end()
+    ew.run_until(lambda: closed, timeout=5)
+    assert got == [bytes([65 + i]) * 60 for i in range(3)]
+    assert statuses == [IOStatus.EOF]
+    assert closed == [IOStatus.EOF]
