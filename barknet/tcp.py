@@ -93,6 +93,13 @@ _OK, _WOULD_BLOCK = IOStatus.OK, IOStatus.WOULD_BLOCK
 #: less per read and per write (benchmarks/layer_costs.py counts the calls).
 #: Everywhere else the results are built plainly.
 _tuple_new = tuple.__new__
+
+
+def _size_of(buffer: bytes | bytearray | memoryview) -> int:
+    """Bytes in one part of a gathered write (a memoryview's ``len`` counts items)."""
+    return buffer.nbytes if isinstance(buffer, memoryview) else len(buffer)
+
+
 #: Answers that carry nothing but their status, made once (they are immutable).
 _NOTHING_YET = ReadResult(b"", IOStatus.WOULD_BLOCK)
 _NOTHING_SENT = WriteResult(0, IOStatus.WOULD_BLOCK)
@@ -464,10 +471,13 @@ class TcpTransport(ITransport):
                 counters.send_calls += 1
                 sent = conn.sock.send(data, _SEND_FLAGS)
             else:
-                buffers = data if len(data) <= IOV_MAX else data[:IOV_MAX]
+                if len(data) <= IOV_MAX:
+                    buffers = data
+                else:  # (empty parts would use up the slots and move nothing)
+                    buffers = [b for b in data if _size_of(b)][:IOV_MAX]
                 # Asked: every buffer, also those past IOV_MAX, so that a cut list is
                 # a short write (WOULD_BLOCK, WRITABLE later), never a silent OK.
-                asked = sum(b.nbytes if isinstance(b, memoryview) else len(b) for b in data)
+                asked = sum(_size_of(b) for b in data)
                 if asked == 0:
                     return WriteResult(0, IOStatus.OK)
                 counters.send_calls += 1

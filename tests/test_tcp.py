@@ -201,6 +201,19 @@ def test_sendmsg_sends_a_list_of_buffers_in_one_call(ew, raw):
     ew.run_until(lambda: server.data[speer] == b"abcdef", timeout=5)
 
 
+def test_a_list_that_starts_with_iov_max_empty_parts_still_moves_its_bytes(ew, raw):
+    """Of a list longer than IOV_MAX only the first IOV_MAX parts are offered; empty
+    parts must not use up those slots, or the write moves nothing, answers
+    WOULD_BLOCK on a socket with room, and an owner that offers the rest again
+    offers the same list for ever."""
+    from barknet.interfaces import IOV_MAX
+
+    server, client, speer, cpeer = connected_pair(ew, raw)
+    parts = [b""] * IOV_MAX + [b"!"]
+    assert client.t.resume_write(parts, cpeer) == WriteResult(1, IOStatus.OK)
+    ew.run_until(lambda: server.data[speer] == b"!", timeout=5)
+
+
 def test_writing_nothing_makes_no_system_call(ew, raw):
     _, client, _, cpeer = connected_pair(ew, raw)
     assert client.t.resume_write(b"", cpeer) == WriteResult(0, IOStatus.OK)
