@@ -75,6 +75,8 @@ replays the events. For the owner above, it is a *byte* transport, like TCP:
 A peer that connects and never finishes its handshake is closed after
 ``handshake_timeout`` seconds (60 by default, as in asyncio; for a client the
 clock starts at ``connect``) with ``TlsError(reason="HANDSHAKE_TIMEOUT")``.
+A handshake that failed (its alert sent, the close below lingering for the
+peer's EOF) keeps OpenSSL's reason, and its wait ends by that deadline too.
 
 Caveats: no session resumption of our own (tickets are received and
 ignored), no renegotiation (TLS 1.3 has none), and no client certificates
@@ -353,6 +355,9 @@ class TlsTransport(TransportLayer):
         peer = session.peer
         if session.closing:
             self._stop_lingering(session)
+            if session.got_close_notify and session.error is None:
+                self._end_below(session)  # both close_notifies crossed: no FIN to wait for
+                return
             self.inner.close(peer)  # which lingers for the peer's EOF, by its own timeout
             return
         if session.notify_sent and session.write_eof and not session.eof_down:
@@ -369,7 +374,13 @@ class TlsTransport(TransportLayer):
         socket closes without a reset, and the kernel still delivers what it
         holds of ours (our FIN went out with the half-close). ``CLOSED(EOF)``
         follows."""
-        if session.eof_down and session.eof_read and session.error is None and not session.gone:
+        if session.eof_down and session.eof_read and session.error is None:
+            self._end_below(session)
+
+    def _end_below(self, session: TlsSession) -> None:
+        """Both close_notifies crossed (ours left, the peer's was read): close below
+        at once, without lingering for a TCP FIN (see _close_if_both_ended)."""
+        if not session.gone:
             session.gone = True  # (no more calls below for it: its CLOSED is coming)
             try:
                 self.inner.abort(session.peer)
@@ -489,12 +500,18 @@ class TlsTransport(TransportLayer):
 
     def _handshake_deadline(self, session: TlsSession) -> None:
         session.timer = None
-        if self._sessions.get(session.peer) is session and session.handshaking:
+        mine = self._sessions.get(session.peer) is session
+        if mine and session.handshaking and not session.gone:
             # A peer that stayed silent this long is not waited for again: a graceful
             # close below would linger for its EOF, and CLOSED would come that much
             # later than handshake_timeout. So it is aborted (no alert: it is not
-            # listening), and CLOSED(ERROR) follows at once.
-            session.error = local_error(session.peer, "HANDSHAKE_TIMEOUT", self.handshake_timeout)
+            # listening), and CLOSED(ERROR) follows at once. A handshake that failed
+            # before (its alert sent, the close below lingering for the peer's EOF)
+            # keeps its reason, and ends here too.
+            if session.error is None:
+                session.error = local_error(
+                    session.peer, "HANDSHAKE_TIMEOUT", self.handshake_timeout
+                )
             session.gone = True
             try:
                 self.inner.abort(session.peer)
@@ -535,6 +552,11 @@ class TlsTransport(TransportLayer):
         and announce the application data that may have come with the last flight."""
         if self._sessions.get(session.peer) is session and not session.closing:
             self._goodbye(session)
+            try:
+                self._pause_if_full(session)
+            except BaseException:
+                self._kick(session)  # (only schedules: the exception goes out alone)
+                raise
             self._flow(session)
             self._kick(session)
 
@@ -832,7 +854,8 @@ class TlsTransport(TransportLayer):
         ``sent`` counts *plaintext* bytes taken; they are yours to forget (what
         OpenSSL cannot encrypt yet, during the handshake, waits here as a copy).
         The call that takes the held bytes over ``high_water`` replays
-        ``PAUSE_WRITING``; past the mark nothing more is taken (``WOULD_BLOCK``,
+        ``PAUSE_WRITING`` (during the handshake, not before ``CONNECTED``: then
+        right after it, if still owed); past the mark nothing more is taken (``WOULD_BLOCK``,
         the rest stays yours), and once the transport below took enough to bring
         the held bytes down to ``low_water``, ``RESUME_WRITING`` and then
         ``WRITABLE`` follow; ``WRITABLE`` repeats on each later turn with room
@@ -859,16 +882,24 @@ class TlsTransport(TransportLayer):
             return WriteResult(taken, IOStatus.ERROR, session.error)
         if refused:
             session.want_write = True
-            if not session.inner_waiting and not session.writable_due:
-                # The transport below took every record after we refused (its
-                # socket drained in between), so it will not replay WRITABLE for
-                # us: say it ourselves, on the next turn, or the owner waits forever.
-                session.writable_due = True
-                self._watcher.call_soon(self._writable_due, session)  # type: ignore[union-attr]
-        if session.held > self.high_water and not session.paused:
-            session.paused = True
-            self._emit(IOEvent(EventKind.PAUSE_WRITING, peer))
+        if (refused or session.paused) and not session.inner_waiting and not session.writable_due:
+            # The transport below took every record (its socket drained in
+            # between, or this write took what was held down to nothing), so it
+            # will not replay WRITABLE for us, and its WRITABLE is what brings
+            # RESUME_WRITING and ours: say them ourselves, on the next turn, or
+            # an owner that waits for them waits forever.
+            session.writable_due = True
+            self._watcher.call_soon(self._writable_due, session)  # type: ignore[union-attr]
+        self._pause_if_full(session)
         return WriteResult(taken, IOStatus.WOULD_BLOCK if refused else IOStatus.OK)
+
+    def _pause_if_full(self, session: TlsSession) -> None:
+        """``PAUSE_WRITING`` once more than ``high_water`` is held; not before the
+        owner heard ``CONNECTED`` (plaintext written during the handshake waits
+        here): the pause then comes right after it."""
+        if session.held > self.high_water and not session.paused and not session.handshaking:
+            session.paused = True
+            self._emit(IOEvent(EventKind.PAUSE_WRITING, session.peer))
 
     def _take(self, session: TlsSession, view: memoryview) -> int:
         """Encrypt (or, if OpenSSL cannot yet, copy) ``view`` while at most

@@ -1007,13 +1007,22 @@ def test_plaintext_waiting_for_the_handshake_counts_against_the_water_marks(
     slow_reader,
 ) -> None:
     """Written before the handshake ended: the bytes wait as plaintext (a copy),
-    count as held, and go out in order once the handshake is done."""
+    count as held (what is past high_water is refused), and go out in order once
+    the handshake is done. No flow event comes before CONNECTED (the order of
+    events in interfaces.py); a pause still owed then comes right after it."""
     run = slow_reader(early=True)
     run.produce()
     assert not run.client.of(EventKind.CONNECTED)  # still handshaking ...
-    assert run.flow and run.flow[0][0] is EventKind.PAUSE_WRITING  # ... and paused
-    assert run.flow[0][1] > HIGH
-    _check_pause_resume_and_bound(run)
+    assert run.blocked and not run.flow  # ... refused past the mark, with no event yet
+    assert HIGH < run.tls.write_buffer_size(run.peer) <= BOUND
+    run.stall(100)
+    assert run.let_the_server_read() == run.offered
+    kinds = [e.kind for e in run.client.events]
+    flow = [kind for kind, _ in run.flow]
+    assert flow, "no flow event: the slow reader should have paused the writer"
+    assert kinds.index(EventKind.CONNECTED) < kinds.index(flow[0]), kinds
+    assert flow == [EventKind.PAUSE_WRITING, EventKind.RESUME_WRITING] * (len(flow) // 2)
+    assert run.most_held <= BOUND
 
 
 @pytest.mark.parametrize("counts", ["only plaintext", "only ciphertext"])
