@@ -46,7 +46,10 @@ class BarknetError(Exception):
 
 
 class TransportClosedError(BarknetError):
-    """You closed this transport or peer, then asked it to do I/O."""
+    """You closed this transport or peer, then asked it to do I/O (or asked after
+    its ``CLOSED``; or, with ``FramedTransport``'s default ``half_close=False``,
+    after the peer ended and the transport closed it for you, once you had taken
+    its frames and its queue had drained)."""
 
 
 class ConnectionBrokenError(BarknetError):

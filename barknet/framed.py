@@ -51,7 +51,8 @@ peer streaming zero-length frames gets its share of the loop, not all of it.
 
 Flow control follows asyncio: when the queue grows past ``high_water`` the
 owner gets ``PAUSE_WRITING`` (right away, inside the ``resume_write`` that
-crossed it) and ``RESUME_WRITING`` once the queue falls to ``low_water``.
+crossed it; for frames written before ``CONNECTED``, right after it) and
+``RESUME_WRITING`` once the queue falls to ``low_water``.
 
 A framing error (a length over ``max_frame_size``, a stream that ends mid-frame,
 or, with ``frame_timeout``, a frame that stalls) aborts that peer alone and
@@ -222,6 +223,7 @@ class FramedTransport(ITransport):
         """Frame an already connected socket; see :meth:`TcpTransport.adopt`."""
         peer = self.inner.adopt(sock)
         self._open(peer)
+        self._send[peer].announced = True  # (no event announces an adopted peer)
         return peer
 
     @property
@@ -318,6 +320,9 @@ class FramedTransport(ITransport):
         """Send no more frames to ``peer`` (those queued still go), then half-close
         below: the peer reads EOF after the last of them. You keep reading."""
         send = self._send.get(peer)
+        if send is not None and self._still_queueing(send):
+            send.eof = True  # (the close after the queue ends it)
+            return
         if send is None or send.closing:
             raise TransportClosedError(f"{peer} is closed", peer=peer)
         if send.eof:
@@ -402,8 +407,13 @@ class FramedTransport(ITransport):
             self._on_closed(event)
         elif kind is EventKind.ACCEPTED or kind is EventKind.CONNECTED:
             self._open(peer)
-            if not self._send[peer].owner_closed:  # (closed before it was connected)
+            send = self._send[peer]
+            if not send.owner_closed:  # (closed before it was connected)
+                send.announced = True
                 self._emit(event)
+                # Frames queued before it: the pause they earned comes now, after
+                # CONNECTED, as the order of events has it.
+                self._pause_if_full(send, peer)
         # DRAINED / PAUSE / RESUME from a framing layer below us describe its
         # own queue; ours is the one our owner cares about.
 
@@ -411,7 +421,18 @@ class FramedTransport(ITransport):
         peer = event.peer
         recv, send = self._recv.get(peer), self._send.get(peer)
         if recv is None or send is None:
-            self._emit(event)  # a peer we never saw open (e.g. a failed connect)
+            # A peer we never saw open (a failed connect or TLS handshake): its
+            # counters are those below, in its CLOSED callback too.
+            try:
+                below = self.inner.counters(peer)
+            except TransportClosedError:
+                self._emit(event)
+                return
+            self._leaving[peer] = below
+            try:
+                self._emit(event)
+            finally:
+                del self._leaving[peer]
             return
         recv.inner_closed = True
         recv.totals_below = self.inner.counters(peer)
@@ -823,7 +844,7 @@ class FramedTransport(ITransport):
         limit, ``TransportClosedError`` if you closed the peer.
         """
         send = self._send.get(peer)
-        if send is None or send.closing or send.eof:
+        if send is None or ((send.closing or send.eof) and not self._still_queueing(send)):
             raise self._refusal(peer, send, "the frame was")
         if send.dropped and self._recv[peer].error is not None:
             # The peer broke (every error marks it dropped); CLOSED is on the way.
@@ -890,7 +911,7 @@ class FramedTransport(ITransport):
         past ``high_water``.
         """
         send = self._send.get(peer)
-        if send is None or send.closing or send.eof:
+        if send is None or ((send.closing or send.eof) and not self._still_queueing(send)):
             raise self._refusal(peer, send, "the frames were")
         payloads = sized_payloads(frames, self.max_frame_size)  # all checked, or it raises
         if send.dropped and self._recv[peer].error is not None:
@@ -909,9 +930,25 @@ class FramedTransport(ITransport):
         return self._queued(send, peer, now)
 
     @staticmethod
+    def _still_queueing(send: SendState) -> bool:
+        """Closing on our own (``half_close=False``: the peer ended and you took
+        its frames), and the queue has not drained yet: until it has, the peer is
+        still yours to write to, and a frame you write joins the queue."""
+        return (
+            send.closing
+            and not (send.owner_closed or send.dropped or send.eof)
+            and bool(send.buffers)
+        )
+
+    @staticmethod
     def _refusal(peer: Peer, send: SendState | None, what: str) -> TransportClosedError:
         """Why a write to ``peer`` was refused: it is closed, or you ended your side."""
-        why = "you called write_eof" if send is not None and send.eof else "is closed"
+        if send is not None and send.eof:
+            why = "you called write_eof"
+        elif send is not None and send.closing and not (send.owner_closed or send.dropped):
+            why = "ended its side, and was closed once you took its frames and the queue drained"
+        else:
+            why = "is closed"
         return TransportClosedError(f"{peer} {why}; {what} not sent", peer=peer)
 
     def _queued(self, send: SendState, peer: Peer, now: bool) -> WriteResult:
@@ -929,10 +966,16 @@ class FramedTransport(ITransport):
             result = self._flush(peer, send)
             if result.status is _OK:
                 return result
-        if send.queued > self.high_water and not send.paused:
+        self._pause_if_full(send, peer)
+        return result
+
+    def _pause_if_full(self, send: SendState, peer: Peer) -> None:
+        """``PAUSE_WRITING`` once the queue is past ``high_water``; for a peer you
+        connect, not before the owner heard ``CONNECTED`` (a connect that fails
+        is one ``CLOSED`` and nothing else)."""
+        if send.queued > self.high_water and not send.paused and send.announced:
             send.paused = True
             self._emit(IOEvent(EventKind.PAUSE_WRITING, peer))
-        return result
 
     def _queue_rest(
         self,
@@ -958,9 +1001,7 @@ class FramedTransport(ITransport):
             result = WriteResult(sent + more.sent, more.status, more.error)
             if more.status is not _WOULD_BLOCK:
                 return result
-        if send.queued > self.high_water and not send.paused:
-            send.paused = True
-            self._emit(IOEvent(EventKind.PAUSE_WRITING, peer))
+        self._pause_if_full(send, peer)
         return result
 
     def _flush(self, peer: Peer, send: SendState) -> WriteResult:
@@ -1049,7 +1090,11 @@ class FramedTransport(ITransport):
     @property
     def peers(self) -> list[Peer]:
         """The peers open right now (not those you closed whose frames still leave)."""
-        return [peer for peer, send in self._send.items() if not send.closing]
+        return [
+            peer
+            for peer, send in self._send.items()
+            if not send.closing or self._still_queueing(send)
+        ]
 
     def write_buffer_size(self, peer: Peer) -> int:
         """Bytes queued for ``peer`` and not yet written."""

@@ -81,6 +81,7 @@ class SendState(FrameQueue):
     and where the peer stands: waiting for WRITABLE, paused, closing."""
 
     __slots__ = (
+        "announced",
         "closing",
         "dropped",
         "eof",
@@ -95,6 +96,7 @@ class SendState(FrameQueue):
 
     def __init__(self) -> None:
         super().__init__()
+        self.announced = False  # the owner heard ACCEPTED or CONNECTED (or adopted it)
         self.waiting = False  # a write came back short: waiting for WRITABLE
         self.paused = False  # PAUSE_WRITING was replayed and not yet resumed
         self.closing = False  # close() was called: close once the queue is empty

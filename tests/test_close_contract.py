@@ -27,6 +27,7 @@ from barknet import (
     TcpTransport,
     TransportClosedError,
     TruncatedFrameError,
+    WriteResult,
     encode_frame,
 )
 from barknet.tcp import ACCEPT_ERRORS_KEPT
@@ -478,6 +479,57 @@ def test_closing_a_peer_already_gone_below_reports_closed_ok_on_a_later_turn(
     assert peer not in t.peers  # yours no more, at once
     ew.run_once(0)
     assert [(e.status, e.error) for e in endpoint.closed(peer)] == [(IOStatus.OK, None)]
+
+
+@pytest.mark.parametrize("then_write_eof", [False, True])
+def test_with_half_close_off_the_peer_stays_yours_until_the_queue_after_its_eof_drained(
+    ew, framed_pair, then_write_eof: bool
+):
+    """README: FramedTransport(half_close=False) "closes once you took the frames and
+    its queue drained". Until the queue drained the peer is still yours: a frame you
+    write then joins the queue and arrives (TransportClosedError means *you* closed
+    it), and it is still among ``peers``. Then CLOSED(EOF)."""
+    endpoint, peer, other = framed_pair
+    t = endpoint.transport
+    big = b"r" * 4_000_000
+    later: list[object] = []
+
+    def write_later() -> None:
+        later.append(t.resume_write(b"later", peer))
+        later.append(peer in t.peers)
+        if then_write_eof:  # accepted too: the close that follows the queue ends our side
+            t.write_eof(peer)
+            with pytest.raises(TransportClosedError, match="you called write_eof"):
+                t.resume_write(b"after write_eof", peer)
+
+    def reply(event: IOEvent) -> None:
+        if event.kind is EventKind.DRAINED:  # the close is due now: refused, and says why
+            why = "you called write_eof" if then_write_eof else "ended its side"
+            with pytest.raises(TransportClosedError, match=why):
+                t.resume_write(b"too late", peer)
+            later.append("drained")
+        asked = endpoint.frames[peer] == [b"request"]
+        if event.kind is EventKind.READABLE and asked and not later:
+            later.append(t.resume_write(big, peer).status)  # the peer reads nothing yet
+            ew.call_later(0.05, write_later)  # the peer's EOF was taken meanwhile
+
+    endpoint.on_event = reply
+    other.sendall(encode_frame(b"request"))
+    other.shutdown(socket.SHUT_WR)
+    ew.run_until(lambda: len(later) == 3, timeout=5)
+    assert later == [IOStatus.WOULD_BLOCK, WriteResult(0, IOStatus.WOULD_BLOCK), True]
+    got = bytearray()
+
+    def read_all() -> bool:
+        data, eof = drain(other)
+        got.extend(data)
+        return eof
+
+    ew.run_until(read_all, timeout=10)
+    assert bytes(got) == encode_frame(big) + encode_frame(b"later")
+    ew.run_until(lambda: endpoint.closed(peer), timeout=5)
+    assert [(e.status, e.error) for e in endpoint.closed(peer)] == [(IOStatus.EOF, None)]
+    assert later[3:] == ["drained"]
 
 
 @pytest.mark.parametrize("framed_pair", [{"half_close": True}], indirect=True)

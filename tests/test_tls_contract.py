@@ -30,6 +30,7 @@ from barknet import (
     Peer,
     TcpTransport,
     TransportClosedError,
+    WriteResult,
 )
 from barknet.errors import LingerTimeoutError, TlsError
 from barknet.interfaces import ITransport
@@ -712,3 +713,192 @@ def test_no_writable_while_the_owners_writes_from_resume_writing_filled_the_laye
     ], flow
     assert EventKind.WRITABLE in kinds, flow
     assert all(held <= server.low_water for kind, held in flow if kind is EventKind.WRITABLE), flow
+
+
+# ------------------------------------- 3. flow events, endings and counters (round 12)
+def _fill_until_paused(ew: EventWatcher, server: TlsTransport, peer: Peer) -> None:
+    """Write to a peer that reads nothing until TLS refuses (it paused us)."""
+    chunk = b"x" * 65536
+    for _ in range(2000):
+        if server.resume_write(chunk, peer).status is not IOStatus.OK:
+            return
+        ew.run_once(0.001)
+    raise AssertionError("TLS never refused a write to a peer that reads nothing")
+
+
+def test_resume_writing_comes_when_a_write_from_readable_takes_the_held_bytes_down_to_nothing(
+    ew, closing, server_ctx, client_ctx
+) -> None:
+    """tls.py: once the held bytes are down to low_water, RESUME_WRITING and then
+    WRITABLE follow. Here the peer drains its socket while our loop is not running,
+    then sends a request; in the next turn the reader runs first, and the owner's
+    reply takes every held byte down at once. The WRITABLE from below that would
+    have brought the flow events never comes (nothing is held any more), so they
+    are TLS's to give."""
+    events: list[EventKind] = []
+    replies: list[WriteResult] = []
+
+    def owner(event: IOEvent) -> None:
+        events.append(event.kind)
+        if event.kind is EventKind.READABLE:
+            while server.resume_read(event.peer).status is IOStatus.OK:
+                replies.append(server.resume_write(b"reply", event.peer))
+
+    server = closing(TlsTransport(TcpTransport(), server_ctx))
+    server.attach(ew, owner)
+    client = closing(_blocking_client(ew, server.bind(), client_ctx))
+    ew.run_until(lambda: server.peers, timeout=10)
+    (peer,) = server.peers
+    _fill_until_paused(ew, server, peer)
+    assert EventKind.PAUSE_WRITING in events
+    client.settimeout(0.2)
+    with contextlib.suppress(TimeoutError):
+        while client.recv(1 << 20):  # everything the kernel holds; our loop is idle
+            pass
+    client.settimeout(10)
+    client.sendall(b"request")
+    since = len(events)
+    ew.run_until(lambda: EventKind.WRITABLE in events[since:], timeout=5)
+    assert replies and replies[0] == WriteResult(5, IOStatus.OK)
+    assert server.write_buffer_size(peer) <= server.low_water
+    flow = [k for k in events[since:] if k is not EventKind.READABLE]
+    assert flow[:2] == [EventKind.RESUME_WRITING, EventKind.WRITABLE], events[since:]
+
+
+def _refused_address() -> tuple[str, int]:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()
+
+
+@pytest.mark.parametrize(
+    ("stack", "case"),
+    [("framed", "connects"), ("framed", "refused")]
+    + [(s, c) for s in ("tls", "framed over tls") for c in ("connects", "refused", "untrusted")],
+)
+def test_pause_writing_never_comes_before_connected(
+    ew, closing, server_ctx, client_ctx, stack: str, case: str
+) -> None:
+    """interfaces.py: start -> CONNECTED [-> ... PAUSE_WRITING ...]* -> CLOSED, and a
+    connect or handshake that fails is one CLOSED. A client that writes more than
+    high_water right after connect() gets its PAUSE_WRITING after CONNECTED, or
+    none at all."""
+    tls = stack != "framed"
+    if case == "refused":
+        address = _refused_address()
+    else:
+        listener = TcpTransport()
+        server: ITransport = FramedTransport(listener) if stack == "framed" else listener
+        if tls:
+            server = TlsTransport(listener, server_ctx)
+            if stack == "framed over tls":
+                server = FramedTransport(server)
+        server.attach(ew, lambda e: None)  # reads nothing: the client's queue stays
+        closing(server)
+        address = server.bind()
+    ctx = ssl.create_default_context() if case == "untrusted" else client_ctx
+    below: ITransport = TlsTransport(TcpTransport(), ctx) if tls else TcpTransport()
+    client: ITransport = below if stack == "tls" else FramedTransport(below)
+    kinds: list[EventKind] = []
+    client.attach(ew, lambda e: kinds.append(e.kind))
+    closing(client)
+    peer = client.connect(address)
+    client.resume_write(b"z" * 300_000, peer)
+    ew.run_until(lambda: EventKind.CONNECTED in kinds or EventKind.CLOSED in kinds, timeout=10)
+    for _ in range(5):
+        ew.run_once(0.01)
+    if case == "connects":
+        assert kinds[0] is EventKind.CONNECTED, kinds
+    else:
+        assert kinds == [EventKind.CLOSED], kinds
+
+
+@pytest.mark.parametrize("stack", ["tls, close after its EOF", "framed over tls"])
+def test_once_both_close_notifies_crossed_the_peer_is_closed_without_waiting_for_a_fin(
+    ew, closing, server_ctx, client_ctx, stack: str
+) -> None:
+    """README: once both close_notifies crossed, the peer is closed at once, with
+    no wait for a TCP FIN the peer may never send (it may keep TCP open, to pool it
+    or go on in plaintext). Here the client unwraps and keeps its socket; the
+    server's close (yours after reading the EOF, or FramedTransport's own) must not
+    linger for a FIN until linger_timeout and call it LingerTimeoutError."""
+    framed = stack.startswith("framed")
+    tls = TlsTransport(TcpTransport(linger_timeout=30), server_ctx)
+    server: ITransport = FramedTransport(tls) if framed else tls
+    closed: list[IOEvent] = []
+
+    def owner(event: IOEvent) -> None:
+        if event.kind is EventKind.READABLE:
+            while (r := server.resume_read(event.peer)).status is IOStatus.OK:
+                server.resume_write(bytes(r.data), event.peer)
+            if r.status is IOStatus.EOF:
+                server.close(event.peer)
+        elif event.kind is EventKind.CLOSED:
+            closed.append(event)
+
+    server.attach(ew, owner)
+    closing(server)
+    client = closing(_blocking_client(ew, server.bind(), client_ctx))
+    message = struct.pack("!I", 5) + b"hello" if framed else b"hello"
+    client.sendall(message)
+    got = bytearray()
+    while len(got) < len(message):
+        ew.run_once(0.01)
+        client.settimeout(0.01)
+        with contextlib.suppress(TimeoutError, ssl.SSLWantReadError):
+            got += client.recv(100)
+    unwrapped: list[socket.socket] = []
+    thread = threading.Thread(target=lambda: unwrapped.append(client.unwrap()), daemon=True)
+    client.settimeout(10)
+    thread.start()
+    ew.run_until(lambda: closed and not thread.is_alive(), timeout=5)
+    thread.join()
+    closing(unwrapped[0])  # still open: no FIN from this side
+    expected = IOStatus.EOF if framed else IOStatus.OK  # (framed closed it on its own)
+    assert [(e.status, e.error) for e in closed] == [(expected, None)]
+
+
+@pytest.mark.parametrize("stack", ["framed over tls", "compressed over framed over tls"])
+def test_counters_answer_in_the_closed_callback_of_a_peer_whose_handshake_failed(
+    ew, closing, server_ctx, stack: str
+) -> None:
+    """interfaces.py: a peer's counters answer until its CLOSED has been delivered, in
+    the CLOSED callback too, whatever ended it. A framing layer above TLS never saw
+    this peer open (no ACCEPTED), but the bytes it sent were counted below."""
+    from barknet.compress import CompressedTransport
+
+    framed = FramedTransport(TlsTransport(TcpTransport(), server_ctx, handshake_timeout=1))
+    server: ITransport = CompressedTransport(framed) if stack.startswith("compressed") else framed
+    seen: list[object] = []
+
+    def owner(event: IOEvent) -> None:
+        if event.kind is EventKind.CLOSED:
+            seen.append(event.error)
+            seen.append(server.counters(event.peer).bytes_received)
+
+    server.attach(ew, owner)
+    closing(server)
+    sock = closing(socket.create_connection(server.bind(), timeout=5))
+    sock.sendall(b"GET / HTTP/1.0\r\n\r\n")  # 18 bytes, not TLS
+    ew.run_until(lambda: seen, timeout=5)
+    assert isinstance(seen[0], TlsError) and seen[1] == 18, seen
+
+
+def test_a_failed_handshake_keeps_its_reason_and_ends_by_the_handshake_timeout(
+    ew, closing, server_ctx
+) -> None:
+    """README: a peer that does not speak TLS reaches the owner as one
+    CLOSED(ERROR, TlsError) whose reason is OpenSSL's. The close after the alert
+    lingers for the peer's EOF; a peer that keeps the connection open must not turn
+    that reason into HANDSHAKE_TIMEOUT, and the wait ends by the handshake timeout
+    (here far shorter than linger_timeout)."""
+    server = TlsTransport(TcpTransport(linger_timeout=30), server_ctx, handshake_timeout=0.5)
+    closed: list[IOEvent] = []
+    server.attach(ew, lambda e: closed.append(e) if e.kind is EventKind.CLOSED else None)
+    closing(server)
+    sock = closing(socket.create_connection(server.bind(), timeout=5))
+    sock.sendall(b"hello\n")  # then stays, waiting for an answer
+    ew.run_until(lambda: closed, timeout=5)
+    (event,) = closed
+    assert event.status is IOStatus.ERROR
+    assert isinstance(event.error, TlsError) and event.error.reason == "WRONG_VERSION_NUMBER"
