@@ -130,6 +130,8 @@ class LineLog:
 
     def flush(self) -> None:
         """Write what the descriptor takes now, without blocking."""
+        if self.broken:
+            return  # (nothing waits: lines are only counted once logging ended)
         if self.fd is None:
             self._write_text()
             return
@@ -302,7 +304,10 @@ def serve(
             try:
                 bound_host, bound_port = server.bind()
             except OSError as exc:  # a name that does not resolve, a port in use...
-                print(f"python -m barknet serve: cannot listen on {host}:{port}: {exc}", file=err)
+                if err is not None:  # (started with stderr closed: the status says it)
+                    print(
+                        f"python -m barknet serve: cannot listen on {host}:{port}: {exc}", file=err
+                    )
                 return 2
             print(f"listening on {bound_host}:{bound_port}", file=out, flush=True)
             watcher.run()

@@ -141,6 +141,45 @@ def test_serve_exits_cleanly_on_ctrl_c_with_a_client_connected() -> None:
         assert sock.recv(16) == b""  # the server closed our connection on the way out
 
 
+def _serve_with_stderr_closed(*args: str) -> subprocess.Popen[bytes]:
+    """``python -m barknet serve`` started with file descriptor 2 closed (as by
+    ``2>&-``, or a supervisor that gives it none): Python's ``sys.stderr`` is None."""
+    return subprocess.Popen(
+        ["/bin/sh", "-c", 'exec "$0" "$@" 2>&-', sys.executable, "-m", "barknet", "serve", *args],
+        stdout=subprocess.PIPE,
+        bufsize=0,
+    )
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_serve_started_with_stderr_closed_still_stops_cleanly(sig: int) -> None:
+    """README: "if stderr is closed, logging stops and the server carries on", and
+    Ctrl-C or SIGTERM stops it cleanly (status 0): the last flush of the log, on
+    the way out, must not fail for want of a stream."""
+    proc = _serve_with_stderr_closed("--port", "0")
+    try:
+        first = _read_line(proc, "stdout")
+        host, port = first.split()[-1].rsplit(":", 1)
+        with _connect((host, int(port))) as sock:
+            assert _echo(sock, b"ping") == b"ping"
+            proc.send_signal(sig)
+            assert proc.wait(TIMEOUT) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(TIMEOUT)
+        proc.stdout.close()  # type: ignore[union-attr]
+
+
+def test_serve_started_with_stderr_closed_that_cannot_listen_exits_2_and_prints_nothing() -> None:
+    """The status says it (2, as with stderr open); stdout carries only what it
+    promises ("listening on ..."), not the error that had nowhere to go."""
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        proc = _serve_with_stderr_closed("--port", str(taken.getsockname()[1]))
+        out, _ = proc.communicate(timeout=TIMEOUT)
+    assert (proc.returncode, out) == (2, b"")
+
+
 def test_cli_rejects_a_negative_frame_size() -> None:
     with pytest.raises(SystemExit):
         build_parser().parse_args(["serve", "--max-frame-size", "-1"])
