@@ -404,7 +404,7 @@ class EventWatcher:
                     self._stopping = False
                     raise RuntimeError("loop stopped before the condition was met")
                 left = deadline - time.monotonic()
-                if left <= 0:
+                if not left > 0:  # (not `left <= 0`: a NaN timeout must end too)
                     raise TimeoutError(f"condition not met within {timeout:g} s")
                 self._turn(min(left, 0.1))
         finally:

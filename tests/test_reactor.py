@@ -535,3 +535,18 @@ def test_timers_fire_in_order_after_the_cancelled_ones_were_cleaned_out() -> Non
     live = [i for i in range(600) if i % 3 == 0]
     # By deadline, and in the order they were set for the same deadline.
     assert fired == [*sorted(live, key=lambda i: (handles[i].when, i)), -1]
+
+
+def test_run_until_with_a_nan_timeout_times_out_at_once_instead_of_spinning(ew) -> None:
+    """run_until is how tests and cells stay bounded: a NaN timeout (as run_once
+    reads a NaN wait: not at all) must end the wait, not turn it into a busy loop
+    that never reaches its deadline."""
+    safety = threading.Timer(2.0, ew.stop)  # (a loop that spins is stopped: RuntimeError)
+    safety.start()
+    try:
+        with pytest.raises(TimeoutError):
+            ew.run_until(lambda: False, timeout=math.nan)
+    finally:
+        safety.cancel()
+        safety.join()
+    assert ew.turns == 0
