@@ -67,9 +67,12 @@ replays the events. For the owner above, it is a *byte* transport, like TCP:
   While it lasts, what the peer sends is read and thrown away: a peer that
   pipelines requests reads our answer only once its own writes went through,
   and if we stopped reading, each side would wait for the other until the
-  timeout. The peer's ``close_notify`` is ``EOF`` for you; a peer that closes
-  TCP without it is a *truncation* (an attacker can cut a connection, but
-  cannot forge ``close_notify``):
+  timeout. Once ours left, the peer's ``close_notify`` (or its FIN) is awaited
+  here, for as long as the transport below would wait for a FIN, and the peer
+  is closed below at once when it comes: a peer that keeps TCP open after its
+  ``close_notify`` (to pool it) is not waited for. The peer's ``close_notify``
+  is ``EOF`` for you; a peer that closes TCP without it is a *truncation*
+  (an attacker can cut a connection, but cannot forge ``close_notify``):
   ``CLOSED(ERROR, TlsError(reason="TRUNCATED"))``.
 
 A peer that connects and never finishes its handshake is closed after
@@ -85,6 +88,7 @@ beyond what your context asks for.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import ssl
 from typing import Any, cast
@@ -244,7 +248,7 @@ class TlsTransport(TransportLayer):
             # Bytes still held (else the peer is closed below already): wait for
             # them at most linger_timeout, and meanwhile read what the peer sends.
             session.linger_timer = self._watcher.call_later(  # type: ignore[union-attr]
-                self.linger_timeout, self._linger_expired, session
+                self.linger_timeout, self._linger_expired, session, self.linger_timeout
             )
             if not session.handshaking:
                 self._discard(session)
@@ -263,17 +267,15 @@ class TlsTransport(TransportLayer):
             session.linger_timer.cancel()
             session.linger_timer = None
 
-    def _linger_expired(self, session: TlsSession) -> None:
+    def _linger_expired(self, session: TlsSession, waited: float) -> None:
         """``close(peer)`` waited ``linger_timeout`` and the held bytes did not all
-        leave: give up on them and on the peer."""
+        leave, or the peer's close_notify did not come: give up on the peer."""
         session.linger_timer = None
         if self._sessions.get(session.peer) is not session or session.gone:
             return
-        if session.error is not None or not session.held:
+        if session.error is not None or not (session.held or self._awaiting_close_notify(session)):
             return
-        session.error = LingerTimeoutError(
-            self.linger_timeout, session.discarded, peer=session.peer
-        )
+        session.error = LingerTimeoutError(waited, session.discarded, peer=session.peer)
         session.gone = True  # nothing more goes down; CLOSED(ERROR) follows from below
         try:
             self.inner.abort(session.peer)
@@ -354,11 +356,29 @@ class TlsTransport(TransportLayer):
         """Our ciphertext all left: finish a close or a half-close that waited for it."""
         peer = session.peer
         if session.closing:
-            self._stop_lingering(session)
             if session.got_close_notify and session.error is None:
+                self._stop_lingering(session)
                 self._end_below(session)  # both close_notifies crossed: no FIN to wait for
                 return
-            self.inner.close(peer)  # which lingers for the peer's EOF, by its own timeout
+            write_eof = getattr(self.inner, "write_eof", None)
+            if write_eof is None or session.gone or session.inner_eof:
+                self._stop_lingering(session)
+                self.inner.close(peer)  # which lingers for the peer's EOF, by its own timeout
+                return
+            # Ours is out: wait for the peer's close_notify (or its FIN) here,
+            # as long as the transport below would wait for its FIN. The close
+            # below would drop the close_notify unread, with all the peer sends,
+            # and then wait for a TCP FIN that a peer keeping TCP open (to pool
+            # it) never sends. Our FIN goes now, behind our close_notify.
+            if not session.eof_down:
+                session.eof_down = True
+                write_eof(peer)
+            self._stop_lingering(session)  # (the wait for our bytes is over)
+            waited = linger_timeout_below(self.inner, None)
+            session.linger_timer = self._watcher.call_later(  # type: ignore[union-attr]
+                waited, self._linger_expired, session, waited
+            )
+            self._await_close_notify(session)
             return
         if session.notify_sent and session.write_eof and not session.eof_down:
             session.eof_down = True
@@ -367,10 +387,36 @@ class TlsTransport(TransportLayer):
                 write_eof(peer)
         self._close_if_both_ended(session)
 
+    def _awaiting_close_notify(self, session: TlsSession) -> bool:
+        """You closed the peer, every byte of ours left (our close_notify too), and
+        its close_notify has not come yet."""
+        return (
+            session.closing
+            and session.notify_sent
+            and session.eof_down
+            and not session.held
+            and not (session.got_close_notify or session.gone or session.inner_eof)
+            and session.error is None
+        )
+
+    def _await_close_notify(self, session: TlsSession) -> None:
+        """Read what the peer sends (and drop it) until its close_notify, then
+        close below at once; until the transport below would block, or ends."""
+        for _ in range(_DISCARD_READS):
+            if not self._awaiting_close_notify(session):
+                return
+            if self._pull(session) is not IOStatus.OK:
+                return  # WOULD_BLOCK: below watches for us; EOF: it closes by itself
+            self._drop_plaintext(session)
+            if session.got_close_notify and session.error is None:
+                self._stop_lingering(session)
+                self._end_below(session)
+                return
+
     def _close_if_both_ended(self, session: TlsSession) -> None:
         """Both close_notifies crossed: the conversation is over. No linger for the
         peer's TCP FIN (it may keep TCP open, to go on in plaintext or to pool
-        it): after its close_notify nothing of it is left unread here, so the
+        it): what it sent is read to the end first (:meth:`_end_below`), so the
         socket closes without a reset, and the kernel still delivers what it
         holds of ours (our FIN went out with the half-close). ``CLOSED(EOF)``
         follows."""
@@ -379,9 +425,22 @@ class TlsTransport(TransportLayer):
 
     def _end_below(self, session: TlsSession) -> None:
         """Both close_notifies crossed (ours left, the peer's was read): close below
-        at once, without lingering for a TCP FIN (see _close_if_both_ended)."""
+        at once, without lingering for a TCP FIN (see _close_if_both_ended).
+
+        What the peer sent after its close_notify and is already here (plaintext,
+        if it goes on without TLS) is read and dropped first: bytes left unread
+        in the kernel would turn the close into a reset, and what of ours is
+        still on its way would be lost. (Bytes it sends after this moment still
+        meet a closed socket: a peer that goes on talking after its close_notify
+        must wait for our FIN, not only for our close_notify.)"""
         if not session.gone:
             session.gone = True  # (no more calls below for it: its CLOSED is coming)
+            with contextlib.suppress(TransportClosedError):
+                for _ in range(_DISCARD_READS):
+                    data, status, _ = self.inner.resume_read(session.peer)
+                    if status is not IOStatus.OK:
+                        break
+                    session.discarded += len(data)
             try:
                 self.inner.abort(session.peer)
             except NotImplementedError:  # a transport below without abort
@@ -474,6 +533,10 @@ class TlsTransport(TransportLayer):
         elif session.goodbye_lost:
             status = IOStatus.OK if session.closing else IOStatus.EOF
             event = IOEvent(EventKind.CLOSED, peer, status)
+        elif session.closing and event.status is IOStatus.EOF:
+            # (You closed it; below, both directions ended: the peer's FIN came
+            # after ours, where its close_notify was awaited.)
+            event = IOEvent(EventKind.CLOSED, peer, IOStatus.OK)
         elif (
             event.status is IOStatus.OK
             and session.eof_read
@@ -600,6 +663,8 @@ class TlsTransport(TransportLayer):
         if session.closing:  # yours no more: read and drop while our bytes wait to leave
             if session.held:
                 self._discard(session)
+            else:
+                self._await_close_notify(session)
             return
         if session.write_wants_read:
             # OpenSSL had to read before it could write: feed it, then send

@@ -902,3 +902,180 @@ def test_a_failed_handshake_keeps_its_reason_and_ends_by_the_handshake_timeout(
     (event,) = closed
     assert event.status is IOStatus.ERROR
     assert isinstance(event.error, TlsError) and event.error.reason == "WRONG_VERSION_NUMBER"
+
+
+# ------------------------------------------ 4. the end of a session, against real peers (round 13)
+class _HandDriven:
+    """A TLS client over a blocking socket, driven through ssl.MemoryBIO, so the test
+    decides which bytes go on the wire and when (a close_notify alone, then raw bytes)."""
+
+    def __init__(self, address: tuple[str, int], ctx: ssl.SSLContext) -> None:
+        self.sock = socket.create_connection(address, timeout=10)
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = ctx.wrap_bio(self.incoming, self.outgoing, server_hostname=HOST)
+
+    def handshake(self) -> None:
+        while True:
+            try:
+                self.tls.do_handshake()
+                self.sock.sendall(self.outgoing.read())
+                return
+            except ssl.SSLWantReadError:
+                self.sock.sendall(self.outgoing.read())
+                self.incoming.write(self.sock.recv(65536))
+
+    def send_close_notify(self) -> None:
+        with contextlib.suppress(ssl.SSLWantReadError):
+            self.tls.unwrap()
+        self.sock.sendall(self.outgoing.read())
+
+    def read_to_the_end(self) -> tuple[bytes, str]:
+        """Plaintext until the server's close_notify (or how the stream ended)."""
+        got = bytearray()
+        while True:
+            try:
+                while chunk := self.tls.read(65536):
+                    got += chunk
+                return bytes(got), "close_notify"
+            except ssl.SSLZeroReturnError:
+                return bytes(got), "close_notify"
+            except ssl.SSLWantReadError:
+                pass
+            try:
+                data = self.sock.recv(65536)
+            except OSError as exc:
+                return bytes(got), f"{type(exc).__name__}: {exc}"
+            if not data:
+                return bytes(got), "FIN without close_notify"
+            self.incoming.write(data)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.mark.parametrize("framed", [False, True], ids=["tls", "framed over tls"])
+def test_after_your_close_the_peers_close_notify_ends_it_at_once_though_tcp_stays_open(
+    ew, closing, server_ctx, client_ctx, framed: bool
+) -> None:
+    """README: once both close_notifies crossed, the peer is closed at once, with no
+    wait for a TCP FIN the peer may never send (OK if you called close). Here you
+    close first; the peer answers with its close_notify and keeps TCP open. Its
+    close_notify must be read (not dropped unread by the close below, which would
+    then wait for a FIN until linger_timeout and call it LingerTimeoutError)."""
+    tls = TlsTransport(TcpTransport(linger_timeout=30), server_ctx)
+    server: ITransport = FramedTransport(tls) if framed else tls
+    closed: list[IOEvent] = []
+
+    def owner(event: IOEvent) -> None:
+        if event.kind is EventKind.ACCEPTED:
+            server.resume_write(b"hello", event.peer)
+            server.close(event.peer)
+        elif event.kind is EventKind.CLOSED:
+            closed.append(event)
+
+    server.attach(ew, owner)
+    closing(server)
+    client = _HandDriven(server.bind(), client_ctx)
+    closing(client)
+    ended: list[tuple[bytes, str]] = []
+
+    def peer() -> None:
+        client.handshake()
+        ended.append(client.read_to_the_end())  # hello, then the server's close_notify
+        client.send_close_notify()  # ours, and TCP stays open
+
+    thread = threading.Thread(target=peer, daemon=True)
+    thread.start()
+    ew.run_until(lambda: closed and not thread.is_alive(), timeout=5)
+    thread.join()
+    assert ended == [(struct.pack("!I", 5) + b"hello" if framed else b"hello", "close_notify")]
+    assert [(e.status, e.error) for e in closed] == [(IOStatus.OK, None)]
+
+
+def test_bytes_the_peer_sent_after_its_close_notify_do_not_make_the_close_reset_our_reply(
+    ew, closing, server_ctx, client_ctx
+) -> None:
+    """interfaces.py: the close must not let bytes we never read make the kernel reset
+    the connection and destroy our last reply. A peer sends its close_notify, then
+    goes on in plaintext (b"QUIT"), and reads. Our reply (4 MiB) and our
+    close_notify follow; once both close_notifies crossed, the socket is closed at
+    once, and what the peer sent after its close_notify is read and dropped first,
+    so every byte of the reply arrives."""
+    reply = b"s" * (4 << 20)
+    tls = TlsTransport(TcpTransport(), server_ctx)
+    closed: list[IOEvent] = []
+    left = bytearray()
+
+    def push(peer: Peer) -> None:
+        while left:
+            result = tls.resume_write(bytes(left[:65536]), peer)
+            del left[: result.sent]
+            if result.status is not IOStatus.OK:
+                return
+        tls.suspend_write(peer)
+        tls.write_eof(peer)
+
+    def answer(peer: Peer) -> None:
+        left.extend(reply)
+        push(peer)
+
+    def owner(event: IOEvent) -> None:
+        if event.kind is EventKind.READABLE:
+            while (r := tls.resume_read(event.peer)).status is IOStatus.OK:
+                pass
+            if r.status is IOStatus.EOF:  # its close_notify; answer once QUIT is here
+                ew.call_later(0.3, answer, event.peer)
+        elif event.kind is EventKind.WRITABLE:
+            push(event.peer)
+        elif event.kind is EventKind.CLOSED:
+            closed.append(event)
+
+    tls.attach(ew, owner)
+    closing(tls)
+    client = _HandDriven(tls.bind(), client_ctx)
+    closing(client)
+    ended: list[tuple[bytes, str]] = []
+
+    def peer() -> None:
+        client.handshake()
+        client.send_close_notify()
+        time.sleep(0.1)
+        client.sock.sendall(b"QUIT")  # in plaintext, after its close_notify
+        ended.append(client.read_to_the_end())
+
+    thread = threading.Thread(target=peer, daemon=True)
+    thread.start()
+    ew.run_until(lambda: closed and not thread.is_alive(), timeout=10)
+    thread.join()
+    (got, how) = ended[0]
+    assert (len(got), how) == (len(reply), "close_notify")
+    assert [(e.status, e.error) for e in closed] == [(IOStatus.EOF, None)]
+
+
+def test_after_your_close_a_peer_that_never_answers_is_given_up_at_the_linger_timeout(
+    ew, closing, server_ctx, client_ctx
+) -> None:
+    """interfaces.py: each wait of a close is bounded. Our close_notify left at once;
+    the peer neither answers with its own nor ends TCP: after the linger_timeout of
+    the transport below (whose wait for a FIN this one stands in for), CLOSED(ERROR,
+    LingerTimeoutError), never a wait for ever."""
+    tls = TlsTransport(TcpTransport(linger_timeout=0.3), server_ctx)
+    closed: list[IOEvent] = []
+
+    def owner(event: IOEvent) -> None:
+        if event.kind is EventKind.ACCEPTED:
+            tls.close(event.peer)
+        elif event.kind is EventKind.CLOSED:
+            closed.append(event)
+
+    tls.attach(ew, owner)
+    closing(tls)
+    client = _HandDriven(tls.bind(), client_ctx)
+    closing(client)
+    thread = threading.Thread(target=client.handshake, daemon=True)  # then silence
+    thread.start()
+    ew.run_until(lambda: closed, timeout=5)
+    thread.join()
+    (event,) = closed
+    assert event.status is IOStatus.ERROR and isinstance(event.error, LingerTimeoutError)
+    assert "0.3 s" in str(event.error)
