@@ -1500,3 +1500,56 @@ def test_one_large_write_to_a_peer_that_does_not_read_takes_at_most_the_bound(
     for _ in range(20):  # nothing reads: what is held stays bounded as the loop turns
         run.ew.run_once(0.005)
         assert run.tls.write_buffer_size(run.peer) <= BOUND
+
+
+def test_a_close_while_openssl_s_server_asks_to_renegotiate_still_ends_within_its_bounds(
+    ew, client_ctx, pem_files
+) -> None:
+    """TLS 1.2 s_server, told ``R``, asks us to renegotiate (TlsTransport does not).
+    We then close: our close_notify and FIN go, and s_server's answer (an alert)
+    arrives while its close_notify is awaited, with OpenSSL wanting to write after
+    our FIN. That write cannot go; the peer must still end: one CLOSED, well within
+    the linger timeout, with no loop spinning on a peer nobody closes."""
+    with socket.socket() as probe:  # (s_server needs a port number: a free one)
+        probe.bind((HOST, 0))
+        port = probe.getsockname()[1]
+    command = [_openssl(), "s_server", "-accept", str(port), "-tls1_2"]
+    command += ["-cert", str(pem_files["cert"]), "-key", str(pem_files["key"])]
+    process = subprocess.Popen(
+        command,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    tls = TlsTransport(TcpTransport(linger_timeout=2), client_ctx)
+    events: list[IOEvent] = []
+
+    def owner(event: IOEvent) -> None:
+        events.append(event)
+        if event.kind is EventKind.READABLE:
+            while tls.resume_read(event.peer).status is IOStatus.OK:
+                pass
+
+    tls.attach(ew, owner)
+    try:
+        banner = b""
+        while b"ACCEPT" not in banner:
+            banner += process.stdout.readline()  # type: ignore[union-attr]
+            assert banner and process.poll() is None, banner
+        peer = tls.connect((HOST, port))
+        ew.run_until(lambda: events, timeout=10)
+        assert events[0].kind is EventKind.CONNECTED, events
+        for line in (b"R\n", b"data\n"):  # a renegotiation request, then data
+            process.stdin.write(line)  # type: ignore[union-attr]
+            process.stdin.flush()  # type: ignore[union-attr]
+            for _ in range(20):
+                ew.run_once(0.025)
+        turns = ew.turns
+        tls.close(peer)
+        ew.run_until(lambda: events[-1].kind is EventKind.CLOSED, timeout=1.5)
+        assert ew.turns - turns < 1000  # (a spinning loop turns ~100k times a second)
+    finally:
+        tls.close()
+        ew.run_once(0)
+        _reap(process)
+    assert [e.kind for e in events].count(EventKind.CLOSED) == 1

@@ -1052,14 +1052,17 @@ def test_bytes_the_peer_sent_after_its_close_notify_do_not_make_the_close_reset_
     assert [(e.status, e.error) for e in closed] == [(IOStatus.EOF, None)]
 
 
+@pytest.mark.parametrize("between", [False, True], ids=["tls over tcp", "chunking between"])
 def test_after_your_close_a_peer_that_never_answers_is_given_up_at_the_linger_timeout(
-    ew, closing, server_ctx, client_ctx
+    ew, closing, server_ctx, client_ctx, between: bool
 ) -> None:
     """interfaces.py: each wait of a close is bounded. Our close_notify left at once;
     the peer neither answers with its own nor ends TCP: after the linger_timeout of
-    the transport below (whose wait for a FIN this one stands in for), CLOSED(ERROR,
+    the transport below (whose wait for a FIN this one stands in for; a layer in
+    between that passes bytes through has none of its own), CLOSED(ERROR,
     LingerTimeoutError), never a wait for ever."""
-    tls = TlsTransport(TcpTransport(linger_timeout=0.3), server_ctx)
+    tcp = TcpTransport(linger_timeout=0.3)
+    tls = TlsTransport(ChunkingTransport(tcp) if between else tcp, server_ctx)
     closed: list[IOEvent] = []
 
     def owner(event: IOEvent) -> None:
@@ -1074,7 +1077,7 @@ def test_after_your_close_a_peer_that_never_answers_is_given_up_at_the_linger_ti
     closing(client)
     thread = threading.Thread(target=client.handshake, daemon=True)  # then silence
     thread.start()
-    ew.run_until(lambda: closed, timeout=5)
+    ew.run_until(lambda: closed, timeout=3)
     thread.join()
     (event,) = closed
     assert event.status is IOStatus.ERROR and isinstance(event.error, LingerTimeoutError)
