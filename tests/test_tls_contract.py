@@ -953,6 +953,27 @@ class _HandDriven:
         self.sock.close()
 
 
+def _against_a_hand_driven_peer(
+    ew: EventWatcher,
+    closing: Callable[[Any], Any],
+    server: ITransport,
+    client_ctx: ssl.SSLContext,
+    script: Callable[[_HandDriven], tuple[bytes, str]],
+    closed: list[IOEvent],
+) -> tuple[bytes, str]:
+    """Run ``script(peer)`` in a thread against ``server`` (attached, not bound)
+    until it returned and the server's CLOSED came; returns what the script did."""
+    closing(server)
+    client = _HandDriven(server.bind(), client_ctx)
+    closing(client)
+    ended: list[tuple[bytes, str]] = []
+    thread = threading.Thread(target=lambda: ended.append(script(client)), daemon=True)
+    thread.start()
+    ew.run_until(lambda: closed and not thread.is_alive(), timeout=10)
+    thread.join()
+    return ended[0]
+
+
 @pytest.mark.parametrize("framed", [False, True], ids=["tls", "framed over tls"])
 def test_after_your_close_the_peers_close_notify_ends_it_at_once_though_tcp_stays_open(
     ew, closing, server_ctx, client_ctx, framed: bool
@@ -973,22 +994,15 @@ def test_after_your_close_the_peers_close_notify_ends_it_at_once_though_tcp_stay
         elif event.kind is EventKind.CLOSED:
             closed.append(event)
 
-    server.attach(ew, owner)
-    closing(server)
-    client = _HandDriven(server.bind(), client_ctx)
-    closing(client)
-    ended: list[tuple[bytes, str]] = []
-
-    def peer() -> None:
+    def peer(client: _HandDriven) -> tuple[bytes, str]:
         client.handshake()
-        ended.append(client.read_to_the_end())  # hello, then the server's close_notify
+        ended = client.read_to_the_end()  # hello, then the server's close_notify
         client.send_close_notify()  # ours, and TCP stays open
+        return ended
 
-    thread = threading.Thread(target=peer, daemon=True)
-    thread.start()
-    ew.run_until(lambda: closed and not thread.is_alive(), timeout=5)
-    thread.join()
-    assert ended == [(struct.pack("!I", 5) + b"hello" if framed else b"hello", "close_notify")]
+    server.attach(ew, owner)
+    ended = _against_a_hand_driven_peer(ew, closing, server, client_ctx, peer, closed)
+    assert ended == (struct.pack("!I", 5) + b"hello" if framed else b"hello", "close_notify")
     assert [(e.status, e.error) for e in closed] == [(IOStatus.OK, None)]
 
 
@@ -1030,24 +1044,15 @@ def test_bytes_the_peer_sent_after_its_close_notify_do_not_make_the_close_reset_
         elif event.kind is EventKind.CLOSED:
             closed.append(event)
 
-    tls.attach(ew, owner)
-    closing(tls)
-    client = _HandDriven(tls.bind(), client_ctx)
-    closing(client)
-    ended: list[tuple[bytes, str]] = []
-
-    def peer() -> None:
+    def peer(client: _HandDriven) -> tuple[bytes, str]:
         client.handshake()
         client.send_close_notify()
         time.sleep(0.1)
         client.sock.sendall(b"QUIT")  # in plaintext, after its close_notify
-        ended.append(client.read_to_the_end())
+        return client.read_to_the_end()
 
-    thread = threading.Thread(target=peer, daemon=True)
-    thread.start()
-    ew.run_until(lambda: closed and not thread.is_alive(), timeout=10)
-    thread.join()
-    (got, how) = ended[0]
+    tls.attach(ew, owner)
+    (got, how) = _against_a_hand_driven_peer(ew, closing, tls, client_ctx, peer, closed)
     assert (len(got), how) == (len(reply), "close_notify")
     assert [(e.status, e.error) for e in closed] == [(IOStatus.EOF, None)]
 
@@ -1071,14 +1076,12 @@ def test_after_your_close_a_peer_that_never_answers_is_given_up_at_the_linger_ti
         elif event.kind is EventKind.CLOSED:
             closed.append(event)
 
+    def peer(client: _HandDriven) -> tuple[bytes, str]:
+        client.handshake()
+        return b"", "silent"  # (returns at once; the socket stays open, silent)
+
     tls.attach(ew, owner)
-    closing(tls)
-    client = _HandDriven(tls.bind(), client_ctx)
-    closing(client)
-    thread = threading.Thread(target=client.handshake, daemon=True)  # then silence
-    thread.start()
-    ew.run_until(lambda: closed, timeout=3)
-    thread.join()
+    _against_a_hand_driven_peer(ew, closing, tls, client_ctx, peer, closed)
     (event,) = closed
     assert event.status is IOStatus.ERROR and isinstance(event.error, LingerTimeoutError)
     assert "0.3 s" in str(event.error)
