@@ -166,9 +166,9 @@ class FramedTransport(ITransport):
     your writes until your ``write_eof`` or ``close``.
 
     ``linger_timeout`` bounds how long ``close(peer)`` waits for queued frames
-    to leave; None takes the ``linger_timeout`` of ``inner`` (the transport
-    directly inside; 5 s if it has none, as a tracing layer in between has not),
-    so over ``TcpTransport`` one setting bounds every stage of a close.
+    to leave; None takes the ``linger_timeout`` of the first transport below
+    that has one (a tracing layer in between has none; 5 s if none has), so
+    over ``TcpTransport`` one setting bounds every stage of a close.
     """
 
     def __init__(
@@ -428,11 +428,7 @@ class FramedTransport(ITransport):
             except TransportClosedError:
                 self._emit(event)
                 return
-            self._leaving[peer] = below
-            try:
-                self._emit(event)
-            finally:
-                del self._leaving[peer]
+            self._emit_closed(event, below)
             return
         recv.inner_closed = True
         recv.totals_below = self.inner.counters(peer)
@@ -477,11 +473,15 @@ class FramedTransport(ITransport):
             event = IOEvent(EventKind.CLOSED, peer, IOStatus.ERROR, recv.error)
         elif event.status is IOStatus.OK and recv.eof and not send.owner_closed:
             event = IOEvent(EventKind.CLOSED, peer, IOStatus.EOF)  # it ended, we closed
-        self._leaving[peer] = self._peer_counters(peer, recv, send)
+        self._emit_closed(event, self._peer_counters(peer, recv, send))
+
+    def _emit_closed(self, event: IOEvent, counters: IOCounters) -> None:
+        """The peer's CLOSED, with its ``counters`` answering in the callback too."""
+        self._leaving[event.peer] = counters
         try:
             self._emit(event)
         finally:
-            del self._leaving[peer]  # (its counters: in the CLOSED callback too)
+            del self._leaving[event.peer]
 
     def _emit(self, event: IOEvent) -> None:
         if self._replay is not None:

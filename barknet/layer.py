@@ -28,7 +28,7 @@ so it spells every method out instead.
 from __future__ import annotations
 
 import socket
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .events import IOCounters, IOEvent, IOStatus, Peer, ReadResult, WriteResult
 from .interfaces import LINGER_TIMEOUT, ITransport, Replay, WriteData
@@ -63,13 +63,19 @@ def copy_message_into(
 
 def linger_timeout_below(inner: ITransport, given: float | None) -> float:
     """How long a layer that holds bytes lets ``close(peer)`` wait for them:
-    ``given``, else the ``linger_timeout`` of the transport directly below (so
-    that over ``TcpTransport`` one setting bounds every stage of a close), else
-    :data:`~barknet.interfaces.LINGER_TIMEOUT`."""
+    ``given``, else the ``linger_timeout`` of the first transport below that has
+    one (a tracing or chunking layer in between passes bytes through and has none
+    of its own), so that over ``TcpTransport`` one setting bounds every stage of
+    a close; else :data:`~barknet.interfaces.LINGER_TIMEOUT`."""
     if given is not None:
         return given
-    below: float | None = getattr(inner, "linger_timeout", None)
-    return LINGER_TIMEOUT if below is None else below
+    below: Any = inner
+    while below is not None:
+        seconds: float | None = getattr(below, "linger_timeout", None)
+        if seconds is not None:
+            return seconds
+        below = getattr(below, "inner", None)
+    return LINGER_TIMEOUT
 
 
 class TransportLayer(ITransport):

@@ -93,13 +93,6 @@ _OK, _WOULD_BLOCK = IOStatus.OK, IOStatus.WOULD_BLOCK
 #: less per read and per write (benchmarks/layer_costs.py counts the calls).
 #: Everywhere else the results are built plainly.
 _tuple_new = tuple.__new__
-
-
-def _size_of(buffer: bytes | bytearray | memoryview) -> int:
-    """Bytes in one part of a gathered write (a memoryview's ``len`` counts items)."""
-    return buffer.nbytes if isinstance(buffer, memoryview) else len(buffer)
-
-
 #: Answers that carry nothing but their status, made once (they are immutable).
 _NOTHING_YET = ReadResult(b"", IOStatus.WOULD_BLOCK)
 _NOTHING_SENT = WriteResult(0, IOStatus.WOULD_BLOCK)
@@ -107,6 +100,11 @@ _NOTHING_SENT = WriteResult(0, IOStatus.WOULD_BLOCK)
 ACCEPT_ERRORS_KEPT = 8
 #: Reads per readiness event while discarding a closed peer's bytes.
 _DISCARD_READS = 16
+
+
+def _size_of(buffer: bytes | bytearray | memoryview) -> int:
+    """Bytes in one part of a gathered write (a memoryview's ``len`` counts items)."""
+    return buffer.nbytes if isinstance(buffer, memoryview) else len(buffer)
 
 
 class _Conn:

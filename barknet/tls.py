@@ -95,7 +95,7 @@ from typing import Any, cast
 
 from .errors import BarknetError, LingerTimeoutError, TransportClosedError
 from .events import EventKind, IOCounters, IOEvent, IOStatus, Peer, ReadResult, WriteResult
-from .interfaces import LINGER_TIMEOUT, ITransport, WriteData
+from .interfaces import ITransport, WriteData
 from .layer import TransportLayer, linger_timeout_below
 from .tls_session import RECORD_SIZE, TlsSession, local_error, tls_error
 
@@ -374,7 +374,7 @@ class TlsTransport(TransportLayer):
                 session.eof_down = True
                 write_eof(peer)
             self._stop_lingering(session)  # (the wait for our bytes is over)
-            waited = self._fin_wait()
+            waited = linger_timeout_below(self.inner, None)  # (what below would wait)
             session.linger_timer = self._watcher.call_later(  # type: ignore[union-attr]
                 waited, self._linger_expired, session, waited
             )
@@ -386,18 +386,6 @@ class TlsTransport(TransportLayer):
             if write_eof is not None:
                 write_eof(peer)
         self._close_if_both_ended(session)
-
-    def _fin_wait(self) -> float:
-        """How long the transport below would wait for the peer's FIN: the
-        ``linger_timeout`` of the first layer below that has one (a pass-through
-        layer, such as a test's chunking transport, has none of its own)."""
-        below: Any = self.inner
-        while below is not None:
-            seconds = getattr(below, "linger_timeout", None)
-            if seconds is not None:
-                return float(seconds)
-            below = getattr(below, "inner", None)
-        return LINGER_TIMEOUT
 
     def _awaiting_close_notify(self, session: TlsSession) -> bool:
         """You closed the peer, every byte of ours left (our close_notify too), and

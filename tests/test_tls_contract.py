@@ -35,6 +35,7 @@ from barknet import (
 from barknet.errors import LingerTimeoutError, TlsError
 from barknet.interfaces import ITransport
 from barknet.testing.faults import ChunkingTransport
+from barknet.testing.trace import TracingTransport
 from barknet.tls import TlsTransport
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
@@ -367,6 +368,12 @@ def test_linger_timeout_defaults_to_the_transport_below() -> None:
     assert TlsTransport(TcpTransport(linger_timeout=9), linger_timeout=0.5).linger_timeout == 0.5
     assert TlsTransport(ChunkingTransport(TcpTransport())).linger_timeout == 5.0
     assert TlsTransport(TcpTransport(linger_timeout=0)).linger_timeout == 0
+    # A layer in between that passes bytes through has none: the one below it counts.
+    chunking = ChunkingTransport(TcpTransport(linger_timeout=0.25))
+    assert TlsTransport(chunking).linger_timeout == 0.25
+    assert (
+        FramedTransport(TracingTransport(TcpTransport(linger_timeout=0.7))).linger_timeout == 0.7
+    )
 
 
 @pytest.mark.parametrize(
