@@ -75,6 +75,8 @@ def test_a_named_check_catches_the_wrong_solution(mutant: Mutant) -> None:
     report = run_checks(mutated(mutant), levels=LEVELS, names=[mutant.caught_by], timeout=2)
     assert [r.check.name for r in report.failures] == [mutant.caught_by], str(report)
     assert mutant.says in report.failures[0].message, str(report)
+    if mutant.not_says is not None:
+        assert mutant.not_says not in report.failures[0].message, str(report)
 
 
 def test_every_mutant_still_applies_to_the_reference() -> None:

@@ -42,6 +42,7 @@ from __future__ import annotations
 import random
 import socket
 import struct
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import FrameTooLargeError, TransportClosedError, TruncatedFrameError
@@ -55,6 +56,8 @@ from .checks import (
     Side,
     checks_for,
     explain_exception,
+    hex_bytes,
+    plain_frame,
     run_checks,
     same_frames,
 )
@@ -89,30 +92,46 @@ def _raw_client(address: tuple[str, int]) -> socket.socket:
 
 
 # ---------------------------------------------------------------- the checks
-def _echo_round_trip(make: Maker, payloads: list[bytes], **lab_options: Any) -> Lab:
+def _echo_round_trip(
+    make: Maker,
+    payloads: list[bytes],
+    hint: Callable[[Lab, Side, Peer], str] | None = None,
+    **lab_options: Any,
+) -> Lab:
+    """Send ``payloads`` from a client to an echo server and check they come back.
+
+    ``hint(lab, client, peer)``, if given, adds the check's own advice to a
+    failure, once the client did put bytes on the wire (a client that put none
+    gets the advice for that instead: its first write came before the connection).
+    """
     lab = Lab(make, **lab_options)
     try:
         client, peer = lab.client()
         for payload in payloads:
             client.transport.resume_write(payload, peer)
         try:
-            lab.run_until(
-                lambda: len(client.frames[peer]) >= len(payloads) or peer in client.closed,
-                f"{len(payloads)} echoed frames",
-            )
+            try:
+                lab.run_until(
+                    lambda: len(client.frames[peer]) >= len(payloads) or peer in client.closed,
+                    f"{len(payloads)} echoed frames",
+                )
+            except AssertionError as exc:
+                if lab.written(client):
+                    raise
+                raise AssertionError(
+                    f"{exc}\nThe client put nothing on the wire. Its first resume_write came "
+                    "before the connection was up, so the inner transport took 0 bytes "
+                    "(WOULD_BLOCK): what it does not take must stay queued, and go on WRITABLE."
+                ) from None
+            if peer in client.closed:
+                raise AssertionError(
+                    f"the connection closed early: {client.closed[peer]}\n{lab.describe()}"
+                )
+            same_frames(client.frames[peer], payloads, "echo")
         except AssertionError as exc:
-            if lab.written(client):
+            if hint is None or not lab.written(client):
                 raise
-            raise AssertionError(
-                f"{exc}\nThe client put nothing on the wire. Its first resume_write came "
-                "before the connection was up, so the inner transport took 0 bytes "
-                "(WOULD_BLOCK): what it does not take must stay queued, and go on WRITABLE."
-            ) from None
-        if peer in client.closed:
-            raise AssertionError(
-                f"the connection closed early: {client.closed[peer]}\n{lab.describe()}"
-            )
-        same_frames(client.frames[peer], payloads, "echo")
+            raise AssertionError(f"{exc}\n{hint(lab, client, peer)}") from None
     except BaseException:
         lab.close()
         raise
@@ -205,15 +224,35 @@ def check_survives_chunking(make: Maker) -> None:
 
 def check_survives_one_byte_io(make: Maker) -> None:
     """Every read and every write moves a single byte: frames still arrive whole."""
+    payloads = [b"a", b"", b"bcdefgh" * 10]
     chunking = {"max_read": 1, "max_write": 1}
-    try:
-        _echo_round_trip(make, [b"a", b"", b"bcdefgh" * 10], chunking=chunking).close()
-    except AssertionError as exc:
-        raise AssertionError(
-            f"{exc}\nHere every read moves one byte, so a header takes four reads: the "
-            "bytes a read leaves short of a whole header or payload must wait in that "
-            "peer's buffer for the next read."
-        ) from None
+    _echo_round_trip(make, payloads, _one_byte_hint(payloads), chunking=chunking).close()
+
+
+def _one_byte_hint(payloads: list[bytes]) -> Callable[[Lab, Side, Peer], str]:
+    """Which side of one-byte I/O went wrong: if the client's first bytes on the
+    wire are not its frames, its writes (the receiving side never saw good bytes);
+    otherwise its reads."""
+
+    def hint(lab: Lab, client: Side, peer: Peer) -> str:
+        wire = lab.wires[lab.sides.index(client)]
+        wrote = bytes(wire.written.get(peer, b""))
+        frames = b"".join(plain_frame(p) for p in payloads)
+        if wrote != frames[: len(wrote)]:
+            return (
+                f"The client's bytes on the wire, "
+                f"{hex_bytes(wrote, 12, wire.written_total[peer])}, are not "
+                f"its frames, {hex_bytes(frames, 12)}. Here every write takes one byte: "
+                "after a short write, the next one must go on from the first byte not yet "
+                "sent, not from the start of the frame."
+            )
+        return (
+            "The client's bytes on the wire are its frames. Here every read moves one "
+            "byte, so a header takes four reads: the bytes a read leaves short of a whole "
+            "header or payload must wait in that peer's buffer for the next read."
+        )
+
+    return hint
 
 
 def check_clean_close_is_eof(make: Maker) -> None:
@@ -376,6 +415,18 @@ def _one_way(
         ) from None
     lab.run_until(lambda: other.frames[on] or on in other.closed, f"{what} to reach {name}")
     if on in other.closed:
+        refused = other.closed[on].error
+        if isinstance(refused, FrameTooLargeError) and refused.size != len(payload):
+            # Not the limit refused: a header read from the wrong place.
+            raise AssertionError(
+                f"{name} read a length prefix of {refused.size:,} bytes where "
+                f"{len(payload):,} was sent ({refused}): it took 4 bytes from the middle "
+                "of the stream for a header. This frame crosses the wire in many short "
+                "reads and writes: the receiver must join a payload's reads until it is "
+                "whole, and after a short write the sender must go on from the first byte "
+                "not yet sent. The checks "
+                "'large message, partial I/O' and 'survives one-byte I/O' show which."
+            )
         raise AssertionError(
             f"the receiver refused {what}: {name} got {other.closed[on]}. A length prefix "
             "equal to the limit is allowed (size > max_frame_size, not >=)"

@@ -23,6 +23,9 @@ class Mutant:
     #: The check that must fail, and a phrase its message must contain.
     caught_by: str
     says: str
+    #: A phrase its message must not contain: the advice for a different mistake,
+    #: which would send the learner to fix code that is right.
+    not_says: str | None = None
 
 
 MUTANTS = [
@@ -46,6 +49,7 @@ MUTANTS = [
         ),
         caught_by="many peers, interleaved partial frames",
         says="does every peer have its own receive buffer?",
+        not_says="put no byte on the wire",
     ),
     Mutant(
         "buffer = buffer[n:] (copies the rest for every frame)",
@@ -116,6 +120,7 @@ MUTANTS = [
         (("if size > self.max_frame_size:", "if size >= self.max_frame_size:"),),
         caught_by="a frame of exactly max_frame_size",
         says="the receiver refused",
+        not_says="from the middle of the stream",
     ),
     Mutant(
         "a partial header is dropped (a read of under 4 bytes is thrown away)",
@@ -129,6 +134,7 @@ MUTANTS = [
         ),
         caught_by="survives one-byte I/O",
         says="must wait in that peer's buffer",
+        not_says="go on from the first byte not yet sent",
     ),
     Mutant(
         "the bytes after the first whole frame of a read are thrown away",
@@ -220,6 +226,47 @@ MUTANTS = [
         ),
         caught_by="single message",
         says="must stay queued",
+    ),
+    Mutant(
+        "a short write is resumed from the start of the frame",
+        (
+            (
+                "chunk = memoryview(send.pending[0])[send.offset :]",
+                "chunk = memoryview(send.pending[0])  # (the mistake: the offset is ignored)",
+            ),
+        ),
+        caught_by="survives one-byte I/O",
+        says="go on from the first byte not yet sent",
+        not_says="must wait in that peer's buffer",
+    ),
+    Mutant(
+        "one read is taken for one frame (what an earlier read left is dropped)",
+        (
+            (
+                "        buffer = self.buffer\n        buffer += data\n",
+                "        buffer = self.buffer\n"
+                "        buffer.clear()  # (the mistake)\n"
+                "        buffer += data\n",
+            ),
+        ),
+        caught_by="a frame of exactly max_frame_size",
+        says="from the middle of the stream",
+        not_says="not >=",
+    ),
+    Mutant(
+        "resume_write only queues (and waits for a WRITABLE that never comes)",
+        (
+            (
+                "        if send.waiting:\n"
+                "            return WriteResult(0, IOStatus.WOULD_BLOCK)"
+                "  # WRITABLE will flush it\n"
+                "        return self._flush(peer, send)\n",
+                "        return WriteResult(0, IOStatus.WOULD_BLOCK)  # (the mistake)\n",
+            ),
+        ),
+        caught_by="many peers, interleaved partial frames",
+        says="put no byte on the wire",
+        not_says="own receive buffer",
     ),
 ]
 
