@@ -337,6 +337,56 @@ def test_water_marks_are_configurable():
     assert facts["digest_ok"]
 
 
+def _reader_that_never_comes_back(server, loop, take):
+    """A learner's edit of notebook 08's reader: it naps after the first frame, and
+    forgets to come back (no timer)."""
+
+    def on_event(event):
+        if event.kind is EventKind.READABLE:
+            result = server.resume_read(event.peer)
+            if result.status is IOStatus.OK:
+                take(result.data)
+                server.suspend_read(event.peer)
+
+    return on_event
+
+
+def test_a_reader_that_never_reads_again_ends_the_run_with_a_report_not_a_hang():
+    outcome = slow_reader(2 * MiB, reader=_reader_that_never_comes_back, stall=0.5, timeout=20)
+    stopped = outcome.facts["stopped"]
+    assert stopped is not None and "nothing arrived for 0.5 s" in stopped
+    assert "resume_read" in stopped and stopped in str(outcome)
+    assert outcome.facts["bytes_received"] < 2 * MiB
+    assert "same SHA-256 as sent: NO" in str(outcome)
+
+
+def test_a_run_that_outlasts_its_timeout_says_how_far_it_got():
+    def one_frame_a_nap(server, loop, take):
+        def read_one(peer):
+            if peer in server.peers:
+                result = server.resume_read(peer)  # (also resumes reading)
+                if result.status is IOStatus.OK:
+                    take(result.data)
+                server.suspend_read(peer)
+                loop.call_later(0.05, read_one, peer)
+
+        def on_event(event):
+            if event.kind is EventKind.READABLE:
+                read_one(event.peer)
+
+        return on_event
+
+    outcome = slow_reader(8 * MiB, reader=one_frame_a_nap, timeout=0.5, stall=5)
+    stopped = outcome.facts["stopped"]
+    assert stopped is not None and stopped.startswith("stopped after 0.5 s, with ")
+    assert 0 < outcome.facts["bytes_received"] < 8 * MiB
+
+
+def test_a_run_that_completes_says_nothing_of_stopping():
+    outcome = slow_reader(MiB, nap_every=256 * 1024)
+    assert outcome.facts["stopped"] is None and "stopped" not in str(outcome)
+
+
 def test_default_water_marks_are_64_and_16_kib():
     transport = FramedTransport(TcpTransport())
     assert (transport.high_water, transport.low_water) == (64 * 1024, 16 * 1024)

@@ -411,6 +411,36 @@ def stalled_peer(
     return outcome
 
 
+def _run_while_arriving(
+    stage: Stage, received: Callable[[], int], total: int, timeout: float, stall: float
+) -> str | None:
+    """Turn the loop until ``received()`` reaches ``total`` (None), or say why it
+    stopped first: ``timeout`` seconds in all, or ``stall`` seconds with no new byte.
+
+    A reader the learner wrote may stop reading for good; the producer, obeying
+    the water marks, then waits for ever too. The report says so, where a bare
+    ``TimeoutError`` would say only that a condition was not met.
+    """
+    clock = stage.ew.time
+    deadline = clock() + timeout
+    last, moved = received(), clock()
+    while (got := received()) < total:
+        now = clock()
+        if got != last:
+            last, moved = got, now
+        if now - moved >= stall:
+            return (
+                f"stopped: nothing arrived for {stall:g} s, after {got} of {total} bytes. "
+                "A reader that calls suspend_read must read again later (resume_read "
+                "resumes reading), say from a loop.call_later timer; until it does, the "
+                "kernel's buffers stay full and the producer, paused, waits too"
+            )
+        if now >= deadline:
+            return f"stopped after {timeout:g} s, with {got} of {total} bytes received"
+        stage.ew.run_once(min(0.1, stall, deadline - now))
+    return None
+
+
 def slow_reader(
     total: int = 8 * MiB,
     *,
@@ -424,6 +454,7 @@ def slow_reader(
     rcvbuf: int | None = 64 * 1024,
     respect_pause: bool = True,
     timeout: float = 30.0,
+    stall: float = 5.0,
 ) -> Outcome:
     """A producer sends ``total`` bytes to a reader that reads slowly.
 
@@ -441,6 +472,11 @@ def slow_reader(
 
     ``respect_pause=False`` plays a producer that ignores ``PAUSE_WRITING``:
     nothing is lost, but the queue grows to nearly everything it wrote.
+
+    Every run ends by itself with its report: after ``timeout`` seconds, or once
+    nothing has arrived for ``stall`` seconds (a reader of yours that stopped
+    reading and never came back, or naps longer than that), the report says where
+    it stopped instead of the loop waiting on.
     """
     if not callable(reader) and reader not in ("naps", "one_per_turn"):
         raise ValueError('reader is "naps", "one_per_turn" or your own function')
@@ -530,7 +566,11 @@ def slow_reader(
         )
         producer.attach(stage.ew, on_producer)
         peer = producer.connect()
-        stage.run_until(lambda: facts["bytes_received"] >= total, timeout=timeout)
+
+        def received() -> int:
+            return int(facts["bytes_received"])
+
+        stopped = _run_while_arriving(stage, received, total, timeout, stall)
 
     low = producer.low_water
     bound = high_water + HEADER_SIZE + frame_size
@@ -558,6 +598,9 @@ def slow_reader(
         outcome.say("reader: takes one frame per loop turn")
     if not respect_pause:
         outcome.say("producer: ignores PAUSE_WRITING and writes everything at once")
+    if stopped is not None:
+        outcome.say(stopped)
+    facts["stopped"] = stopped
     outcome.say(f"first flow-control events: {', '.join(kinds[:4])}")
     outcome.say(f"PAUSE_WRITING came at least once: {yes[bool(kinds)]}")
     outcome.say(f"PAUSE_WRITING and RESUME_WRITING alternate: {yes[alternate]}")
