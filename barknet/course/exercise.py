@@ -88,8 +88,11 @@ COPY_NOTE = """## How to work on it
 This is **your copy** of the exercise: edit it freely, it is yours (git ignores
 `notebooks/my_work/`). Fill in each `raise NotImplementedError("your code here")` from top to
 bottom, running the cell below each part to try it, then run the self-check at the end.
-`Run All` always reaches the self-check: a cell whose code fails prints what went wrong and
-lets the rest run.
+The cells that *try* your code (those that start `with explore():`, and the self-check) catch
+what it raises, print what went wrong and let `Run All` go on. A cell that *defines* your code
+cannot: a syntax error, or a misspelled name at the top level of a `def` or `class` cell, stops
+`Run All` at that cell with Python's own message. Fix it there, then run on from that cell
+(*Run → Run Selected Cell and All Below*).
 
 Only the parts that teach framing are left to you. The rest of the transport (attaching to the
 loop, binding, connecting, passing events along, closing, half-closing, and saying `READABLE`
