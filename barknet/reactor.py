@@ -63,10 +63,6 @@ Callback = Callable[..., Any]
 # Both take register(fd, mask) / modify / unregister and answer poll() with
 # (fd, mask) pairs; they differ in the names of the masks and in poll's timeout,
 # which is in milliseconds.
-#: Cancelled timers the heap may hold before it is cleaned in one go (then again
-#: only once they are half of it: each entry is looked at O(1) times on average).
-_CANCELLED_KEPT = 100
-
 if hasattr(select, "epoll"):
     _new_poller: Callable[[], Any] = select.epoll
     _READ, _WRITE = select.EPOLLIN, select.EPOLLOUT
@@ -75,6 +71,10 @@ else:  # pragma: no cover - macOS and the BSDs
     _new_poller = select.poll
     _READ, _WRITE = select.POLLIN, select.POLLOUT
     _TIMEOUT_SCALE = 1000.0
+
+#: Cancelled timers the heap may hold before it is cleaned in one go (then again
+#: only once they are half of it: each entry is looked at O(1) times on average).
+_CANCELLED_KEPT = 100
 
 #: The longest one turn sleeps, in seconds. The kernel refuses longer waits (epoll
 #: counts milliseconds in an int: about 24.8 days), so a timer further away than
