@@ -230,26 +230,29 @@ def check_survives_one_byte_io(make: Maker) -> None:
 
 
 def _one_byte_hint(payloads: list[bytes]) -> Callable[[Lab, Side, Peer], str]:
-    """Which side of one-byte I/O went wrong: if the client's first bytes on the
-    wire are not its frames, its writes (the receiving side never saw good bytes);
-    otherwise its reads."""
+    """Which side of one-byte I/O went wrong. The client sends the frames and the
+    server echoes the same frames, so both put the same bytes on the wire: where
+    one side's bytes are not the frames, its writes are wrong; where both are,
+    its reads are."""
 
     def hint(lab: Lab, client: Side, peer: Peer) -> str:
-        wire = lab.wires[lab.sides.index(client)]
-        wrote = bytes(wire.written.get(peer, b""))
         frames = b"".join(plain_frame(p) for p in payloads)
-        if wrote != frames[: len(wrote)]:
-            return (
-                f"The client's bytes on the wire, "
-                f"{hex_bytes(wrote, 12, wire.written_total[peer])}, are not "
-                f"its frames, {hex_bytes(frames, 12)}. Here every write takes one byte: "
-                "after a short write, the next one must go on from the first byte not yet "
-                "sent, not from the start of the frame."
-            )
+        for side, name in ((client, "client"), (lab.server, "server")):
+            wire = lab.wires[lab.sides.index(side)]
+            for each, kept in wire.written.items():
+                wrote = bytes(kept)
+                if wrote != frames[: len(wrote)]:
+                    return (
+                        f"The {name}'s bytes on the wire, "
+                        f"{hex_bytes(wrote, 12, wire.written_total[each])}, are not the "
+                        f"frames, {hex_bytes(frames, 12)}. Here every write takes one byte: "
+                        "after a short write, the next one must go on from the first byte "
+                        "not yet sent, not from the start of the frame."
+                    )
         return (
-            "The client's bytes on the wire are its frames. Here every read moves one "
-            "byte, so a header takes four reads: the bytes a read leaves short of a whole "
-            "header or payload must wait in that peer's buffer for the next read."
+            "Both sides put the frames on the wire as they should. Here every read moves "
+            "one byte, so a header takes four reads: the bytes a read leaves short of a "
+            "whole header or payload must wait in that peer's buffer for the next read."
         )
 
     return hint
