@@ -155,3 +155,31 @@ def test_a_cut_hex_dump_says_how_many_bytes_it_shows_of_how_many() -> None:
         lab.run_until(lambda: client.frames[peer], "the echo")
         assert lab.written(client) == lab.received(lab.server) == 104
         assert lab.describe().count("(the first 24 of 104 bytes)") == 4  # both ways, both sides
+
+
+class _EchoesAltered(FramedTransport):
+    """Frames the peers it accepted get back have their first payload byte changed:
+    a send bug that only the server's side (the echo) shows."""
+
+    def resume_write(self, data, peer):  # type: ignore[no-untyped-def]
+        if peer in self._accepted and len(data):
+            data = bytes([data[0] ^ 0xFF]) + bytes(data[1:])
+        return super().resume_write(data, peer)
+
+    def _on_inner_event(self, event):  # type: ignore[no-untyped-def]
+        from barknet.events import EventKind
+
+        if event.kind is EventKind.ACCEPTED:
+            self._accepted.add(event.peer)
+        super()._on_inner_event(event)
+
+    def __init__(self, inner: ITransport) -> None:
+        super().__init__(inner)
+        self._accepted: set[object] = set()
+
+
+def test_one_byte_io_blames_the_writes_of_the_side_whose_bytes_are_wrong():
+    report = run_checks(_EchoesAltered, names=["survives one-byte I/O"], timeout=5)
+    (failure,) = report.failures
+    assert "The server's bytes on the wire" in failure.message, failure.message
+    assert "must wait in that peer's buffer" not in failure.message
