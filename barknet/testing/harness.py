@@ -45,6 +45,7 @@ from collections import defaultdict, deque
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
+from ..errors import TransportClosedError
 from ..events import EventKind, IOEvent, IOStatus, Peer
 from ..framed import FramedTransport
 from ..interfaces import ITransport
@@ -128,10 +129,18 @@ class Owner:
         self.events.append(event)
         kind, peer = event.kind, event.peer
         if kind is EventKind.READABLE:
-            if self.take:
-                self.read(peer)
-            elif self.quiet:
-                self.transport.suspend_read(peer)
+            try:
+                if self.take:
+                    self.read(peer)
+                elif self.quiet:
+                    self.transport.suspend_read(peer)
+            except TransportClosedError as exc:
+                # The transport said READABLE for a peer it no longer serves.
+                raise AssertionError(
+                    f"READABLE came for {peer}, but the transport then refused it: "
+                    f"{type(exc).__name__}: {exc}. Once a peer is closed (by you, or "
+                    "gone below), the only event still to come for it is its CLOSED"
+                ) from None
         elif kind is EventKind.WRITABLE:
             if peer in self._sending:
                 self._push(peer)
