@@ -183,3 +183,18 @@ def test_one_byte_io_blames_the_writes_of_the_side_whose_bytes_are_wrong():
     (failure,) = report.failures
     assert "The server's bytes on the wire" in failure.message, failure.message
     assert "must wait in that peer's buffer" not in failure.message
+
+
+class _AnnouncesOnce(FramedTransport):
+    """READABLE once per batch of new bytes, never again while frames wait
+    (edge-triggered): the frames past a turn's worth are never announced."""
+
+    def _announce(self, peer, recv, *, next_turn=False):  # type: ignore[no-untyped-def]
+        self._replay(recv.readable)
+
+
+def test_frames_left_unannounced_are_blamed_on_readable_not_on_the_decoder():
+    report = run_checks(_AnnouncesOnce, names=["rapid fire of small messages"], timeout=2)
+    (failure,) = report.failures
+    assert "READABLE is level-triggered" in failure.message, failure.message
+    assert "not only the first" not in failure.message

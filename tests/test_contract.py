@@ -60,7 +60,7 @@ def test_stack_keeps_the_contract(make, check: Check) -> None:
 
 def test_every_contract_check_is_registered_and_documented() -> None:
     names = {check.name for check in CONTRACT}
-    assert len(names) == 8
+    assert len(names) == 9
     assert all(check.doc for check in CONTRACT)
 
 

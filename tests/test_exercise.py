@@ -51,6 +51,7 @@ CONTRACT = [
     "no busy loop after a drain",
     "an fd closed and reused within one turn",
     "one message per READABLE",
+    "suspend_read holds READABLE back",
 ]
 
 

@@ -5,9 +5,10 @@ Theory of operation
 These checks hold a transport, message or byte stream, to what
 :mod:`barknet.interfaces` promises: a graceful close that delivers everything
 while the peer keeps sending, half-close both ways, a loop that refuses to be
-re-entered, an fd closed and reused within one turn, no writes after
-``close(peer)``, no busy loop after a drain, and level-triggered ``READABLE``
-(one message per ``READABLE`` still gets them all). They use the same
+re-entered, an fd closed and reused within one turn (and the ``CLOSED`` of
+an aborted peer), no writes after ``close(peer)``, no busy loop after a drain
+or after the peer's EOF was read, level-triggered ``READABLE`` (one message per
+``READABLE`` still gets them all), and ``suspend_read`` that holds it back. They use the same
 :class:`~barknet.testing.checks.Check` records, lab and runner as the framing
 suite in :mod:`barknet.testing.conformance`; ``run_checks(make,
 levels=("contract",))`` runs them, the exercise's self-check runs them with the
@@ -140,8 +141,11 @@ def _half_closing(make: Maker) -> Maker:
 
 
 def _half_close_exchange(make: Maker, *, client_first: bool) -> None:
-    ask, answer = b"question " * 1000, b"answer " * 3000
-    with _ContractLab(_half_closing(make)) as lab:
+    # Larger than the 4 KiB send buffers: write_eof comes while most of the
+    # message is still queued, so an EOF that overtakes the queue loses it.
+    ask, answer = b"question " * 30_000, b"answer " * 60_000
+    small = {"sndbuf": 4096}
+    with _ContractLab(_half_closing(make), server_kw=small, client_kw=small) as lab:
         server = lab.server
         client, peer = lab.client()
         first, second = (client, server) if client_first else (server, client)
@@ -161,9 +165,12 @@ def _half_close_exchange(make: Maker, *, client_first: bool) -> None:
                 first.send(p, ask, then=lambda: finish(first, p))
 
         replied: set[Peer] = set()
+        after_eof = [0]  # READABLEs the second side got once it had read the EOF
 
         def on_second(event: IOEvent) -> None:
             p = event.peer
+            if p in replied and event.kind is EventKind.READABLE:
+                after_eof[0] += 1
             if p in second.eof and p not in replied:
                 replied.add(p)
                 # Reply on a later turn: the half-closed peer must still be open.
@@ -177,7 +184,15 @@ def _half_close_exchange(make: Maker, *, client_first: bool) -> None:
             "both sides to finish and close",
         )
         (server_peer,) = server.closed
-        _expect_bytes(second.received(peer if second is client else server_peer), ask, "reader")
+        reader_peer = peer if second is client else server_peer
+        got = second.received(reader_peer)
+        if len(got) < len(ask):
+            raise AssertionError(
+                f"the reader got {_digest(got)} of {_digest(ask)} before the exchange "
+                "ended: did the EOF overtake the message? write_eof came while most of it "
+                "was still queued, and what is queued must go out first, the EOF after it"
+            )
+        _expect_bytes(got, ask, "reader")
         _expect_bytes(first.received(peer if first is client else server_peer), answer, "asker")
         for owner, p, who in ((client, peer, "the client"), (server, server_peer, "the server")):
             if p not in owner.eof:
@@ -188,12 +203,25 @@ def _half_close_exchange(make: Maker, *, client_first: bool) -> None:
                 f"resume_write after write_eof should raise TransportClosedError; "
                 f"it did {len(late)} times of 2"
             )
+        if after_eof[0] > _IDLE_READABLES:
+            raise AssertionError(
+                f"READABLE came {after_eof[0]} times after the reader had read the EOF "
+                "(and everything before it): once the EOF is read, nothing waits, so "
+                "nothing should be announced (a busy loop)"
+            )
+
+
+#: READABLEs tolerated once the EOF was read: one that was already scheduled when
+#: the owner read it may still come; a busy loop brings one every turn.
+_IDLE_READABLES = 2
 
 
 def check_half_close_client_first(make: Maker) -> None:
-    """The client sends, then write_eof; the server reads it all and the EOF, replies
-    on a later turn, then write_eof: both get everything, then CLOSED(EOF). (A
-    framing layer's ``half_close`` switch, if it has one, is turned on.)"""
+    """The client sends, then write_eof while most of the message is still queued;
+    the server reads it all and the EOF, replies on a later turn, then write_eof:
+    both get everything, in order before the EOF, then CLOSED(EOF), and no READABLE
+    storm once the EOF was read. (A framing layer's ``half_close`` switch, if it
+    has one, is turned on.)"""
     _half_close_exchange(make, client_first=True)
 
 
@@ -310,7 +338,7 @@ def check_fd_closed_and_reused_within_a_turn(make: Maker) -> None:
     """In one loop turn, peer A becomes writable and, before its turn comes, a
     callback aborts A and starts a connect that gets A's descriptor number (to a
     listener whose backlog is full, so it cannot finish). A's stale readiness
-    must not reach the new peer: no CONNECTED for it."""
+    must not reach the new peer: no CONNECTED for it. A's own CLOSED comes."""
     stuck = socket.socket()
     fillers: list[socket.socket] = []
     try:
@@ -354,6 +382,11 @@ def check_fd_closed_and_reused_within_a_turn(make: Maker) -> None:
                     f"a connect that cannot have finished got {wrong[0].kind.name}: "
                     "the readiness of the closed peer that had the same descriptor"
                 )
+            if a not in client.closed:
+                raise AssertionError(
+                    "abort(peer) was never followed by that peer's CLOSED: CLOSED comes "
+                    "once for every peer, on a later turn, whatever ended it"
+                )
     finally:
         stuck.close()
         for filler in fillers:
@@ -394,6 +427,40 @@ def check_one_message_per_readable(make: Maker) -> None:
             raise AssertionError(f"READABLE came {idle} more times with nothing waiting")
 
 
+def check_suspend_read_holds_readable_back(make: Maker) -> None:
+    """An owner that calls suspend_read on its first READABLE, with messages
+    waiting, hears no more READABLE for 20 turns; its next read resumes reading
+    and gets every message, in order."""
+    messages = [b"held %d" % i for i in range(5)]
+    with _ContractLab(make) as lab:
+        server = lab.server
+        server.take = False  # quiet: the first READABLE is answered with suspend_read
+        client, peer = lab.client()
+        for payload in messages:
+            client.send(peer, payload)
+        lab.run_until(
+            lambda: any(e.kind is EventKind.READABLE for e in server.events), "a READABLE"
+        )
+        for _ in range(20):
+            lab.ew.run_once(0.005)
+        readable = [e for e in server.events if e.kind is EventKind.READABLE]
+        if len(readable) > 1:
+            raise AssertionError(
+                f"READABLE came {len(readable)} times although the owner called "
+                "suspend_read(peer) on the first: after suspend_read, no READABLE comes "
+                "for that peer until it reads again"
+            )
+        (server_peer,) = server.opened
+        want = b"".join(messages)
+
+        def read_all() -> bool:
+            server.read(server_peer)  # resume_read: resumes reading, and reads
+            return len(server.received(server_peer)) >= len(want)
+
+        lab.run_until(read_all, "the held messages, once the owner read again")
+        _expect_bytes(server.received(server_peer), want, "the owner that read again")
+
+
 #: The interface's contract, for message and byte transports alike. Kept apart
 #: from :data:`CHECKS` (the framing suite), which a byte transport cannot pass.
 #: ``run_checks(make, levels=("contract",))`` runs them; the exercise's
@@ -426,4 +493,5 @@ CONTRACT_CHECKS: list[Check] = [
         "contract",
     ),
     Check("one message per READABLE", check_one_message_per_readable, "contract"),
+    Check("suspend_read holds READABLE back", check_suspend_read_holds_readable_back, "contract"),
 ]

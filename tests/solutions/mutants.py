@@ -157,6 +157,7 @@ MUTANTS = [
         ),
         caught_by="rapid fire of small messages",
         says="not only the first",
+        not_says="level-triggered",
     ),
     Mutant(
         "an empty frame is not decoded (> instead of >=)",
@@ -267,6 +268,34 @@ MUTANTS = [
         caught_by="many peers, interleaved partial frames",
         says="put no byte on the wire",
         not_says="own receive buffer",
+    ),
+    Mutant(
+        "write_eof does not wait for the queue (a break of the plumbing)",
+        (
+            (
+                "            if not send.pending:\n                self._when_sent(peer, send)\n",
+                "            self._when_sent(peer, send)  # (the break: before the queue)\n",
+            ),
+        ),
+        caught_by="half-close, client first",
+        says="did the EOF overtake the message?",
+    ),
+    Mutant(
+        "suspend_read does not hold READABLE back (a break of the plumbing)",
+        (
+            (
+                "        if recv is None or recv.error is not None or peer in self._paused:\n",
+                "        if recv is None or recv.error is not None:  # (the break)\n",
+            ),
+            (
+                "        if peer in self._paused:\n"
+                "            return  # the owner's callback suspended reading, or closed the"
+                " peer\n",
+                "",
+            ),
+        ),
+        caught_by="suspend_read holds READABLE back",
+        says="although the owner called suspend_read",
     ),
 ]
 
