@@ -198,3 +198,21 @@ def test_frames_left_unannounced_are_blamed_on_readable_not_on_the_decoder():
     (failure,) = report.failures
     assert "READABLE is level-triggered" in failure.message, failure.message
     assert "not only the first" not in failure.message
+
+
+class _ReadableAfterClose(FramedTransport):
+    """Says READABLE on the next turn for a peer the owner just closed."""
+
+    def close(self, peer=None):  # type: ignore[no-untyped-def]
+        super().close(peer)
+        if peer is not None:
+            from barknet.events import EventKind, IOEvent
+
+            self._watcher.call_soon(self._emit, IOEvent(EventKind.READABLE, peer))
+
+
+def test_a_readable_for_a_closed_peer_is_named_not_shown_as_the_suites_own_error():
+    report = run_checks(_ReadableAfterClose, names=["clean close is EOF"], timeout=2)
+    (failure,) = report.failures
+    assert "READABLE came for" in failure.message, failure.message
+    assert "the only event still to come for it is its CLOSED" in failure.message
