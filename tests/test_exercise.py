@@ -52,6 +52,7 @@ CONTRACT = [
     "an fd closed and reused within one turn",
     "one message per READABLE",
     "suspend_read holds READABLE back",
+    "CLOSED tells a reset from a clean end, and counters answer in it",
 ]
 
 

@@ -8,9 +8,10 @@ while the peer keeps sending, half-close both ways, a loop that refuses to be
 re-entered, an fd closed and reused within one turn (and the ``CLOSED`` of
 an aborted peer), no writes after ``close(peer)``, no busy loop after a drain
 or after the peer's EOF was read, level-triggered ``READABLE`` (one message per
-``READABLE`` still gets them all), and ``suspend_read`` that holds it back. They use the same
-:class:`~barknet.testing.checks.Check` records, lab and runner as the framing
-suite in :mod:`barknet.testing.conformance`; ``run_checks(make,
+``READABLE`` still gets them all), ``suspend_read`` that holds it back, and a
+``CLOSED`` that tells a reset from a clean end, with counters that still answer
+in it. They use the same :class:`~barknet.testing.checks.Check` records, lab
+and runner as the framing suite in :mod:`barknet.testing.conformance`; ``run_checks(make,
 levels=("contract",))`` runs them, the exercise's self-check runs them with the
 framing suite (every level), and the two marked ``also_in`` run in a default
 ``run_checks`` too.
@@ -23,10 +24,11 @@ import random
 import socket
 from typing import Any
 
-from ..errors import TransportClosedError
+from ..errors import ConnectionBrokenError, TransportClosedError
 from ..events import EventKind, IOEvent, IOStatus, Peer
 from ..interfaces import ITransport
 from .checks import Check, Lab, Maker, Side
+from .faults import RawPeer
 
 __all__ = ["CONTRACT_CHECKS"]
 
@@ -461,6 +463,70 @@ def check_suspend_read_holds_readable_back(make: Maker) -> None:
         _expect_bytes(server.received(server_peer), want, "the owner that read again")
 
 
+def check_closed_tells_the_truth_and_counters_answer(make: Maker) -> None:
+    """Two peers send a message each: one then ends cleanly, one resets. The first
+    ends with CLOSED(EOF) or OK, the reset one with CLOSED(ERROR) carrying a
+    ConnectionBrokenError, and in each CLOSED callback counters(peer) still
+    answers, with every byte that peer sent counted."""
+    message = b"counted " * 512
+    with _ContractLab(make) as lab:
+        server = lab.server
+        counted: dict[Peer, Any] = {}
+        closing: set[Peer] = set()
+
+        def on_server(event: IOEvent) -> None:
+            p = event.peer
+            if event.kind is EventKind.CLOSED:
+                try:
+                    counted[p] = server.transport.counters(p)
+                except Exception as exc:  # (what it raised is the finding)
+                    counted[p] = exc
+            elif p in server.eof and p not in server.closed and p not in closing:
+                closing.add(p)  # its end, read: we close too (a byte stream stays open)
+                server.transport.close(p)
+
+        server.on_event = on_server
+        wire = len(message).to_bytes(4, "big") + message if server.messages else message
+        clean, resetting = RawPeer(lab.address), RawPeer(lab.address)
+        try:
+            lab.run_until(lambda: len(server.opened) == 2, "2 connections")
+            for raw in (clean, resetting):
+                raw.send(wire)
+            lab.run_until(
+                lambda: all(len(server.received(p)) >= len(message) for p in server.opened),
+                "both messages",
+            )
+            clean.half_close()
+            resetting.reset()
+            lab.run_until(lambda: len(server.closed) == 2, "a CLOSED for each peer")
+        finally:
+            clean.close()
+            resetting.close()
+        first, second = server.opened  # (in the order they connected: clean, resetting)
+        _expect_clean(server.closed[first], (IOStatus.EOF, IOStatus.OK), "a peer that ended")
+        broken = server.closed[second]
+        if broken.status is not IOStatus.ERROR or not isinstance(
+            broken.error, ConnectionBrokenError
+        ):
+            raise AssertionError(
+                "a peer that reset the connection should end with CLOSED(ERROR, "
+                f"ConnectionBrokenError), got {broken}: CLOSED tells the truth"
+            )
+        for p, who in ((first, "the clean peer"), (second, "the peer that reset")):
+            answer = counted.get(p)
+            if answer is None or isinstance(answer, Exception):
+                raise AssertionError(
+                    f"counters({who}) in its CLOSED callback raised {answer!r}: a peer's "
+                    "counters answer until its CLOSED has been delivered, in the CLOSED "
+                    "callback too"
+                )
+            if answer.bytes_received < len(wire):
+                raise AssertionError(
+                    f"counters({who}) in its CLOSED callback counted "
+                    f"{answer.bytes_received} bytes received; it sent {len(wire)}"
+                )
+
+
 #: The interface's contract, for message and byte transports alike. Kept apart
 #: from :data:`CHECKS` (the framing suite), which a byte transport cannot pass.
 #: ``run_checks(make, levels=("contract",))`` runs them; the exercise's
@@ -494,4 +560,10 @@ CONTRACT_CHECKS: list[Check] = [
     ),
     Check("one message per READABLE", check_one_message_per_readable, "contract"),
     Check("suspend_read holds READABLE back", check_suspend_read_holds_readable_back, "contract"),
+    Check(
+        "CLOSED tells a reset from a clean end, and counters answer in it",
+        check_closed_tells_the_truth_and_counters_answer,
+        "contract",
+        plain_wire=True,
+    ),
 ]

@@ -297,6 +297,18 @@ MUTANTS = [
         caught_by="suspend_read holds READABLE back",
         says="although the owner called suspend_read",
     ),
+    Mutant(
+        "every CLOSED after the peer was opened says EOF (a break of the plumbing)",
+        (
+            (
+                "            elif recv is not None and recv.eof and event.status is"
+                " IOStatus.OK:\n",
+                "            elif recv is not None:  # (the break: a reset told as an end)\n",
+            ),
+        ),
+        caught_by="CLOSED tells a reset from a clean end, and counters answer in it",
+        says="CLOSED tells the truth",
+    ),
 ]
 
 
