@@ -19,7 +19,7 @@ import pytest
 from barknet import FramedTransport
 from barknet.compress import CompressedTransport
 from barknet.interfaces import ITransport
-from barknet.testing.conformance import Check, run_checks
+from barknet.testing.conformance import Check, checks_for, run_checks
 from barknet.testing.contract import CONTRACT_CHECKS
 from barknet.testing.faults import ChunkingTransport
 from barknet.testing.trace import TracingTransport
@@ -33,7 +33,9 @@ BELOW: dict[str, Wrap] = {
     "traced": lambda inner: TracingTransport(inner),
 }
 HALF_CLOSE = {"half-close, client first", "half-close, server first"}
-CONTRACT = CONTRACT_CHECKS
+CONTRACT = [check for check in CONTRACT_CHECKS if check.level == "contract"]
+#: For a transport that queues (water marks): the framing stacks, not a byte stream.
+QUEUEING = [check for check in CONTRACT_CHECKS if check.level == "queueing"]
 
 
 def _framed(below: Wrap, **kw: object) -> Callable[[ITransport], ITransport]:
@@ -54,6 +56,8 @@ for name, below in BELOW.items():
                 pytest.param(_compressed(below, **kw), check, id=f"compressed-{name}-{check.name}")
             )
         CASES.append(pytest.param(below, check, id=f"bytes-{name}-{check.name}"))
+    for check in QUEUEING:
+        CASES.append(pytest.param(_framed(below), check, id=f"framed-{name}-{check.name}"))
 
 
 @pytest.mark.parametrize(("make", "check"), CASES)
@@ -65,6 +69,40 @@ def test_every_contract_check_is_registered_and_documented() -> None:
     names = {check.name for check in CONTRACT}
     assert len(names) == 10
     assert all(check.doc for check in CONTRACT)
+
+
+def test_the_queueing_level_holds_the_water_mark_check_alone() -> None:
+    assert [check.name for check in QUEUEING] == ["water marks and DRAINED"]
+    assert not any(check.level == "queueing" for check in checks_for(("core", "errors")))
+
+
+class _NeverPauses(FramedTransport):
+    """Queues without limit: PAUSE_WRITING never comes."""
+
+    def _pause_if_full(self, send, peer):  # type: ignore[no-untyped-def]
+        pass
+
+
+class _ResumesEarly(FramedTransport):
+    """RESUME_WRITING as soon as the queue is under high_water, not low_water
+    (while it decides, its low_water is high_water's)."""
+
+    def _on_writable(self, peer):  # type: ignore[no-untyped-def]
+        kept, self.low_water = self.low_water, self.high_water
+        try:
+            super()._on_writable(peer)
+        finally:
+            self.low_water = kept
+
+
+@pytest.mark.parametrize(
+    ("wrong", "says"),
+    [(_NeverPauses, "no PAUSE_WRITING"), (_ResumesEarly, "above low_water")],
+)
+def test_the_water_mark_check_fails_a_transport_that_breaks_them(wrong, says: str) -> None:
+    report = run_checks(wrong, levels=("queueing",), timeout=5)
+    (failure,) = report.failures
+    assert says in failure.message, failure.message
 
 
 def test_run_checks_runs_the_contract_checks_by_level() -> None:
