@@ -22,6 +22,7 @@ from barknet.interfaces import ITransport
 from barknet.testing.conformance import Check, checks_for, run_checks
 from barknet.testing.contract import CONTRACT_CHECKS
 from barknet.testing.faults import ChunkingTransport
+from barknet.testing.queueing import QUEUEING_CHECKS
 from barknet.testing.trace import TracingTransport
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
@@ -33,9 +34,9 @@ BELOW: dict[str, Wrap] = {
     "traced": lambda inner: TracingTransport(inner),
 }
 HALF_CLOSE = {"half-close, client first", "half-close, server first"}
-CONTRACT = [check for check in CONTRACT_CHECKS if check.level == "contract"]
+CONTRACT = CONTRACT_CHECKS
 #: For a transport that queues (water marks): the framing stacks, not a byte stream.
-QUEUEING = [check for check in CONTRACT_CHECKS if check.level == "queueing"]
+QUEUEING = QUEUEING_CHECKS
 
 
 def _framed(below: Wrap, **kw: object) -> Callable[[ITransport], ITransport]:

@@ -346,10 +346,11 @@ def checks_for(levels: tuple[str, ...] = ("core", "errors")) -> list[Check]:
     # registry is first asked for, not at the top.
     from .conformance import CHECKS
     from .contract import CONTRACT_CHECKS
+    from .queueing import QUEUEING_CHECKS
 
     return [
         check
-        for check in CHECKS + CONTRACT_CHECKS
+        for check in CHECKS + CONTRACT_CHECKS + QUEUEING_CHECKS
         if check.level in levels or any(level in levels for level in check.also_in)
     ]
 

@@ -14,9 +14,8 @@ in it. They use the same :class:`~barknet.testing.checks.Check` records, lab
 and runner as the framing suite in :mod:`barknet.testing.conformance`;
 ``run_checks(make, levels=("contract",))`` runs them, the exercise's
 self-check runs them with the framing suite, and the two marked ``also_in``
-run in a default ``run_checks`` too. One more check, at its own level
-``"queueing"``, is for a transport that queues (water marks, ``DRAINED``),
-which neither a byte stream nor the exercise's transport is: ask for its level.
+run in a default ``run_checks`` too. (The water marks and ``DRAINED`` of a
+transport that queues are :mod:`barknet.testing.queueing`'s.)
 """
 
 from __future__ import annotations
@@ -529,84 +528,11 @@ def check_closed_tells_the_truth_and_counters_answer(make: Maker) -> None:
                 )
 
 
-def check_water_marks_and_drained(make: Maker) -> None:
-    """(A transport that queues: ``high_water``, ``low_water``, ``write_buffer_size``.)
-    A sender writes 16 KiB messages to a peer that reads nothing, until
-    PAUSE_WRITING; then the peer reads everything. PAUSE_WRITING comes with more
-    than high_water queued, RESUME_WRITING with at most low_water, the two
-    alternate starting with PAUSE, DRAINED comes only with nothing queued (and
-    does come), and every byte arrives in order."""
-    with _ContractLab(make, client_kw={"sndbuf": 4096}, server_kw={"rcvbuf": 4096}) as lab:
-        server = lab.server
-        server.take = False  # nothing read: the queue must fill
-        client, peer = lab.client()
-        transport: Any = client.transport
-        for name in ("high_water", "low_water", "write_buffer_size"):
-            if not hasattr(transport, name):
-                raise AssertionError(f"this check is for a transport that queues: no {name}")
-        high, low = transport.high_water, transport.low_water
-        flow: list[tuple[str, int]] = []  # (event, bytes queued when it came)
-
-        def on_client(event: IOEvent) -> None:
-            if event.kind in (
-                EventKind.PAUSE_WRITING,
-                EventKind.RESUME_WRITING,
-                EventKind.DRAINED,
-            ):
-                flow.append((event.kind.name, transport.write_buffer_size(peer)))
-
-        client.on_event = on_client
-        lab.run_until(lambda: peer in client.opened and server.opened, "the connection")
-        message, sent = random.Random(8).randbytes(16 * 1024), bytearray()
-        for _ in range(1000):  # bounded: a transport that never pauses queues 16 MiB
-            if any(kind == "PAUSE_WRITING" for kind, _ in flow):
-                break
-            client.send(peer, message)
-            sent += message
-        (server_peer,) = server.opened
-        server.take = True
-
-        def read_all() -> bool:
-            server.read(server_peer)
-            return len(server.received(server_peer)) >= len(sent)
-
-        lab.run_until(read_all, "the peer to read everything sent")
-        lab.run_until(lambda: flow and flow[-1][0] == "DRAINED", "DRAINED once all was sent")
-        _expect_bytes(server.received(server_peer), bytes(sent), "the peer that read late")
-        marks = [(kind, queued) for kind, queued in flow if kind != "DRAINED"]
-        if not marks or marks[0][0] != "PAUSE_WRITING":
-            raise AssertionError(
-                f"no PAUSE_WRITING while {len(sent):,} bytes waited for a peer that read "
-                f"nothing (high_water={high:,}): the first flow events were {flow[:3]}"
-            )
-        for i, (kind, queued) in enumerate(marks):
-            want = ("PAUSE_WRITING", "RESUME_WRITING")[i % 2]
-            if kind != want:
-                raise AssertionError(f"{want} expected as flow event {i}, got {marks[:6]}")
-            if kind == "PAUSE_WRITING" and queued <= high:
-                raise AssertionError(
-                    f"PAUSE_WRITING came with {queued:,} bytes queued, not past "
-                    f"high_water ({high:,})"
-                )
-            if kind == "RESUME_WRITING" and queued > low:
-                raise AssertionError(
-                    f"RESUME_WRITING came with {queued:,} bytes still queued, above "
-                    f"low_water ({low:,})"
-                )
-        early = [queued for kind, queued in flow if kind == "DRAINED" and queued]
-        if early:
-            raise AssertionError(
-                f"DRAINED came with {early[0]:,} bytes still queued: it means everything "
-                "queued was written"
-            )
-
-
 #: The interface's contract, for message and byte transports alike. Kept apart
 #: from :data:`CHECKS` (the framing suite), which a byte transport cannot pass.
 #: ``run_checks(make, levels=("contract",))`` runs them; the exercise's
 #: self-check asks for them with the framing suite; the two marked
-#: ``also_in=("errors",)`` run in a default ``run_checks`` too; the last, level
-#: ``"queueing"``, only when asked for.
+#: ``also_in=("errors",)`` run in a default ``run_checks`` too.
 CONTRACT_CHECKS: list[Check] = [
     Check(
         "close delivers everything while the peer keeps sending",
@@ -641,7 +567,4 @@ CONTRACT_CHECKS: list[Check] = [
         "contract",
         plain_wire=True,
     ),
-    # Only for a transport that queues (run_checks(levels=("queueing",))): the
-    # exercise's transport, and a byte stream, have no water marks.
-    Check("water marks and DRAINED", check_water_marks_and_drained, "queueing"),
 ]
