@@ -11,8 +11,9 @@
   :class:`~barknet.testing.harness.Stage`, the one harness the tests, the checks
   and notebook 08 drive transports with;
 * :mod:`~barknet.testing.conformance`: one suite of checks that every framing
-  transport must pass, and :mod:`~barknet.testing.contract`, the interface's
-  promises beyond framing; both run with :func:`run_checks`, from
+  transport must pass, :mod:`~barknet.testing.contract`, the interface's
+  promises beyond framing, and :mod:`~barknet.testing.queueing`, the water marks
+  of a transport that queues; all run with :func:`run_checks`, from
   :mod:`~barknet.testing.checks`.
 
 Nothing in the library (``barknet``) imports this package.
