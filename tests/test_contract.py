@@ -72,8 +72,11 @@ def test_every_contract_check_is_registered_and_documented() -> None:
     assert all(check.doc for check in CONTRACT)
 
 
-def test_the_queueing_level_holds_the_water_mark_check_alone() -> None:
-    assert [check.name for check in QUEUEING] == ["water marks and DRAINED"]
+def test_the_queueing_level_holds_the_checks_for_a_transport_that_queues() -> None:
+    assert [check.name for check in QUEUEING] == [
+        "water marks and DRAINED",
+        "close gives up on a queue the peer never takes",
+    ]
     assert not any(check.level == "queueing" for check in checks_for(("core", "errors")))
 
 

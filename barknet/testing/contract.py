@@ -266,7 +266,8 @@ def check_callback_that_reenters_the_loop(make: Maker) -> None:
 def check_writes_after_close_while_queued(make: Maker) -> None:
     """close(peer) with 2 MiB still on its way, while the peer sends to us and we
     read none of it: writes after close raise TransportClosedError, the peer gets
-    every byte and a clean EOF, and our CLOSED says OK."""
+    every byte and a clean EOF, no event but our CLOSED comes after the close
+    (no DRAINED once the queue went out), and that CLOSED says OK."""
     payload = random.Random(6).randbytes(2 * 1024 * 1024)
     greeting = bytes(256 * 1024)  # more than we will ever read
     with _ContractLab(make, client_kw={"sndbuf": 4096}) as lab:
@@ -281,8 +282,10 @@ def check_writes_after_close_while_queued(make: Maker) -> None:
         server.on_event = on_server
         client, peer = lab.client(take=False)
         late: list[TransportClosedError] = []
+        closed_at: list[int] = []
 
         def close_then_write() -> None:
+            closed_at.append(len(client.events))
             client.transport.close(peer)
             try:
                 client.transport.resume_write(b"too late", peer)
@@ -304,6 +307,13 @@ def check_writes_after_close_while_queued(make: Maker) -> None:
         _expect_clean(client.closed[peer], (IOStatus.OK,), "the side that closed")
         if not late:
             raise AssertionError("resume_write after close(peer) did not raise")
+        after = [e.kind.name for e in client.events[closed_at[0] :] if e.peer == peer]
+        if after[:-1]:
+            raise AssertionError(
+                f"after close(peer), {', '.join(sorted(set(after[:-1])))} came before its "
+                "CLOSED: the only event still to come for a peer you closed is its CLOSED "
+                "(the queue still goes out, but it is not yours to hear about)"
+            )
 
 
 def check_no_busy_loop_after_a_drain(make: Maker) -> None:

@@ -1,12 +1,13 @@
-"""The promises of a transport that queues: water marks and ``DRAINED``.
+"""The promises of a transport that queues: water marks, ``DRAINED``, a bounded close.
 
 A framing layer keeps what the socket did not take, so it must tell its owner
 when to stop writing and when to start again (``PAUSE_WRITING`` past
-``high_water``, ``RESUME_WRITING`` back at ``low_water``, alternating), and
-when everything queued has gone (``DRAINED``). Neither a byte stream, which
-queues nothing, nor the exercise's transport, which has no water marks, makes
-these promises, so the check here sits at its own level, ``"queueing"``:
-``run_checks(make, levels=("queueing",))`` runs it, and nothing runs it
+``high_water``, ``RESUME_WRITING`` back at ``low_water``, alternating) and
+when everything queued has gone (``DRAINED``), and its close must not wait for
+ever on a queue the peer never takes (``linger_timeout``). Neither a byte
+stream, which queues nothing, nor the exercise's transport, which has no water
+marks, makes these promises, so the checks here sit at their own level, ``"queueing"``:
+``run_checks(make, levels=("queueing",))`` runs them, and nothing runs them
 unasked.
 """
 
@@ -15,7 +16,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from ..events import EventKind, IOEvent
+from ..errors import LingerTimeoutError
+from ..events import EventKind, IOEvent, IOStatus
 from .checks import Check, Maker
 from .contract import _ContractLab, _expect_bytes
 
@@ -94,7 +96,44 @@ def check_water_marks_and_drained(make: Maker) -> None:
             )
 
 
+def check_close_gives_up_on_a_queue_never_taken(make: Maker) -> None:
+    """(A transport that queues, over TCP with ``linger_timeout=0.3``.) The owner
+    queues 2 MiB for a peer that reads nothing, then closes it: no DRAINED (nor
+    any event but CLOSED) comes after the close, and CLOSED(ERROR) with a
+    LingerTimeoutError comes once the linger timeout ran out, not never."""
+    small = {"sndbuf": 4096, "rcvbuf": 4096}
+    with _ContractLab(make, client_kw={**small, "linger_timeout": 0.3}, server_kw=small) as lab:
+        server = lab.server
+        server.take = False  # the queue is never taken
+        client, peer = lab.client()
+        lab.run_until(lambda: peer in client.opened and server.opened, "the connection")
+        for _ in range(128):
+            client.send(peer, bytes(16 * 1024))
+        for _ in range(5):
+            lab.ew.run_once(0.01)
+        closed_at = len(client.events)
+        client.transport.close(peer)
+        lab.run_until(lambda: peer in client.closed, "CLOSED after the linger timeout")
+        late = [e.kind.name for e in client.events[closed_at:] if e.kind is not EventKind.CLOSED]
+        if late:
+            raise AssertionError(
+                f"after close(peer), {', '.join(late[:3])} came: the only event still to "
+                "come for a peer you closed is its CLOSED"
+            )
+        event = client.closed[peer]
+        if event.status is not IOStatus.ERROR or not isinstance(event.error, LingerTimeoutError):
+            raise AssertionError(
+                "a peer that never took the queue should end with CLOSED(ERROR, "
+                f"LingerTimeoutError) once linger_timeout ran out, got {event}"
+            )
+
+
 #: The checks for a transport that queues (level ``"queueing"``).
 QUEUEING_CHECKS: list[Check] = [
     Check("water marks and DRAINED", check_water_marks_and_drained, "queueing"),
+    Check(
+        "close gives up on a queue the peer never takes",
+        check_close_gives_up_on_a_queue_never_taken,
+        "queueing",
+    ),
 ]

@@ -309,6 +309,19 @@ MUTANTS = [
         caught_by="CLOSED tells a reset from a clean end, and counters answer in it",
         says="CLOSED tells the truth",
     ),
+    Mutant(
+        "DRAINED after close(peer) (a break of the plumbing)",
+        (
+            (
+                "                    if not send.close_asked:  # (after close, only CLOSED is"
+                " news)\n"
+                "                        self._emit(IOEvent(EventKind.DRAINED, peer))\n",
+                "                    self._emit(IOEvent(EventKind.DRAINED, peer))  # (break)\n",
+            ),
+        ),
+        caught_by="writes after close(peer) while data is queued",
+        says="DRAINED came before its CLOSED",
+    ),
 ]
 
 
