@@ -178,26 +178,12 @@ class _EchoesAltered(FramedTransport):
         self._accepted: set[object] = set()
 
 
-def test_one_byte_io_blames_the_writes_of_the_side_whose_bytes_are_wrong():
-    report = run_checks(_EchoesAltered, names=["survives one-byte I/O"], timeout=5)
-    (failure,) = report.failures
-    assert "The server's bytes on the wire" in failure.message, failure.message
-    assert "must wait in that peer's buffer" not in failure.message
-
-
 class _AnnouncesOnce(FramedTransport):
     """READABLE once per batch of new bytes, never again while frames wait
     (edge-triggered): the frames past a turn's worth are never announced."""
 
     def _announce(self, peer, recv, *, next_turn=False):  # type: ignore[no-untyped-def]
         self._replay(recv.readable)
-
-
-def test_frames_left_unannounced_are_blamed_on_readable_not_on_the_decoder():
-    report = run_checks(_AnnouncesOnce, names=["rapid fire of small messages"], timeout=2)
-    (failure,) = report.failures
-    assert "READABLE is level-triggered" in failure.message, failure.message
-    assert "not only the first" not in failure.message
 
 
 class _ReadableAfterClose(FramedTransport):
@@ -211,8 +197,37 @@ class _ReadableAfterClose(FramedTransport):
             self._watcher.call_soon(self._emit, IOEvent(EventKind.READABLE, peer))
 
 
-def test_a_readable_for_a_closed_peer_is_named_not_shown_as_the_suites_own_error():
-    report = run_checks(_ReadableAfterClose, names=["clean close is EOF"], timeout=2)
+@pytest.mark.parametrize(
+    ("wrong", "check", "says", "not_says"),
+    [
+        # A send bug only the echoes show: the server's writes are named, not the reads.
+        (
+            _EchoesAltered,
+            "survives one-byte I/O",
+            "The server's bytes on the wire",
+            "must wait in that peer's buffer",
+        ),
+        # Frames decoded but not announced: READABLE is blamed, not the decoder.
+        (
+            _AnnouncesOnce,
+            "rapid fire of small messages",
+            "READABLE is level-triggered",
+            "not only the first",
+        ),
+        # A READABLE for a closed peer is named, not shown as the suite's own error.
+        (
+            _ReadableAfterClose,
+            "clean close is EOF",
+            "the only event still to come for it is its CLOSED",
+            "harness.py",  # (the suite's own file: its read raising)
+        ),
+    ],
+    ids=["echoes-altered", "announces-once", "readable-after-close"],
+)
+def test_a_failure_names_the_mistake_made_not_another(
+    wrong: type, check: str, says: str, not_says: str
+) -> None:
+    report = run_checks(wrong, names=[check], timeout=5)
     (failure,) = report.failures
-    assert "READABLE came for" in failure.message, failure.message
-    assert "the only event still to come for it is its CLOSED" in failure.message
+    assert says in failure.message, failure.message
+    assert not_says not in failure.message, failure.message
