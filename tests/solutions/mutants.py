@@ -320,7 +320,7 @@ MUTANTS = [
             ),
         ),
         caught_by="writes after close(peer) while data is queued",
-        says="DRAINED came before its CLOSED",
+        says="DRAINED came as well as its CLOSED",
     ),
 ]
 
