@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import pytest
 
-from barknet import FramedTransport
+from barknet import EventKind, FramedTransport
 from barknet.compress import CompressedTransport
 from barknet.interfaces import ITransport
 from barknet.testing.conformance import Check, checks_for, run_checks
@@ -99,12 +99,67 @@ class _ResumesEarly(FramedTransport):
             self.low_water = kept
 
 
+class _NeverGivesUp(FramedTransport):
+    """close(peer) waits for ever on a queue the peer never takes."""
+
+    def _linger_expired(self, peer):  # type: ignore[no-untyped-def]
+        pass
+
+
+class _AbortWithoutClosed(FramedTransport):
+    """abort(peer) drops the peer, and its CLOSED with it."""
+
+    def abort(self, peer):  # type: ignore[no-untyped-def]
+        self._silenced = {*getattr(self, "_silenced", ()), peer}
+        super().abort(peer)
+
+    def _emit(self, event):  # type: ignore[no-untyped-def]
+        if event.kind is not EventKind.CLOSED or event.peer not in getattr(self, "_silenced", ()):
+            super()._emit(event)
+
+
+class _CountersGoneInClosed(FramedTransport):
+    """Forgets a peer's counters before its CLOSED callback runs."""
+
+    def _emit_closed(self, event, counters):  # type: ignore[no-untyped-def]
+        self._emit(event)
+
+
+class _ReadableAfterEofRead(FramedTransport):
+    """With half_close, READABLE every turn even once the owner read the EOF."""
+
+    def _eof_unread(self, recv):  # type: ignore[no-untyped-def]
+        return self.half_close and recv.eof and not recv.frames
+
+
 @pytest.mark.parametrize(
-    ("wrong", "says"),
-    [(_NeverPauses, "no PAUSE_WRITING"), (_ResumesEarly, "above low_water")],
+    ("wrong", "check", "says"),
+    [
+        (_NeverPauses, "water marks and DRAINED", "no PAUSE_WRITING"),
+        (_ResumesEarly, "water marks and DRAINED", "above low_water"),
+        (
+            _NeverGivesUp,
+            "close gives up on a queue the peer never takes",
+            "CLOSED after the linger timeout",
+        ),
+        (
+            _AbortWithoutClosed,
+            "an fd closed and reused within one turn",
+            "abort(peer) was never followed by that peer's CLOSED",
+        ),
+        (
+            _CountersGoneInClosed,
+            "CLOSED tells a reset from a clean end, and counters answer in it",
+            "in its CLOSED callback raised",
+        ),
+        (_ReadableAfterEofRead, "half-close, client first", "after the reader had read the EOF"),
+    ],
+    ids=lambda value: value.__name__ if isinstance(value, type) else None,
 )
-def test_the_water_mark_check_fails_a_transport_that_breaks_them(wrong, says: str) -> None:
-    report = run_checks(wrong, levels=("queueing",), timeout=5)
+def test_each_check_fails_a_transport_that_breaks_its_promise(
+    wrong: type, check: str, says: str
+) -> None:
+    report = run_checks(wrong, levels=("contract", "queueing"), names=[check], timeout=5)
     (failure,) = report.failures
     assert says in failure.message, failure.message
 

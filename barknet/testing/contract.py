@@ -77,6 +77,22 @@ def _expect_clean(event: IOEvent | None, statuses: tuple[IOStatus, ...], who: st
         raise AssertionError(f"{who} should end with {want}, got {event}")
 
 
+def _expect_only_closed_after(owner: Side, peer: Peer, since: int) -> None:
+    """From ``owner.events[since]`` on (the moment ``close(peer)`` was called), no
+    event for ``peer`` but its CLOSED."""
+    after = {
+        e.kind.name
+        for e in owner.events[since:]
+        if e.peer == peer and e.kind is not EventKind.CLOSED
+    }
+    if after:
+        raise AssertionError(
+            f"after close(peer), {', '.join(sorted(after))} came as well as its "
+            "CLOSED: the only event still to come for a peer you closed is its CLOSED "
+            "(what is queued still goes out, but it is not yours to hear about)"
+        )
+
+
 def check_close_delivers_everything_while_the_peer_keeps_sending(make: Maker) -> None:
     """A 4 MiB reply, then close(peer), while the peer keeps sending small requests
     and reads slowly: the peer gets every byte and a clean EOF, and the closing
@@ -307,17 +323,7 @@ def check_writes_after_close_while_queued(make: Maker) -> None:
         _expect_clean(client.closed[peer], (IOStatus.OK,), "the side that closed")
         if not late:
             raise AssertionError("resume_write after close(peer) did not raise")
-        after = {
-            e.kind.name
-            for e in client.events[closed_at[0] :]
-            if e.peer == peer and e.kind is not EventKind.CLOSED
-        }
-        if after:
-            raise AssertionError(
-                f"after close(peer), {', '.join(sorted(after))} came as well as its "
-                "CLOSED: the only event still to come for a peer you closed is its CLOSED "
-                "(the queue still goes out, but it is not yours to hear about)"
-            )
+        _expect_only_closed_after(client, peer, closed_at[0])
 
 
 def check_no_busy_loop_after_a_drain(make: Maker) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 from ..errors import LingerTimeoutError
 from ..events import EventKind, IOEvent, IOStatus
 from .checks import Check, Maker
-from .contract import _ContractLab, _expect_bytes
+from .contract import _ContractLab, _expect_bytes, _expect_only_closed_after
 
 __all__ = ["QUEUEING_CHECKS"]
 
@@ -53,13 +53,17 @@ def check_water_marks_and_drained(make: Maker) -> None:
         client.on_event = on_client
         lab.run_until(lambda: peer in client.opened and server.opened, "the connection")
         message, sent = random.Random(8).randbytes(16 * 1024), bytearray()
+
+        def paused() -> bool:
+            return any(kind == "PAUSE_WRITING" for kind, _ in flow)
+
         # Bounded: four times high_water (and some), far past where it must pause.
         for _ in range(4 * high // len(message) + 64):
-            if any(kind == "PAUSE_WRITING" for kind, _ in flow):
+            if paused():
                 break
             client.send(peer, message)
             sent += message
-        if not any(kind == "PAUSE_WRITING" for kind, _ in flow):
+        if not paused():
             raise AssertionError(
                 f"no PAUSE_WRITING while {transport.write_buffer_size(peer):,} bytes waited "
                 f"for a peer that read nothing (high_water={high:,}): the flow events were "
@@ -116,12 +120,7 @@ def check_close_gives_up_on_a_queue_never_taken(make: Maker) -> None:
         closed_at = len(client.events)
         client.transport.close(peer)
         lab.run_until(lambda: peer in client.closed, "CLOSED after the linger timeout")
-        late = [e.kind.name for e in client.events[closed_at:] if e.kind is not EventKind.CLOSED]
-        if late:
-            raise AssertionError(
-                f"after close(peer), {', '.join(late[:3])} came: the only event still to "
-                "come for a peer you closed is its CLOSED"
-            )
+        _expect_only_closed_after(client, peer, closed_at)
         event = client.closed[peer]
         if event.status is not IOStatus.ERROR or not isinstance(event.error, LingerTimeoutError):
             raise AssertionError(
