@@ -93,6 +93,13 @@ _NO_LIMIT = 1 << 62  # "no limit" on frames per call, as a number the loop can c
 DEFAULT_BUFFER_SIZE = 256 * 1024
 #: A body starts this large (or as large as what already arrived) and doubles.
 FIRST_BODY_SIZE = 4096
+#: The most bytes one plain read asks for (see ``FrameDecoder.receive_size``). Not
+#: more: glibc hands out a larger request with ``mmap`` (above 128 KiB, until a
+#: large block was once freed), and CPython's ``recv(n)`` makes an ``n``-byte
+#: object before it shrinks it to what arrived, so ``recv(256 KiB)`` costs an
+#: ``mmap``, an ``mremap``, a ``munmap`` and a page fault per read: 14.5 µs
+#: against 2.4 µs for ``recv(64 KiB)`` of 20 bytes here (benchmarks/README.md).
+PLAIN_READ_SIZE = 64 * 1024
 #: Payloads up to this size are copied next to their header (cheaper than one
 #: more buffer for the kernel to walk); larger ones are queued and sent as they are.
 SMALL_FRAME = 2048
@@ -305,11 +312,16 @@ class DecoderState(NamedTuple):
 class FrameDecoder:
     """Turns any chunking of a byte stream back into the frames that were sent.
 
-    Two ways to give it bytes:
+    Three ways to give it bytes:
 
     * ``feed(chunk)`` copies ``chunk`` in and returns the frames it completed;
     * ``get_buffer()`` / ``buffer_updated(n)`` let a transport ``recv_into`` the
-      decoder's own memory (the zero-copy path for large frames).
+      decoder's own memory (the zero-copy path for large frames);
+    * ``receive(data)`` takes the bytes a plain read returned, while no frame is
+      partly held, and cuts the frames straight out of them (the short path for
+      small messages: no memory lent, one slice per frame).
+
+    ``receive_size`` says which of the last two the next read should take.
 
     Frames come out as ``bytes``, except frames received into a body of their
     own (large ones, and any frame still incomplete when you called
@@ -350,6 +362,8 @@ class FrameDecoder:
         self._start = 0  # first byte not yet consumed
         self._end = 0  # one past the last byte received
         self._body_threshold = buffer_size // 2
+        self._plain_size = min(PLAIN_READ_SIZE, buffer_size)
+        self._plain_frame_max = self._plain_size - HEADER_SIZE  # the largest one read holds
         self._body: bytearray | None = None  # grows towards self._size as bytes arrive
         self._size = 0  # the announced size of the frame in the body
         self._halvings = 0  # the body is the frame's size halved this often (see _grow)
@@ -369,6 +383,14 @@ class FrameDecoder:
         #: the repeat that an in-place doubling writes (``body *= 2``, see
         #: _grow), which the next reads overwrite, about the whole frame in all.
         self.bytes_copied = 0
+        #: How the next read should bring bytes. More than 0: at most this many
+        #: bytes, read as plain bytes and given to :meth:`receive` (no frame is
+        #: partly held, and the last frames were small: they are cut straight out
+        #: of what the read returned). 0: into :meth:`get_buffer` (a frame is
+        #: partly held, or the last frame was too large for one plain read: its
+        #: successor had better land in the decoder's memory at once). A frame
+        #: that a large body just completed asks for its successor's header alone.
+        self.receive_size = self._plain_size
 
     # ------------------------------------------------------------ receiving
     def get_buffer(self) -> memoryview:
@@ -392,6 +414,7 @@ class FrameDecoder:
             # last one back set them so.)
             free = self._pool.free
             view = self.scratch = free.pop() if free else self._pool.take()
+            self.receive_size = 0  # bytes are in the decoder's memory from now on
             head = self._head  # a partial header set aside by release()
             if head:
                 view[: len(head)] = head
@@ -455,6 +478,7 @@ class FrameDecoder:
                 return []
             body, self._body, self._got = self._body, None, 0
             self._header_alone = True
+            self.receive_size = HEADER_SIZE  # (see get_buffer)
             return [body]
         # The bytes went into the scratch: cut every whole frame out of it.
         self._header_alone = False  # (if this was the header read alone, it is in)
@@ -467,6 +491,7 @@ class FrameDecoder:
             limit = _NO_LIMIT
         copied = 0  # added to bytes_copied once, not once per frame
         self.ready = False
+        size = 0
         while end - start >= HEADER_SIZE:
             if len(frames) >= limit:
                 self.ready = True  # maybe more whole frames: next_frames() takes them
@@ -497,9 +522,83 @@ class FrameDecoder:
             self.scratch = None
             self._pool.free.append(view)  # (the pool's deque keeps at most `keep`)
             self._start = self._end = 0
+            self.receive_size = self._advice(size)
         else:
             self._start, self._end = start, end
         self.bytes_copied += copied
+        return frames
+
+    def _advice(self, last_size: int) -> int:
+        """(Nothing held) the ``receive_size`` that suits a peer whose last frame
+        was ``last_size`` bytes: a plain read, unless one would not hold it."""
+        if self._body is not None or last_size > self._plain_frame_max:
+            return 0
+        return self._plain_size
+
+    def receive(
+        self, data: bytes | bytearray | memoryview, limit: int | None = None
+    ) -> list[bytes | bytearray]:
+        """Cut the frames in ``data``, bytes a plain read returned (at most
+        ``receive_size``, which must not be 0), straight out of it; return them
+        (at most ``limit``; see ``ready``).
+
+        Each frame is one slice of ``data``; nothing is copied into the decoder
+        first. Only what is left over is: the start of a frame that has not
+        arrived whole (a large one goes to a body of its own, as from the
+        scratch), and whole frames past ``limit``. A bad header is reported as
+        by :meth:`buffer_updated`, after the good frames before it.
+        """
+        if self.error is not None:
+            raise self.error
+        if not 0 < len(data) <= self.receive_size:
+            if not self.receive_size:
+                raise RuntimeError(
+                    "the decoder holds part of a frame (or whole frames: see ready): "
+                    "its next bytes go into get_buffer()"
+                )
+            if not data:
+                return []
+            raise ValueError(f"receive takes at most receive_size={self.receive_size} bytes")
+        if type(data) is not bytes:  # (slices of bytes are bytes: frames come out as bytes)
+            data = bytes(data)
+            self.bytes_copied += len(data)
+        if limit is None:
+            limit = _NO_LIMIT
+        frames: list[bytes | bytearray] = []
+        append, max_size = frames.append, self.max_frame_size
+        end, start, size = len(data), 0, 0
+        while end - start >= HEADER_SIZE and len(frames) < limit:
+            (size,) = _unpack_header(data, start)
+            stop = start + HEADER_SIZE + size
+            if stop > end or size > max_size:
+                break  # not all here yet (or a bad header: see below)
+            append(data[start + HEADER_SIZE : stop])
+            start = stop
+        self.bytes_copied += start - HEADER_SIZE * len(frames)
+        if start == end:  # (the usual end: no frame partly here, nothing in a body)
+            self.receive_size = 0 if size > self._plain_frame_max else self._plain_size
+            return frames
+        rest = memoryview(data)[start:]
+        if (
+            len(frames) < limit
+            and len(rest) >= HEADER_SIZE
+            and self._body_threshold <= size <= max_size
+        ):
+            self._promote(rest, 0, len(rest), size)  # a large frame: a body of its own
+            return frames
+        # Keep the rest in the scratch, where the next bytes go (it fits: a plain
+        # read is never larger than the scratch); cut there what is whole in it.
+        self._header_alone = False  # (a header read alone is in: the whole scratch, please)
+        buffer = self.get_buffer()
+        buffer[: len(rest)] = rest
+        del buffer
+        self.bytes_copied += len(rest)
+        try:
+            frames += self.buffer_updated(len(rest), limit - len(frames))
+        except FramingError:
+            if frames:  # good frames before the bad header: theirs first
+                return frames
+            raise
         return frames
 
     def next_frames(self, limit: int | None = None) -> list[bytes | bytearray]:
@@ -564,6 +663,7 @@ class FrameDecoder:
         body[:have] = view[start + HEADER_SIZE : end]
         self.bytes_copied += have
         self._body, self._size, self._got = body, size, have
+        self.receive_size = 0
 
     def release(self) -> None:
         """Nothing more is coming for now: give the scratch back to the pool and
@@ -591,6 +691,7 @@ class FrameDecoder:
         self.scratch = None
         self._start = self._end = 0
         self._pool.give(view)
+        self.receive_size = 0 if self._head or self._body is not None else self._plain_size
 
     # ------------------------------------------------------------ the end
     def eof(self) -> None:

@@ -16,6 +16,7 @@ from barknet import FrameTooLargeError, TruncatedFrameError
 from barknet.framing import (
     DEFAULT_BUFFER_SIZE,
     HEADER_SIZE,
+    PLAIN_READ_SIZE,
     DecoderState,
     FrameDecoder,
     ScratchPool,
@@ -47,6 +48,27 @@ def feed_via_buffer(decoder: FrameDecoder, data: bytes) -> list[bytes | bytearra
         k = min(len(room), len(view))
         room[:k] = view[:k]
         frames += decoder.buffer_updated(k)
+        view = view[k:]
+    return frames
+
+
+def read_as_framed_transport_does(decoder: FrameDecoder, data: bytes) -> list[bytes | bytearray]:
+    """Give ``data`` to the decoder the way FramedTransport reads: plain bytes to
+    ``receive`` while ``receive_size`` asks for them (at most that many a
+    read), else recv_into ``get_buffer()``."""
+    frames: list[bytes | bytearray] = []
+    view = memoryview(data)
+    while view:
+        plain = decoder.receive_size
+        if plain:
+            k = min(plain, len(view))
+            frames += decoder.receive(bytes(view[:k]))
+        else:
+            room = decoder.get_buffer()
+            k = min(len(room), len(view))
+            room[:k] = view[:k]
+            del room
+            frames += decoder.buffer_updated(k)
         view = view[k:]
     return frames
 
@@ -311,7 +333,8 @@ def test_byte_at_a_time_copying_stays_linear():
     ],
     ids=["small", "near-threshold-mixed", "threshold-minus-one"],
 )
-def test_random_chunk_copying_stays_linear(sizes):
+@pytest.mark.parametrize("path", ["feed", "advised"])
+def test_random_chunk_copying_stays_linear(sizes, path):
     frames = payloads(sizes, seed=4)
     wire = stream_of(frames)
     rng = random.Random(5)
@@ -320,7 +343,12 @@ def test_random_chunk_copying_stays_linear(sizes):
     pos = 0
     while pos < len(wire):
         k = rng.randint(1, 40_000)
-        got += decoder.feed(wire[pos : pos + k])
+        chunk = wire[pos : pos + k]
+        got += (
+            decoder.feed(chunk)
+            if path == "feed"
+            else read_as_framed_transport_does(decoder, chunk)
+        )
         pos += k
     assert got == frames
     assert decoder.bytes_copied <= 3 * len(wire)
@@ -340,14 +368,16 @@ frame_sizes = st.one_of(
     seed=st.integers(0, 2**32 - 1),
     buffer_size=st.sampled_from([64, 4096, 64 * KiB]),
     cut_fractions=st.lists(st.floats(0, 1), max_size=40),
-    use_buffer=st.booleans(),
+    path=st.sampled_from(["feed", "buffer", "advised"]),
 )
-# Always cover both paths: a frame over the scratch, between smaller ones.
-@example([5, 200 * KiB, 0, 70_000, 3], 7, 64 * KiB, [0.1, 0.2, 0.5, 0.9], True)
-@example([5, 200 * KiB, 0, 70_000, 3], 7, 64 * KiB, [0.001, 0.3, 0.31, 0.7], False)
-@example([40_000, 1, 32_768], 8, 4096, [i / 50 for i in range(50)], True)
+# Always cover every path: a frame over the scratch, between smaller ones.
+@example([5, 200 * KiB, 0, 70_000, 3], 7, 64 * KiB, [0.1, 0.2, 0.5, 0.9], "buffer")
+@example([5, 200 * KiB, 0, 70_000, 3], 7, 64 * KiB, [0.001, 0.3, 0.31, 0.7], "feed")
+@example([5, 200 * KiB, 0, 70_000, 3], 7, 64 * KiB, [0.1, 0.2, 0.5, 0.9], "advised")
+@example([40_000, 1, 32_768], 8, 4096, [i / 50 for i in range(50)], "buffer")
+@example([40_000, 1, 32_768, 60, 65_531, 65_532, 9], 8, 256 * KiB, [0.5], "advised")
 def test_any_chunking_yields_the_same_frames_in_order(
-    sizes, seed, buffer_size, cut_fractions, use_buffer
+    sizes, seed, buffer_size, cut_fractions, path
 ):
     frames = payloads(sizes, seed)
     wire = stream_of(frames)
@@ -356,12 +386,98 @@ def test_any_chunking_yields_the_same_frames_in_order(
     got: list[bytes | bytearray] = []
     for start, stop in zip([0, *cuts], [*cuts, len(wire)], strict=True):
         chunk = wire[start:stop]
-        got += feed_via_buffer(decoder, chunk) if use_buffer else decoder.feed(chunk)
+        if path == "feed":
+            got += decoder.feed(chunk)
+        elif path == "buffer":
+            got += feed_via_buffer(decoder, chunk)
+        else:
+            got += read_as_framed_transport_does(decoder, chunk)
     assert got == frames
     assert decoder.state == DecoderState("idle", 0, 0)
     assert decoder.buffered == 0
     assert decoder.bytes_copied <= 3 * len(wire)
     decoder.eof()
+
+
+# ------------------------------------------------------- plain reads (receive)
+def test_small_frames_from_a_plain_read_are_cut_out_of_it_with_no_scratch_lent():
+    pool = ScratchPool(DEFAULT_BUFFER_SIZE, keep=0)  # (a scratch taken would be a new one)
+    decoder = FrameDecoder(pool=pool)
+    frames = payloads([16, 0, 700], seed=11)
+    assert decoder.receive_size == PLAIN_READ_SIZE  # nothing held: ask for plain bytes
+    assert decoder.receive(stream_of(frames)) == frames
+    assert all(type(f) is bytes for f in decoder.receive(stream_of(frames)))
+    assert decoder.scratch is None and len(pool.free) == 0
+    # Each payload byte copied once (the slice that is the frame), nothing else.
+    assert decoder.bytes_copied == 2 * (16 + 700)
+    assert decoder.receive_size == PLAIN_READ_SIZE
+
+
+def test_a_partial_frame_from_a_plain_read_sends_the_next_bytes_into_the_scratch():
+    decoder = FrameDecoder()
+    wire = stream_of([b"first", b"second"])
+    assert decoder.receive(wire[:12]) == [b"first"]
+    assert decoder.receive_size == 0 and decoder.scratch is not None
+    with pytest.raises(RuntimeError, match="get_buffer"):
+        decoder.receive(wire[12:])
+    assert feed_via_buffer(decoder, wire[12:]) == [b"second"]
+    assert decoder.receive_size == PLAIN_READ_SIZE and decoder.scratch is None
+
+
+def test_receive_takes_no_more_than_receive_size():
+    decoder = FrameDecoder(buffer_size=4096)  # a plain read never outgrows the scratch
+    assert decoder.receive_size == 4096
+    with pytest.raises(ValueError, match="at most receive_size=4096"):
+        decoder.receive(bytes(4097))
+    assert decoder.receive(b"") == []
+
+
+def test_a_frame_one_plain_read_could_not_hold_sends_the_next_read_into_the_scratch():
+    decoder = FrameDecoder()
+    largest = PLAIN_READ_SIZE - HEADER_SIZE  # the largest frame a plain read holds whole
+    frames = payloads([largest], seed=12)
+    assert decoder.receive(stream_of(frames)) == frames
+    assert decoder.receive_size == PLAIN_READ_SIZE
+    frames = payloads([largest + 1, 5], seed=13)
+    wire = stream_of(frames)
+    assert decoder.receive(wire[:PLAIN_READ_SIZE]) == []
+    assert feed_via_buffer(decoder, wire[PLAIN_READ_SIZE:-9]) == frames[:1]
+    assert decoder.receive_size == 0  # a peer that sent one may send more: read into memory
+    assert feed_via_buffer(decoder, wire[-9:]) == frames[1:]
+    assert decoder.receive_size == PLAIN_READ_SIZE  # small again
+
+
+def test_a_large_frame_begun_in_a_plain_read_grows_a_body_and_its_next_header_comes_alone():
+    decoder = FrameDecoder()
+    size = DEFAULT_BUFFER_SIZE  # over half the scratch: a body of its own
+    frame = payloads([size], seed=14)[0]
+    wire = encode_frame(frame)
+    assert decoder.receive(wire[:1000]) == []
+    assert decoder.scratch is None and decoder.receive_size == 0
+    got = read_as_framed_transport_does(decoder, wire[1000:])
+    assert got == [frame] and type(got[0]) is bytearray
+    assert decoder.bytes_copied == 1000 - HEADER_SIZE  # only what the plain read brought
+    assert decoder.receive_size == HEADER_SIZE
+
+
+def test_receive_with_a_limit_holds_whole_frames_back_for_next_frames():
+    decoder = FrameDecoder()
+    frames = payloads([3, 4, 5, 6], seed=15)
+    assert decoder.receive(stream_of(frames), limit=1) == frames[:1]
+    assert decoder.ready and decoder.receive_size == 0
+    assert decoder.next_frames(2) == frames[1:3]
+    assert decoder.next_frames() == frames[3:]
+    assert not decoder.ready and decoder.receive_size == PLAIN_READ_SIZE
+
+
+def test_receive_hands_out_the_frames_before_a_bad_header_then_the_error():
+    decoder = FrameDecoder(max_frame_size=100)
+    wire = stream_of([b"good", b"also"]) + encode_header(101, 1000) + b"x" * 20
+    assert decoder.receive(wire) == [b"good", b"also"]
+    assert isinstance(decoder.error, FrameTooLargeError)
+    with pytest.raises(FrameTooLargeError) as caught:
+        decoder.receive(b"more")
+    assert caught.value is decoder.error and caught.value.size == 101
 
 
 def test_buffer_size_below_64_is_refused():

@@ -51,25 +51,42 @@ def chunks(stream: bytes, sizes: list[int]) -> Iterator[bytes]:
         pos += size
 
 
-def deliver(decoder: FrameDecoder, piece: bytes, zero_copy: bool) -> list[bytes]:
-    """Give ``piece`` to the decoder the way a transport would."""
-    if not zero_copy:
+def deliver(
+    decoder: FrameDecoder, piece: bytes, path: str, per_call: int | None = None
+) -> list[bytes]:
+    """Give ``piece`` to the decoder the way a transport would: ``"feed"``,
+    ``"buffer"`` (recv_into ``get_buffer()``), or ``"advised"``, as
+    FramedTransport does: plain bytes to ``receive`` while ``receive_size``
+    asks for them, else into ``get_buffer()``, at most ``per_call`` frames a
+    call (the rest taken with ``next_frames`` before the next read)."""
+    if path == "feed":
         return [bytes(f) for f in decoder.feed(piece)]
-    frames = []
-    while piece:
-        room = decoder.get_buffer()
-        assert len(room) > 0
-        n = min(len(room), len(piece))
-        room[:n] = piece[:n]
-        try:
-            frames += [bytes(f) for f in decoder.buffer_updated(n)]
-        except FramingError:
-            if frames:  # like FramedTransport, which keeps each batch as it comes
-                return frames
-            raise
-        if decoder.error is not None:
-            break  # like FramedTransport: take the good frames, then close the peer
-        piece = piece[n:]
+    frames: list[bytes] = []
+    try:
+        while piece:
+            while decoder.ready:
+                frames += [bytes(f) for f in decoder.next_frames(per_call)]
+            plain = decoder.receive_size if path == "advised" else 0
+            if plain:
+                n = min(plain, len(piece))
+                got = decoder.receive(piece[:n], per_call)
+            else:
+                room = decoder.get_buffer()
+                assert len(room) > 0
+                n = min(len(room), len(piece))
+                room[:n] = piece[:n]
+                del room
+                got = decoder.buffer_updated(n, per_call)
+            frames += [bytes(f) for f in got]
+            if decoder.error is not None:
+                break  # like FramedTransport: take the good frames, then close the peer
+            piece = piece[n:]
+        while decoder.ready:
+            frames += [bytes(f) for f in decoder.next_frames(per_call)]
+    except FramingError:
+        if frames:  # like FramedTransport, which keeps each batch as it comes
+            return frames
+        raise
     return frames
 
 
@@ -96,14 +113,30 @@ framed_then_noise = st.builds(
     limit=st.integers(0, 500),
     buffer_size=st.sampled_from([64, 100, 4096, 64 * 1024]),
     sizes=st.lists(st.integers(1, 300), max_size=12),
-    zero_copy=st.booleans(),
+    path=st.sampled_from(["feed", "buffer", "advised"]),
+    per_call=st.one_of(st.none(), st.integers(1, 3)),
 )
-@example(stream=b"\xff\xff\xff\xff", limit=0, buffer_size=64, sizes=[1], zero_copy=False)
 @example(
-    stream=b"\x00\x00\x01\xf4" + b"x" * 300, limit=500, buffer_size=64, sizes=[], zero_copy=True
+    stream=b"\xff\xff\xff\xff", limit=0, buffer_size=64, sizes=[1], path="feed", per_call=None
+)
+@example(
+    stream=b"\x00\x00\x01\xf4" + b"x" * 300,
+    limit=500,
+    buffer_size=64,
+    sizes=[],
+    path="buffer",
+    per_call=None,
+)
+@example(
+    stream=encode_frame(b"ok") * 3 + b"\xff\xff\xff\xff",
+    limit=100,
+    buffer_size=64,
+    sizes=[],
+    path="advised",
+    per_call=2,
 )
 def test_decoder_yields_frames_or_a_framing_error_and_nothing_else(
-    stream, limit, buffer_size, sizes, zero_copy
+    stream, limit, buffer_size, sizes, path, per_call
 ):
     decoder = FrameDecoder(limit, buffer_size=buffer_size, peer="fuzzer")
     want, ending = reference(stream, limit)
@@ -111,7 +144,7 @@ def test_decoder_yields_frames_or_a_framing_error_and_nothing_else(
     error: FramingError | None = None
     try:
         for piece in chunks(stream, sizes):
-            got += deliver(decoder, piece, zero_copy)
+            got += deliver(decoder, piece, path, per_call)
             assert decoder.buffered <= bound(decoder, buffer_size)
         decoder.eof()
     except FramingError as caught:  # anything else fails the test
@@ -148,17 +181,27 @@ def test_decoder_yields_frames_or_a_framing_error_and_nothing_else(
     payloads=st.lists(st.binary(max_size=3000), max_size=12),
     buffer_size=st.sampled_from([64, 256, 64 * 1024]),
     sizes=st.lists(st.integers(1, 5000), max_size=10),
-    zero_copy=st.booleans(),
+    path=st.sampled_from(["feed", "buffer", "advised"]),
+    per_call=st.one_of(st.none(), st.integers(1, 3)),
+)
+# A frame of its own body, then its successor's header alone: an empty frame; then
+# part of a small one, kept in the scratch (all of it, not a header's room).
+@example(
+    payloads=[b"x" * 100, b"", b"abc"],
+    buffer_size=64,
+    sizes=[104, 4, 5, 2],
+    path="advised",
+    per_call=None,
 )
 def test_whatever_encode_produced_decodes_back_under_any_chunking(
-    payloads, buffer_size, sizes, zero_copy
+    payloads, buffer_size, sizes, path, per_call
 ):
     limit = max((len(p) for p in payloads), default=0)  # the tightest limit that fits
     stream = b"".join(encode_frame(p, limit) for p in payloads)
     decoder = FrameDecoder(limit, buffer_size=buffer_size)
     got: list[bytes] = []
     for piece in chunks(stream, sizes):
-        got += deliver(decoder, piece, zero_copy)
+        got += deliver(decoder, piece, path, per_call)
         assert decoder.buffered <= bound(decoder, buffer_size)
     decoder.eof()  # ends between frames: no error
     assert got == payloads
