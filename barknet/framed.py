@@ -563,17 +563,31 @@ class FramedTransport(ITransport):
             room = FRAMES_PER_TURN - len(frames)
             if room <= 0:
                 break
-            buffer = decoder.get_buffer()
-            data, status, read_error = inner.resume_read(peer, buffer)
-            got = len(data)
-            short = got < len(buffer)
-            # Let go of the views of the decoder's memory before it is asked for
-            # more: a large frame's body can then grow in place.
-            del buffer, data
+            plain = decoder.receive_size
+            if plain:
+                # No frame partly held, small frames lately: a plain read, and the
+                # frames cut straight out of what it returns.
+                data, status, read_error = inner.resume_read(peer, None, 0, plain)
+                short = len(data) < plain
+            else:
+                # Into the decoder's memory: the rest of a frame (a large one
+                # straight into its body), or a large frame's successor.
+                buffer = decoder.get_buffer()
+                data, status, read_error = inner.resume_read(peer, buffer)
+                short = len(data) < len(buffer)
+                del buffer
             if status is _OK:
                 progressed = True
                 try:
-                    more = decoder.buffer_updated(got, room)
+                    if plain:
+                        more = decoder.receive(data, room)
+                    else:
+                        got = len(data)
+                        # Let go of the last view of the decoder's memory before it
+                        # is told of the bytes: a large frame's body can then grow
+                        # in place.
+                        del data
+                        more = decoder.buffer_updated(got, room)
                 except FramingError as error:
                     self._hold(peer, recv, error)
                     return

@@ -171,6 +171,10 @@ class TlsTransport(TransportLayer):
         #: A peer's counters while its held CLOSED is being delivered (see _closed).
         self._leaving: dict[Peer, IOCounters] = {}
         self._scratch = bytearray(READ_SIZE)
+        #: Where a read without a buffer decrypts to, before its bytes are copied out
+        #: at their exact size: a new buffer per read would be zeroed each time
+        #: (64 KiB for a 16-byte message).
+        self._plaintext = bytearray(READ_SIZE)
 
     # ------------------------------------------------------------ lifecycle
     def connect(self, address: tuple[str, int] | None = None, *args: Any, **kw: Any) -> Peer:
@@ -795,7 +799,9 @@ class TlsTransport(TransportLayer):
         if session.got_close_notify:
             return self._read_eof(session)
         if buffer is None:
-            view = memoryview(bytearray(max_len or READ_SIZE))
+            size = max_len or READ_SIZE
+            plaintext = self._plaintext if size <= READ_SIZE else bytearray(size)
+            view = memoryview(plaintext)[:size]
         else:
             view = memoryview(buffer)[offset:]
             if max_len is not None:

@@ -620,6 +620,31 @@ def test_owner_taking_a_few_bytes_per_readable_gets_them_all_without_spinning(
     assert len(server.of(EventKind.READABLE)) == readable, "READABLE with nothing to read"
 
 
+def test_reads_without_a_buffer_return_bytes_of_their_own_at_their_exact_size(
+    ew, tls_server, tls_client
+) -> None:
+    """A read with no buffer decrypts into memory the transport keeps for the next
+    such read: what it returned must be a copy, untouched by later reads."""
+    server = tls_server(framed=False, echo=False)
+    client = tls_client(framed=False)
+    peer = client.transport.connect(server.address)
+    ew.run_until(lambda: client.of(EventKind.CONNECTED) and server.of(EventKind.ACCEPTED), 10)
+    (server_peer,) = [e.peer for e in server.of(EventKind.ACCEPTED)]
+    server.transport.suspend_read(server_peer)  # read by hand below, not by the owner
+    returned: list[Any] = []
+    for message in (b"first message", b"2nd"):
+        client.transport.resume_write(message, peer)
+        ew.run_until(
+            lambda: (
+                (r := server.transport.resume_read(server_peer)).status is IOStatus.OK
+                and returned.append(r.data) is None
+            ),
+            timeout=10,
+        )
+    assert returned == [b"first message", b"2nd"]
+    assert [type(data) for data in returned] == [bytes, bytes]
+
+
 def test_after_the_peers_close_notify_is_read_readable_stops(ew, tls_server, tls_client):
     """The peer's FIN follows its close_notify; we need nothing more from the socket,
     so it must not wake the owner turn after turn while the owner keeps the peer."""

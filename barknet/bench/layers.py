@@ -251,8 +251,10 @@ class BareTcpTransport(TcpTransport):
         offset: int = 0,
         max_len: int | None = None,
     ) -> ReadResult:
-        assert buffer is not None
-        got = self._conns[peer].sock.recv_into(buffer)
+        sock = self._conns[peer].sock
+        if buffer is None:  # a plain read, as FramedTransport makes between small frames
+            return _tuple_new(ReadResult, (sock.recv(max_len or self.read_size), OK, None))
+        got = sock.recv_into(buffer)
         return _tuple_new(ReadResult, (buffer[:got], OK, None))  # as TcpTransport builds it
 
     def resume_write(self, data: Any, peer: Peer) -> WriteResult:
@@ -275,11 +277,16 @@ class BareFramedTransport(FramedTransport):
             return
         recv = self._recv[peer]
         decoder = recv.decoder
-        buffer = decoder.get_buffer()
-        data, _, _ = self.inner.resume_read(peer, buffer)
-        got = len(data)
-        del buffer, data  # no view of the decoder's memory left behind
-        recv.frames.extend(decoder.buffer_updated(got))
+        plain = decoder.receive_size  # read as the decoder asks, as FramedTransport does
+        if plain:
+            data, _, _ = self.inner.resume_read(peer, None, 0, plain)
+            recv.frames.extend(decoder.receive(data))
+        else:
+            buffer = decoder.get_buffer()
+            data, _, _ = self.inner.resume_read(peer, buffer)
+            got = len(data)
+            del buffer, data  # no view of the decoder's memory left behind
+            recv.frames.extend(decoder.buffer_updated(got))
         self._replay(recv.readable)  # type: ignore[misc]  # attached
 
     def resume_read(
