@@ -23,6 +23,7 @@ from barknet import (
     IOEvent,
     IOStatus,
     Peer,
+    ReadResult,
     TcpTransport,
     TransportClosedError,
     TruncatedFrameError,
@@ -704,3 +705,56 @@ def test_the_water_marks_trip_exactly_past_high_and_at_low(ew):
     finally:
         framed.close()
         theirs.close()
+
+
+# -------------------------------------------------------- how it reads below
+class ReadRecorder(TransportLayer):
+    """Passes everything through, and notes how each read below was asked for."""
+
+    def __init__(self, inner: TcpTransport) -> None:
+        super().__init__(inner)
+        self.reads: list[tuple[str, int]] = []  # ("plain", max_len) or ("into", room)
+
+    def resume_read(
+        self,
+        peer: Peer,
+        buffer: bytearray | memoryview | None = None,
+        offset: int = 0,
+        max_len: int | None = None,
+    ) -> ReadResult:
+        if buffer is None:
+            self.reads.append(("plain", max_len or 0))
+        else:
+            self.reads.append(("into", len(memoryview(buffer)[offset:])))
+        return super().resume_read(peer, buffer, offset, max_len)
+
+
+def test_small_frames_are_read_plain_and_a_large_ones_rest_into_its_own_buffer(ew) -> None:
+    """Between small frames FramedTransport reads plain bytes (at most 64 KiB) and
+    the decoder cuts the frames out of them; the rest of a large frame is read
+    into the decoder's memory, and its successor's header alone."""
+    below = ReadRecorder(TcpTransport())
+    server = FramedTransport(below, max_frame_size=4 * MiB)
+    got: list[bytes | bytearray] = []
+
+    def on_event(event: IOEvent) -> None:
+        if event.kind is EventKind.READABLE:
+            got.extend(server.read_frames(event.peer))
+
+    server.attach(ew, on_event)
+    with socket.create_connection(server.bind(), timeout=5) as sock:
+        for message in (b"small", b"x" * 1000):
+            sock.sendall(encode_frame(message))
+            ew.run_until(lambda m=message: got[-1:] == [m], timeout=5)
+        assert {kind for kind, _ in below.reads} == {"plain"}
+        assert {size for _, size in below.reads} == {64 * KiB}
+        below.reads.clear()
+        large = random.Random(1).randbytes(1 * MiB)
+        sock.sendall(encode_frame(large) + encode_frame(b"after"))
+        ew.run_until(lambda: got[-1:] == [b"after"], timeout=5)
+        assert got[-2:] == [large, b"after"]
+        kinds = [kind for kind, _ in below.reads]
+        assert kinds[0] == "plain" and "into" in kinds  # its start, then the rest into its body
+        assert ("plain", 4) in below.reads  # the header after it, alone
+    server.close()
+    turns(ew)
