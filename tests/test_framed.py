@@ -23,7 +23,6 @@ from barknet import (
     IOEvent,
     IOStatus,
     Peer,
-    ReadResult,
     TcpTransport,
     TransportClosedError,
     TruncatedFrameError,
@@ -32,6 +31,7 @@ from barknet import (
 from barknet.framed import PeerSnapshot
 from barknet.framing import encode_frame, encode_header
 from barknet.layer import TransportLayer
+from barknet.testing.trace import TracingTransport
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
@@ -708,34 +708,16 @@ def test_the_water_marks_trip_exactly_past_high_and_at_low(ew):
 
 
 # -------------------------------------------------------- how it reads below
-class ReadRecorder(TransportLayer):
-    """Passes everything through, and notes how each read below was asked for."""
-
-    def __init__(self, inner: TcpTransport) -> None:
-        super().__init__(inner)
-        self.reads: list[tuple[str, int]] = []  # ("plain", max_len) or ("into", room)
-
-    def resume_read(
-        self,
-        peer: Peer,
-        buffer: bytearray | memoryview | None = None,
-        offset: int = 0,
-        max_len: int | None = None,
-    ) -> ReadResult:
-        if buffer is None:
-            self.reads.append(("plain", max_len or 0))
-        else:
-            self.reads.append(("into", len(memoryview(buffer)[offset:])))
-        return super().resume_read(peer, buffer, offset, max_len)
-
-
 def test_small_frames_are_read_plain_and_a_large_ones_rest_into_its_own_buffer(ew) -> None:
     """Between small frames FramedTransport reads plain bytes (at most 64 KiB) and
     the decoder cuts the frames out of them; the rest of a large frame is read
     into the decoder's memory, and its successor's header alone."""
-    below = ReadRecorder(TcpTransport())
+    below = TracingTransport(TcpTransport(), side="server")
     server = FramedTransport(below, max_frame_size=4 * MiB)
     got: list[bytes | bytearray] = []
+
+    def reads() -> list[tuple[str, int]]:
+        return [(r.call, r.asked) for r in below.trace.records if r.call.startswith("recv")]
 
     def on_event(event: IOEvent) -> None:
         if event.kind is EventKind.READABLE:
@@ -746,15 +728,14 @@ def test_small_frames_are_read_plain_and_a_large_ones_rest_into_its_own_buffer(e
         for message in (b"small", b"x" * 1000):
             sock.sendall(encode_frame(message))
             ew.run_until(lambda m=message: got[-1:] == [m], timeout=5)
-        assert {kind for kind, _ in below.reads} == {"plain"}
-        assert {size for _, size in below.reads} == {64 * KiB}
-        below.reads.clear()
+        assert set(reads()) == {("recv", 64 * KiB)}
+        below.trace.records.clear()
         large = random.Random(1).randbytes(1 * MiB)
         sock.sendall(encode_frame(large) + encode_frame(b"after"))
         ew.run_until(lambda: got[-1:] == [b"after"], timeout=5)
         assert got[-2:] == [large, b"after"]
-        kinds = [kind for kind, _ in below.reads]
-        assert kinds[0] == "plain" and "into" in kinds  # its start, then the rest into its body
-        assert ("plain", 4) in below.reads  # the header after it, alone
+        calls = [call for call, _ in reads()]
+        assert calls[0] == "recv" and "recv_into" in calls  # its start, then its body
+        assert ("recv", 4) in reads()  # the header after it, alone
     server.close()
     turns(ew)
