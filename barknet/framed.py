@@ -574,19 +574,17 @@ class FramedTransport(ITransport):
                 # straight into its body), or a large frame's successor.
                 buffer = decoder.get_buffer()
                 data, status, read_error = inner.resume_read(peer, buffer)
-                short = len(data) < len(buffer)
-                del buffer
+                got = len(data)
+                short = got < len(buffer)
+                # Let go of the views of the decoder's memory before it is told of
+                # the bytes: a large frame's body can then grow in place.
+                del buffer, data
             if status is _OK:
                 progressed = True
                 try:
                     if plain:
                         more = decoder.receive(data, room)
                     else:
-                        got = len(data)
-                        # Let go of the last view of the decoder's memory before it
-                        # is told of the bytes: a large frame's body can then grow
-                        # in place.
-                        del data
                         more = decoder.buffer_updated(got, room)
                 except FramingError as error:
                     self._hold(peer, recv, error)

@@ -363,7 +363,6 @@ class FrameDecoder:
         self._end = 0  # one past the last byte received
         self._body_threshold = buffer_size // 2
         self._plain_size = min(PLAIN_READ_SIZE, buffer_size)
-        self._plain_frame_max = self._plain_size - HEADER_SIZE  # the largest one read holds
         self._body: bytearray | None = None  # grows towards self._size as bytes arrive
         self._size = 0  # the announced size of the frame in the body
         self._halvings = 0  # the body is the frame's size halved this often (see _grow)
@@ -531,7 +530,7 @@ class FrameDecoder:
     def _advice(self, last_size: int) -> int:
         """(Nothing held) the ``receive_size`` that suits a peer whose last frame
         was ``last_size`` bytes: a plain read, unless one would not hold it."""
-        if self._body is not None or last_size > self._plain_frame_max:
+        if self._body is not None or HEADER_SIZE + last_size > self._plain_size:
             return 0
         return self._plain_size
 
@@ -576,7 +575,9 @@ class FrameDecoder:
             start = stop
         self.bytes_copied += start - HEADER_SIZE * len(frames)
         if start == end:  # (the usual end: no frame partly here, nothing in a body)
-            self.receive_size = 0 if size > self._plain_frame_max else self._plain_size
+            # Every frame here fitted in one plain read: the next read is one too
+            # (also after a header read alone, which may have been a whole frame).
+            self.receive_size = self._plain_size
             return frames
         rest = memoryview(data)[start:]
         if (

@@ -424,6 +424,14 @@ def test_a_partial_frame_from_a_plain_read_sends_the_next_bytes_into_the_scratch
     assert decoder.receive_size == PLAIN_READ_SIZE and decoder.scratch is None
 
 
+def test_frames_received_from_a_view_come_out_as_bytes_of_their_own():
+    decoder = FrameDecoder()
+    wire = bytearray(stream_of([b"one", b"two"]))
+    frames = decoder.receive(memoryview(wire))
+    wire[:] = bytes(len(wire))  # the caller reuses its buffer: the frames must not change
+    assert frames == [b"one", b"two"] and all(type(f) is bytes for f in frames)
+
+
 def test_receive_takes_no_more_than_receive_size():
     decoder = FrameDecoder(buffer_size=4096)  # a plain read never outgrows the scratch
     assert decoder.receive_size == 4096

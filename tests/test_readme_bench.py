@@ -336,3 +336,62 @@ def test_benchmarks_readme_quotes_the_stored_bare_pairs_runs() -> None:
     prose = " ".join((ROOT / "benchmarks" / "README.md").read_text(encoding="utf-8").split())
     missing = [phrase for phrase in phrases if phrase not in prose]
     assert not missing, f"benchmarks/README.md does not match pairs-bare.txt: {missing}"
+
+
+def _summary_rows(lines: list[str]) -> dict[str, list[str]]:
+    """A printed summary table's rows: the figure's name, then each column's value."""
+    rows = {}
+    for line in lines:
+        name, _, rest = line.partition(")")
+        if rest.strip() and "(" in name:
+            rows[name + ")"] = [cell for cell in rest.split() if not cell.startswith("×")]
+    return rows
+
+
+def test_the_readme_quotes_the_stored_plain_reads_runs() -> None:
+    """The paragraph on plain reads quotes benchmarks/plain-reads.txt: barknet
+    before and after, and the asyncio Protocol of each run."""
+    text = (ROOT / "benchmarks" / "plain-reads.txt").read_text(encoding="utf-8")
+    after_part, before_part = text.split("## after")[1].split("## before")
+    after, before = (_summary_rows(part.splitlines()) for part in (after_part, before_part))
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = readme.index("Since the table's run, reads between small frames are plain reads")
+    prose = " ".join(readme[start : readme.index("\n\n", start)].split())
+    columns = ["raw", "selectors", "barknet", "asyncio-protocol"]
+
+    def figures(row: str, other: str) -> dict[str, str]:
+        b, o = columns.index("barknet"), columns.index(other)
+        return dict(b=before[row][b], a=after[row][b], ob=before[row][o], oa=after[row][o])
+
+    for row, other, words in [
+        (
+            "round trip p50 16 B (µs)",
+            "asyncio-protocol",
+            "16 B round trip p50 went from {b} to {a} µs "
+            "(the asyncio `Protocol` in the same runs: {ob} and {oa})",
+        ),
+        (
+            "round trip p50 1 KiB (µs)",
+            "asyncio-protocol",
+            "1 KiB from {b} to {a} µs ({ob} and {oa})",
+        ),
+        (
+            "round trip p99 16 B (µs)",
+            "asyncio-protocol",
+            "16 B p99 from {b} to {a} µs ({ob} and {oa})",
+        ),
+        (
+            "round trip p50 64 KiB (µs)",
+            "asyncio-protocol",
+            "64 KiB p50 from {b} to {a} µs ({ob} and {oa})",
+        ),
+        (
+            "bulk 64 B (frames/s)",
+            "selectors",
+            "64 B frames from {b} to {a} a second (the careful loop: {ob} and {oa})",
+        ),
+    ]:
+        quoted = words.format(**figures(row, other))
+        assert quoted in prose, quoted
+    p50 = figures("round trip p50 16 B (µs)", "asyncio-protocol")
+    assert f"the p50 still about {float(p50['a']) / float(p50['oa']):.2f}× it" in prose
