@@ -45,6 +45,12 @@ Decoding is a small state machine over two kinds of buffer:
   straight into it, with no growing and no fresh pages. Only a buffer you
   handed back is ever reused, so a frame you keep is never overwritten.
 
+Between small frames neither is needed: the transport reads plain bytes (at
+most :attr:`FrameDecoder.receive_size`) and :meth:`FrameDecoder.receive` cuts
+the frames straight out of them, one slice each. Only a small frame that the
+read cut in two goes to the scratch, which then takes just the rest of it, and
+the read after that is plain again.
+
 The length is checked against ``max_frame_size`` as soon as the 4 header bytes
 are in, before a body buffer exists, so a peer that announces 4 GiB costs you
 nothing. At end of stream, :meth:`FrameDecoder.eof` tells a clean end (between
@@ -53,8 +59,9 @@ frames) from a truncated header (k of 4 bytes) or payload (x of n bytes).
 ``limit`` (on :meth:`~FrameDecoder.buffer_updated` and
 :meth:`~FrameDecoder.next_frames`) caps how many frames one call returns, so a
 transport can bound the work it does for one peer per turn of the loop; whole
-frames beyond the cap stay in the scratch (``ready`` says so) until you ask
-again, and you must ask before you read more.
+frames beyond the cap stay where they arrived (in the scratch, or in the bytes
+of a plain read: ``ready`` says so) until you ask again, and you must ask
+before you read more.
 """
 
 from __future__ import annotations
@@ -373,9 +380,13 @@ class FrameDecoder:
         #: The framing error that stopped this stream, if any: every later call
         #: raises it again. (A plain attribute: it is read once per read.)
         self.error: FramingError | None = None
-        #: Whole frames may wait in the scratch, past the ``limit`` of the last call:
-        #: take them with :meth:`next_frames` before you read more.
+        #: Whole frames may wait, past the ``limit`` of the last call: take them
+        #: with :meth:`next_frames` before you read more.
         self.ready = False
+        #: (While ``ready``, after :meth:`receive`.) The plain read's bytes and where
+        #: the frames still to cut out of them start.
+        self._held: bytes | None = None
+        self._held_start = 0
         #: Bytes the decoder copied inside itself (frames out of the scratch,
         #: moves to the front, promotion to a body, growing a body into a new
         #: buffer): the test of "no quadratic copying" reads this. Not counted:
@@ -425,17 +436,38 @@ class FrameDecoder:
                 # that the payload goes straight into its body (one more small
                 # read, instead of copying the start of the payload out of here).
                 return view[self._end : HEADER_SIZE]
-            return view[self._end :] if head else view
-        cap = len(view)
-        if self._start and cap - self._end < cap // 4:
-            # Move the partial frame to the front. It is at most half the
-            # scratch (bigger frames get a body), so this frees at least a
-            # quarter of the scratch and each byte moves a bounded number of times.
-            pending = self._end - self._start
-            view[:pending] = view[self._start : self._end]
-            self.bytes_copied += pending
-            self._start, self._end = 0, pending
-        return view[self._end :]
+            if not head:
+                return view
+        else:
+            cap = len(view)
+            if self._start and cap - self._end < cap // 4:
+                # Move the partial frame to the front. It is at most half the
+                # scratch (bigger frames get a body), so this frees at least a
+                # quarter of the scratch and each byte moves a bounded number of times.
+                pending = self._end - self._start
+                view[:pending] = view[self._start : self._end]
+                self.bytes_copied += pending
+                self._start, self._end = 0, pending
+        return view[self._end : self._read_stop(view)]
+
+    def _read_stop(self, view: memoryview) -> int:
+        """Where a read into the scratch should stop: at the end of the frame partly
+        here (of its header, if that is not all here yet) when one plain read
+        would have held that frame, and the scratch's end otherwise.
+
+        Reads of small frames are plain reads, cut with :meth:`receive`, one
+        slice per frame; cutting them out of the scratch costs a view and a copy
+        each. So the scratch only finishes the small frame a plain read left
+        cut in two, and the read after it is plain again. (A frame too large for
+        one plain read fills the scratch, or its own body, as it comes.)
+        """
+        start, end = self._start, self._end
+        if end - start < HEADER_SIZE:
+            return start + HEADER_SIZE if end > start else len(view)
+        (size,) = _unpack_header(view, start)
+        if HEADER_SIZE + size > self._plain_size:
+            return len(view)
+        return start + HEADER_SIZE + size
 
     def _grow(self, body: bytearray, got: int) -> bytearray:
         """The body is full but the frame is not: double it.
@@ -535,60 +567,67 @@ class FrameDecoder:
         return self._plain_size
 
     def receive(
-        self, data: bytes | bytearray | memoryview, limit: int | None = None
+        self, data: bytes | bytearray | memoryview, limit: int | None = None, offset: int = 0
     ) -> list[bytes | bytearray]:
-        """Cut the frames in ``data``, bytes a plain read returned (at most
+        """Cut the frames in ``data[offset:]``, bytes a plain read returned (at most
         ``receive_size``, which must not be 0), straight out of it; return them
         (at most ``limit``; see ``ready``).
 
         Each frame is one slice of ``data``; nothing is copied into the decoder
-        first. Only what is left over is: the start of a frame that has not
-        arrived whole (a large one goes to a body of its own, as from the
-        scratch), and whole frames past ``limit``. A bad header is reported as
-        by :meth:`buffer_updated`, after the good frames before it.
+        first. Whole frames past ``limit`` stay where they are, in ``data``:
+        :meth:`next_frames` cuts them out the same way, from where this call
+        stopped (``offset``). Only the start of a frame that has not arrived
+        whole is copied in (a large one to a body of its own, as from the
+        scratch). A bad header is reported as by :meth:`buffer_updated`, after
+        the good frames before it.
         """
         if self.error is not None:
             raise self.error
-        if not 0 < len(data) <= self.receive_size:
+        end = len(data)
+        if not 0 < end - offset <= self.receive_size:
             if not self.receive_size:
                 raise RuntimeError(
                     "the decoder holds part of a frame (or whole frames: see ready): "
                     "its next bytes go into get_buffer()"
                 )
-            if not data:
+            if end == offset:
                 return []
             raise ValueError(f"receive takes at most receive_size={self.receive_size} bytes")
         if type(data) is not bytes:  # (slices of bytes are bytes: frames come out as bytes)
             data = bytes(data)
-            self.bytes_copied += len(data)
+            self.bytes_copied += end - offset
         if limit is None:
             limit = _NO_LIMIT
         frames: list[bytes | bytearray] = []
         append, max_size = frames.append, self.max_frame_size
-        end, start, size = len(data), 0, 0
-        while end - start >= HEADER_SIZE and len(frames) < limit:
+        start, size = offset, 0
+        while end - start >= HEADER_SIZE:
+            if len(frames) >= limit:
+                # Maybe more whole frames: they wait in data, uncopied, for
+                # next_frames; until then nothing more is read (see ready).
+                self._held, self._held_start = data, start
+                self.ready = True
+                self.receive_size = 0
+                self.bytes_copied += start - offset - HEADER_SIZE * len(frames)
+                return frames
             (size,) = _unpack_header(data, start)
             stop = start + HEADER_SIZE + size
             if stop > end or size > max_size:
                 break  # not all here yet (or a bad header: see below)
             append(data[start + HEADER_SIZE : stop])
             start = stop
-        self.bytes_copied += start - HEADER_SIZE * len(frames)
+        self.bytes_copied += start - offset - HEADER_SIZE * len(frames)
         if start == end:  # (the usual end: no frame partly here, nothing in a body)
             # Every frame here fitted in one plain read: the next read is one too
             # (also after a header read alone, which may have been a whole frame).
             self.receive_size = self._plain_size
             return frames
         rest = memoryview(data)[start:]
-        if (
-            len(frames) < limit
-            and len(rest) >= HEADER_SIZE
-            and self._body_threshold <= size <= max_size
-        ):
+        if len(rest) >= HEADER_SIZE and self._body_threshold <= size <= max_size:
             self._promote(rest, 0, len(rest), size)  # a large frame: a body of its own
             return frames
-        # Keep the rest in the scratch, where the next bytes go (it fits: a plain
-        # read is never larger than the scratch); cut there what is whole in it.
+        # Keep the start of the frame in the scratch, where the rest of it goes
+        # (see get_buffer); a bad header is found there, as in any read.
         self._header_alone = False  # (a header read alone is in: the whole scratch, please)
         buffer = self.get_buffer()
         buffer[: len(rest)] = rest
@@ -608,6 +647,11 @@ class FrameDecoder:
             raise self.error
         if not self.ready:
             return []
+        if self._held is not None:  # in a plain read's bytes: cut on from where we stopped
+            data, offset = self._held, self._held_start
+            self._held, self.ready = None, False
+            self.receive_size = self._plain_size  # (they came in one plain read: they fit)
+            return self.receive(data, limit, offset)
         return self.buffer_updated(0, limit)  # no new bytes: only cut out the frames
 
     def recycle(self, frame: bytes | bytearray | memoryview) -> None:
@@ -720,21 +764,27 @@ class FrameDecoder:
             return DecoderState("payload", self._got, self._size)
         if self.scratch is None and self._head:
             return DecoderState("header", len(self._head), HEADER_SIZE)
-        start = self._partial_start() if self.ready else self._start
-        pending = self._end - start
+        held = self._held
+        view: bytes | memoryview | None
+        if held is not None:
+            view, start, end = held, self._held_start, len(held)
+        else:
+            view, start, end = self.scratch, self._start, self._end
+        if self.ready:
+            assert view is not None
+            start = self._partial_start(view, start, end)
+        pending = end - start
         if pending == 0:
             return DecoderState("idle", 0, 0)
         if pending < HEADER_SIZE:
             return DecoderState("header", pending, HEADER_SIZE)
-        assert self.scratch is not None
-        (size,) = _unpack_header(self.scratch, start)
+        assert view is not None
+        (size,) = _unpack_header(view, start)
         return DecoderState("payload", pending - HEADER_SIZE, size)
 
-    def _partial_start(self) -> int:
+    def _partial_start(self, view: bytes | memoryview, pos: int, end: int) -> int:
         """(While ``ready``.) Where the frame not yet whole starts, past the whole
         frames a ``limit`` held back: those are not part of the state."""
-        view, pos, end = self.scratch, self._start, self._end
-        assert view is not None
         while end - pos >= HEADER_SIZE:
             (size,) = _unpack_header(view, pos)
             if size > self.max_frame_size or pos + HEADER_SIZE + size > end:
@@ -747,6 +797,8 @@ class FrameDecoder:
         """Bytes received but not yet returned as frames (header bytes included)."""
         if self._body is not None:
             return HEADER_SIZE + self._got
+        if self._held is not None:
+            return len(self._held) - self._held_start
         return self._end - self._start + len(self._head)
 
     def __repr__(self) -> str:

@@ -29,7 +29,7 @@ from barknet import (
     WriteResult,
 )
 from barknet.framed import PeerSnapshot
-from barknet.framing import encode_frame, encode_header
+from barknet.framing import HEADER_SIZE, encode_frame, encode_header
 from barknet.layer import TransportLayer
 from barknet.testing.trace import TracingTransport
 
@@ -737,5 +737,30 @@ def test_small_frames_are_read_plain_and_a_large_ones_rest_into_its_own_buffer(e
         calls = [call for call, _ in reads()]
         assert calls[0] == "recv" and "recv_into" in calls  # its start, then its body
         assert ("recv", 4) in reads()  # the header after it, alone
+    server.close()
+    turns(ew)
+
+
+def test_a_flood_of_small_frames_is_read_plain_the_scratch_only_finishing_cut_frames(ew) -> None:
+    """More small frames than a turn takes, in reads that cut frames in two: the
+    frames past a turn's worth wait in the plain read's bytes, and a read into
+    the decoder's memory only ever asks for the rest of a cut frame."""
+    below = TracingTransport(TcpTransport(), side="server")
+    server = FramedTransport(below)
+    got: list[bytes | bytearray] = []
+
+    def on_event(event: IOEvent) -> None:
+        if event.kind is EventKind.READABLE:
+            got.extend(server.read_frames(event.peer))
+
+    server.attach(ew, on_event)
+    frames = [i.to_bytes(4, "big") * 4 for i in range(5000)]  # 20-byte payloads, 120 KB
+    with socket.create_connection(server.bind(), timeout=5) as sock:
+        sock.sendall(b"".join(encode_frame(f) for f in frames))
+        ew.run_until(lambda: len(got) == len(frames), timeout=5)
+    assert got == frames
+    reads = [(r.call, r.asked) for r in below.trace.records if r.call.startswith("recv")]
+    assert ("recv", 64 * KiB) in reads
+    assert all(asked <= HEADER_SIZE + 20 for call, asked in reads if call == "recv_into")
     server.close()
     turns(ew)

@@ -478,6 +478,69 @@ def test_receive_with_a_limit_holds_whole_frames_back_for_next_frames():
     assert not decoder.ready and decoder.receive_size == PLAIN_READ_SIZE
 
 
+def test_frames_past_the_limit_stay_in_the_plain_read_and_are_cut_from_it_uncopied():
+    pool = ScratchPool(DEFAULT_BUFFER_SIZE, keep=0)  # (a scratch taken would be a new one)
+    decoder = FrameDecoder(pool=pool)
+    frames = payloads([3, 4, 5, 6, 7], seed=21)
+    wire = stream_of(frames)
+    assert decoder.receive(wire, limit=2) == frames[:2]
+    # Nothing moved into the decoder's memory: the rest waits in the read's bytes.
+    assert decoder.scratch is None and len(pool.free) == 0
+    assert decoder.buffered == len(wire) - sum(HEADER_SIZE + len(f) for f in frames[:2])
+    assert decoder.state == DecoderState("idle", 0, 0)  # (whole frames are not the state)
+    with pytest.raises(RuntimeError, match="get_buffer"):
+        decoder.receive(b"more")  # the held frames come first
+    with pytest.raises(RuntimeError, match="next_frames"):
+        decoder.get_buffer()
+    assert decoder.next_frames(2) == frames[2:4]
+    assert decoder.next_frames(2) == frames[4:]
+    assert decoder.scratch is None and not decoder.ready
+    # Each payload byte copied once, by the slice that is its frame.
+    assert decoder.bytes_copied == sum(len(f) for f in frames)
+    assert decoder.receive_size == PLAIN_READ_SIZE
+
+
+def test_a_partial_frame_behind_held_frames_goes_to_the_scratch_when_they_are_taken():
+    decoder = FrameDecoder()
+    frames = payloads([10, 20, 30], seed=22)
+    wire = stream_of(frames)
+    assert decoder.receive(wire[:-7], limit=1) == frames[:1]
+    assert decoder.state == DecoderState("payload", 30 - 7, 30)  # past the whole frames
+    assert decoder.buffered == len(wire) - 7 - HEADER_SIZE - 10
+    assert decoder.next_frames() == frames[1:2]
+    assert decoder.scratch is not None and decoder.receive_size == 0
+    assert feed_via_buffer(decoder, wire[-7:]) == frames[2:]
+
+
+def test_the_scratch_only_finishes_the_small_frame_a_plain_read_cut_in_two():
+    """Cutting small frames out of the scratch costs a view and a copy each, out
+    of a plain read one slice: so the read after a cut small frame asks for
+    the rest of that frame (of its header, if the header was cut), and the one
+    after that is plain again. A frame too large for one plain read still has
+    the whole scratch."""
+    decoder = FrameDecoder()
+    frames = payloads([100, 50, 60], seed=23)
+    wire = stream_of(frames)
+    assert decoder.receive(wire[:106]) == frames[:1]  # and 2 header bytes of the next
+    room = decoder.get_buffer()
+    assert len(room) == HEADER_SIZE - 2  # the rest of the header
+    room[:2] = wire[106:108]
+    del room
+    assert decoder.buffer_updated(2) == []
+    room = decoder.get_buffer()
+    assert len(room) == 50  # the rest of the frame, and no more
+    room[:50] = wire[108:158]
+    del room
+    assert decoder.buffer_updated(50) == frames[1:2]
+    assert decoder.scratch is None and decoder.receive_size == PLAIN_READ_SIZE
+    assert decoder.receive(wire[158:]) == frames[2:]
+
+    big = payloads([PLAIN_READ_SIZE], seed=24)  # its header and it do not fit one plain read
+    wire = stream_of(big)
+    assert decoder.receive(wire[:1000]) == []
+    assert len(decoder.get_buffer()) == DEFAULT_BUFFER_SIZE - 1000
+
+
 def test_receive_hands_out_the_frames_before_a_bad_header_then_the_error():
     decoder = FrameDecoder(max_frame_size=100)
     wire = stream_of([b"good", b"also"]) + encode_header(101, 1000) + b"x" * 20
@@ -498,14 +561,8 @@ def test_a_shared_pool_keeps_at_most_keep_free_scratches_however_many_come_back(
     decoders = [FrameDecoder(buffer_size=1024, pool=pool) for _ in range(6)]
     wire = encode_frame(b"hello")
 
-    def fill(decoder: FrameDecoder, data: bytes) -> list[bytes | bytearray]:
-        room = decoder.get_buffer()
-        room[: len(data)] = data
-        del room
-        return decoder.buffer_updated(len(data))
-
     for decoder in decoders:  # each holds a scratch: its frame is half here
-        assert fill(decoder, wire[:3]) == []
+        assert decoder.feed(wire[:3]) == []
         assert decoder.scratch is not None
     assert len(pool.free) == 0
     for decoder in decoders[:3]:  # nothing more for now: set the 3 header bytes aside
@@ -513,11 +570,11 @@ def test_a_shared_pool_keeps_at_most_keep_free_scratches_however_many_come_back(
         assert decoder.scratch is None
     assert len(pool.free) == 2  # given back by release(); the third one goes
     for decoder in decoders[3:]:  # these finish their frames and give their scratch back
-        assert fill(decoder, wire[3:]) == [b"hello"]
+        assert decoder.feed(wire[3:]) == [b"hello"]
         assert decoder.scratch is None
     assert len(pool.free) == 2  # still 2: the others (4 KiB here, 1 MiB at the default) go
     for decoder in decoders[:3]:  # the released ones pick up where they were
-        assert fill(decoder, wire[3:]) == [b"hello"]
+        assert decoder.feed(wire[3:]) == [b"hello"]
     assert len(pool.free) == 2
     reused = {id(view) for view in pool.free}
     assert id(FrameDecoder(buffer_size=1024, pool=pool).get_buffer()) in reused
