@@ -106,7 +106,7 @@ from .framing import (
     ScratchPool,
     buffer_size,
     encode_header,
-    sized_payloads,
+    frame_batch,
 )
 from .interfaces import Buffer, ITransport, Replay, WriteData
 from .layer import copy_message_into, linger_timeout_below
@@ -925,20 +925,19 @@ class FramedTransport(ITransport):
         send = self._send.get(peer)
         if send is None or ((send.closing or send.eof) and not self._still_queueing(send)):
             raise self._refusal(peer, send, "the frames were")
-        payloads = sized_payloads(frames, self.max_frame_size)  # all checked, or it raises
+        # All framed (and checked) before any is queued, or it raises.
+        buffers, sizes = frame_batch(frames, self.max_frame_size)
         if send.dropped and self._recv[peer].error is not None:
             # The peer broke (every error marks it dropped); CLOSED is on the way.
             return WriteResult(0, IOStatus.ERROR, self._recv[peer].error)
-        if not payloads:
+        if not sizes:
             return WriteResult(0, IOStatus.OK)
         # As with resume_write: with coalesce, the first write of a turn leaves at
         # once, later ones wait for the turn's end and leave together.
         now = not self.coalesce or (
             not send.buffers and not send.waiting and self._first_of_turn(send)
         )
-        push = send.push
-        for data, size in payloads:
-            push(_pack_header(size), data, size)
+        send.push_batch(buffers, sizes)
         return self._queued(send, peer, now)
 
     @staticmethod

@@ -91,6 +91,7 @@ __all__ = [
 HEADER = struct.Struct("!I")  # network byte order, unsigned 32-bit
 HEADER_SIZE = HEADER.size
 _unpack_header = HEADER.unpack_from  # (size,) of the header at an offset, read in place
+_pack_header = HEADER.pack
 DEFAULT_MAX_FRAME_SIZE = 8 * 1024 * 1024
 #: The largest size a 4-byte header can announce.
 MAX_ENCODABLE = 0xFFFF_FFFF
@@ -142,23 +143,48 @@ def buffer_size(data: Any, what: str, hint: str = "") -> int:
     return len(data)
 
 
-def sized_payloads(
+def frame_batch(
     frames: Iterable[Any], max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
-) -> list[tuple[Any, int]]:
-    """Each payload of ``frames`` with its size, every one checked before any is sent:
-    a batch of frames goes out whole or not at all, never with a header and no body.
+) -> tuple[list[Any], list[int]]:
+    """Each payload of ``frames`` framed, in wire order, ready for
+    :meth:`FrameQueue.push_batch`: the buffers to queue and each frame's size
+    on the wire (header included).
+
+    Small payloads are copied with their headers into shared buffers, as
+    :meth:`FrameQueue.push` would; large ones stay as they are, after their
+    header. All in one pass and before anything is queued, so a batch
+    goes out whole or not at all, never with a header and no body:
     ``TypeError`` for a payload that is not one bytes-like buffer (see
-    :func:`buffer_size`), ``FrameTooLargeError`` for one over the limit."""
-    payloads = []
+    :func:`buffer_size`), ``FrameTooLargeError`` for one over the limit.
+    """
     limit = min(max_frame_size, MAX_ENCODABLE)
-    what = "write_frames takes one bytes-like payload per frame"
-    hint = " (a frame in several parts: resume_write)"
+    buffers: list[Any] = []
+    sizes: list[int] = []
+    run = bytearray()  # small frames, back to back
     for data in frames:
-        size = buffer_size(data, what, hint)
+        size = len(data) if type(data) is bytes else buffer_size(data, _BATCH_TAKES, _BATCH_HINT)
         if size > limit:
             encode_header(size, max_frame_size)  # raises FrameTooLargeError
-        payloads.append((data, size))
-    return payloads
+        if size <= SMALL_FRAME:
+            if len(run) >= TAIL_SIZE:
+                buffers.append(run)
+                run = bytearray()
+            run += _pack_header(size)
+            run += data
+        else:
+            if run:
+                buffers.append(run)
+                run = bytearray()
+            buffers.append(_pack_header(size))
+            buffers.append(data)
+        sizes.append(HEADER_SIZE + size)
+    if run:
+        buffers.append(run)
+    return buffers, sizes
+
+
+_BATCH_TAKES = "write_frames takes one bytes-like payload per frame"
+_BATCH_HINT = " (a frame in several parts: resume_write)"
 
 
 def encode(payload: Any, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> tuple[bytes, Any]:
@@ -216,6 +242,17 @@ class FrameQueue:
             self.buffers.append(data)
         self.frame_sizes.append(HEADER_SIZE + size)
         self.queued += HEADER_SIZE + size
+
+    def push_batch(self, buffers: list[Any], sizes: list[int]) -> None:
+        """Queue the frames :func:`frame_batch` made: its buffers, in order."""
+        if not buffers:
+            return
+        self.buffers.extend(buffers)
+        self.frame_sizes.extend(sizes)
+        self.queued += sum(sizes)
+        # Later small frames may join the batch's last run of small ones (ours),
+        # never a payload of yours.
+        self.tail = buffers[-1] if sizes[-1] <= HEADER_SIZE + SMALL_FRAME else None
 
     def push_parts(self, header: bytes, parts: list[Any], size: int) -> None:
         """Queue one frame whose payload is ``parts`` (``size`` bytes in all), uncopied."""

@@ -14,6 +14,7 @@ from barknet.framing import (
     FrameDecoder,
     FrameQueue,
     encode_frame,
+    frame_batch,
 )
 from barknet.interfaces import IOV_MAX, nbytes
 
@@ -47,6 +48,41 @@ def test_a_new_tail_starts_once_the_tail_is_full() -> None:
         _push(queue, payload)
     assert len(queue.buffers) == 2
     assert all(len(buffer) <= TAIL_SIZE + SMALL_FRAME + HEADER_SIZE for buffer in queue.buffers)
+
+
+def test_a_batch_copies_each_small_payload_once_next_to_its_header_and_queues_large_ones() -> None:
+    large = bytearray(b"L" * (SMALL_FRAME + 1))
+    payloads = [b"a", memoryview(b"bc"), large, b"", bytearray(b"d")]
+    buffers, sizes = frame_batch(payloads)
+    # [run of 2 frames], header, the payload itself, [run of 2 frames]
+    assert len(buffers) == 4 and buffers[2] is large
+    assert sizes == [HEADER_SIZE + nbytes(p) for p in payloads]
+    queue = FrameQueue()
+    queue.push_batch(buffers, sizes)
+    assert _wire(queue.iov()) == b"".join(encode_frame(p) for p in payloads)
+    assert queue.queued == sum(sizes) and list(queue.frame_sizes) == sizes
+
+
+def test_a_small_frame_after_a_batch_joins_its_last_run_never_a_payload_of_yours() -> None:
+    queue = FrameQueue()
+    queue.push_batch(*frame_batch([b"a", b"b"]))
+    _push(queue, b"c")
+    assert len(queue.buffers) == 1  # one run: the batch's, and the frame after it
+    large = bytearray(SMALL_FRAME + 1)
+    queue.push_batch(*frame_batch([large]))
+    _push(queue, b"d")
+    assert large == bytearray(SMALL_FRAME + 1)  # your buffer is never appended to
+    assert _wire(queue.iov()) == b"".join(encode_frame(p) for p in (b"a", b"b", b"c", large, b"d"))
+
+
+def test_a_batch_of_many_small_frames_is_cut_into_runs_of_about_the_tail_size() -> None:
+    payload = b"x" * SMALL_FRAME
+    count = 3 * TAIL_SIZE // (SMALL_FRAME + HEADER_SIZE)
+    buffers, sizes = frame_batch([payload] * count)
+    assert sizes == [HEADER_SIZE + SMALL_FRAME] * count
+    assert len(buffers) == 3
+    assert all(len(buffer) <= TAIL_SIZE + SMALL_FRAME + HEADER_SIZE for buffer in buffers)
+    assert b"".join(buffers) == encode_frame(payload) * count
 
 
 def test_a_tail_handed_out_by_iov_is_never_appended_to() -> None:
