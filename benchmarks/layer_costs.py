@@ -1,4 +1,5 @@
-"""CPU time and Python calls per 16-byte round trip as each of barknet's layers is added.
+"""CPU time, Python calls and opcodes per 16-byte round trip as each of barknet's layers
+is added, then per 64-byte frame sent one way in batches (the bench's bulk row).
 
     .venv/bin/python benchmarks/layer_costs.py [round_trips]
 

@@ -182,14 +182,19 @@ def test_layer_costs_prints_each_layer_then_the_asyncio_protocol_to_compare(
     from barknet.bench import layers
 
     assert layers.main(["layer_costs.py", "30"]) == 0
-    rows = capsys.readouterr().out.splitlines()[1:]
-    names = [row.split("  ")[1].strip() for row in rows]
-    assert names == [*layers.STACKS, *layers.COMPARED]
-    # Each program really echoes: counts of calls and opcodes per round trip, not zero.
-    for row in rows:
-        *_, calls, python, called, opcodes, unit = row.split()
-        assert (python, called, unit) == ("Python", "calls", "opcodes")
-        assert float(calls) > 0 and float(opcodes) > 0
+    lines = capsys.readouterr().out.splitlines()
+    bulk_at = next(i for i, line in enumerate(lines) if line.startswith("per 64-byte frame"))
+    assert bulk_at > 0 and "x 300" in lines[bulk_at]  # 10 frames for each round trip
+    for rows, programs in [
+        (lines[1:bulk_at], [*layers.STACKS, *layers.COMPARED]),
+        (lines[bulk_at + 1 :], list(layers.BULK)),
+    ]:
+        assert [row.split("  ")[1].strip() for row in rows] == programs
+        # Each program really runs: counts of calls and opcodes per message, not zero.
+        for row in rows:
+            *_, calls, python, called, opcodes, unit = row.split()
+            assert (python, called, unit) == ("Python", "calls", "opcodes")
+            assert float(calls) > 0 and float(opcodes) > 0
 
 
 def test_the_bare_stack_echoes_each_frame_and_saves_what_the_guarantees_cost() -> None:
@@ -277,3 +282,36 @@ def test_the_readme_quotes_the_calls_and_opcodes_layer_costs_counts() -> None:
         # 890.4). A cold count (8.9 calls) or a changed figure is far off either way.
         assert abs(quoted_calls - calls) < (0.2 if about else 0.05), (words, quoted_calls, calls)
         assert abs(quoted_opcodes - opcodes) <= 2, (words, quoted_opcodes, opcodes)
+
+
+@pytest.mark.skipif(
+    sys.version_info[:3] != (3, 11, 7),
+    reason="the README quotes counts made on CPython 3.11.7",
+)
+def test_the_readme_quotes_the_per_frame_counts_of_the_bulk_lines() -> None:
+    """The paragraph on layer_costs.py's last two lines quotes what the bulk
+    programs count now (per 64-byte frame, both sides)."""
+    import subprocess
+    from pathlib import Path
+
+    readme = (Path(bench.__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    start = readme.index("Its last two lines are the bench's bulk row in one process")
+    prose = " ".join(readme[start : readme.index("\n\n", start)].split())
+    code = (
+        "from barknet.bench import layers\n"
+        "for program in (layers.selectors_bulk, layers.framed_bulk):\n"
+        "    print(layers.calls_per_round_trip(program, 2000),"
+        " layers.opcodes_per_round_trip(program, 2000))\n"
+    )
+    counted = subprocess.run(  # (a fresh interpreter: pytest's hooks add calls)
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=180
+    ).stdout.splitlines()
+    quote = re.compile(r"([\d.]+) calls and ([\d.]+) opcodes")
+    lines = ["The careful loop", "`FramedTransport` (the client"]
+    for words, line in zip(lines, counted, strict=True):
+        calls, opcodes = map(float, line.split())
+        found = quote.search(prose, prose.index(words))
+        assert found, f"no 'N calls and M opcodes' after {words!r}"
+        quoted_calls, quoted_opcodes = map(float, found.group(1, 2))
+        assert abs(quoted_calls - calls) < 0.006, (words, quoted_calls, calls)
+        assert abs(quoted_opcodes - opcodes) <= 0.5, (words, quoted_opcodes, opcodes)
