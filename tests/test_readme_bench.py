@@ -395,3 +395,37 @@ def test_the_readme_quotes_the_stored_plain_reads_runs() -> None:
         assert quoted in prose, quoted
     p50 = figures("round trip p50 16 B (µs)", "asyncio-protocol")
     assert f"the p50 still about {float(p50['a']) / float(p50['oa']):.2f}× it" in prose
+
+
+def test_the_readme_quotes_the_stored_batch_runs() -> None:
+    """The paragraph on the two pairs of runs of benchmarks/batches.txt quotes their
+    64 B rows, barknet's and the careful loop's, and the ratios it draws."""
+    text = (ROOT / "benchmarks" / "batches.txt").read_text(encoding="utf-8")
+    parts = text.split("\n## ")[1:]
+    assert [part.splitlines()[0] for part in parts] == [
+        "pair 1: after",
+        "pair 1: before",
+        "pair 2: after",
+        "pair 2: before",
+    ]
+    columns = ["raw", "selectors", "barknet", "asyncio-protocol"]
+    row = "bulk 64 B (frames/s)"
+    figures = [_summary_rows(part.splitlines())[row] for part in parts]
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = readme.index("Later that day frames past a turn's limit")
+    prose = " ".join(readme[start : readme.index("\n\n", start)].split())
+    bk, loop = columns.index("barknet"), columns.index("selectors")
+    (a1, b1, a2, b2) = figures
+    for quoted in [
+        f"from {b1[bk]} to {a1[bk]} a second in the first pair "
+        f"(the careful loop: {b1[loop]} and {a1[loop]})",
+        f"from {b2[bk]} to {a2[bk]} in the second ({b2[loop]} and {a2[loop]})",
+    ]:
+        assert quoted in prose, quoted
+
+    def ratio(run: list[str]) -> str:
+        return f"{float(run[bk][:-1]) / float(run[loop][:-1]):.2f}×"
+
+    assert f"from {ratio(b1)} and {ratio(b2)} the loop to {ratio(a1)} and {ratio(a2)} it" in prose
+    raw_p50 = [float(_summary_rows(p.splitlines())["round trip p50 16 B (µs)"][0]) for p in parts]
+    assert f"raw's 16 B p50 {min(raw_p50)}–{max(raw_p50)} µs" in prose
