@@ -179,7 +179,7 @@ def test_the_readme_names_every_script_in_benchmarks() -> None:
 def test_layer_costs_prints_each_layer_then_the_asyncio_protocol_to_compare(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from barknet.bench import layers
+    from barknet.bench import bulk, layers
 
     assert layers.main(["layer_costs.py", "30"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -187,7 +187,7 @@ def test_layer_costs_prints_each_layer_then_the_asyncio_protocol_to_compare(
     assert bulk_at > 0 and "x 300" in lines[bulk_at]  # 10 frames for each round trip
     for rows, programs in [
         (lines[1:bulk_at], [*layers.STACKS, *layers.COMPARED]),
-        (lines[bulk_at + 1 :], list(layers.BULK)),
+        (lines[bulk_at + 1 :], list(bulk.BULK)),
     ]:
         assert [row.split("  ")[1].strip() for row in rows] == programs
         # Each program really runs: counts of calls and opcodes per message, not zero.
@@ -298,8 +298,8 @@ def test_the_readme_quotes_the_per_frame_counts_of_the_bulk_lines() -> None:
     start = readme.index("Its last two lines are the bench's bulk row in one process")
     prose = " ".join(readme[start : readme.index("\n\n", start)].split())
     code = (
-        "from barknet.bench import layers\n"
-        "for program in (layers.selectors_bulk, layers.framed_bulk):\n"
+        "from barknet.bench import bulk, layers\n"
+        "for program in (bulk.selectors_bulk, bulk.framed_bulk):\n"
         "    print(layers.calls_per_round_trip(program, 2000),"
         " layers.opcodes_per_round_trip(program, 2000))\n"
     )
