@@ -632,7 +632,7 @@ class FrameDecoder:
             raise ValueError(f"receive takes at most receive_size={self.receive_size} bytes")
         if type(data) is not bytes:  # (slices of bytes are bytes: frames come out as bytes)
             data = bytes(data)
-            self.bytes_copied += end - offset
+            self.bytes_copied += end
         if limit is None:
             limit = _NO_LIMIT
         frames: list[bytes | bytearray] = []

@@ -430,6 +430,15 @@ def test_frames_received_from_a_view_come_out_as_bytes_of_their_own():
     frames = decoder.receive(memoryview(wire))
     wire[:] = bytes(len(wire))  # the caller reuses its buffer: the frames must not change
     assert frames == [b"one", b"two"] and all(type(f) is bytes for f in frames)
+    assert decoder.bytes_copied == len(wire) + 6  # the view made bytes, then each payload
+
+
+def test_receive_from_an_offset_cuts_the_frames_after_it_and_counts_every_copy():
+    decoder = FrameDecoder()
+    wire = bytearray(b"skip" + stream_of([b"one", b"two"]))
+    assert decoder.receive(wire, offset=4) == [b"one", b"two"]
+    assert decoder.bytes_copied == len(wire) + 6  # bytes(wire), then each payload
+    assert decoder.receive(bytes(wire), offset=len(wire)) == []  # nothing after the offset
 
 
 def test_receive_takes_no_more_than_receive_size():
