@@ -285,6 +285,12 @@ class FrameQueue:
     def advance(self, sent: int) -> None:
         """``sent`` bytes from the front left: drop them, count the finished frames."""
         self.queued -= sent
+        if not self.queued:  # everything left: no buffer or frame to walk through
+            self.buffers.clear()
+            self.offset = self.frame_sent = 0
+            self.frames_sent += len(self.frame_sizes)
+            self.frame_sizes.clear()
+            return
         buffers, left = self.buffers, sent
         while left:
             remaining = nbytes(buffers[0]) - self.offset

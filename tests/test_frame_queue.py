@@ -85,6 +85,24 @@ def test_a_batch_of_many_small_frames_is_cut_into_runs_of_about_the_tail_size() 
     assert b"".join(buffers) == encode_frame(payload) * count
 
 
+def test_a_write_that_takes_the_whole_queue_counts_every_frame_and_leaves_it_clean() -> None:
+    queue = FrameQueue()
+    large = bytes(SMALL_FRAME + 1)
+    for payload in (b"a", large, b"bc"):
+        _push(queue, payload)
+    total = queue.queued
+    queue.iov()
+    queue.advance(HEADER_SIZE + 2)  # the first frame and a byte of the next one's header
+    assert (queue.frames_sent, queue.offset, queue.frame_sent) == (1, 1, 1)
+    queue.iov()
+    queue.advance(total - (HEADER_SIZE + 2))  # the rest, all of it
+    assert queue.frames_sent == 3 and queue.queued == 0
+    assert not queue.buffers and not queue.frame_sizes
+    assert queue.offset == 0 and queue.frame_sent == 0
+    _push(queue, b"next")  # and the next frame starts from a clean queue
+    assert _wire(queue.iov()) == encode_frame(b"next")
+
+
 def test_a_tail_handed_out_by_iov_is_never_appended_to() -> None:
     queue = FrameQueue()
     _push(queue, b"first")
