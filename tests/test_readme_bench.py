@@ -429,3 +429,17 @@ def test_the_readme_quotes_the_stored_batch_runs() -> None:
     assert f"from {ratio(b1)} and {ratio(b2)} the loop to {ratio(a1)} and {ratio(a2)} it" in prose
     raw_p50 = [float(_summary_rows(p.splitlines())["round trip p50 16 B (µs)"][0]) for p in parts]
     assert f"raw's 16 B p50 {min(raw_p50)}–{max(raw_p50)} µs" in prose
+    # The round trips, in the file's order (before, before, after, after for barknet).
+    aio = columns.index("asyncio-protocol")
+    rows = [_summary_rows(part.splitlines()) for part in (parts[1], parts[3], parts[0], parts[2])]
+    p50 = [r["round trip p50 16 B (µs)"] for r in rows]
+    assert (
+        f"16 B p50 was {p50[0][bk]} and {p50[1][bk]} µs before, {p50[2][bk]} and {p50[3][bk]} "
+        f"after (the `Protocol`: {p50[0][aio]}, {p50[1][aio]}, {p50[2][aio]} and {p50[3][aio]})"
+    ) in prose
+    p99 = [r["round trip p99 16 B (µs)"] for r in rows]
+    assert all(float(r[bk]) > float(r[aio]) for r in p99)  # "above ... in all four runs"
+    assert (
+        f"({p99[0][bk]}, {p99[1][bk]}, {p99[2][bk]} and {p99[3][bk]} µs against "
+        f"{p99[0][aio]}, {p99[1][aio]}, {p99[2][aio]} and {p99[3][aio]})"
+    ) in prose
