@@ -18,8 +18,9 @@ from .errors import (
     TruncatedFrameError,
 )
 from .events import EventKind, IOCounters, IOEvent, IOStatus, Peer, ReadResult, WriteResult
+from .frame_queue import FrameQueue
 from .framed import FramedTransport
-from .framing import DEFAULT_MAX_FRAME_SIZE, FrameDecoder, FrameQueue, encode, encode_frame
+from .framing import DEFAULT_MAX_FRAME_SIZE, FrameDecoder, encode, encode_frame
 from .interfaces import ITransport
 from .reactor import EventWatcher, TimerHandle
 from .tcp import TcpTransport

@@ -23,7 +23,7 @@ It keeps two pieces of state per peer, as the chapter does:
   largest one).
 
 * **Send state** (:class:`SendState`): the frames queued for the peer and how
-  far the first of them got (a sans-I/O :class:`~barknet.framing.FrameQueue`,
+  far the first of them got (a sans-I/O :class:`~barknet.frame_queue.FrameQueue`,
   the sending half of the codec), and whether the peer is paused or closing.
   ``resume_write(payload, peer)`` tries to send the frame at once when
   nothing waits, and otherwise queues it: a small one copied, with its
@@ -94,6 +94,7 @@ from .errors import (
     TransportClosedError,
 )
 from .events import EventKind, IOCounters, IOEvent, IOStatus, Peer, ReadResult, WriteResult
+from .frame_queue import frame_batch
 from .framed_state import PeerSnapshot, RecvState, SendState
 from .framing import (
     DEFAULT_BUFFER_SIZE,
@@ -106,7 +107,6 @@ from .framing import (
     ScratchPool,
     buffer_size,
     encode_header,
-    frame_batch,
 )
 from .interfaces import Buffer, ITransport, Replay, WriteData
 from .layer import copy_message_into, linger_timeout_below

@@ -3,7 +3,7 @@
 The chapter's two pieces of per-peer state, as two small classes:
 :class:`RecvState` (the decoder holding a partial frame, the whole frames the
 owner has not taken yet, and where the peer stands: EOF, errors, paused) and
-:class:`SendState` (a :class:`~barknet.framing.FrameQueue` of frames still to
+:class:`SendState` (a :class:`~barknet.frame_queue.FrameQueue` of frames still to
 send, and whether the peer waits for ``WRITABLE``, is paused or is closing).
 They hold no behaviour of their own: the transport reads and changes them, so
 all the decisions stay in one place, :mod:`barknet.framed`.
@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from .errors import BarknetError, FramingError
 from .events import IOCounters, IOEvent
-from .framing import FrameDecoder, FrameQueue
+from .frame_queue import FrameQueue
+from .framing import FrameDecoder
 
 if TYPE_CHECKING:
     from .reactor import TimerHandle
@@ -77,7 +78,7 @@ class RecvState:
 
 
 class SendState(FrameQueue):
-    """Per-peer send state: the queue of frames (a :class:`~barknet.framing.FrameQueue`),
+    """Per-peer send state: the queue of frames (a :class:`~barknet.frame_queue.FrameQueue`),
     and where the peer stands: waiting for WRITABLE, paused, closing."""
 
     __slots__ = (

@@ -6,16 +6,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from barknet.framing import (
-    HEADER,
-    HEADER_SIZE,
-    SMALL_FRAME,
-    TAIL_SIZE,
-    FrameDecoder,
-    FrameQueue,
-    encode_frame,
-    frame_batch,
-)
+from barknet.frame_queue import TAIL_SIZE, FrameQueue, frame_batch
+from barknet.framing import HEADER, HEADER_SIZE, SMALL_FRAME, FrameDecoder, encode_frame
 from barknet.interfaces import IOV_MAX, nbytes
 
 
