@@ -132,6 +132,33 @@ def test_session_answers_the_three_commands() -> None:
     assert session.frame(b"hello") and sent[-1] == b"hello"
 
 
+def test_the_bench_client_stops_with_an_error_when_the_server_closes_mid_task() -> None:
+    """The barknet client turns its loop until the task stops it (no condition
+    polled per turn); a server that lets it go first must end the wait too, with
+    an error, not leave the client turning until the parent kills it."""
+    from barknet import EventWatcher, FramedTransport, TcpTransport
+    from barknet.bench.barknet_side import _BarknetClient
+
+    def hung() -> None:
+        raise AssertionError("the client kept waiting after the server closed")
+
+    with EventWatcher() as ew:
+        server = FramedTransport(TcpTransport("127.0.0.1", 0))
+
+        def on_event(event: Any) -> None:
+            if event.kind is EventKind.READABLE:
+                server.read_frames(event.peer)
+                server.close(event.peer)  # before a single echo
+
+        server.attach(ew, on_event)
+        client = _BarknetClient(ew, server.bind()[1], 16)
+        ew.call_later(5, hung)
+        with pytest.raises(RuntimeError, match="closed the connection before the task was done"):
+            client.pingpong(5, 1)
+        client.close()
+        server.close()
+
+
 def test_layer_costs_explains_itself_and_refuses_a_bad_count(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
