@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 from .errors import FrameTooLargeError, FramingError, TransportClosedError
 from .events import EventKind, IOEvent, IOStatus, Peer, ReadResult, WriteResult
 from .framing import DEFAULT_MAX_FRAME_SIZE
-from .interfaces import ITransport, WriteData
+from .interfaces import Buffer, ITransport, WriteData
 from .layer import TransportLayer, copy_message_into
 
 if TYPE_CHECKING:
@@ -59,7 +59,7 @@ class CompressionError(FramingError):
 
 
 def _join(data: WriteData) -> bytes | bytearray | memoryview:
-    if isinstance(data, (bytes, bytearray, memoryview)):
+    if isinstance(data, Buffer):
         return data
     return b"".join(data)
 

@@ -861,7 +861,7 @@ class FramedTransport(ITransport):
         if send.dropped and self._recv[peer].error is not None:
             # The peer broke (every error marks it dropped); CLOSED is on the way.
             return WriteResult(0, IOStatus.ERROR, self._recv[peer].error)
-        if isinstance(data, (bytes, bytearray, memoryview)):
+        if isinstance(data, Buffer):
             size = buffer_size(data, _TAKES) if type(data) is memoryview else len(data)
             if size > self.max_frame_size or size > MAX_ENCODABLE:
                 encode_header(size, self.max_frame_size)  # raises FrameTooLargeError

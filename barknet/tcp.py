@@ -76,7 +76,7 @@ from .errors import (
     TransportClosedError,
 )
 from .events import EventKind, IOCounters, IOEvent, IOStatus, Peer, ReadResult, WriteResult
-from .interfaces import IOV_MAX, LINGER_TIMEOUT, ITransport, Replay, WriteData
+from .interfaces import IOV_MAX, LINGER_TIMEOUT, Buffer, ITransport, Replay, WriteData
 
 if TYPE_CHECKING:
     from .reactor import EventWatcher, TimerHandle
@@ -386,12 +386,15 @@ class TcpTransport(ITransport):
             if peer in self._ended:
                 return ReadResult(b"", IOStatus.EOF)  # (both ended: its CLOSED is coming)
             conn = self._conn(peer)  # raises TransportClosedError
-        if conn.eof:
-            return ReadResult(b"", IOStatus.EOF)
-        if conn.connecting:
-            return ReadResult(b"", IOStatus.WOULD_BLOCK)
         if not conn.reading:
-            conn.paused = False  # (a read resumes reading)
+            # Reading is on for every open peer but these three, so the usual read
+            # asks one question here, not three: the peer ended, it is still
+            # connecting, or you suspended reading (a read resumes it).
+            if conn.eof:
+                return ReadResult(b"", IOStatus.EOF)
+            if conn.connecting:
+                return ReadResult(b"", IOStatus.WOULD_BLOCK)
+            conn.paused = False
             self._start_reading(conn)
         counters = conn.counters
         counters.recv_calls += 1
@@ -462,7 +465,7 @@ class TcpTransport(ITransport):
             return WriteResult(0, IOStatus.WOULD_BLOCK)
         counters = conn.counters
         try:
-            if isinstance(data, (bytes, bytearray, memoryview)):
+            if isinstance(data, Buffer):
                 asked = data.nbytes if type(data) is memoryview else len(data)
                 if asked == 0:
                     return WriteResult(0, IOStatus.OK)

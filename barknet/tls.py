@@ -95,7 +95,7 @@ from typing import Any, cast
 
 from .errors import BarknetError, LingerTimeoutError, TransportClosedError
 from .events import EventKind, IOCounters, IOEvent, IOStatus, Peer, ReadResult, WriteResult
-from .interfaces import ITransport, WriteData
+from .interfaces import Buffer, ITransport, WriteData
 from .layer import TransportLayer, linger_timeout_below
 from .tls_session import RECORD_SIZE, TlsSession, local_error, tls_error
 
@@ -939,7 +939,7 @@ class TlsTransport(TransportLayer):
             raise TransportClosedError(
                 f"you called write_eof({peer}): nothing more can be sent", peer=peer
             )
-        buffers = [data] if isinstance(data, (bytes, bytearray, memoryview)) else data
+        buffers = [data] if isinstance(data, Buffer) else data
         taken, refused = 0, False
         for buffer in buffers:
             view = memoryview(buffer).cast("B")
