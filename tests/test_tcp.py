@@ -158,6 +158,7 @@ def test_write_before_the_connect_finishes_would_block_then_writable_follows(ew,
     peer = client.t.connect()
     assert client.t.resume_write(b"early", peer) == WriteResult(0, IOStatus.WOULD_BLOCK)
     assert client.t.resume_read(peer).status is IOStatus.WOULD_BLOCK
+    assert client.t.counters(peer).recv_calls == 0  # nothing to read yet: no recv made
     ew.run_until(lambda: client.of_kind(EventKind.WRITABLE, peer), timeout=5)
     kinds = [e.kind for e in client.events]
     assert kinds.index(EventKind.CONNECTED) < kinds.index(EventKind.WRITABLE)
@@ -258,7 +259,11 @@ def test_eof_when_the_peer_closes_and_read_interest_is_dropped(ew, raw):
     turns(ew, 5)
     # No READABLE storm: after EOF the transport stopped watching the socket.
     assert len(server.of_kind(EventKind.READABLE, speer)) == readable
-    assert server.t.resume_read(speer).status is IOStatus.EOF  # and EOF stays EOF
+    calls = server.t.counters(speer).recv_calls
+    assert server.t.resume_read(speer).status is IOStatus.EOF  # and EOF stays EOF,
+    assert server.t.counters(speer).recv_calls == calls  # told without another recv
+    turns(ew, 5)
+    assert len(server.of_kind(EventKind.READABLE, speer)) == readable  # nor a new watch
     assert speer in server.t.peers  # half-closed: we may still write
     assert server.of_kind(EventKind.CLOSED, speer) == []
     server.t.close(speer)
