@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,9 @@ def test_tls_rows_compare_both_implementations_with_same_run_ratios(tmp_path: Pa
     assert table[1].startswith("round trip p50 16 B (µs)") and "×" in table[1]
     assert table[2].startswith("bulk 256 KiB (MB/s)")
     assert "[2/2] barknet-tls" in out.getvalue() and "[2/2] asyncio-tls" in out.getvalue()
+    # It says where and when it ran, as the main run and pairs.py do.
+    machine = out.getvalue().splitlines()[1]
+    assert re.fullmatch(r"  machine: \d+ CPUs, .+, Python 3\.\d+\.\d+, \d{4}-\d\d-\d\d", machine)
 
 
 def test_bench_accepts_tls() -> None:

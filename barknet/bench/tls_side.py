@@ -56,7 +56,7 @@ from .common import (
     _pin,
     _warm_allocator,
 )
-from .runner import _percentile, _size_name, placement
+from .runner import _percentile, _size_name, machine_info, placement
 
 __all__ = ["TLS_IMPLS", "format_tls_table", "main", "make_certificate", "run_tls"]
 
@@ -270,6 +270,13 @@ def run_tls(plan: Plan, *, out: TextIO | None = None) -> list[dict[str, Any]]:
         print(line, file=out, flush=True)
 
     say(f"barknet bench, TLS rows ({plan.name}): {', '.join(TLS_IMPLS)}; {plan.reps} reps")
+    # Where and when, as the other stored runs say it: a stored TLS run is quoted
+    # beside the main table, and must be seen to come from the same machine.
+    info = machine_info(sentence)
+    say(
+        f"  machine: {info['cpus']} CPUs, {info['cpu_model']}, Python {info['python']}, "
+        f"{time.strftime('%Y-%m-%d')}"
+    )
     say(f"  placement: {sentence}; TLS: {ssl.OPENSSL_VERSION}, self-signed P-256 certificate")
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="barknet-bench-tls-") as certdir:
