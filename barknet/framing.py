@@ -486,15 +486,7 @@ class FrameDecoder:
         frames: list[bytes | bytearray] = []
         append, max_size = frames.append, self.max_frame_size
         start, size = offset, 0
-        while end - start >= HEADER_SIZE:
-            if len(frames) >= limit:
-                # Maybe more whole frames: they wait in data, uncopied, for
-                # next_frames; until then nothing more is read (see ready).
-                self._held, self._held_start = data, start
-                self.ready = True
-                self.receive_size = 0
-                self.bytes_copied += start - offset - HEADER_SIZE * len(frames)
-                return frames
+        while end - start >= HEADER_SIZE and len(frames) < limit:
             (size,) = _unpack_header(data, start)
             stop = start + HEADER_SIZE + size
             if stop > end or size > max_size:
@@ -506,6 +498,13 @@ class FrameDecoder:
             # Every frame here fitted in one plain read: the next read is one too
             # (also after a header read alone, which may have been a whole frame).
             self.receive_size = self._plain_size
+            return frames
+        if len(frames) >= limit and end - start >= HEADER_SIZE:
+            # Maybe more whole frames: they wait in data, uncopied, for
+            # next_frames; until then nothing more is read (see ready).
+            self._held, self._held_start = data, start
+            self.ready = True
+            self.receive_size = 0
             return frames
         rest = memoryview(data)[start:]
         if len(rest) >= HEADER_SIZE and self._body_threshold <= size <= max_size:

@@ -159,6 +159,26 @@ def test_the_bench_client_stops_with_an_error_when_the_server_closes_mid_task() 
         server.close()
 
 
+def test_every_benchmark_client_child_is_killed_after_child_timeout(monkeypatch: Any) -> None:
+    """The barknet client waits for its task with no deadline of its own (as the
+    asyncio client awaits a future): what bounds a child whose server never
+    answers is the timeout its parent runs it with."""
+    import subprocess
+
+    from barknet.bench import runner
+
+    seen: dict[str, Any] = {}
+
+    def fake_run(*args: Any, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        seen.update(kwargs)
+        return subprocess.CompletedProcess(args[0], 1, "", "no server")
+
+    monkeypatch.setattr(runner.subprocess, "run", fake_run)
+    with pytest.raises(RuntimeError, match="no server"):
+        runner._run_client("barknet", {"port": 1, "tasks": []})
+    assert seen["timeout"] == runner.CHILD_TIMEOUT
+
+
 def test_layer_costs_explains_itself_and_refuses_a_bad_count(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
