@@ -432,10 +432,21 @@ class FramedTransport(ITransport):
             return
         recv.inner_closed = True
         recv.totals_below = self.inner.counters(peer)
-        if (
-            recv.error is None
-            and event.status is not IOStatus.ERROR
-            and not send.closing
+        if event.status is IOStatus.ERROR or recv.error is not None:
+            error = recv.error if recv.error is not None else event.error
+            if recv.frames and not send.owner_closed and error is not None:
+                # The peer broke (or we aborted it) behind frames that had already
+                # arrived whole: they are yours first, then its CLOSED(ERROR).
+                # Reading below is over; the READABLE replays go on until you took
+                # them, and the last replay delivers the CLOSED (_replay_readable).
+                recv.error = error
+                self._dropped(peer)  # writes now get the error, as from a broken peer
+                recv.paused_for_owner = True
+                if not recv.replay_due and not recv.paused_by_owner:
+                    self._announce(peer, recv)
+                return
+        elif (
+            not send.closing
             and not send.dropped
             and (recv.frames or (self.half_close and recv.eof and not recv.eof_taken))
         ):
@@ -525,8 +536,16 @@ class FramedTransport(ITransport):
             self._watcher.call_soon(self._replay_readable, peer)  # type: ignore[union-attr]
             return
         recv.replay_due = False
-        if recv.paused_by_owner or recv.error is not None:
+        if recv.paused_by_owner:
             return  # resume_read after suspend_read starts things again
+        if recv.error is not None:
+            # Broken behind frames that arrived before the error (see _on_closed):
+            # announce them while they wait, then report the error.
+            if recv.frames:
+                self._announce(peer, recv)
+            elif recv.inner_closed:
+                self._finish(peer, IOEvent(EventKind.CLOSED, peer, IOStatus.ERROR, recv.error))
+            return
         if self._eof_unread(recv):
             self._announce(peer, recv)  # nothing more to read below: just say it again
             return

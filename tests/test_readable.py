@@ -14,6 +14,8 @@ import pytest
 
 from barknet import EventKind, EventWatcher, FramedTransport, IOStatus, TcpTransport, encode_frame
 from barknet.compress import CompressedTransport
+from barknet.errors import ConnectionBrokenError
+from barknet.framing import HEADER_SIZE, PLAIN_READ_SIZE
 from barknet.interfaces import ITransport
 from barknet.testing.conformance import run_checks
 from barknet.testing.contract import CONTRACT_CHECKS, check_one_message_per_readable
@@ -154,6 +156,56 @@ def test_an_owner_taking_one_frame_per_readable_gets_closed_eof_after_the_last(s
     server.close_of(peer)
     assert taken == [b"frame 0", b"frame 1", b"frame 2"]
     assert [e.status for e in server.closed(peer)] == [IOStatus.EOF]
+
+
+def _frames_filling_one_plain_read() -> list[bytes]:
+    """Sixteen frames of exactly PLAIN_READ_SIZE bytes on the wire: the plain read
+    that takes them comes back full, so the same pump reads again at once, and
+    meets whatever followed them (an RST, in the test below)."""
+    size = PLAIN_READ_SIZE // 16 - HEADER_SIZE
+    return [bytes([65 + i]) * size for i in range(16)]
+
+
+@pytest.mark.parametrize("reader", ["resume_read", "read_frames(limit=1)"])
+def test_frames_that_came_before_a_reset_reach_an_owner_taking_one_per_readable(
+    stage, reader: str
+) -> None:
+    """ "Take one message per READABLE or read until the status is not OK: both
+    get everything" (README), also when the peer resets right behind its
+    frames: they are handed out first, then CLOSED(ERROR), once. (The read that
+    meets the reset is in the same pump as the frames: before the fix the
+    CLOSED(ERROR) came that turn and the frames still waiting were dropped.)"""
+    server = stage.server(echo=False, take=False)
+    raw, peer = server.raw()
+    transport = server.transport
+    taken: list[bytes] = []
+    writes: list[IOStatus] = []
+
+    def one_per_readable(event) -> None:  # type: ignore[no-untyped-def]
+        if event.kind is not EventKind.READABLE:
+            return
+        if reader == "resume_read":
+            result = transport.resume_read(event.peer)
+            got = [result.data] if result.status is IOStatus.OK else []
+        else:
+            got = transport.read_frames(event.peer, limit=1)
+        for frame in got:
+            taken.append(bytes(frame))
+            writes.append(transport.resume_write(b"reply", event.peer).status)
+
+    server.on_event = one_per_readable
+    frames = _frames_filling_one_plain_read()
+    raw.send(b"".join(encode_frame(f) for f in frames))
+    raw.reset()
+    closed = server.close_of(peer)
+    assert [f[:1] for f in taken] == [f[:1] for f in frames]
+    assert taken == frames
+    assert closed.status is IOStatus.ERROR
+    assert isinstance(closed.error, ConnectionBrokenError)
+    assert len(server.closed(peer)) == 1
+    # A reply to a frame taken after the reset is refused with the error, not raised.
+    assert writes[-1] is IOStatus.ERROR
+    assert peer not in transport.peers
 
 
 @pytest.mark.parametrize("make", [framed, framed_over_chunking, compressed_over_framed])

@@ -570,6 +570,30 @@ def test_barknet_client_talks_to_openssl_s_server(ew, tls_client, pem_files) -> 
 
 
 # ---------------------------------------------------------- partial I/O, one byte at a time
+def test_frames_before_a_truncating_peer_reach_an_owner_taking_one_per_readable(
+    ew, tls_server, client_ctx
+) -> None:
+    """A peer that ends with a bare FIN (no close_notify) right behind its frames:
+    an owner that takes one frame per READABLE still gets every one, then
+    CLOSED(ERROR, TlsError TRUNCATED). Everything is in the kernel before the
+    server reads, so the read that completes the large frame is followed, in
+    the same pump, by the one that meets the truncation."""
+    server = tls_server(echo=False)
+    server.read_limit = 200_000  # one frame per READABLE, copied into a buffer
+    handshake = InThread(lambda: _blocking_tls_client(server.address, client_ctx))
+    ew.run_until(lambda: handshake.done and server.of(EventKind.ACCEPTED), timeout=10)
+    (accepted,) = server.of(EventKind.ACCEPTED)
+    frames = [bytes([65 + i]) * 100 for i in range(10)] + [b"Z" * 150_000]
+    with handshake.result() as sock:
+        sock.sendall(b"".join(encode_frame(f) for f in frames))
+        sock.shutdown(socket.SHUT_WR)  # a FIN, no close_notify: a truncation
+        ew.run_until(lambda: server.closed(), timeout=10)
+    assert server.data[accepted.peer] == frames
+    (closed,) = server.closed()
+    assert closed.status is IOStatus.ERROR
+    assert isinstance(closed.error, TlsError) and closed.error.reason == "TRUNCATED"
+
+
 def test_handshake_one_byte_at_a_time_then_frames(ew, sides) -> None:
     server_tcp, client_tcp = TcpTransport(), TcpTransport()
     server_chunks = ChunkingTransport(server_tcp, max_read=1, max_write=1)
