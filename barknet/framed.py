@@ -412,8 +412,10 @@ class FramedTransport(ITransport):
                 send.announced = True
                 self._emit(event)
                 # Frames queued before it: the pause they earned comes now, after
-                # CONNECTED, as the order of events has it.
-                self._pause_if_full(send, peer)
+                # CONNECTED, as the order of events has it (unless the owner
+                # closed the loop from its callback: then nothing more happens).
+                if not self._watcher.closed:  # type: ignore[union-attr]  # attached
+                    self._pause_if_full(send, peer)
         # DRAINED / PAUSE / RESUME from a framing layer below us describe its
         # own queue; ours is the one our owner cares about.
 

@@ -309,7 +309,9 @@ class TcpTransport(ITransport):
         try:
             self._emit(IOEvent(EventKind.CONNECTED, conn.peer))
         finally:  # (even after a callback that raised: what you asked for still happens)
-            if self._conns.get(conn.peer) is conn and not conn.closing:
+            # (Not after the owner closed the loop from its callback: nothing more
+            # can be watched, and run() returns.)
+            if self._conns.get(conn.peer) is conn and not conn.closing and not watcher.closed:
                 if conn.eof_sent:  # write_eof was called while connecting
                     self._shutdown_write(conn)
                 elif conn.want_write:
@@ -340,8 +342,8 @@ class TcpTransport(ITransport):
             self._conns[conn.peer] = conn
             self._start_reading(conn)
             self._emit(IOEvent(EventKind.ACCEPTED, conn.peer))
-            if self._listener is None:  # the owner closed us from its callback
-                return
+            if self._listener is None or self._watcher.closed:  # type: ignore[union-attr]
+                return  # the owner closed us, or the loop, from its callback
 
     def _accept_failed(self, exc: OSError) -> None:
         self.accept_error_count += 1

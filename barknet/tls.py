@@ -616,7 +616,10 @@ class TlsTransport(TransportLayer):
 
     def _after_handshake(self, session: TlsSession) -> None:
         """The owner heard of the peer: send what waited, say where the flow stands,
-        and announce the application data that may have come with the last flight."""
+        and announce the application data that may have come with the last flight
+        (nothing, if the owner closed the loop from its callback: run() returns)."""
+        if self._watcher.closed:  # type: ignore[union-attr]  # attached
+            return
         if self._sessions.get(session.peer) is session and not session.closing:
             self._goodbye(session)
             try:

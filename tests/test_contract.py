@@ -588,3 +588,72 @@ def test_write_eof_after_the_loop_was_closed_with_a_write_pending_does_not_raise
         ew.close()
         server.close()
         client.close()
+
+
+@pytest.mark.parametrize("kind", ["tcp", "framed", "compressed"])
+def test_closing_the_loop_from_accepted_with_more_connections_waiting_makes_run_return(
+    server_ctx, client_ctx, kind: str
+) -> None:
+    """reactor.py: ``close()`` from a callback ends the turn and ``run`` returns. The
+    transport must not go on, after its owner's callback, to accept the next
+    waiting connection and watch it on the closed loop (that raised RuntimeError
+    out of ``run``)."""
+    import socket
+
+    from barknet import EventWatcher
+
+    ew = EventWatcher()
+    heard: list[EventKind] = []
+    server = _stack(kind, server_ctx, client_ctx)
+
+    def owner(event):  # type: ignore[no-untyped-def]
+        heard.append(event.kind)
+        if event.kind is EventKind.ACCEPTED:
+            ew.close()
+
+    server.attach(ew, owner)
+    address = server.bind()
+    socks = [socket.create_connection(address, timeout=5) for _ in range(3)]
+    try:
+        ew.call_later(5, ew.stop)  # (bounded, should ACCEPTED never come)
+        ew.run()
+        assert heard == [EventKind.ACCEPTED]
+    finally:
+        server.close()
+        for sock in socks:
+            sock.close()
+        ew.close()
+
+
+@pytest.mark.parametrize("kind", ["tcp", "framed", "compressed", "tls", "framed over tls"])
+def test_closing_the_loop_from_connected_after_an_early_write_makes_run_return(
+    server_ctx, client_ctx, kind: str
+) -> None:
+    """The same from CONNECTED, for a client that wrote before its connection was
+    up (more than ``high_water``, where frames are queued): after the callback
+    the transport must neither watch for WRITABLE on the closed loop nor tell
+    the owner anything more (a PAUSE_WRITING)."""
+    from barknet import EventWatcher
+
+    ew = EventWatcher()
+    heard: list[EventKind] = []
+    server = _stack(kind, server_ctx, client_ctx)
+    server.attach(ew, lambda event: None)
+    client = _stack(kind, server_ctx, client_ctx, server.bind())
+
+    def owner(event):  # type: ignore[no-untyped-def]
+        heard.append(event.kind)
+        if event.kind is EventKind.CONNECTED:
+            ew.close()
+
+    client.attach(ew, owner)
+    try:
+        peer = client.connect()
+        client.resume_write(bytes(100_000), peer)
+        ew.call_later(5, ew.stop)
+        ew.run()
+        assert heard == [EventKind.CONNECTED]
+    finally:
+        client.close()
+        server.close()
+        ew.close()
