@@ -180,6 +180,56 @@ def test_a_peer_streaming_empty_frames_gets_at_most_a_turns_worth_of_frames_per_
     assert flood_before_polite <= 2 * FRAMES_PER_TURN
 
 
+class _ReadRecordingTcp(TcpTransport):
+    """Notes, per read, the loop's turn and the room it offered (``max_len`` for a
+    plain read, the buffer's length for a read into memory)."""
+
+    def __init__(self, ew: EventWatcher) -> None:
+        super().__init__()
+        self.ew = ew
+        self.reads: list[tuple[int, int]] = []
+
+    def resume_read(self, peer: Any, buffer: Any = None, offset: int = 0, max_len: Any = None):  # type: ignore[no-untyped-def]
+        room = max_len if buffer is None else len(buffer) - offset
+        self.reads.append((self.ew.turns, room))
+        return super().resume_read(peer, buffer, offset, max_len)
+
+
+def test_a_turn_reads_a_peer_at_most_reads_per_event_times_each_within_the_buffer_or_body(
+    ew,
+) -> None:
+    """The README's fairness rule, read by read: at most READS_PER_EVENT reads of a
+    peer per turn; each offers at most ``buffer_size``, except a read into a large
+    frame's own body, which offers the room left in it (at most the frame)."""
+    buffer_size, large = 16 * KiB, 300 * KiB
+    tcp = _ReadRecordingTcp(ew)
+    transport = FramedTransport(tcp, buffer_size=buffer_size)
+    frames: list[bytes] = []
+
+    def on_event(event: Any) -> None:
+        if event.kind is EventKind.READABLE:
+            frames.extend(transport.read_frames(event.peer))
+
+    transport.attach(ew, on_event)
+    sock = socket.create_connection(transport.bind(), timeout=5)
+    try:
+        small = [b"s%03d" % i * 25 for i in range(1000)]  # 104 KB: 7 reads of 16 KiB
+        sock.sendall(b"".join(encode_frame(f) for f in small))
+        ew.run_until(lambda: len(frames) == len(small), timeout=5)
+        sock.sendall(encode_frame(b"L" * large))
+        ew.run_until(lambda: len(frames) == len(small) + 1, timeout=5)
+    finally:
+        sock.close()
+        transport.close()
+    assert frames == [*small, b"L" * large]
+    per_turn = Counter(turn for turn, _ in tcp.reads)
+    assert max(per_turn.values()) <= framed_module.READS_PER_EVENT
+    assert max(per_turn.values()) == framed_module.READS_PER_EVENT  # the small frames needed more
+    over = [room for _, room in tcp.reads if room > buffer_size]
+    assert over, "no read went straight into the large frame's body"
+    assert max(over) <= large
+
+
 # ---------------------------------------------- independent of the TCP split
 def _frame_then_bad_header(server, together: bool) -> tuple[Any, ...]:
     s = server(max_frame_size=1 * KiB)
