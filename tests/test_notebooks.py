@@ -165,3 +165,28 @@ def test_every_folded_answer_answers_a_question_asked_before_it(path: Path) -> N
             if kind == "answer":
                 assert asked, f"{path.name}, cell {number}: an answer to no question"
             asked = kind == "prompt"
+
+
+#: What the exercise in 06 asks the learner to write, as barknet writes it: the
+#: framing layer's reading and writing methods, its queue and its decoder.
+EXERCISE_ANSWERS = re.compile(
+    r"getsource\((FramedTransport\.(_pump|_flush|_on_inner_event|resume_read|resume_write)"
+    r"|FrameQueue\.\w+|FrameDecoder\.\w+|encode_frame)\b"
+)
+
+
+def test_no_notebook_before_the_exercise_lists_the_code_the_exercise_asks_for() -> None:
+    """A learner reads 03 and 05 just before writing the framing in 06: a listing
+    of barknet's own _pump or _flush there would be the answer before the try.
+    They are listed in 07, after the exercise."""
+    for path in NOTEBOOKS:
+        number = int(path.name[:2])
+        listed = [
+            m.group(1)
+            for cell in code_cells(path)
+            for m in EXERCISE_ANSWERS.finditer(source(cell))
+        ]
+        if number < 6:
+            assert not listed, f"{path.name} lists {listed}: 06 asks the learner to write them"
+        if path.name == "07_live_lab.ipynb":
+            assert {"FramedTransport._pump", "FramedTransport._flush"} <= set(listed), listed
