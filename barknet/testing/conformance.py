@@ -64,6 +64,7 @@ from .checks import (
 from .pitfalls import (
     check_decoder_scales_linearly,
     check_interleaved_partial_frames,
+    check_large_frame_scales_linearly,
     check_wire_format,
 )
 
@@ -412,6 +413,63 @@ def check_frame_at_the_limit(make: Maker) -> None:
         _one_way(lab, payload, what, (server, server_peer), (client, peer), "the client")
 
 
+#: The limit :func:`check_a_limit_of_its_own` gives the transport: far below the
+#: default, so a transport that checks the module's default instead is found out.
+OWN_LIMIT = 1000
+
+
+def check_a_limit_of_its_own(make: Maker) -> None:
+    """The limit is the transport's own ``max_frame_size``, not the default: set to
+    1,000 bytes (before any peer connects), a payload of 1,000 still goes both
+    ways, 1,001 is refused at the call, and a peer announcing 1,001 is closed."""
+
+    def limited(inner: Any) -> Any:
+        transport: Any = make(inner)
+        transport.max_frame_size = OWN_LIMIT  # as max_frame_size=1000 would have set it
+        return transport
+
+    hint = (
+        "Compare sizes with self.max_frame_size, the limit this transport was given, "
+        "on both sides (the decoder of each peer gets it too), not with the module's "
+        "MAX_FRAME_SIZE, which is only the default."
+    )
+    with Lab(limited, echo=False) as lab:
+        client, peer = lab.client()
+        lab.run_until(lambda: lab.server.opened, "the connection")
+        server, server_peer = lab.server, lab.server.opened[0]
+        what = f"a payload of exactly max_frame_size ({OWN_LIMIT:,} bytes, set on the transport)"
+        _one_way(lab, bytes(OWN_LIMIT), what, (client, peer), (server, server_peer), "the server")
+        try:
+            client.transport.resume_write(bytes(OWN_LIMIT + 1), peer)
+        except FrameTooLargeError as error:
+            if getattr(error, "limit", OWN_LIMIT) != OWN_LIMIT:
+                raise AssertionError(
+                    f"the refusal should name the transport's limit, {OWN_LIMIT:,}; it says "
+                    f"{error}. " + hint
+                ) from None
+        else:
+            raise AssertionError(
+                f"the transport was given max_frame_size={OWN_LIMIT:,}, yet it accepted a "
+                f"payload of {OWN_LIMIT + 1:,} bytes to send. " + hint
+            )
+        bad = _raw_client(lab.address)
+        try:
+            bad.sendall(struct.pack("!I", OWN_LIMIT + 1) + bytes(OWN_LIMIT + 1))
+            bad.shutdown(socket.SHUT_WR)
+            lab.run_until(
+                lambda: any(p != server_peer for p in server.closed),
+                "the server to close the peer that announced one byte over its limit",
+            )
+        finally:
+            bad.close()
+        (event,) = [e for p, e in server.closed.items() if p != server_peer]
+        if not isinstance(event.error, FrameTooLargeError):
+            raise AssertionError(
+                f"with max_frame_size={OWN_LIMIT:,}, a peer that announced {OWN_LIMIT + 1:,} "
+                f"bytes should be CLOSED(ERROR, FrameTooLargeError); got {event}. " + hint
+            )
+
+
 def _one_way(
     lab: Lab,
     payload: bytes,
@@ -467,6 +525,12 @@ CHECKS: list[Check] = [
         plain_wire=True,
     ),
     Check("decoder work grows linearly", check_decoder_scales_linearly, "core", plain_wire=True),
+    Check(
+        "a large frame in pieces costs linear work",
+        check_large_frame_scales_linearly,
+        "core",
+        plain_wire=True,
+    ),
     Check("clean close is EOF", check_clean_close_is_eof, "errors"),
     Check("oversized length prefix", check_oversized_length_prefix, "errors"),
     Check("EOF mid-header", check_eof_mid_header, "errors"),
@@ -474,4 +538,5 @@ CHECKS: list[Check] = [
     Check("send after close raises", check_send_after_close_raises, "errors"),
     Check("oversized send refused", check_oversized_send_refused, "errors"),
     Check("a frame of exactly max_frame_size", check_frame_at_the_limit, "errors"),
+    Check("a limit of its own", check_a_limit_of_its_own, "errors", plain_wire=True),
 ]

@@ -1,4 +1,4 @@
-"""The three checks for framing mistakes that pass every small example.
+"""The checks for framing mistakes that pass every small example.
 
 Theory of operation
 -------------------
@@ -15,7 +15,12 @@ show only against another implementation, under concurrency, or at scale:
   notices with ten frames: :func:`check_decoder_scales_linearly` compares the
   bytes allocated per frame when 1,000 and 8,000 frames wait at once. It counts
   allocations, read from :mod:`tracemalloc` line by line, never time: a count
-  does not depend on how busy the machine is.
+  does not depend on how busy the machine is;
+* the same mistake inside one large frame (``frame = frame[sent:]`` after every
+  short write, ``buffer = buffer + data`` for every read) costs nothing with a
+  frame that fits in one write: :func:`check_large_frame_scales_linearly`
+  compares the bytes allocated per byte of one 8 KiB and one 32 KiB frame
+  sent, then received, in 128-byte pieces, and says which side grew.
 
 They are registered with the other framing checks in
 :data:`barknet.testing.conformance.CHECKS` (level "core", ``plain_wire``: they
@@ -25,6 +30,7 @@ send and expect plain frames on a raw socket).
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import socket
 import struct
@@ -40,6 +46,7 @@ from .faults import RawPeer
 __all__ = [
     "check_decoder_scales_linearly",
     "check_interleaved_partial_frames",
+    "check_large_frame_scales_linearly",
     "check_wire_format",
 ]
 
@@ -224,8 +231,18 @@ class _AllocationMeter:
     what was allocated then is what that line allocated, at least.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, per_call: bool = False, leave_out: tuple[str, ...] = ()) -> None:
+        #: Sample as each Python function is called and returns (``sys.setprofile``)
+        #: instead of at every line: many times cheaper, and enough where each
+        #: allocation to find is made once per call (a read, a write), since a
+        #: copy and its release within one call still raise the peak.
+        self.per_call = per_call
+        #: Files whose allocations are not counted: the test's own harness (the
+        #: TCP transport under the one checked asks the kernel for 64 KiB per
+        #: read, whatever arrives), which would hide the checked layer's work.
+        self.leave_out = leave_out
         self.total = 0
+        self._counted = True
         self._base = 0
         self._started = False
         self._previous: Any = None
@@ -236,25 +253,49 @@ class _AllocationMeter:
             tracemalloc.start()
         self._base = tracemalloc.get_traced_memory()[0]
         tracemalloc.reset_peak()
-        self._previous = sys.gettrace()
-        sys.settrace(self._trace)
+        if self.per_call:
+            self._previous = sys.getprofile()
+            sys.setprofile(self._trace)
+        else:
+            self._previous = sys.gettrace()
+            sys.settrace(self._trace)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        sys.settrace(self._previous)
+        if self.per_call:
+            sys.setprofile(self._previous)
+        else:
+            sys.settrace(self._previous)
         self._sample()
         if self._started:
             tracemalloc.stop()
 
     def _sample(self) -> None:
         current, peak = tracemalloc.get_traced_memory()
-        self.total += max(0, peak - self._base)
+        grown = max(0, peak - self._base)
+        if self._counted:
+            self.total += grown
         tracemalloc.reset_peak()
         self._base = current
 
     def _trace(self, frame: FrameType, event: str, arg: object) -> Any:
-        self._sample()
+        if self.per_call:
+            # What ran since the last event: the caller, up to a call; the function
+            # itself, up to its return (C functions count as their caller's work).
+            if event == "call" and frame.f_back is not None:
+                self._at(frame.f_back)
+            elif event != "return":
+                return self._trace
+            else:
+                self._at(frame)
+            self._sample()
+            return self._trace
+        self._sample()  # what the last line allocated, in the frame that ran it
+        self._at(frame)  # (the next line runs here)
         return self._trace
+
+    def _at(self, frame: FrameType) -> None:
+        self._counted = not frame.f_code.co_filename.endswith(self.leave_out)
 
 
 def _decode_cost(make: Maker, count: int) -> tuple[int, int]:
@@ -294,3 +335,83 @@ def check_decoder_scales_linearly(make: Maker) -> None:
             "frame (buffer = buffer[n:]? bytes += chunk?). Drop what you used with "
             "del buffer[:n] on a bytearray."
         )
+
+
+#: The size of every read and write while one large frame crosses (see below).
+PIECE = 128
+#: What runs around the transport checked (its allocations are not that transport's):
+#: the loop (whose epoll asks for room for 1,023 events per turn), the TCP
+#: transport under it, and this test bench.
+_HARNESS = tuple(
+    os.path.join("barknet", *parts)
+    for parts in (
+        ("reactor.py",),
+        ("tcp.py",),
+        ("testing", "faults.py"),
+        ("testing", "checks.py"),
+        ("testing", "harness.py"),
+        ("testing", "pitfalls.py"),
+    )
+)
+
+
+def _large_frame_cost(make: Maker, size: int, sending: bool) -> int:
+    """Bytes the transport allocated while it sent (``sending``) or received one frame
+    of ``size`` bytes to or from a plain socket, every write or read cut to ``PIECE``."""
+    payload = bytes(range(256)) * (size // 256)
+    wire = plain_frame(payload)
+    what = (
+        f"one frame of {size:,} bytes {'sent' if sending else 'received'} in {PIECE}-byte pieces"
+    )
+    with Lab(make, echo=False, chunking={"max_read": PIECE, "max_write": PIECE}) as lab:
+        raw = RawPeer(lab.address)
+        try:
+            lab.run_until(lambda: lab.server.opened, "the connection")
+            server, peer = lab.server, lab.server.opened[0]
+            with _AllocationMeter(per_call=True, leave_out=_HARNESS) as meter:
+                if sending:
+                    server.transport.resume_write(payload, peer)
+                    lab.run_until(lambda: len(raw.poll()) >= len(wire), what)
+                else:
+                    raw.send(wire)
+                    lab.run_until(lambda: server.frames[peer] or server.closed, what)
+            if sending:
+                if raw.poll() != wire:
+                    raise AssertionError(f"{what}: the plain socket got other bytes")
+            else:
+                same_frames(server.frames[peer], [payload], "server")
+            return meter.total
+        finally:
+            raw.close()
+
+
+def check_large_frame_scales_linearly(make: Maker) -> None:
+    """One 32 KiB frame sent, or received, in 128-byte pieces costs about as much per
+    byte as one of 8 KiB: counted in bytes allocated, so copying the unsent rest
+    after every short write, or building a new buffer for every read, fails."""
+    small_size, large_size = 8 * 1024, 32 * 1024
+    for sending, advice in (
+        (
+            True,
+            "After a short write, keep how far the frame got (an offset into it, and "
+            "memoryview(frame)[offset:] for the next write) instead of slicing off the "
+            "rest (frame = frame[sent:] copies all that is left, every time).",
+        ),
+        (
+            False,
+            "When bytes arrive, append them to one bytearray (buffer += data) instead of "
+            "building a new one (buffer = buffer + data copies all that came so far, every "
+            "time).",
+        ),
+    ):
+        small = _large_frame_cost(make, small_size, sending) / small_size
+        large = _large_frame_cost(make, large_size, sending) / large_size
+        if large > 2 * small:
+            doing = "sending" if sending else "receiving"
+            raise AssertionError(
+                f"{doing} one frame of {small_size // 1024} KiB in {PIECE}-byte pieces "
+                f"allocated {small:.1f} bytes per byte; {doing} one of {large_size // 1024} KiB, "
+                f"{large:.1f} per byte, "
+                f"x{large / small:.1f}. The work per piece grows with the frame: something "
+                f"copies the whole frame, or all that is left of it, for every piece. {advice}"
+            )

@@ -310,6 +310,50 @@ MUTANTS = [
         says="CLOSED tells the truth",
     ),
     Mutant(
+        "the module's default limit instead of the transport's own",
+        (
+            (
+                "if size > self.max_frame_size:\n"
+                "                raise FrameTooLargeError(size, self.max_frame_size)",
+                "if size > MAX_FRAME_SIZE:\n"
+                "                raise FrameTooLargeError(size, MAX_FRAME_SIZE)",
+            ),
+            (
+                "send.pending.append(encode_frame(data, self.max_frame_size))",
+                "send.pending.append(encode_frame(data))",
+            ),
+        ),
+        caught_by="a limit of its own",
+        says="not with the module's",
+    ),
+    Mutant(
+        "the unsent rest copied after every short write",
+        (
+            (
+                "            send.offset += result.sent\n"
+                "            if send.offset == len(send.pending[0]):\n"
+                "                send.pending.popleft()\n"
+                "                send.offset = 0\n",
+                "            send.pending[0] = send.pending[0][result.sent :]  # copies the rest\n"
+                "            if not send.pending[0]:\n"
+                "                send.pending.popleft()\n",
+            ),
+        ),
+        caught_by="a large frame in pieces costs linear work",
+        says="sending one frame",
+    ),
+    Mutant(
+        "a new receive buffer for every read",
+        (
+            (
+                "        buffer = self.buffer\n        buffer += data\n",
+                "        buffer = self.buffer = self.buffer + data  # a new one, every time\n",
+            ),
+        ),
+        caught_by="a large frame in pieces costs linear work",
+        says="receiving one frame",
+    ),
+    Mutant(
         "DRAINED after close(peer) (a break of the plumbing)",
         (
             (
