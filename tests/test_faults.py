@@ -351,6 +351,21 @@ def test_reset_scenarios_give_one_broken_connection_event(while_writing):
         assert outcome.facts["queued_before_reset"] > 0
 
 
+def test_a_reset_case_whose_vanish_closes_politely_does_not_report_a_reset():
+    """Notebook 08 invites the learner to rewrite ``vanish``: the report says which
+    function made the peer go, and the server's side shows what it did (a plain
+    close is a clean end, CLOSED(EOF)), never a reset it did not make."""
+
+    def close_politely(raw) -> None:  # type: ignore[no-untyped-def]
+        raw.sock.close()
+
+    outcome = hostile.reset_peer(vanish=close_politely)
+    report = str(outcome)
+    assert "then it went away: close_politely(raw)" in report
+    assert "SO_LINGER" not in report and "reset" not in report.split("\n", 1)[1].lower()
+    assert outcome.error is None and outcome.events[-1].status is IOStatus.EOF
+
+
 def test_refused_connect_scenario():
     outcome = hostile.refused_connect()
     assert isinstance(outcome.error, ConnectFailedError)
