@@ -147,6 +147,8 @@ class _Wire(TransportLayer):
         self.read: dict[Peer, bytearray] = {}
         self.written_total: Counter[Peer] = Counter()
         self.read_total: Counter[Peer] = Counter()
+        #: Peers whose end of stream a read below has met.
+        self.ended: set[Peer] = set()
 
     def resume_write(self, data: WriteData, peer: Peer) -> WriteResult:
         result = self.inner.resume_write(data, peer)
@@ -169,6 +171,8 @@ class _Wire(TransportLayer):
             self.read_total[peer] += len(result.data)
             if len(kept) < _WIRE_KEEP:
                 kept += bytes(result.data[: _WIRE_KEEP - len(kept)])
+        elif result.status is IOStatus.EOF:
+            self.ended.add(peer)
         return result
 
 
@@ -190,11 +194,26 @@ class Side(Owner):
             lines[-1] += " (READABLE never fired)"
         got = sum(len(frames) for frames in self.frames.values())
         lines[-1] += f"; {got} whole frame(s) received" if self.messages else f"; {got} read(s)"
+        for peer, count in self.readable_after_eof.most_common(1):
+            if count > 2:  # (one already scheduled when EOF was read may still come)
+                lines.append(
+                    f"  {peer}: READABLE came {count:,} times after resume_read said EOF: "
+                    "the transport still holds something for its owner. Does resume_read "
+                    "hand out every frame that waits before it says EOF?"
+                )
         for peer, event in list(self.closed.items())[:3]:
             error = f", {type(event.error).__name__}: {event.error}" if event.error else ""
             lines.append(f"  {peer} closed: {event.status.name}{error}")
         if len(self.closed) > 3:
             lines.append(f"  (and {len(self.closed) - 3} more peers closed)")
+        if wire is not None and self.messages and self.take:
+            silent = wire.ended - self.eof - self.paused - set(self.closed)
+            for peer in sorted(silent, key=str)[:1]:
+                lines.append(
+                    f"  {peer}: the transport below met the end of its stream, but "
+                    "resume_read never said EOF (and no CLOSED came). Once the frames that "
+                    "came before it are taken, resume_read must answer EOF"
+                )
         if wire is not None:
             for peer in sorted(set(wire.written) | set(wire.read), key=str)[:2]:
                 written = hex_bytes(wire.written.get(peer, b""), total=wire.written_total[peer])

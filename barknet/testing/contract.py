@@ -206,10 +206,24 @@ def _half_close_exchange(make: Maker, *, client_first: bool) -> None:
         reader_peer = peer if second is client else server_peer
         got = second.received(reader_peer)
         if len(got) < len(ask):
+            if second.readable_after_eof[reader_peer] > _IDLE_READABLES:
+                raise AssertionError(
+                    f"the reader got {_digest(got)} of {_digest(ask)}, and READABLE kept "
+                    "coming after its resume_read said EOF: the frames were there, but EOF "
+                    "was answered first. resume_read must hand out every frame that waits "
+                    "before it says EOF"
+                )
             raise AssertionError(
                 f"the reader got {_digest(got)} of {_digest(ask)} before the exchange "
                 "ended: did the EOF overtake the message? write_eof came while most of it "
                 "was still queued, and what is queued must go out first, the EOF after it"
+            )
+        if len(late) != 2 and len(got) > len(ask):
+            raise AssertionError(
+                f"resume_write after write_eof should raise TransportClosedError; it did "
+                f"{len(late)} times of 2, and the reader got {len(got) - len(ask)} bytes more "
+                "than were written before write_eof: a frame written after it went out. "
+                "Refuse new frames for a peer once write_eof (or close) was called for it"
             )
         _expect_bytes(got, ask, "reader")
         _expect_bytes(first.received(peer if first is client else server_peer), answer, "asker")
@@ -317,7 +331,15 @@ def check_writes_after_close_while_queued(make: Maker) -> None:
             lambda: peer in client.closed and len(server.closed) == 1, "both sides to close"
         )
         (server_peer,) = server.closed
-        _expect_bytes(server.received(server_peer), payload, "the peer")
+        received = server.received(server_peer)
+        if not late and len(received) > len(payload):
+            raise AssertionError(
+                "resume_write after close(peer) did not raise TransportClosedError, and the "
+                f"peer got {len(received) - len(payload)} bytes more than were written before "
+                "the close: the frame written after it went out too. Refuse new frames for "
+                "a peer once close(peer) (or write_eof) was called for it"
+            )
+        _expect_bytes(received, payload, "the peer")
         if server_peer not in server.eof and server.closed[server_peer].status is not IOStatus.EOF:
             raise AssertionError("the peer never read a clean EOF")
         _expect_clean(client.closed[peer], (IOStatus.OK,), "the side that closed")

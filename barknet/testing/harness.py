@@ -41,7 +41,7 @@ seconds instead of hanging.
 
 from __future__ import annotations
 
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
@@ -106,6 +106,8 @@ class Owner:
         self.opened: list[Peer] = []
         #: Peers whose EOF a read returned.
         self.eof: set[Peer] = set()
+        #: READABLEs that came for a peer after resume_read had said EOF for it.
+        self.readable_after_eof: Counter[Peer] = Counter()
         #: Each peer's CLOSED event.
         self.ended: dict[Peer, IOEvent] = {}
         #: Called after each event is recorded (and answered), for a test's own logic.
@@ -129,6 +131,8 @@ class Owner:
         self.events.append(event)
         kind, peer = event.kind, event.peer
         if kind is EventKind.READABLE:
+            if peer in self.eof:
+                self.readable_after_eof[peer] += 1
             try:
                 if self.take:
                     self.read(peer)

@@ -81,8 +81,9 @@ MUTANTS = [
             ),
         ),
         caught_by="writes after close(peer) while data is queued",
-        # the "too late" frame was queued and sent after the 2 MiB: 8 bytes too many
-        says="the peer got 2097160 bytes",
+        # the "too late" frame was queued and sent after the 2 MiB: 8 bytes too many,
+        # said as what they are (the bytes compared alone pointed nowhere)
+        says="did not raise TransportClosedError, and the peer got 8 bytes more",
     ),
     Mutant(
         "READABLE said once per batch (the given plumbing not level-triggered)",
@@ -352,6 +353,56 @@ MUTANTS = [
         ),
         caught_by="a large frame in pieces costs linear work",
         says="receiving one frame",
+    ),
+    Mutant(
+        "EOF said while frames still wait",
+        (
+            (
+                "        if recv.frames:\n"
+                "            return ReadResult(recv.frames.popleft(), IOStatus.OK)\n"
+                "        if recv.eof:\n"
+                '            return ReadResult(b"", IOStatus.EOF)\n',
+                "        if recv.eof:\n"
+                '            return ReadResult(b"", IOStatus.EOF)\n'
+                "        if recv.frames:\n"
+                "            return ReadResult(recv.frames.popleft(), IOStatus.OK)\n",
+            ),
+        ),
+        caught_by="half-close, client first",
+        says="READABLE kept coming after its resume_read said EOF",
+        not_says="did the EOF overtake the message?",
+    ),
+    Mutant(
+        "resume_read never says EOF",
+        (
+            (
+                "        if recv.eof:\n"
+                '            return ReadResult(b"", IOStatus.EOF)\n'
+                '        return ReadResult(b"", IOStatus.WOULD_BLOCK)',
+                '        return ReadResult(b"", IOStatus.WOULD_BLOCK)',
+            ),
+        ),
+        caught_by="half-close, client first",
+        says="resume_read never said EOF",
+    ),
+    Mutant(
+        "the limit checked only once the whole frame is in",
+        (
+            (
+                "            if size > self.max_frame_size:\n"
+                "                raise FrameTooLargeError(size, self.max_frame_size)\n"
+                "            end = HEADER.size + size\n"
+                "            if len(buffer) < end:\n"
+                "                break  # the rest of this frame is still on its way\n",
+                "            end = HEADER.size + size\n"
+                "            if len(buffer) < end:\n"
+                "                break  # the rest of this frame is still on its way\n"
+                "            if size > self.max_frame_size:\n"
+                "                raise FrameTooLargeError(size, self.max_frame_size)\n",
+            ),
+        ),
+        caught_by="oversized length prefix",
+        says="as soon as the 4 header bytes are in",
     ),
     Mutant(
         "DRAINED after close(peer) (a break of the plumbing)",
