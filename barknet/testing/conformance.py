@@ -39,6 +39,7 @@ timeout.
 
 from __future__ import annotations
 
+import functools
 import random
 import socket
 import struct
@@ -243,6 +244,31 @@ def check_survives_one_byte_io(make: Maker) -> None:
     _echo_round_trip(make, payloads, _one_byte_hint(payloads), chunking=chunking).close()
 
 
+def _interleaved(wrote: bytes, frames: list[bytes]) -> bool:
+    """Are ``wrote``'s bytes the start of ``frames`` merged, each frame's bytes in
+    order but frames mixed (a frame begun before the one before it ended), rather
+    than the frames one after another? (The bytes of a frame sent again from its
+    start are not such a merge, unless they happen to look like one.)"""
+    if wrote == b"".join(frames)[: len(wrote)]:
+        return False
+    frames = frames[: len(wrote)]  # (no more frames can have begun than bytes went out)
+
+    @functools.cache
+    def fits(at: int, positions: tuple[int, ...]) -> bool:
+        if at == len(wrote):
+            return True
+        for k, got in enumerate(positions):
+            if got < len(frames[k]) and frames[k][got] == wrote[at]:
+                # A frame begins only after the one before it began.
+                if got == 0 and k and positions[k - 1] == 0:
+                    continue
+                if fits(at + 1, (*positions[:k], got + 1, *positions[k + 1 :])):
+                    return True
+        return False
+
+    return fits(0, (0,) * len(frames))
+
+
 def _one_byte_hint(payloads: list[bytes]) -> Callable[[Lab, Side, Peer], str]:
     """Which side of one-byte I/O went wrong. The client sends the frames and the
     server echoes the same frames, so both put the same bytes on the wire: where
@@ -254,14 +280,23 @@ def _one_byte_hint(payloads: list[bytes]) -> Callable[[Lab, Side, Peer], str]:
         for side, name in ((client, "client"), (lab.server, "server")):
             wire = lab.wires[lab.sides.index(side)]
             for each, kept in wire.written.items():
-                wrote = bytes(kept)
+                wrote, total = bytes(kept), wire.written_total[each]
                 if wrote != frames[: len(wrote)]:
+                    seen = (
+                        f"The {name}'s bytes on the wire, {hex_bytes(wrote, 12, total)}, are "
+                        f"not the frames, {hex_bytes(frames, 12)}. Here every write takes one "
+                        "byte"
+                    )
+                    if _interleaved(wrote, [plain_frame(p) for p in payloads]):
+                        return (
+                            f"{seen}, and they are the frames' bytes, each frame's in order, "
+                            "but mixed: a new frame went out while the rest of an earlier one "
+                            "still waited. New frames go behind what is queued: while a peer "
+                            "waits for WRITABLE, resume_write only queues."
+                        )
                     return (
-                        f"The {name}'s bytes on the wire, "
-                        f"{hex_bytes(wrote, 12, wire.written_total[each])}, are not the "
-                        f"frames, {hex_bytes(frames, 12)}. Here every write takes one byte: "
-                        "after a short write, the next one must go on from the first byte "
-                        "not yet sent, not from the start of the frame."
+                        f"{seen}: after a short write, the next one must go on from the "
+                        "first byte not yet sent, not from the start of the frame."
                     )
         return (
             "Both sides put the frames on the wire as they should. Here every read moves "

@@ -405,6 +405,27 @@ MUTANTS = [
         says="as soon as the 4 header bytes are in",
     ),
     Mutant(
+        "a new frame written ahead of the unsent rest of an earlier one",
+        (
+            (
+                "        send.pending.append(encode_frame(data, self.max_frame_size))\n"
+                "        if send.waiting:\n"
+                "            return WriteResult(0, IOStatus.WOULD_BLOCK)"
+                "  # WRITABLE will flush it\n"
+                "        return self._flush(peer, send)",
+                "        frame = encode_frame(data, self.max_frame_size)\n"
+                "        result = self.inner.resume_write(frame, peer)  # (the mistake)\n"
+                "        if result.sent < len(frame) and result.status is not IOStatus.ERROR:\n"
+                "            send.pending.append(frame[result.sent :])\n"
+                "            send.waiting = True\n"
+                "        return result",
+            ),
+        ),
+        caught_by="survives one-byte I/O",
+        says="a new frame went out while the rest of an earlier one still waited",
+        not_says="not from the start of the frame",
+    ),
+    Mutant(
         "DRAINED after close(peer) (a break of the plumbing)",
         (
             (
