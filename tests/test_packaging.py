@@ -259,3 +259,18 @@ def test_the_readme_names_every_library_module_in_its_package_table() -> None:
         if p.name not in {"__init__.py", "__main__.py"} and f"{p.name}`" not in table
     ]
     assert not missing, f"README's package table leaves out {missing}"
+
+
+def test_the_readmes_conda_commands_are_what_the_make_targets_run() -> None:
+    """Conda users run by hand what ``make lab``, ``make test`` and ``make
+    exercises`` run in ``.venv``: the README's commands must stay those."""
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    lab = "--notebook-dir=notebooks --ServerApp.ip=127.0.0.1"
+    assert lab in " ".join(makefile.split()) and f"`jupyter lab {lab}`" in readme
+    nbval = re.search(r"^NBVAL_FLAGS := (.+)$", makefile, re.M)
+    assert nbval is not None
+    assert f"`python -m pytest {nbval.group(1)} notebooks/`" in readme
+    assert "$(PY) -m pytest tests\n" in makefile and "`python -m pytest tests`" in readme
+    exercise = re.search(r"^exercises:.*\n\t\$\(PY\) -m (\S+)", makefile, re.M)
+    assert exercise is not None and f"`python -m {exercise.group(1)}`" in readme

@@ -372,10 +372,17 @@ def check_no_busy_loop_after_a_drain(make: Maker) -> None:
         lab.ew.tracer = None
         new = client.events[before_client:] + server.events[before_server:]
         if new or dispatched:
+            why = ""
+            if "write" in dispatched:
+                why = (
+                    ": the socket's WRITABLE is still watched with nothing left to send. "
+                    "Once the queue is empty, tell the transport below you are done "
+                    "(inner.suspend_write(peer)), or it keeps waking you on every turn"
+                )
             raise AssertionError(
                 f"an idle connection kept the loop busy: {len(dispatched)} dispatches "
                 f"({sorted(set(dispatched))}) and {len(new)} events "
-                f"({sorted({e.kind.name for e in new})}) in 50 turns"
+                f"({sorted({e.kind.name for e in new})}) in 50 turns{why}"
             )
 
 

@@ -66,7 +66,7 @@ MUTANTS = [
         "never calls suspend_write after a drain (a busy loop)",
         (("self.inner.suspend_write(peer)  # nothing left", "pass  # nothing left"),),
         caught_by="no busy loop after a drain",
-        says="an idle connection kept the loop busy",
+        says="inner.suspend_write(peer)",
     ),
     Mutant(
         "accepts writes after close(peer) while frames are queued",
