@@ -320,7 +320,7 @@ class TlsTransport(TransportLayer):
             try:
                 n = cast(int, sslobj.read(len(view), view))
             except ssl.SSLWantReadError:
-                return
+                break
             except ssl.SSLZeroReturnError:
                 n = 0
             except ssl.SSLError as exc:
@@ -330,8 +330,9 @@ class TlsTransport(TransportLayer):
                 session.got_close_notify = True
                 if not session.gone:
                     self.inner.suspend_read(session.peer)
-                return
+                break
             session.discarded += n
+        self._send_written_while_reading(session)
 
     def write_eof(self, peer: Peer) -> None:
         """Send ``close_notify`` ("I am done sending, I still read"), then, once the
@@ -864,7 +865,16 @@ class TlsTransport(TransportLayer):
                     self.inner.suspend_read(session.peer)
                 break
             got += n
+        self._send_written_while_reading(session)
         return got
+
+    def _send_written_while_reading(self, session: TlsSession) -> None:
+        """OpenSSL may write while it reads: an alert, its answer to a KeyUpdate,
+        its refusal of a renegotiation (or, as a client, the new handshake a server
+        asked for). That goes now: left for the owner's next write, it would keep a
+        peer that waits for it waiting, for ever if the owner only reads."""
+        if session.outgoing.pending and session.error is None:
+            self._send_cipher(session)
 
     def _feed(self, session: TlsSession) -> bool:
         """OpenSSL needs the rest of a record: pull a chunk from below. False if

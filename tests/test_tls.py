@@ -455,6 +455,47 @@ def test_openssl_s_client_gets_echoes_from_a_barknet_server(ew, tls_server, pem_
     assert closed.status is IOStatus.EOF, closed  # s_client sent close_notify
 
 
+def test_what_openssl_writes_while_a_server_only_reads_goes_out_at_once(
+    ew, tls_server, pem_files
+) -> None:
+    """s_client (TLS 1.2) asks to renegotiate ("R" on its stdin) while the server
+    only reads. OpenSSL writes its refusal while reading; it must leave at once,
+    not with the owner's next write (this owner never writes): then s_client
+    gives up and the server gets CLOSED(ERROR, TlsError). Before, the refusal
+    waited in OpenSSL's buffer and both sides waited for ever."""
+    server = tls_server(framed=False, echo=False)
+    process = subprocess.Popen(
+        [
+            _openssl(),
+            "s_client",
+            "-connect",
+            f"{server.address[0]}:{server.address[1]}",
+            "-CAfile",
+            str(pem_files["ca"]),
+            "-servername",
+            "localhost",
+            "-tls1_2",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        ew.run_until(lambda: server.of(EventKind.ACCEPTED), timeout=10)
+        (accepted,) = server.of(EventKind.ACCEPTED)
+        process.stdin.write(b"one\n")  # type: ignore[union-attr]
+        process.stdin.flush()  # type: ignore[union-attr]
+        ew.run_until(lambda: server.got(accepted.peer) == b"one\n", timeout=10)
+        process.stdin.write(b"R\n")  # type: ignore[union-attr]  # s_client: renegotiate
+        process.stdin.flush()  # type: ignore[union-attr]
+        ew.run_until(lambda: server.closed(), timeout=10)
+        process.wait(10)
+    finally:
+        _reap(process)
+    (closed,) = server.closed()
+    assert closed.status is IOStatus.ERROR and isinstance(closed.error, TlsError), closed
+
+
 @pytest.mark.parametrize("version", ["-tls1_3", "-tls1_2"])
 def test_write_eof_after_openssl_s_client_sent_all_and_hung_up_keeps_what_it_sent(
     ew, server_ctx, pem_files, version: str
