@@ -291,7 +291,7 @@ class CompressedTransport(TransportLayer):
         except zlib.error as exc:
             raise CompressionError(f"corrupt zlib data from {peer}: {exc}", peer=peer) from exc
         if len(message) > self.max_frame_size:
-            raise FrameTooLargeError(len(message), self.max_frame_size, peer=peer)
+            raise FrameTooLargeError(len(message), self.max_frame_size, peer=peer, inflated=True)
         if not inflater.eof or inflater.unused_data:
             raise CompressionError(
                 f"the zlib stream from {peer} is cut short or followed by extra bytes", peer=peer

@@ -111,13 +111,21 @@ class FrameTooLargeError(FramingError):
     Raised from the 4 header bytes alone, before any buffer for the body exists.
     """
 
-    def __init__(self, size: int, limit: int, *, peer: Any = None, sending: bool = False) -> None:
+    def __init__(
+        self,
+        size: int,
+        limit: int,
+        *,
+        peer: Any = None,
+        sending: bool = False,
+        inflated: bool = False,
+    ) -> None:
         who = "you" if sending else ("the peer" if peer is None else str(peer))
-        verb = "tried to send" if sending else "announced"
-        super().__init__(
-            f"frame too large: {who} {verb} a {size}-byte frame; the limit is {limit} bytes",
-            peer=peer,
-        )
+        if inflated:  # (a compressed message: nothing announced it, inflating found it)
+            what = f"sent a message that inflates past the limit (stopped at {size} bytes)"
+        else:
+            what = f"{'tried to send' if sending else 'announced'} a {size}-byte frame"
+        super().__init__(f"frame too large: {who} {what}; the limit is {limit} bytes", peer=peer)
         self.size = size
         self.limit = limit
 

@@ -147,6 +147,9 @@ def test_bomb_is_not_inflated_past_the_limit(ew, adopted) -> None:
     (event,) = endpoint.closed(peer)
     assert isinstance(event.error, FrameTooLargeError)
     assert event.error.size == 1001  # inflating stopped one byte past the limit
+    # Nothing announced 1,001 bytes: the message says what the peer did.
+    assert "inflates past the limit (stopped at 1001 bytes)" in str(event.error)
+    assert "announced" not in str(event.error)
 
 
 def test_oversized_message_is_refused_before_compression(ew, adopted) -> None:
