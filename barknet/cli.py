@@ -58,6 +58,7 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
+from .errors import TransportClosedError
 from .events import EventKind, IOEvent, IOStatus, Peer
 from .framed import FramedTransport
 from .framing import DEFAULT_MAX_FRAME_SIZE
@@ -184,6 +185,20 @@ class LineLog:
                 self.watcher.unwatch_write(self.fd)
 
 
+def _unsent(tcp: TcpTransport, peer: Peer) -> int:
+    """Bytes the kernel still holds for ``peer``, sent or not but not yet
+    acknowledged (``SIOCOUTQ``, Linux's ``TIOCOUTQ`` on a socket); 0 where the
+    system cannot say, and then only our own sends show a reply moving."""
+    try:
+        import fcntl  # (POSIX only)
+        import termios
+
+        raw = fcntl.ioctl(tcp.socket_of(peer).fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+    except (ImportError, AttributeError, OSError, TransportClosedError):
+        return 0
+    return int.from_bytes(raw, sys.byteorder, signed=True)
+
+
 def serve(
     host: str = "127.0.0.1",
     port: int = 0,
@@ -212,7 +227,8 @@ def serve(
         # close's (for a peer to take its replies, then to end its side: every
         # layer takes TCP's linger_timeout), nor a TLS handshake's.
         linger = _at_most(LINGER_TIMEOUT, idle_timeout)
-        inner: ITransport = TcpTransport(host, port, linger_timeout=linger)
+        tcp = TcpTransport(host, port, linger_timeout=linger)
+        inner: ITransport = tcp
         if tls is not None:
             handshake = _at_most(HANDSHAKE_TIMEOUT, idle_timeout)
             inner = TlsTransport(inner, tls, handshake_timeout=handshake)
@@ -224,7 +240,8 @@ def serve(
         )
         paused: set[Peer] = set()  # peers whose replies wait: we stopped reading them
         last_seen: dict[Peer, float] = {}  # when bytes last moved, either way
-        moved: dict[Peer, tuple[int, int]] = {}  # bytes received and sent, at that time
+        #: bytes received, sent, and still in the kernel's send queue, at that time
+        moved: dict[Peer, tuple[int, int, int]] = {}
         idled: set[Peer] = set()  # closed for idling
 
         def echo(peer: Peer) -> None:
@@ -244,7 +261,7 @@ def serve(
                 paused.discard(peer)
                 echo(peer)  # resume_read reads again
             elif kind is EventKind.ACCEPTED:
-                last_seen[peer], moved[peer] = watcher.time(), (0, 0)
+                last_seen[peer], moved[peer] = watcher.time(), (0, 0, 0)
                 log(f"{peer} connected")
             elif kind is EventKind.CLOSED:
                 paused.discard(peer)
@@ -262,16 +279,19 @@ def serve(
             """Close the peers that moved no byte either way for ``idle_timeout``.
 
             Bytes, not frames: a peer that uploads one large frame slowly, or
-            takes a large reply slowly, is busy though no whole frame passes. Only
-            what crosses the socket is seen: a reply that fitted whole in the
-            kernels' buffers is out of our hands, and a peer still reading it
-            looks idle. The close is graceful (it still reads all of it, then our
-            EOF), and bounded by ``idle_timeout`` (see above)."""
+            takes a large reply slowly, is busy though no whole frame passes.
+            Our own sends are not enough to see the second: the kernel holds up
+            to megabytes of a reply and says the socket is writable again only
+            once half of that has gone, which a slow reader takes longer than
+            the timeout to do. So the kernel's send queue counts too (Linux):
+            while the peer takes bytes from it, it shrinks. The close is
+            graceful (the peer still reads all of it, then our EOF), and
+            bounded by ``idle_timeout`` (see above)."""
             assert idle_timeout is not None
             now = watcher.time()
             for peer in list(last_seen):
                 counters = server.counters(peer)
-                now_moved = (counters.bytes_received, counters.bytes_sent)
+                now_moved = (counters.bytes_received, counters.bytes_sent, _unsent(tcp, peer))
                 if now_moved != moved[peer]:
                     last_seen[peer], moved[peer] = now, now_moved
                 elif now - last_seen[peer] >= idle_timeout:

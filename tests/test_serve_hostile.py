@@ -223,6 +223,30 @@ def test_idle_timeout_spares_a_peer_that_sends_one_large_frame_slowly() -> None:
         assert _recv_exact(sock, size) == payload
 
 
+def test_idle_timeout_spares_a_peer_that_takes_one_large_reply_slowly() -> None:
+    """Idle means no byte either way, the server's too: a peer that sends nothing
+    while it reads a 6 MiB echo in 64 KiB steps 0.02 s apart (the server's
+    queue outlasts the 0.1 s timeout many times, as its own socket buffer holds
+    at most 4 MiB) is busy, and gets all of it."""
+    payload = bytes(range(256)) * (6 * MiB // 256)
+    with _serve("--idle-timeout", "0.1") as (_proc, address):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * KiB)  # (no autotuning)
+        sock.settimeout(TIMEOUT)
+        with sock:
+            sock.connect(address)
+            sock.sendall(_frame(payload))
+            got = bytearray()
+            while len(got) < 4 + len(payload):
+                chunk = sock.recv(64 * KiB)
+                if not chunk:
+                    break
+                got += chunk
+                time.sleep(0.02)
+        assert len(got) == 4 + len(payload), f"closed after {len(got):,} bytes of the reply"
+        assert bytes(got[4:]) == payload
+
+
 def test_idle_timeout_also_bounds_the_wait_for_replies_the_peer_never_takes() -> None:
     """A peer idle because it does not read its replies is closed gracefully, and
     that close's wait for the queue lasts the idle timeout too (not TCP's five
