@@ -11,9 +11,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import socket
+import ssl
 import struct
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -737,3 +739,56 @@ def test_drained_waits_for_what_the_owner_queued_from_resume_writing(ew, framed_
         ew.run_once(0.005)
     assert wrote_more and queued_at_drained == [0]
     assert got + len(drain(other)[0]) == 2 * (4 + 1024 * 1024)
+
+
+def test_a_failed_accept_rests_the_listener_for_accept_pause_then_tries_again(ew, monkeypatch):
+    """README: "While accept fails (e.g. out of descriptors), the listener rests
+    accept_pause seconds between tries". A listener with a connection waiting
+    stays readable: without the rest, every turn would retry (a busy loop)."""
+    tcp = TcpTransport()
+    tcp.attach(ew, lambda event: None)
+    address = tcp.bind()
+
+    def emfile(self: socket.socket) -> object:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(socket.socket, "accept", emfile)
+    tcp.accept_pause = 5.0  # longer than the 50 turns below take, on any machine
+    waiting = socket.create_connection(address)
+    try:
+        ew.run_until(lambda: tcp.accept_error_count == 1, timeout=5)
+        for _ in range(50):
+            ew.run_once(0)
+        assert tcp.accept_error_count == 1  # resting: not watched, no retry
+        tcp.close()
+        # And it tries again once the rest is over (a short one this time).
+        tcp = TcpTransport()
+        tcp.attach(ew, lambda event: None)
+        waiting.close()
+        waiting = socket.create_connection(tcp.bind())
+        tcp.accept_pause = 0.01
+        ew.run_until(lambda: tcp.accept_error_count >= 3, timeout=5)
+    finally:
+        waiting.close()
+        tcp.close()
+
+
+def test_the_defaults_the_readme_states_are_the_codes() -> None:
+    """Numbers the README gives as defaults: a change to one must change the text too."""
+    from barknet.tls import TlsTransport
+
+    assert TcpTransport().linger_timeout == 5.0  # "TcpTransport(linger_timeout=5.0)"
+    assert ACCEPT_ERRORS_KEPT == 8  # "keeps only the last 8 errors"
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls = TlsTransport(TcpTransport(), context)
+    assert tls.handshake_timeout == 60.0  # "within handshake_timeout (60 s)"
+    assert (tls.high_water, tls.low_water) == (64 * 1024, 16 * 1024)  # "64 KiB, a quarter"
+    assert TlsTransport(TcpTransport(), context, high_water=1000).low_water == 250
+    readme = " ".join((Path(__file__).resolve().parent.parent / "README.md").read_text().split())
+    for text in (
+        "`TcpTransport(linger_timeout=5.0)`",
+        "keeps only the last 8 errors",
+        "`handshake_timeout` (60 s)",
+        "(`high_water` 64 KiB, `low_water` a quarter)",
+    ):
+        assert text in readme, text
