@@ -417,27 +417,29 @@ def test_missing_openssl_fails_under_ci_and_skips_elsewhere(monkeypatch) -> None
         _openssl()
 
 
-def test_openssl_s_client_gets_echoes_from_a_barknet_server(ew, tls_server, pem_files) -> None:
-    server = tls_server()
-    frames = [b"from s_client", b"", b"z" * 5000]
-    process = subprocess.Popen(
+def _s_client(
+    address: tuple[str, int], pem_files: dict[str, Path], *options: str, quiet_stdout: bool = False
+) -> subprocess.Popen[bytes]:
+    """``openssl s_client`` connecting to ``address`` (trusting the test CA), with
+    ``options``; its stdin a pipe, its output a pipe (or nowhere)."""
+    output = subprocess.DEVNULL if quiet_stdout else subprocess.PIPE
+    return subprocess.Popen(
         [
             _openssl(),
             "s_client",
-            "-connect",
-            f"{server.address[0]}:{server.address[1]}",
-            "-CAfile",
-            str(pem_files["ca"]),
-            "-servername",
-            "localhost",
-            "-verify_return_error",
-            "-quiet",
-            "-no_ign_eof",
+            *("-connect", f"{address[0]}:{address[1]}", "-CAfile", str(pem_files["ca"])),
+            *("-servername", "localhost", *options),
         ],
         stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stdout=output,
+        stderr=output,
     )
+
+
+def test_openssl_s_client_gets_echoes_from_a_barknet_server(ew, tls_server, pem_files) -> None:
+    server = tls_server()
+    frames = [b"from s_client", b"", b"z" * 5000]
+    process = _s_client(server.address, pem_files, "-verify_return_error", "-quiet", "-no_ign_eof")
     try:
         process.stdin.write(b"".join(encode_frame(f) for f in frames))  # type: ignore[union-attr]
         process.stdin.flush()  # type: ignore[union-attr]
@@ -464,22 +466,7 @@ def test_what_openssl_writes_while_a_server_only_reads_goes_out_at_once(
     gives up and the server gets CLOSED(ERROR, TlsError). Before, the refusal
     waited in OpenSSL's buffer and both sides waited for ever."""
     server = tls_server(framed=False, echo=False)
-    process = subprocess.Popen(
-        [
-            _openssl(),
-            "s_client",
-            "-connect",
-            f"{server.address[0]}:{server.address[1]}",
-            "-CAfile",
-            str(pem_files["ca"]),
-            "-servername",
-            "localhost",
-            "-tls1_2",
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    process = _s_client(server.address, pem_files, "-tls1_2", quiet_stdout=True)
     try:
         ew.run_until(lambda: server.of(EventKind.ACCEPTED), timeout=10)
         (accepted,) = server.of(EventKind.ACCEPTED)
@@ -527,22 +514,7 @@ def test_write_eof_after_openssl_s_client_sent_all_and_hung_up_keeps_what_it_sen
     closed: list[IOEvent] = []
     server.attach(ew, owner)
     host, port = server.bind()
-    process = subprocess.Popen(
-        [
-            *(
-                _openssl(),
-                "s_client",
-                "-connect",
-                f"{host}:{port}",
-                "-CAfile",
-                str(pem_files["ca"]),
-            ),
-            *("-servername", "localhost", version, "-quiet", "-no_ign_eof"),
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    process = _s_client((host, port), pem_files, version, "-quiet", "-no_ign_eof")
     try:
         ew.run_until(lambda: statuses, timeout=10)  # accepted
         process.stdin.write(payload)  # type: ignore[union-attr]
