@@ -53,7 +53,7 @@ from ..interfaces import ITransport, WriteData
 from ..layer import TransportLayer
 from ..tcp import TcpTransport
 from .faults import ChunkingTransport
-from .harness import Owner, Stage
+from .harness import IDLE_READABLES, Owner, Stage
 
 __all__ = [
     "BUDGET",
@@ -137,6 +137,12 @@ def _flat(data: WriteData) -> bytes:
     return b"".join(bytes(part) for part in data)
 
 
+def closed_text(event: IOEvent) -> str:
+    """A CLOSED event as a learner reads it: ``CLOSED(ERROR, TypeName: message)``."""
+    error = f", {type(event.error).__name__}: {event.error}" if event.error is not None else ""
+    return f"CLOSED({event.status.name}{error})"
+
+
 class _Wire(TransportLayer):
     """Records the first bytes each peer wrote and read, and how many in all,
     for failure messages."""
@@ -195,15 +201,14 @@ class Side(Owner):
         got = sum(len(frames) for frames in self.frames.values())
         lines[-1] += f"; {got} whole frame(s) received" if self.messages else f"; {got} read(s)"
         for peer, count in self.readable_after_eof.most_common(1):
-            if count > 2:  # (one already scheduled when EOF was read may still come)
+            if count > IDLE_READABLES:
                 lines.append(
                     f"  {peer}: READABLE came {count:,} times after resume_read said EOF: "
                     "the transport still holds something for its owner. Does resume_read "
                     "hand out every frame that waits before it says EOF?"
                 )
         for peer, event in list(self.closed.items())[:3]:
-            error = f", {type(event.error).__name__}: {event.error}" if event.error else ""
-            lines.append(f"  {peer} closed: {event.status.name}{error}")
+            lines.append(f"  {peer}: {closed_text(event)}")
         if len(self.closed) > 3:
             lines.append(f"  (and {len(self.closed) - 3} more peers closed)")
         if wire is not None and self.messages and self.take:

@@ -47,7 +47,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import FrameTooLargeError, TransportClosedError, TruncatedFrameError
-from ..events import EventKind, IOEvent, IOStatus, Peer
+from ..events import EventKind, IOStatus, Peer
 from .checks import (
     Check,
     CheckResult,
@@ -56,6 +56,7 @@ from .checks import (
     Report,
     Side,
     checks_for,
+    closed_text,
     explain_exception,
     hex_bytes,
     plain_frame,
@@ -366,18 +367,12 @@ def _expect_framing_error(
                 )
             raise AssertionError(
                 f"a peer that {what} should be CLOSED(ERROR, {error_type.__name__}), got "
-                f"{_closed(event)}{why}"
+                f"{closed_text(event)}{why}"
             )
         good.transport.resume_write(b"after", good_peer)
         lab.run_until(lambda: len(good.frames[good_peer]) >= 2, "the good client's second echo")
         same_frames(good.frames[good_peer], [b"before", b"after"], "the other client")
         return event.error
-
-
-def _closed(event: IOEvent) -> str:
-    """A CLOSED event as a learner reads it: ``CLOSED(ERROR, TypeName: message)``."""
-    error = f", {type(event.error).__name__}: {event.error}" if event.error is not None else ""
-    return f"CLOSED({event.status.name}{error})"
 
 
 def check_oversized_length_prefix(make: Maker) -> None:
@@ -470,53 +465,30 @@ OWN_LIMIT = 1000
 def check_a_limit_of_its_own(make: Maker) -> None:
     """The limit is the transport's own ``max_frame_size``, not the default: set to
     1,000 bytes (before any peer connects), a payload of 1,000 still goes both
-    ways, 1,001 is refused at the call, and a peer announcing 1,001 is closed."""
+    ways, 1,001 is refused at the call, and a peer announcing 1,001 is closed.
+    The checks for the default limit, run again with this one."""
 
     def limited(inner: Any) -> Any:
         transport: Any = make(inner)
         transport.max_frame_size = OWN_LIMIT  # as max_frame_size=1000 would have set it
         return transport
 
-    hint = (
-        "Compare sizes with self.max_frame_size, the limit this transport was given, "
-        "on both sides (the decoder of each peer gets it too), not with the module's "
-        "MAX_FRAME_SIZE, which is only the default."
-    )
-    with Lab(limited, echo=False) as lab:
-        client, peer = lab.client()
-        lab.run_until(lambda: lab.server.opened, "the connection")
-        server, server_peer = lab.server, lab.server.opened[0]
-        what = f"a payload of exactly max_frame_size ({OWN_LIMIT:,} bytes, set on the transport)"
-        _one_way(lab, bytes(OWN_LIMIT), what, (client, peer), (server, server_peer), "the server")
-        try:
-            client.transport.resume_write(bytes(OWN_LIMIT + 1), peer)
-        except FrameTooLargeError as error:
-            if getattr(error, "limit", OWN_LIMIT) != OWN_LIMIT:
-                raise AssertionError(
-                    f"the refusal should name the transport's limit, {OWN_LIMIT:,}; it says "
-                    f"{error}. " + hint
-                ) from None
-        else:
-            raise AssertionError(
-                f"the transport was given max_frame_size={OWN_LIMIT:,}, yet it accepted a "
-                f"payload of {OWN_LIMIT + 1:,} bytes to send. " + hint
-            )
-        bad = _raw_client(lab.address)
-        try:
-            bad.sendall(struct.pack("!I", OWN_LIMIT + 1) + bytes(OWN_LIMIT + 1))
-            bad.shutdown(socket.SHUT_WR)
-            lab.run_until(
-                lambda: any(p != server_peer for p in server.closed),
-                "the server to close the peer that announced one byte over its limit",
-            )
-        finally:
-            bad.close()
-        (event,) = [e for p, e in server.closed.items() if p != server_peer]
-        if not isinstance(event.error, FrameTooLargeError):
-            raise AssertionError(
-                f"with max_frame_size={OWN_LIMIT:,}, a peer that announced {OWN_LIMIT + 1:,} "
-                f"bytes should be CLOSED(ERROR, FrameTooLargeError); got {_closed(event)}. " + hint
-            )
+    try:
+        check_frame_at_the_limit(limited)
+        check_oversized_send_refused(limited)
+        _expect_framing_error(
+            limited,
+            struct.pack("!I", OWN_LIMIT + 1),
+            FrameTooLargeError,
+            f"announced {OWN_LIMIT + 1:,} bytes, one over its max_frame_size",
+        )
+    except AssertionError as exc:
+        raise AssertionError(
+            f"with max_frame_size set to {OWN_LIMIT:,} on the transport: {exc}\n"
+            "Compare sizes with self.max_frame_size, the limit this transport was given, "
+            "on both sides (the decoder of each peer gets it too), not with the module's "
+            "MAX_FRAME_SIZE, which is only the default."
+        ) from None
 
 
 def _one_way(

@@ -30,6 +30,7 @@ from ..events import EventKind, IOEvent, IOStatus, Peer
 from ..interfaces import ITransport
 from .checks import Check, Lab, Maker, Side
 from .faults import RawPeer
+from .harness import IDLE_READABLES
 
 __all__ = ["CONTRACT_CHECKS"]
 
@@ -206,7 +207,7 @@ def _half_close_exchange(make: Maker, *, client_first: bool) -> None:
         reader_peer = peer if second is client else server_peer
         got = second.received(reader_peer)
         if len(got) < len(ask):
-            if second.readable_after_eof[reader_peer] > _IDLE_READABLES:
+            if second.readable_after_eof[reader_peer] > IDLE_READABLES:
                 raise AssertionError(
                     f"the reader got {_digest(got)} of {_digest(ask)}, and READABLE kept "
                     "coming after its resume_read said EOF: the frames were there, but EOF "
@@ -236,17 +237,12 @@ def _half_close_exchange(make: Maker, *, client_first: bool) -> None:
                 f"resume_write after write_eof should raise TransportClosedError; "
                 f"it did {len(late)} times of 2"
             )
-        if after_eof[0] > _IDLE_READABLES:
+        if after_eof[0] > IDLE_READABLES:
             raise AssertionError(
                 f"READABLE came {after_eof[0]} times after the reader had read the EOF "
                 "(and everything before it): once the EOF is read, nothing waits, so "
                 "nothing should be announced (a busy loop)"
             )
-
-
-#: READABLEs tolerated once the EOF was read: one that was already scheduled when
-#: the owner read it may still come; a busy loop brings one every turn.
-_IDLE_READABLES = 2
 
 
 def check_half_close_client_first(make: Maker) -> None:

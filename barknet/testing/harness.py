@@ -77,6 +77,12 @@ def framed_over_tcp(
     )
 
 
+#: READABLEs tolerated once an owner read the EOF (see ``Owner.readable_after_eof``):
+#: one that was already scheduled when it read it may still come; a busy loop, or a
+#: transport still holding frames, brings one every turn.
+IDLE_READABLES = 2
+
+
 class Owner:
     """A transport plus what happened to it: every event, and what each peer sent."""
 
