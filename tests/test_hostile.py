@@ -579,3 +579,22 @@ def test_frame_timeout_does_not_blame_a_peer_whose_frames_wait_for_us(ew, stage)
     assert server.closed(peer) == []
     frames = [bytes(server.transport.resume_read(peer).data) for _ in range(2)]
     assert frames == [b"first", b"a" * 10 + b"b" * 90]
+
+
+def test_frame_timeout_behind_a_waiting_frame_delivers_that_frame_before_the_error(ew, stage):
+    # The owner is busy, so a whole frame waits; the peer stalls mid-frame behind
+    # it, and we kept reading (nothing more came), so this time the stall is the
+    # peer's: the timeout aborts it. The frame that came whole is still the
+    # owner's, and the CLOSED(ERROR) waits until the owner took it.
+    server = stage.server(frame_timeout=0.1, echo=False)
+    server.take = False
+    raw, peer = server.raw()
+    raw.send(encode_frame(b"first") + struct.pack("!I", 100) + b"a" * 10)
+    ew.run_until(lambda: server.transport.snapshot(peer)[:4] == ("payload", 10, 100, 1), timeout=5)
+    deadline = ew.time() + 0.3  # three timeouts, the owner still busy
+    ew.run_until(lambda: ew.time() >= deadline, timeout=5)
+    assert server.closed(peer) == []
+    server.take = True
+    error = server.close_of(peer).error
+    assert isinstance(error, FrameTimeoutError) and error.received == 14
+    assert server.frames[peer] == [b"first"]
