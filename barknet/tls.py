@@ -81,9 +81,14 @@ clock starts at ``connect``) with ``TlsError(reason="HANDSHAKE_TIMEOUT")``.
 A handshake that failed (its alert sent, the close below lingering for the
 peer's EOF) keeps OpenSSL's reason, and its wait ends by that deadline too.
 
+Renegotiation (TLS 1.2 only; 1.3 has none): a server refuses a client's
+request (OpenSSL's alert, and ``CLOSED(ERROR, TlsError)``); a client goes
+along with a server's request (OpenSSL does it), and a ``close`` or
+``write_eof`` made meanwhile sends ``close_notify`` once that handshake is
+over, within ``linger_timeout`` for a close.
+
 Caveats: no session resumption of our own (tickets are received and
-ignored), no renegotiation (TLS 1.3 has none), and no client certificates
-beyond what your context asks for.
+ignored), and no client certificates beyond what your context asks for.
 """
 
 from __future__ import annotations
@@ -248,9 +253,10 @@ class TlsTransport(TransportLayer):
             self.inner.close(peer)
             return
         self._goodbye(session)  # (still handshaking: once it is done)
-        if self._sessions.get(peer) is session and session.held and not session.gone:
-            # Bytes still held (else the peer is closed below already): wait for
-            # them at most linger_timeout, and meanwhile read what the peer sends.
+        if self._sessions.get(peer) is session and session.owes and not session.gone:
+            # Bytes still held, or our close_notify (else the peer is closed below
+            # already): wait for them at most linger_timeout, and meanwhile read
+            # what the peer sends.
             session.linger_timer = self._watcher.call_later(  # type: ignore[union-attr]
                 self.linger_timeout, self._linger_expired, session, self.linger_timeout
             )
@@ -277,7 +283,7 @@ class TlsTransport(TransportLayer):
         session.linger_timer = None
         if self._sessions.get(session.peer) is not session or session.gone:
             return
-        if session.error is not None or not (session.held or self._awaiting_close_notify(session)):
+        if session.error is not None or not (session.owes or self._awaiting_close_notify(session)):
             return
         session.error = LingerTimeoutError(waited, session.discarded, peer=session.peer)
         session.gone = True  # nothing more goes down; CLOSED(ERROR) follows from below
@@ -293,7 +299,7 @@ class TlsTransport(TransportLayer):
         self._drop_plaintext(session)
         for _ in range(_DISCARD_READS):
             if (
-                not session.held
+                not session.owes
                 or session.gone
                 or session.error is not None
                 or session.got_close_notify
@@ -354,6 +360,8 @@ class TlsTransport(TransportLayer):
         if not session.notify_sent:
             session.say_goodbye()
             self._send_cipher(session)
+            if session.notify_waits:
+                return  # a renegotiation first: _send_written_while_reading asks again
         if session.error is None and not session.cipher:  # else once it was taken
             self._after_drained(session)
 
@@ -669,7 +677,7 @@ class TlsTransport(TransportLayer):
         if session.error is not None:
             return
         if session.closing:  # yours no more: read and drop while our bytes wait to leave
-            if session.held:
+            if session.owes:
                 self._discard(session)
             else:
                 self._await_close_notify(session)
@@ -875,6 +883,8 @@ class TlsTransport(TransportLayer):
         peer that waits for it waiting, for ever if the owner only reads."""
         if session.outgoing.pending and session.error is None:
             self._send_cipher(session)
+        if session.notify_waits and session.error is None:
+            self._goodbye(session)  # the renegotiation may be over now
 
     def _feed(self, session: TlsSession) -> bool:
         """OpenSSL needs the rest of a record: pull a chunk from below. False if

@@ -100,6 +100,7 @@ class TlsSession:
         "kick_due",
         "linger_timer",
         "notify_sent",
+        "notify_waits",
         "outgoing",
         "paused",
         "peer",
@@ -150,6 +151,9 @@ class TlsSession:
         self.eof_read = False  # the owner has read our EOF
         self.write_eof = False  # the owner called write_eof (maybe before the handshake)
         self.notify_sent = False  # our close_notify is in ``cipher`` or gone
+        #: A handshake the peer started (a TLS 1.2 renegotiation) held our
+        #: close_notify back: it goes once that handshake is over.
+        self.notify_waits = False
         self.eof_down = False  # inner.write_eof was called
         self.closing = False  # the owner called close(peer)
         self.error: BarknetError | None = None
@@ -176,6 +180,12 @@ class TlsSession:
         not yet taken by the transport below (in ``cipher`` or still in OpenSSL's
         ``outgoing`` buffer). This is what the water marks compare."""
         return len(self.plain) + len(self.cipher) + self.outgoing.pending
+
+    @property
+    def owes(self) -> bool:
+        """Closing: something of ours has yet to go, bytes held (``held``) or a
+        ``close_notify`` a renegotiation holds back (``notify_waits``)."""
+        return bool(self.held) or self.notify_waits
 
     @property
     def can_encrypt(self) -> bool:
@@ -228,6 +238,12 @@ class TlsSession:
         though after a ``write_eof`` you still read. So the plaintext OpenSSL
         holds is taken out first (``early``), and the ciphertext it has not
         looked at is set aside during the call and put back after it.
+
+        In the middle of a handshake the peer started (a server asking a TLS 1.2
+        client to renegotiate), OpenSSL refuses to say goodbye
+        (``SHUTDOWN_WHILE_IN_INIT``): then nothing is sent, ``notify_waits``
+        says so, and the transport asks again after each read until the
+        handshake is over. A bare FIN instead would read as a truncation.
         """
         if self.notify_sent:
             return
@@ -245,8 +261,12 @@ class TlsSession:
             sslobj.unwrap()
         except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
             pass  # it sent ours and would wait for theirs: we do not wait here
-        except ssl.SSLError:
-            pass  # a session that cannot say goodbye still closes
+        except ssl.SSLError as exc:
+            if exc.reason == "SHUTDOWN_WHILE_IN_INIT":
+                self.notify_sent, self.notify_waits = False, True  # (see above)
+            # Otherwise a session that cannot say goodbye still closes.
+        else:
+            self.notify_waits = False
         finally:
             self.incoming.write(unread)
 

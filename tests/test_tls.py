@@ -537,33 +537,38 @@ def test_write_eof_after_openssl_s_client_sent_all_and_hung_up_keeps_what_it_sen
     assert closed[0].status is IOStatus.EOF, closed
 
 
-def test_barknet_client_talks_to_openssl_s_server(ew, tls_client, pem_files) -> None:
+def _s_server(
+    pem_files: dict[str, Path], *options: str
+) -> tuple[subprocess.Popen[bytes], int, bytearray, InThread]:
+    """``openssl s_server`` on loopback for one connection, with the test
+    certificate and ``options``: the process (its stdin a pipe), its port, and
+    what it prints (its chatter, its errors and what it received), collected by
+    a thread that ends with it."""
     process = subprocess.Popen(
         [
             _openssl(),
             "s_server",
-            "-accept",
-            f"{HOST}:0",
-            "-cert",
-            str(pem_files["cert"]),
-            "-key",
-            str(pem_files["key"]),
-            "-naccept",
-            "1",
+            *("-accept", f"{HOST}:0", "-naccept", "1"),
+            *("-cert", str(pem_files["cert"]), "-key", str(pem_files["key"]), *options),
         ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
+    assert process.stdout is not None
+    first = process.stdout.readline().decode()
+    while not first.startswith("ACCEPT"):
+        assert first, "openssl s_server ended before it listened"
+        first = process.stdout.readline().decode()
+    printed = bytearray()
+    stdout = process.stdout
+    reader = InThread(lambda: [printed.extend(c) for c in iter(stdout.read1, b"")])
+    return process, int(first.rsplit(":", 1)[1]), printed, reader
+
+
+def test_barknet_client_talks_to_openssl_s_server(ew, tls_client, pem_files) -> None:
+    process, port, printed, reader = _s_server(pem_files)
     try:
-        first = process.stdout.readline().decode()  # type: ignore[union-attr]
-        while not first.startswith("ACCEPT"):
-            first = process.stdout.readline().decode()  # type: ignore[union-attr]
-        port = int(first.rsplit(":", 1)[1])
-        printed = bytearray()  # what s_server prints: its chatter, and what it received
-        reader = InThread(
-            lambda: [printed.extend(c) for c in iter(lambda: process.stdout.read1(), b"")]  # type: ignore[union-attr]
-        )
         client = tls_client(server_hostname="localhost")
         peer = client.transport.connect((HOST, port))
         ew.run_until(lambda: client.of(EventKind.CONNECTED), timeout=10)
@@ -580,6 +585,38 @@ def test_barknet_client_talks_to_openssl_s_server(ew, tls_client, pem_files) -> 
     finally:
         _reap(process)
     assert client.closed(peer)[0].status is IOStatus.OK
+
+
+@pytest.mark.parametrize("end", ["close", "write_eof"])
+def test_ending_while_the_server_renegotiates_still_sends_close_notify(
+    ew, tls_client, pem_files, end
+) -> None:
+    # A TLS 1.2 server may ask its client to renegotiate (HelloRequest), and
+    # OpenSSL, as the client, goes along. Ending in the middle of that handshake
+    # must not turn into a bare FIN, which the server reads as a truncation: our
+    # close_notify waits until the handshake is over.
+    process, port, printed, reader = _s_server(pem_files, "-tls1_2")
+    try:
+        client = tls_client(framed=False, server_hostname="localhost")
+        transport = client.transport
+        peer = transport.connect((HOST, port))
+        ew.run_until(lambda: client.of(EventKind.CONNECTED), timeout=10)
+        below = transport.inner  # type: ignore[attr-defined]
+        sent = below.counters(peer).bytes_sent
+        process.stdin.write(b"r\n")  # type: ignore[union-attr]  # s_server: renegotiate
+        process.stdin.flush()  # type: ignore[union-attr]
+        # Our answer to its HelloRequest (a new ClientHello) leaves as soon as we
+        # read it: the handshake is under way, and we end our side now.
+        ew.run_until(lambda: below.counters(peer).bytes_sent > sent, timeout=10)
+        getattr(transport, end)(peer)
+        ew.run_until(lambda: client.closed(peer) and reader.done, timeout=10)
+        reader.result()
+    finally:
+        _reap(process)
+    (closed,) = client.closed(peer)
+    assert closed.error is None, closed
+    assert b"DONE" in printed  # s_server read our close_notify ...
+    assert b"unexpected eof" not in printed, bytes(printed)  # ... not a truncation
 
 
 # ---------------------------------------------------------- partial I/O, one byte at a time
