@@ -366,6 +366,18 @@ def test_a_reset_case_whose_vanish_closes_politely_does_not_report_a_reset():
     assert outcome.error is None and outcome.events[-1].status is IOStatus.EOF
 
 
+@pytest.mark.parametrize("while_writing", [False, True])
+def test_a_reset_case_whose_vanish_leaves_the_socket_open_reports_it_instead_of_raising(
+    while_writing,
+):
+    """A learner's ``vanish`` that does nothing: the server sees no end, and the
+    report says so (a bare TimeoutError from the wait would say nothing)."""
+    outcome = hostile.reset_peer(vanish=lambda raw: None, while_writing=while_writing, wait=0.3)
+    assert outcome.facts["closed_events"] == 0 and outcome.error is None
+    assert "no CLOSED for that peer within 0.3 s" in str(outcome)
+    assert "echoed before and after: yes" in str(outcome)
+
+
 def test_refused_connect_scenario():
     outcome = hostile.refused_connect()
     assert isinstance(outcome.error, ConnectFailedError)
