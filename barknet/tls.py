@@ -490,7 +490,10 @@ class TlsTransport(TransportLayer):
                 self._on_writable(session)
         elif kind is EventKind.ACCEPTED:
             side = True if self.server_side is None else self.server_side
-            self._open(peer, side, self.server_hostname, start=True)
+            # A server's first step waits for the ClientHello: asked before it,
+            # OpenSSL sets up its handshake buffers (about 20 KiB more per peer)
+            # for a peer that may never send a byte. A client speaks first.
+            self._open(peer, side, self.server_hostname, start=not side)
         elif kind is EventKind.CONNECTED:
             if session is None:
                 self._open(peer, bool(self.server_side), self.server_hostname, start=True)

@@ -222,6 +222,11 @@ LONG_MODULES = {
         "one peer's state (the state classes are in framed_state.py, the codec in framing.py)"
     ),
     "barknet/tls.py": "TlsTransport: handshake, records both ways, close_notify",
+    "barknet/course/hostile.py": (
+        "notebook 08's cases, one function each with the report it prints (the slow "
+        "reader's watches your reader to say what its stops did); split, a case's report "
+        "would sit away from the experiment it describes"
+    ),
     "barknet/framing.py": (
         "the sans-I/O codec's header, limits and FrameDecoder, one state machine over the "
         "scratch, the body and plain reads, under the theory notebook 04 cites (the sending "

@@ -12,6 +12,7 @@ import fcntl
 import select
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -154,6 +155,41 @@ def test_idle_connections_cost_the_server_a_small_bounded_amount_each() -> None:
                 sock.close()
         # No 256 KiB scratch per connection: a few KiB of Python state each.
         assert grown / n < 16 * KiB, f"{grown / n:.0f} bytes of server RSS per idle connection"
+
+
+def test_silent_tls_connections_cost_the_server_little_before_their_handshake(
+    tmp_path: Path,
+) -> None:
+    # A TLS server's session waits for the ClientHello before OpenSSL's first
+    # step: asked at accept, that step sets up the handshake's buffers, and 200
+    # peers that never send a byte cost 43 KiB each instead of 10.
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    leaf = ca.issue_cert("localhost")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    leaf.cert_chain_pems[0].write_to_path(str(cert))
+    leaf.private_key_pem.write_to_path(str(key))
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+
+    def probe(address: tuple[str, int]) -> bytes:
+        # Served after every connection made before it (one loop, in order).
+        with context.wrap_socket(_connect(address), server_hostname="localhost") as sock:
+            return _echo(sock, b"probe")
+
+    with _serve("--tls", "--certfile", str(cert), "--keyfile", str(key)) as (proc, address):
+        assert probe(address) == b"probe"
+        base = _status(proc.pid, "VmRSS")
+        socks: list[socket.socket] = []
+        try:
+            for _ in range(2):  # (in two halves: within the listen backlog of 128)
+                socks += [_connect(address) for _ in range(100)]
+                assert probe(address) == b"probe"
+            grown = _status(proc.pid, "VmRSS") - base
+        finally:
+            for sock in socks:
+                sock.close()
+    assert grown / len(socks) < 20 * KiB, f"{grown / len(socks):.0f} bytes per silent TLS peer"
 
 
 # ---------------------------------------------------------------- fairness
