@@ -320,6 +320,8 @@ class FramedTransport(ITransport):
         """Send no more frames to ``peer`` (those queued still go), then half-close
         below: the peer reads EOF after the last of them. You keep reading."""
         send = self._send.get(peer)
+        if send is not None and send.eof and not send.owner_closed:
+            return  # (again: harmless)
         if send is not None and self._still_queueing(send):
             send.eof = True  # (the close after the queue ends it)
             return
@@ -463,7 +465,7 @@ class FramedTransport(ITransport):
         self._finish(peer, event)
 
     def _finish_soon(self, peer: Peer) -> None:
-        """CLOSED(OK) on the next turn for a peer you closed or aborted after the
+        """CLOSED(OK) through call_soon for a peer you closed or aborted after the
         inner transport let it go: never from inside your own call."""
         self._send[peer].closing = True
         self._watcher.call_soon(self._finish_if_known, peer)  # type: ignore[union-attr]

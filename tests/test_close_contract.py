@@ -501,14 +501,24 @@ def test_with_half_close_off_the_peer_stays_yours_until_the_queue_after_its_eof_
         later.append(peer in t.peers)
         if then_write_eof:  # accepted too: the close that follows the queue ends our side
             t.write_eof(peer)
+            t.write_eof(peer)  # again: harmless, as ITransport.write_eof says
             with pytest.raises(TransportClosedError, match="you called write_eof"):
                 t.resume_write(b"after write_eof", peer)
+
+    def keep_suspending() -> None:  # every turn until its CLOSED
+        if not endpoint.closed(peer):
+            t.suspend_read()
+            ew.call_soon(keep_suspending)
 
     def reply(event: IOEvent) -> None:
         if event.kind is EventKind.DRAINED:  # the close is due now: refused, and says why
             why = "you called write_eof" if then_write_eof else "ended its side"
             with pytest.raises(TransportClosedError, match=why):
                 t.resume_write(b"too late", peer)
+            # Refused, so no longer among the open peers; and suspend_read() for
+            # every peer still yours leaves this one alone while it is closed.
+            assert peer not in t.peers
+            keep_suspending()
             later.append("drained")
         asked = endpoint.frames[peer] == [b"request"]
         if event.kind is EventKind.READABLE and asked and not later:
