@@ -96,7 +96,8 @@ class CompressedTransport(TransportLayer):
         #: reaches the layer below again (only such a read resumes it there).
         self._suspended: set[Peer] = set()
         self._closed_by_you: set[Peer] = set()  # until their CLOSED
-        #: Payload bytes before and after compression, over every message sent.
+        #: Payload bytes before and after compression, over every message the
+        #: layer below took (one it refused, or a broken peer's, is not counted).
         self.bytes_in = 0
         self.bytes_out = 0
 
@@ -125,12 +126,15 @@ class CompressedTransport(TransportLayer):
         if size > self.max_frame_size:
             raise FrameTooLargeError(size, self.max_frame_size, peer=peer, sending=True)
         packed = zlib.compress(message, self.level) if size else b""
-        self.bytes_in += size
+        body: Buffer = message
+        flag, wire = STORED, size
         if len(packed) < size:
-            self.bytes_out += 1 + len(packed)
-            return self.inner.resume_write([bytes((COMPRESSED,)), packed], peer)
-        self.bytes_out += 1 + size
-        return self.inner.resume_write([bytes((STORED,)), message], peer)
+            flag, body, wire = COMPRESSED, packed, len(packed)
+        result = self.inner.resume_write([bytes((flag,)), body], peer)
+        if result.status is not IOStatus.ERROR:  # (a refused one raised: not sent either)
+            self.bytes_in += size
+            self.bytes_out += 1 + wire
+        return result
 
     # ----------------------------------------------------------------- reads
     def resume_read(

@@ -126,9 +126,9 @@ def test_messages_from_the_wire_are_inflated_in_order(ew, adopted) -> None:
         (bytes((COMPRESSED,)) + zlib.compress(b"x" * 1000)[:-3], CompressionError),
         (bytes((COMPRESSED,)) + zlib.compress(b"x" * 1000) + b"tail", CompressionError),
         (bytes((COMPRESSED,)) + zlib.compress(bytes(10_000_000)), FrameTooLargeError),
-        (bytes((STORED,)) + bytes(2000), FrameTooLargeError),
+        (bytes((STORED,)) + bytes(1001), FrameTooLargeError),
     ],
-    ids=["empty", "unknown flag", "corrupt", "cut short", "trailing bytes", "bomb", "stored big"],
+    ids=["empty", "unknown flag", "corrupt", "cut short", "trailing bytes", "bomb", "stored 1001"],
 )
 def test_bad_frame_closes_the_peer_with_a_typed_error(ew, adopted, frame, error_type) -> None:
     endpoint, peer, theirs = adopted(max_frame_size=1000)
@@ -157,6 +157,16 @@ def test_oversized_message_is_refused_before_compression(ew, adopted) -> None:
     with pytest.raises(FrameTooLargeError):
         endpoint.transport.resume_write(bytes(1001), peer)  # would compress to a few bytes
     assert endpoint.transport.bytes_in == 0
+
+
+@pytest.mark.parametrize("end", ["write_eof", "close"])
+def test_a_message_the_layer_below_refuses_is_not_counted(ew, adopted, end) -> None:
+    """bytes_in and bytes_out count what was sent: not a message refused below."""
+    endpoint, peer, _ = adopted()
+    getattr(endpoint.transport, end)(peer)
+    with pytest.raises(TransportClosedError):
+        endpoint.transport.resume_write(b"x" * 1000, peer)
+    assert (endpoint.transport.bytes_in, endpoint.transport.bytes_out) == (0, 0)
 
 
 def test_default_limit_leaves_room_for_the_flag_byte() -> None:
