@@ -110,8 +110,8 @@ Replay = Callable[[IOEvent], None]
 class ITransport(ABC):
     """A non-blocking byte or message transport for one or many peers.
 
-    ``adopt``, ``address``, ``peers`` and ``write_eof`` are part of the
-    interface but not abstract, so a transport that does without some of them
+    ``abort``, ``adopt``, ``address``, ``peers`` and ``write_eof`` are part of
+    the interface but not abstract, so a transport that does without some of them
     (a first attempt in a notebook, say) still instantiates; it fails the
     contract checks that need them with ``NotImplementedError``.
     """
@@ -168,7 +168,8 @@ class ITransport(ABC):
         """Close ``peer`` now: drop what is queued and do not wait for the peer.
 
         For a peer that broke the rules (a framing error): there is nothing
-        left to say to it. ``CLOSED`` follows on a later turn, as for ``close``.
+        left to say to it. ``CLOSED`` follows as for ``close``: never from inside
+        this call (from a callback, possibly later in the same turn).
         """
         raise NotImplementedError
 

@@ -29,17 +29,20 @@ connect finished with ``SO_ERROR``     ``CLOSED(ERROR, ConnectFailedError)``
 
 Connects do not block: ``connect_ex`` answers ``EINPROGRESS``, the socket is
 watched for writability, and ``SO_ERROR`` then says whether it worked.
-``TCP_NODELAY`` is on: a framing layer that writes header and payload in one
-call has nothing to gain from Nagle's algorithm and a lot of latency to lose.
+``TCP_NODELAY`` is on (unless ``nodelay=False``) for the sockets it makes: a
+framing layer that writes header and payload in one call has nothing to gain
+from Nagle's algorithm and a lot of latency to lose.
 
 One ``sendmsg`` takes at most ``IOV_MAX`` buffers (1024 on Linux): of a longer
 list only the first ``IOV_MAX`` are offered, and the answer is a short write
 (``WOULD_BLOCK`` with what they moved), so the rest goes on ``WRITABLE`` like
 any unsent rest.
 
-``CLOSED`` events are delivered on the next turn of the loop (``call_soon``), so
-that a ``close()`` or a failed ``resume_write`` never calls you back while you
-are still inside your own call.
+``CLOSED`` events are delivered through ``call_soon``, so that a ``close()`` or
+a failed ``resume_write`` never calls you back while you are still inside your
+own call: later in the same turn if you called from an event's callback (the
+loop runs what was scheduled once the readiness callbacks are done), else on
+the next turn.
 
 Half-close and graceful close. ``write_eof(peer)`` shuts down the write side
 (``shutdown(SHUT_WR)``: the kernel sends FIN after what is in its buffer); you
@@ -148,8 +151,9 @@ class TcpTransport(ITransport):
     """Non-blocking TCP for many peers.
 
     ``host``/``port`` are where ``bind`` listens, or where ``connect`` dials.
-    ``sndbuf``/``rcvbuf`` set ``SO_SNDBUF``/``SO_RCVBUF`` on every socket (the
-    kernel may double what you ask); small values make partial I/O happen on
+    ``sndbuf``/``rcvbuf`` set ``SO_SNDBUF``/``SO_RCVBUF`` on every socket it
+    makes (the listener, accepted and connected ones; the kernel may double
+    what you ask); small values make partial I/O happen on
     purpose. ``read_size`` is how much ``resume_read`` asks for when you give
     it no buffer. ``linger_timeout`` bounds how long a ``close(peer)`` waits
     for the peer's EOF (see the module docstring).
@@ -273,7 +277,10 @@ class TcpTransport(ITransport):
         ``socket.socketpair()``) as a new peer, and own it from now on.
 
         No event announces it: the peer is returned here and is ready at once.
-        Tests use this to slip in a fake socket that misbehaves on purpose.
+        Tests use this to slip in a fake socket that misbehaves on purpose. The
+        socket keeps its options as they are: ``sndbuf``, ``rcvbuf`` and
+        ``TCP_NODELAY`` apply to the sockets this transport makes (``connect``,
+        ``accept``), not to one you hand it, which may not even be TCP.
         """
         self._loop()
         sock.setblocking(False)
@@ -640,7 +647,7 @@ class TcpTransport(ITransport):
         return error
 
     def _fail(self, conn: _Conn, error: ConnectionBrokenError) -> None:
-        """The peer broke: its socket goes now, its CLOSED(ERROR) on the next turn.
+        """The peer broke: its socket goes now, its CLOSED(ERROR) through call_soon.
         Until then your calls for it return this error (an owner may still be
         in the middle of a callback about it), except after your own close(peer):
         from there on they raise, as for any peer you closed."""

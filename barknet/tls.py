@@ -527,7 +527,7 @@ class TlsTransport(TransportLayer):
 
     def _release_held(self, session: TlsSession, *, closed_by_you: bool = False) -> None:
         """You read to the end of what was held (or closed the peer: then it says
-        OK): its CLOSED now, on the next turn (never from inside your call)."""
+        OK): its CLOSED now, through call_soon (never from inside your call)."""
         event, session.held_closed = session.held_closed, None
         if event is not None:
             if closed_by_you:

@@ -162,6 +162,23 @@ def test_counters_count_frames_sent_and_received(ew, stage):
     assert total.bytes_sent == 7 * (4 + 2)
 
 
+def test_a_frame_too_large_for_the_socket_reports_what_left_at_once(ew):
+    """resume_write's ``sent``: the bytes of this frame, header included, that left
+    at once; the rest is queued (WOULD_BLOCK), and the two add up to the frame."""
+    mine, theirs = socket.socketpair()
+    transport = FramedTransport(TcpTransport())
+    try:
+        transport.attach(ew, lambda event: None)
+        peer = transport.adopt(mine)
+        result = transport.resume_write(bytes(4_000_000), peer)  # more than the pair holds
+        assert result.status is IOStatus.WOULD_BLOCK
+        assert 0 < result.sent == transport.counters(peer).bytes_sent
+        assert result.sent + transport.write_buffer_size(peer) == HEADER_SIZE + 4_000_000
+    finally:
+        transport.close()
+        theirs.close()
+
+
 def test_pause_and_resume_writing_follow_the_water_marks(ew, stage):
     _server, client, peer = stage.link(server=dict(rcvbuf=4096), sndbuf=4096, high_water=64 * KiB)
     for _ in range(8):

@@ -239,6 +239,43 @@ def test_resume_read_into_the_callers_buffer(ew, raw):
         server.t.resume_read(speer, buffer, offset=16)
 
 
+def test_a_short_read_is_any_read_of_fewer_bytes_than_asked(ew, raw):
+    server, client, speer, cpeer = connected_pair(ew, raw, auto_read_server=False)
+    got: list[bytes] = []
+
+    def read_ten() -> bool:
+        result = server.t.resume_read(speer, max_len=10)
+        got.append(bytes(result.data))
+        return result.status is IOStatus.OK
+
+    for sent, short in ((b"x" * 9, 1), (b"y" * 10, 1)):  # one byte short, then all of it
+        client.t.resume_write(sent, cpeer)
+        ew.run_until(read_ten, timeout=5)
+        assert got[-1] == sent
+        assert server.t.counters(speer).short_recvs == short
+
+
+def test_after_both_directions_end_reads_answer_eof_until_closed(ew, raw):
+    server, client, speer, cpeer = connected_pair(ew, raw)
+    client.t.write_eof(cpeer)
+    ew.run_until(lambda: IOStatus.EOF in server.statuses[speer], timeout=5)
+    server.t.write_eof(speer)  # both directions are over: CLOSED(EOF) is on its way
+    assert server.t.resume_read(speer).status is IOStatus.EOF
+    ew.run_until(lambda: server.of_kind(EventKind.CLOSED, speer), timeout=5)
+    assert [e.status for e in server.of_kind(EventKind.CLOSED, speer)] == [IOStatus.EOF]
+
+
+def test_tcp_nodelay_is_on_for_accepted_and_connected_sockets_unless_asked_off(ew, raw):
+    server, client, speer, cpeer = connected_pair(ew, raw)
+    for transport, peer in ((server.t, speer), (client.t, cpeer)):
+        sock = transport.socket_of(peer)
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    quiet = raw(*server.t.address, nodelay=False)
+    peer = quiet.t.connect()
+    ew.run_until(lambda: quiet.of_kind(EventKind.CONNECTED), timeout=5)
+    assert quiet.t.socket_of(peer).getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0
+
+
 def test_would_block_is_a_status_and_counted(ew, raw):
     server, _, speer, _ = connected_pair(ew, raw)
     assert server.t.counters(speer).recv_eagain == 0
