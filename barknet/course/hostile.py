@@ -462,17 +462,11 @@ class _WatchedReader(FramedTransport):
         self._stopped = True
         super().suspend_read(peer)
 
-    def resume_read(
-        self,
-        peer: Peer,
-        buffer: bytearray | memoryview | None = None,
-        offset: int = 0,
-        max_len: int | None = None,
-    ) -> ReadResult:
+    def resume_read(self, peer: Peer, *args: Any, **kwargs: Any) -> ReadResult:
         if self._stopped:
             self._stopped = False
             self.ahead_at_return.append(self._ahead())
-        return super().resume_read(peer, buffer, offset, max_len)
+        return super().resume_read(peer, *args, **kwargs)
 
 
 def _kernel_buffer(option: int, asked: int | None) -> int:
