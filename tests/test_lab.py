@@ -3,6 +3,7 @@ print the same summary every run, and leave nothing behind."""
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import sys
 
@@ -273,6 +274,11 @@ def test_small_frames_arrive_intact_whichever_loop_reads_them() -> None:
     line = batches.line()
     assert "5000/5000 frames intact" in line
     assert f"{batches.fruitful} calls found frames, {5000 / batches.fruitful:.1f} each" in line
+    # The notebook's answer says "never more than 512": the line checks it.
+    assert (one_by_one.largest, batches.largest) == (1, FRAMES_PER_TURN)
+    assert f"never more than {FRAMES_PER_TURN} in one call: yes" in line
+    over = dataclasses.replace(batches, largest=FRAMES_PER_TURN + 1)
+    assert f"never more than {FRAMES_PER_TURN} in one call: NO" in over.line()
 
 
 def test_small_frames_lab_counts_a_frame_with_other_bytes_as_not_intact() -> None:

@@ -90,6 +90,38 @@ def test_listings_of_private_or_core_code_are_not_compared(path: Path) -> None:
             assert "nbval-ignore-output" in tags, f"{path.name}: {source(cell)[:80]!r}"
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_only_listings_and_widgets_skip_the_comparison(path: Path) -> None:
+    """What varies is masked in sanitize.cfg; a whole cell goes uncompared only
+    when it lists code that other work changes (tested above, and against the
+    code by the next test), or draws a widget, whose output is cleared and
+    redrawn (nbval then meets output it cannot compare: "Unexpected output
+    fields")."""
+    for cell in code_cells(path):
+        if "nbval-ignore-output" in cell.get("metadata", {}).get("tags", []):
+            text = source(cell)
+            assert "getsource(" in text or re.search(r"\w+_widget\(", text), (
+                f"{path.name}: an uncompared cell that neither lists code nor draws a "
+                f"widget; mask what varies in sanitize.cfg instead: {text[:80]!r}"
+            )
+
+
+def test_every_sanitizer_pattern_masks_something_a_notebook_prints() -> None:
+    """A pattern that matches nothing is dead weight that could one day hide a
+    regression it was never meant for."""
+    config = (ROOT / "notebooks" / "sanitize.cfg").read_text(encoding="utf-8")
+    patterns = re.findall(r"^regex: (.*)$", config, flags=re.MULTILINE)
+    outputs = "\n".join(
+        "".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/plain", ""))
+        for path in NOTEBOOKS
+        for cell in code_cells(path)
+        for o in cell.get("outputs", [])
+    )
+    assert patterns
+    unused = [p for p in patterns if not re.search(p, outputs)]
+    assert not unused, f"sanitize.cfg patterns that match no stored output: {unused}"
+
+
 def _listed(expression: str) -> object:
     """What a notebook's ``getsource(expression)`` lists: names from barknet and
     its modules, as the notebooks import them."""

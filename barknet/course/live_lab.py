@@ -10,8 +10,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..events import EventKind, IOCounters, IOEvent, IOStatus, Peer
-from ..framed import FramedTransport
+from ..events import EventKind, IOCounters, IOEvent, IOStatus, Peer, ReadResult
+from ..framed import FRAMES_PER_TURN, FramedTransport
 from ..framing import DEFAULT_MAX_FRAME_SIZE
 from ..reactor import EventWatcher
 from ..tcp import TcpTransport
@@ -277,6 +277,7 @@ class SmallFrames:
     calls: int  # read calls the server's loop made
     readables: int  # READABLE events it handled; each ends with one call that finds nothing
     elapsed: float  # seconds, from the connect to the last frame (client and server)
+    largest: int = 0  # the most frames one read call handed over
 
     @property
     def fruitful(self) -> int:
@@ -288,8 +289,28 @@ class SmallFrames:
             f"{self.how:<16} {self.intact}/{self.frames} frames intact; "
             f"{self.fruitful} calls found frames, {self.frames / self.fruitful:.1f} each; "
             f"{self.readables} found none; "
+            f"never more than {FRAMES_PER_TURN} in one call: "
+            f"{'yes' if self.largest <= FRAMES_PER_TURN else 'NO'}; "
             f"{self.elapsed / self.frames * 1e6:.2f} µs per frame"
         )
+
+
+class _Counting(FramedTransport):
+    """The lab's server: notes the most frames one read call handed over (for a
+    line that checks the fairness budget, FRAMES_PER_TURN, rather than quote it)."""
+
+    largest = 0
+
+    def read_frames(self, peer: Peer, limit: int | None = None) -> list[bytes | bytearray]:
+        frames = super().read_frames(peer, limit)
+        self.largest = max(self.largest, len(frames))
+        return frames
+
+    def resume_read(self, peer: Peer, *args: Any, **kwargs: Any) -> ReadResult:
+        result = super().resume_read(peer, *args, **kwargs)
+        if result.status is IOStatus.OK:
+            self.largest = max(self.largest, 1)
+        return result
 
 
 def small_frames_lab(count: int = 50_000, size: int = 64) -> list[SmallFrames]:
@@ -316,7 +337,7 @@ def _stream(
         intact[0] += frame == payload
 
     with EventWatcher() as ew:
-        server = FramedTransport(TcpTransport(), coalesce=True)
+        server = _Counting(TcpTransport(), coalesce=True)
         client = FramedTransport(TcpTransport(), coalesce=True)
         with closing(client, server):
 
@@ -347,7 +368,9 @@ def _stream(
             client.connect(address)
             ew.run_until(lambda: got[0] == count, timeout=60)
             elapsed = time.perf_counter() - start
-    return SmallFrames(loop.__name__, count, intact[0], calls[0], readables[0], elapsed)
+    return SmallFrames(
+        loop.__name__, count, intact[0], calls[0], readables[0], elapsed, server.largest
+    )
 
 
 # --------------------------------------------------- 07: the stored benchmark
