@@ -880,10 +880,13 @@ class TlsTransport(TransportLayer):
         return got
 
     def _send_written_while_reading(self, session: TlsSession) -> None:
-        """OpenSSL may write while it reads: an alert, its answer to a KeyUpdate,
-        its refusal of a renegotiation (or, as a client, the new handshake a server
-        asked for). That goes now: left for the owner's next write, it would keep a
-        peer that waits for it waiting, for ever if the owner only reads."""
+        """OpenSSL may write while it reads: an alert, its refusal of a
+        renegotiation (or, as a client, the new handshake a server asked for).
+        That goes now: left for the owner's next write, it would keep a peer that
+        waits for it waiting, for ever if the owner only reads. (Its answer to a
+        TLS 1.3 KeyUpdate is not among these: OpenSSL sends it just before our
+        next record of data, as RFC 8446 allows, and the peer does not wait for
+        it.)"""
         if session.outgoing.pending and session.error is None:
             self._send_cipher(session)
         if session.notify_waits and session.error is None:

@@ -3,9 +3,11 @@ and the queue keeps the rest in order, counting the frames that left whole."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from barknet import FrameTooLargeError
 from barknet.frame_queue import TAIL_SIZE, FrameQueue, frame_batch
 from barknet.framing import HEADER, HEADER_SIZE, SMALL_FRAME, FrameDecoder, encode_frame
 from barknet.interfaces import IOV_MAX, nbytes
@@ -168,3 +170,19 @@ def test_any_sequence_of_short_writes_sends_the_frames_in_order_and_counts_them(
     assert bytes(sent) == expected
     assert queue.frames_sent == len(payloads)
     assert sum(nbytes(b) for b in queue.buffers) == 0
+
+
+def test_iov_offers_at_most_iov_max_buffers_however_many_wait() -> None:
+    queue = FrameQueue()
+    payload = bytes(4096)  # large enough to go as its own buffer
+    for _ in range(IOV_MAX):
+        queue.push(HEADER.pack(len(payload)), payload, len(payload))
+    assert len(queue.iov()) == IOV_MAX
+    queue.advance(1)
+    assert len(queue.iov()) == IOV_MAX
+
+
+def test_frame_batch_refuses_a_payload_one_byte_over_the_limit() -> None:
+    with pytest.raises(FrameTooLargeError):
+        frame_batch([b"ok", b"x" * 11], max_frame_size=10)
+    assert frame_batch([b"x" * 10], max_frame_size=10)  # the limit itself is fine

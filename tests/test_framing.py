@@ -640,3 +640,53 @@ def test_every_call_after_a_framing_error_raises_it_even_with_nothing_to_do() ->
         with pytest.raises(FrameTooLargeError) as again:
             call()
         assert again.value is first.value
+
+
+# ------------------------------------------- promises a mutation audit found unpinned
+def test_a_dead_decoder_raises_its_error_from_every_later_call() -> None:
+    decoder = FrameDecoder(max_frame_size=10)
+    with pytest.raises(FrameTooLargeError):
+        decoder.feed(struct.pack("!I", 11))
+    with pytest.raises(FrameTooLargeError):
+        decoder.next_frames()
+    with pytest.raises(FrameTooLargeError):
+        decoder.feed(b"more")
+
+
+def test_a_recycled_body_is_reused_only_for_a_frame_of_its_own_size() -> None:
+    # A spare one byte too long would swallow the start of the next frame.
+    decoder = FrameDecoder()
+    (big,) = decoder.feed(encode_frame(b"z" * 300_000))
+    decoder.recycle(big)
+    frames = decoder.feed(encode_frame(b"a" * 299_999) + encode_frame(b"b"))
+    assert [bytes(f) for f in frames] == [b"a" * 299_999, b"b"]
+
+
+def test_buffered_counts_the_header_of_a_frame_whose_body_is_arriving() -> None:
+    decoder = FrameDecoder()
+    assert decoder.feed(struct.pack("!I", 1 << 20) + b"x" * 10) == []
+    assert decoder.buffered == HEADER_SIZE + 10
+
+
+def test_a_growing_body_counts_the_bytes_it_moves_into_its_new_buffer() -> None:
+    decoder = FrameDecoder()
+    decoder.feed(struct.pack("!I", 1 << 20) + b"x" * 10)
+    view = decoder.get_buffer()
+    room = len(view)
+    view[:] = b"y" * room
+    decoder.buffer_updated(room)
+    before = decoder.bytes_copied
+    decoder.get_buffer()  # the body is full: it grows into a new buffer, copying what it had
+    assert decoder.bytes_copied - before == 10 + room
+
+
+def test_a_partial_frame_stays_where_it_is_while_the_scratch_has_room_after_it() -> None:
+    decoder = FrameDecoder()
+    data = encode_frame(b"a" * 100) + encode_frame(b"b" * 100)[:50]
+    buffer = decoder.get_buffer()
+    buffer[: len(data)] = data
+    del buffer
+    assert decoder.buffer_updated(len(data)) == [b"a" * 100]
+    before = decoder.bytes_copied
+    decoder.get_buffer()
+    assert decoder.bytes_copied == before  # nothing moved to the front

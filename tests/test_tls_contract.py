@@ -1092,3 +1092,50 @@ def test_after_your_close_a_peer_that_never_answers_is_given_up_at_the_linger_ti
     (event,) = closed
     assert event.status is IOStatus.ERROR and isinstance(event.error, LingerTimeoutError)
     assert "0.3 s" in str(event.error)
+
+
+# ------------------------------------------- promises a mutation audit found unpinned
+def test_a_client_handshake_times_out_from_connect(ew, closing, client_ctx) -> None:
+    """A listener that accepts the connection in the kernel and never speaks TLS:
+    the client's clock starts at connect, and one CLOSED says HANDSHAKE_TIMEOUT."""
+    mute = closing(socket.create_server(("127.0.0.1", 0)))
+    events: list[IOEvent] = []
+    client = closing(TlsTransport(TcpTransport(), client_ctx, handshake_timeout=0.3))
+    client.attach(ew, events.append)
+    client.connect(mute.getsockname()[:2])
+    ew.run_until(lambda: events, timeout=3)
+    for _ in range(3):
+        ew.run_once(0.01)  # nothing else follows
+    assert [e.kind for e in events] == [EventKind.CLOSED]
+    assert isinstance(events[0].error, TlsError)
+    assert events[0].error.reason == "HANDSHAKE_TIMEOUT"
+
+
+def test_peers_leaves_out_a_peer_still_in_its_handshake(ew, closing, server_ctx) -> None:
+    server = closing(TlsTransport(TcpTransport(), server_ctx))
+    server.attach(ew, lambda event: None)
+    silent = closing(socket.create_connection(server.bind()))
+    ew.run_until(lambda: server.inner.peers, timeout=5)  # (accepted below)
+    assert silent.fileno() >= 0 and server.peers == []
+
+
+def test_plaintext_waiting_keeps_its_place_ahead_of_newer_plaintext() -> None:
+    from barknet.tls_session import TlsSession
+
+    session = TlsSession(Peer(), server_side=False)
+    session.handshaking = False
+    assert session.can_encrypt
+    session.plain += b"older"
+    assert not session.can_encrypt  # newer plaintext waits behind it
+
+
+def test_a_read_with_no_room_is_a_value_error(ew, closing, server_ctx, client_ctx) -> None:
+    state = {"got": 0}
+    _server, client, peer = _tls_pair(
+        ew, closing, server_ctx, client_ctx, _read_everything(state), lambda t, e: None
+    )
+    ew.run_until(lambda: client.peers, timeout=5)
+    with pytest.raises(ValueError, match="no room"):
+        client.resume_read(peer, bytearray(10), offset=10)
+    with pytest.raises(ValueError, match="no room"):
+        client.resume_read(peer, bytearray(10), max_len=0)
