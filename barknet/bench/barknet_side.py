@@ -5,11 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .common import CHILD_TIMEOUT, COALESCE, HOST, MAX_FRAME, Session, _now
-
-#: The bulk sender queues at most this many frames, or bytes, per call (a
-#: batch may overshoot ``high_water`` by that much before PAUSE_WRITING).
-BATCH, BATCH_BYTES = 256, 16 * 1024
+from .common import CHILD_TIMEOUT, COALESCE, HOST, MAX_FRAME, Session, _now, batch_for
 
 
 # ----------------------------------------------------------------- barknet
@@ -32,7 +28,7 @@ def _serve_barknet(ready: Callable[[int], None], bare: bool = False) -> None:
 
     framed, tcp = _stack(bare)
     with EventWatcher() as ew:
-        server = framed(tcp(HOST, 0), max_frame_size=MAX_FRAME, coalesce=COALESCE)
+        server = framed(tcp(HOST, 0), max_frame_size=MAX_FRAME)  # (one echo per turn)
         sessions: dict[Any, Session] = {}
         # Looked up once: on CPython 3.10/3.11 EventKind.READABLE costs an enum hook call.
         readable = EventKind.READABLE
@@ -64,13 +60,15 @@ def _serve_barknet(ready: Callable[[int], None], bare: bool = False) -> None:
 class _BarknetClient:
     """One connection's client side over ``FramedTransport``: ping-pong or bulk."""
 
-    def __init__(self, ew: Any, port: int, size: int, bare: bool = False) -> None:
+    def __init__(
+        self, ew: Any, port: int, size: int, bare: bool = False, coalesce: bool = False
+    ) -> None:
         from barknet import EventKind
 
         self.kinds = EventKind
         self.readable = EventKind.READABLE  # looked up once, as in the server
         self.ew = ew
-        self.bare = bare
+        self.bare, self.coalesce = bare, coalesce
         self.connected = False
         self.transport = self.make_transport(port)
         self.transport.attach(ew, self.on_event)
@@ -86,7 +84,7 @@ class _BarknetClient:
 
     def make_transport(self, port: int) -> Any:
         framed, tcp = _stack(self.bare)
-        return framed(tcp(HOST, port), max_frame_size=MAX_FRAME, coalesce=COALESCE)
+        return framed(tcp(HOST, port), max_frame_size=MAX_FRAME, coalesce=self.coalesce)
 
     def on_event(self, ev: Any) -> None:
         kind, kinds = ev.kind, self.kinds
@@ -153,7 +151,7 @@ class _BarknetClient:
         # Small frames in batches (write_frames: one call queues a batch; the
         # PAUSE_WRITING a batch causes stops the next one).
         write_frames, payload, peer = self.transport.write_frames, self.payload, self.peer
-        batch = max(1, min(BATCH, BATCH_BYTES // (len(payload) + 4)))
+        batch = batch_for(len(payload))
         while self.left and not self.paused:
             k = min(batch, self.left)
             self.left -= k
@@ -176,7 +174,7 @@ def _barknet_client(
             if bare and kind != "pingpong":
                 raise ValueError("the bare stack serves only round trips (pingpong)")
             place(kind)
-            client = _BarknetClient(ew, port, size, bare)
+            client = _BarknetClient(ew, port, size, bare, coalesce=COALESCE and kind == "bulk")
             try:
                 if kind == "pingpong":
                     results.append(client.pingpong(count, warm))

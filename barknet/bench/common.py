@@ -18,9 +18,21 @@ HEADER = struct.Struct("!I")
 MAX_FRAME = 64 * 1024 * 1024
 CHILD_TIMEOUT = 300.0
 WARM_BLOCK = 1024 * 1024
-#: barknet runs with write coalescing on (see FramedTransport): frames written in
-#: one loop turn leave together.
+#: barknet's write coalescing (see FramedTransport) is on where a user would turn
+#: it on: in the bulk clients, which write bursts (the frames written in one loop
+#: turn leave together). The servers and the round-trip clients write one frame per
+#: turn and keep the default, off, which saves a round trip two calls and about 40
+#: opcodes. BARKNET_BENCH_COALESCE=0 turns it off for the bulk clients too.
 COALESCE = os.environ.get("BARKNET_BENCH_COALESCE", "1") == "1"
+#: The bulk clients that write in batches (barknet with write_frames, the asyncio
+#: Protocol and uvloop with writelines) put at most this many frames, or bytes, in
+#: one call (a batch may overshoot high_water by that much before the pause).
+BATCH, BATCH_BYTES = 256, 16 * 1024
+
+
+def batch_for(size: int) -> int:
+    """Frames per write call for a bulk client sending ``size``-byte payloads."""
+    return max(1, min(BATCH, BATCH_BYTES // (size + HEADER.size)))
 
 
 @dataclass

@@ -26,7 +26,7 @@ def format_table(records: list[dict[str, Any]]) -> str:
         "bulk_MBps": "bulk",
         "frames_per_s": "bulk",
         "peak_rss_ratio": "peak RSS",
-        "python_calls": "Python calls",
+        "python_calls": "Python calls (layer model)",
     }
     width = max(17, *(len(i) + 2 for i in impls))
     lines = ["figure (unit)".ljust(31) + "".join(i.rjust(width) for i in impls)]

@@ -225,7 +225,8 @@ def machine_info(where: str) -> dict[str, Any]:
         "placement": where,
         "allocator": f"every child allocates and frees one {WARM_BLOCK // 1024} KiB block "
         "at start-up (same glibc state everywhere)",
-        "barknet_config": f"FramedTransport(TcpTransport(), coalesce={COALESCE})",
+        "barknet_config": "FramedTransport(TcpTransport()), with coalesce="
+        f"{COALESCE} for the bulk clients only",
         **{f"{k}_version": str(v) for k, v in versions.items()},
     }
 
@@ -344,7 +345,8 @@ def run(
         if impl in chosen:
             figures.add(impl, "python_calls", 16, layers.calls_per_round_trip(program))
     say(
-        "  Python calls per 16 B round trip (both sides, counted in one process): "
+        "  Python calls per 16 B round trip, both sides, in the one-process model of "
+        "benchmarks/layer_costs.py (not the processes timed above): "
         + ", ".join(
             f"{impl} {figures.values[(impl, 'python_calls', 16)][0]:.1f}"
             for impl in counted
