@@ -34,6 +34,7 @@ from barknet import (
 )
 from barknet.errors import LingerTimeoutError, TlsError
 from barknet.interfaces import ITransport
+from barknet.layer import TransportLayer
 from barknet.testing.faults import ChunkingTransport
 from barknet.testing.trace import TracingTransport
 from barknet.tls import TlsTransport
@@ -1139,3 +1140,77 @@ def test_a_read_with_no_room_is_a_value_error(ew, closing, server_ctx, client_ct
         client.resume_read(peer, bytearray(10), offset=10)
     with pytest.raises(ValueError, match="no room"):
         client.resume_read(peer, bytearray(10), max_len=0)
+
+
+def test_no_writable_for_an_owner_whose_writes_were_all_taken(
+    ew, closing, server_ctx, client_ctx
+) -> None:
+    """WRITABLE answers a refused write: a write taken whole (some of it still held
+    here, to leave as the socket allows) asks for nothing, so none comes."""
+    state = {"got": 0}
+    writable: list[IOEvent] = []
+
+    def client_owner(transport: ITransport, event: IOEvent) -> None:
+        if event.kind is EventKind.WRITABLE:
+            writable.append(event)
+
+    _server, client, peer = _tls_pair(
+        ew,
+        closing,
+        server_ctx,
+        client_ctx,
+        _read_everything(state),
+        client_owner,
+        client_tcp={"sndbuf": 4096},
+    )
+    ew.run_until(lambda: client.peers, timeout=5)
+    result = client.resume_write(b"w" * 60_000, peer)
+    assert result == WriteResult(60_000, IOStatus.OK)
+    assert client.write_buffer_size(peer) > 0  # (held here, not all in the socket yet)
+    ew.run_until(lambda: state["got"] == 60_000, timeout=10)
+    for _ in range(10):
+        ew.run_once(0.01)
+    assert writable == []
+
+
+class _TakesMostThenNothing(TransportLayer):
+    """Below TLS: passes writes through until ``keep`` is set; then the next write
+    leaves all but its last ``keep`` bytes, and later writes leave nothing."""
+
+    def __init__(self, inner: TcpTransport) -> None:
+        super().__init__(inner)
+        self.keep: int | None = None
+
+    def resume_write(self, data, peer):  # type: ignore[no-untyped-def]
+        if self.keep is None:
+            return self.inner.resume_write(data, peer)
+        if self.keep < 0:
+            return WriteResult(0, IOStatus.WOULD_BLOCK)
+        parts = data if isinstance(data, list) else [data]
+        wire = b"".join(bytes(p) for p in parts)
+        cut, self.keep = max(0, len(wire) - self.keep), -1
+        result = self.inner.resume_write(wire[:cut], peer)
+        assert result == WriteResult(cut, IOStatus.OK)
+        return WriteResult(cut, IOStatus.WOULD_BLOCK)
+
+
+def test_one_write_takes_at_most_one_record_past_the_high_water_mark(
+    ew, closing, server_ctx, client_ctx
+) -> None:
+    """A large write is taken while at most high_water is held, in whole records:
+    so what one call leaves held is at most high_water plus one record (and its
+    overhead), however the layer below takes the records."""
+    from barknet.tls_session import RECORD_SIZE
+
+    server = closing(TlsTransport(TcpTransport(), server_ctx))
+    server.attach(ew, lambda event: None)
+    below = _TakesMostThenNothing(TcpTransport())
+    client = closing(TlsTransport(below, client_ctx, high_water=65536))
+    events: list[IOEvent] = []
+    client.attach(ew, events.append)
+    peer = client.connect(server.bind())
+    ew.run_until(lambda: client.peers, timeout=5)
+    below.keep = 64_000  # just under the mark stays held after the first records
+    result = client.resume_write(bytes(1 << 20), peer)
+    assert result.status is IOStatus.WOULD_BLOCK and 0 < result.sent < 1 << 20
+    assert 65536 < client.write_buffer_size(peer) <= 65536 + RECORD_SIZE + 300
